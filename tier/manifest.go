@@ -1,0 +1,296 @@
+package tier
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+)
+
+// ManifestVersion is the manifest format this build writes and the newest it
+// reads. A manifest with a larger version is rejected, never rewritten.
+const ManifestVersion = 1
+
+// maxManifestBytes bounds what Load will read: far above any real manifest
+// (a segment reference is ~250 bytes), small enough to never exhaust memory.
+const maxManifestBytes = 256 << 20
+
+// ErrManifestVersion is wrapped when a manifest was written by a newer strata.
+var ErrManifestVersion = errors.New("tier: manifest format version not supported")
+
+// ErrManifestCorrupt is wrapped when a manifest cannot be decoded or breaks
+// its invariants (segments out of order or overlapping).
+var ErrManifestCorrupt = errors.New("tier: manifest corrupt")
+
+// SegmentRef is one sealed segment as the manifest records it.
+type SegmentRef struct {
+	Key          string `json:"key"`           // object key of the segment
+	BaseOffset   int64  `json:"base_offset"`   // first offset held
+	LastOffset   int64  `json:"last_offset"`   // last offset held (inclusive)
+	MinTimestamp int64  `json:"min_timestamp"` // ms since epoch
+	MaxTimestamp int64  `json:"max_timestamp"` // ms since epoch
+	Records      int64  `json:"records"`
+	Size         int64  `json:"size"` // object bytes
+	Codec        string `json:"codec"`
+	SealedAtMs   int64  `json:"sealed_at_ms"` // wall clock of the sealing broker
+}
+
+// Manifest is the authoritative list of a partition's sealed segments, plus
+// the partition's log start offset and owner epoch. It lives in the bucket at
+// ManifestKey and changes only by compare-and-swap (ManifestStore.Update).
+//
+// Invariants: segments are sorted by BaseOffset, do not overlap, and every
+// segment's LastOffset >= LogStartOffset; LogStartOffset <= NextOffset().
+type Manifest struct {
+	Version        int          `json:"version"`
+	Topic          string       `json:"topic"`
+	Partition      int32        `json:"partition"`
+	Epoch          int64        `json:"epoch"`      // owner epoch; a new owner bumps it
+	Generation     int64        `json:"generation"` // bumped by every successful update
+	UpdateID       string       `json:"update_id"`  // random per update: recognizes our own write after a lost response
+	LogStartOffset int64        `json:"log_start_offset"`
+	Segments       []SegmentRef `json:"segments"`
+}
+
+// NextOffset is the offset after the last sealed record (the log start when
+// nothing is sealed).
+func (m *Manifest) NextOffset() int64 {
+	if n := len(m.Segments); n > 0 {
+		return m.Segments[n-1].LastOffset + 1
+	}
+	return m.LogStartOffset
+}
+
+// SealedBytes is the total size of the sealed segments.
+func (m *Manifest) SealedBytes() int64 {
+	var n int64
+	for _, s := range m.Segments {
+		n += s.Size
+	}
+	return n
+}
+
+// FindSegment returns the index of the segment holding offset, or of the
+// first segment after it when offset falls in no segment; len(Segments) when
+// offset is past every segment.
+func (m *Manifest) FindSegment(offset int64) int {
+	return sort.Search(len(m.Segments), func(i int) bool { return m.Segments[i].LastOffset >= offset })
+}
+
+// Clone returns a deep copy that can be modified and passed to Update.
+func (m *Manifest) Clone() *Manifest {
+	c := *m
+	c.Segments = append([]SegmentRef(nil), m.Segments...)
+	return &c
+}
+
+// Validate checks the manifest's invariants.
+func (m *Manifest) Validate() error {
+	if m.Version > ManifestVersion {
+		return fmt.Errorf("%w: manifest version %d is newer than this build supports (%d): upgrade strata", ErrManifestVersion, m.Version, ManifestVersion)
+	}
+	if m.Version < 1 {
+		return fmt.Errorf("%w: version %d", ErrManifestCorrupt, m.Version)
+	}
+	if m.LogStartOffset < 0 {
+		return fmt.Errorf("%w: negative log start offset %d", ErrManifestCorrupt, m.LogStartOffset)
+	}
+	prev := int64(-1)
+	for i, s := range m.Segments {
+		switch {
+		case s.Key == "":
+			return fmt.Errorf("%w: segment %d has no key", ErrManifestCorrupt, i)
+		case s.LastOffset < s.BaseOffset:
+			return fmt.Errorf("%w: segment %d (%s) ends at %d before it starts at %d", ErrManifestCorrupt, i, s.Key, s.LastOffset, s.BaseOffset)
+		case s.BaseOffset <= prev:
+			return fmt.Errorf("%w: segment %d (%s) starts at %d, overlapping the previous one ending at %d", ErrManifestCorrupt, i, s.Key, s.BaseOffset, prev)
+		case s.LastOffset < m.LogStartOffset:
+			return fmt.Errorf("%w: segment %d (%s) lies wholly below the log start %d", ErrManifestCorrupt, i, s.Key, m.LogStartOffset)
+		}
+		prev = s.LastOffset
+	}
+	if m.NextOffset() < m.LogStartOffset {
+		return fmt.Errorf("%w: log start %d is past the sealed end %d", ErrManifestCorrupt, m.LogStartOffset, m.NextOffset())
+	}
+	return nil
+}
+
+// PartitionPrefix is the key prefix of everything a partition stores.
+func PartitionPrefix(topic string, partition int32) string {
+	return "topics/" + topic + "/partitions/" + strconv.Itoa(int(partition)) + "/"
+}
+
+// ManifestKey is the object key of a partition's manifest.
+func ManifestKey(topic string, partition int32) string {
+	return PartitionPrefix(topic, partition) + "manifest.json"
+}
+
+// SegmentPrefix is the key prefix under which a partition's segments live.
+func SegmentPrefix(topic string, partition int32) string {
+	return PartitionPrefix(topic, partition) + "segments/"
+}
+
+// SegmentKey names a new segment object. The name sorts by base offset and
+// carries the writer's epoch and a random suffix, so an upload by a fenced
+// writer can never replace a segment the manifest references.
+func SegmentKey(topic string, partition int32, baseOffset, epoch int64) string {
+	return fmt.Sprintf("%s%020d-%d-%s.seg", SegmentPrefix(topic, partition), baseOffset, epoch, randomID(4))
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("tier: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// DecodeManifest parses and validates manifest bytes.
+func DecodeManifest(data []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrManifestCorrupt, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// EncodeManifest serializes a manifest.
+func EncodeManifest(m *Manifest) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(m, "", " ")
+}
+
+// ManifestStore reads and compare-and-swaps one partition's manifest.
+// It holds no state besides the key; it is safe for concurrent use, though
+// one partition should have one writer (the owner) at a time.
+type ManifestStore struct {
+	store Store
+	key   string
+	retry Backoff
+}
+
+// NewManifestStore returns the manifest store of (topic, partition).
+func NewManifestStore(store Store, topic string, partition int32) *ManifestStore {
+	return &ManifestStore{store: store, key: ManifestKey(topic, partition), retry: DefaultBackoff()}
+}
+
+// Key is the manifest's object key.
+func (s *ManifestStore) Key() string { return s.key }
+
+// Load reads the manifest and its ETag. A missing manifest is ErrNotFound.
+func (s *ManifestStore) Load(ctx context.Context) (*Manifest, string, error) {
+	var (
+		m    *Manifest
+		etag string
+	)
+	err := s.retry.Do(ctx, func(ctx context.Context) error {
+		rc, info, err := s.store.Get(ctx, s.key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+		if err != nil {
+			return err
+		}
+		if len(data) > maxManifestBytes {
+			return fmt.Errorf("%w: %s is over %d bytes", ErrManifestCorrupt, s.key, maxManifestBytes)
+		}
+		dm, err := DecodeManifest(data)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", s.key, err)
+		}
+		m, etag = dm, info.ETag
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("tier: load manifest %s: %w", s.key, err)
+	}
+	return m, etag, nil
+}
+
+// Create writes the first manifest of a partition. If one exists already the
+// result is ErrFenced: somebody else created it first.
+func (s *ManifestStore) Create(ctx context.Context, m *Manifest) (string, error) {
+	return s.write(ctx, "", m)
+}
+
+// Update replaces the manifest whose ETag is prevETag with m, after setting
+// m's Version, Generation (prev+1 is the caller's job: it must be the loaded
+// generation + 1) and a fresh UpdateID. If the manifest changed since it was
+// loaded, the result wraps ErrFenced and the caller must stop writing the
+// partition. A write whose response was lost is recognized by its UpdateID
+// and reported as the success it was.
+func (s *ManifestStore) Update(ctx context.Context, prevETag string, m *Manifest) (string, error) {
+	if prevETag == "" {
+		return "", fmt.Errorf("tier: update manifest %s: empty etag; use Create for a new manifest", s.key)
+	}
+	return s.write(ctx, prevETag, m)
+}
+
+func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest) (string, error) {
+	m.Version = ManifestVersion
+	m.UpdateID = randomID(8)
+	data, err := EncodeManifest(m)
+	if err != nil {
+		return "", fmt.Errorf("tier: write manifest %s: %w", s.key, err)
+	}
+	var etag string
+	attempt := func(ctx context.Context) error {
+		var (
+			info ObjectInfo
+			err  error
+		)
+		if prevETag == "" {
+			info, err = s.store.PutIfAbsent(ctx, s.key, bytes.NewReader(data), int64(len(data)))
+		} else {
+			info, err = s.store.PutIfMatch(ctx, s.key, prevETag, bytes.NewReader(data), int64(len(data)))
+		}
+		if err == nil {
+			etag = info.ETag
+			return nil
+		}
+		if !errors.Is(err, ErrPreconditionFailed) && !IsRetryable(err) {
+			return err
+		}
+		// The precondition failed, or the outcome is unknown. Either an
+		// earlier attempt of ours applied (its response was lost), or
+		// another writer got there first. The current manifest tells which.
+		cur, curETag, lerr := s.Load(ctx)
+		switch {
+		case lerr == nil && cur.UpdateID == m.UpdateID:
+			etag = curETag
+			return nil
+		case lerr == nil && curETag != prevETag:
+			return fmt.Errorf("%w: manifest %s is at generation %d epoch %d (ours was based on %q)", ErrFenced, s.key, cur.Generation, cur.Epoch, prevETag)
+		case prevETag == "" && lerr == nil:
+			return fmt.Errorf("%w: manifest %s already exists (epoch %d)", ErrFenced, s.key, cur.Epoch)
+		case prevETag == "" && errors.Is(lerr, ErrNotFound), lerr == nil:
+			// Unchanged: our write did not apply. Retry if that was a
+			// transient failure; a precondition failure on an unchanged
+			// object cannot happen on a linearizable store.
+			if IsRetryable(err) {
+				return err
+			}
+			return fmt.Errorf("tier: manifest %s: precondition failed but the object is unchanged: %w", s.key, err)
+		default:
+			return lerr
+		}
+	}
+	if err := s.retry.Do(ctx, attempt); err != nil {
+		return "", fmt.Errorf("tier: write manifest %s: %w", s.key, err)
+	}
+	return etag, nil
+}
