@@ -1,0 +1,26 @@
+# strata: common tasks. `make test` is the whole suite (starts MinIO itself).
+.PHONY: test demo vet fmt check bench fuzz minio
+
+test:           ## the whole test suite, with a real MinIO on loopback
+	bash scripts/test.sh
+
+demo:           ## write, seal and replay a demo log on the embedded file:// store
+	go run ./cmd/strata demo
+
+vet:
+	go vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+check:          ## what CI runs
+	bash .ci/run
+
+bench:          ## the benchmarks behind docs/performance.md (needs MinIO: started here)
+	bash scripts/bench.sh
+
+fuzz:           ## every fuzzer for FUZZTIME each (default 30s)
+	bash scripts/fuzz.sh
+
+minio:          ## build the pinned MinIO into the tool cache
+	bash scripts/minio.sh install

@@ -1,0 +1,91 @@
+// Command strata is the strata binary. It is thin: flags and wiring; the
+// work lives in the library packages (bench, ingest, fetch, tier).
+//
+//	strata demo [--dir DIR] [--object-store URL] [--records N] [--partitions N]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/stratalog/strata/bench"
+	"github.com/stratalog/strata/tier"
+)
+
+const usage = `strata: a tiered-storage streaming log
+
+usage:
+  strata demo [flags]   write a log, seal it into the object store, replay it
+                        from an empty reader, and print what happened
+
+run 'strata demo -h' for its flags
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "strata:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "demo":
+		return demo(ctx, args[1:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+func demo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards)")
+	store := fs.String("object-store", "", "object store URL: file:///abs/dir or s3://bucket/prefix?endpoint=HOST:PORT&insecure=true (default: file:// under --dir)")
+	records := fs.Int("records", 20000, "records per partition")
+	partitions := fs.Int("partitions", 3, "partitions")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *records <= 0 || *partitions <= 0 {
+		return fmt.Errorf("--records and --partitions must be positive (got %d and %d)", *records, *partitions)
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "strata-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	if *store == "" {
+		*store = "file://" + filepath.Join(abs, "bucket")
+	}
+	st, err := tier.Open(ctx, *store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Printf("object store: %s\n", *store)
+	_, err = bench.Demo(ctx, bench.DemoConfig{Dir: abs, Store: st, Records: *records, Partitions: *partitions}, os.Stdout)
+	return err
+}

@@ -1,0 +1,23 @@
+// Package fetch owns strata's read path: reading a partition from an offset
+// or a timestamp, from the local log when the data is still there (hot) and
+// otherwise from sealed segments in the object store (cold), through a
+// shared, bounded block cache.
+//
+// Invariants:
+//   - A read never returns a record below the requested offset, never skips
+//     one, and returns records in offset order.
+//   - A read below the log start fails with *OutOfRangeError carrying the
+//     current log start; a read at or past the high watermark returns no
+//     records and no error.
+//   - Cold reads fetch only the block ranges they need: opening a segment
+//     costs one ranged GET of its tail (two when the footer is large), a
+//     block span costs one ranged GET. Concurrent readers of one block cause
+//     one GET (single flight).
+//   - The cache is bounded: memory by CacheConfig.MemoryBytes, disk by
+//     CacheConfig.DiskBytes. Cold GETs run under their own concurrency
+//     budget (MaxConcurrentGets), so replay cannot starve the tail.
+//   - fetch depends on tier.BucketReader only: the read path cannot write.
+//
+// Concurrency: Cache and PartitionReader are safe for concurrent use. The
+// Cache owns its read-ahead goroutines and stops them in Close.
+package fetch

@@ -1,0 +1,325 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+// ManifestSource gives the partition's current manifest. The owning
+// broker's ingest.Partition is one; BucketManifests reads it from the bucket.
+type ManifestSource interface {
+	Manifest(ctx context.Context) (*tier.Manifest, error)
+}
+
+// refresher is an optional capability of a ManifestSource: drop any cached
+// copy, so the next Manifest call reads the bucket again.
+type refresher interface{ Refresh() }
+
+// HotLog is the local, not-yet-evicted tail of a partition
+// (ingest.LocalLog satisfies it).
+type HotLog interface {
+	StartOffset() int64
+	NextOffset() int64
+	Read(from int64, maxBytes int) ([]segment.Batch, error)
+}
+
+// Result is what one Read returns.
+type Result struct {
+	Records        []segment.Record // in offset order, all >= the requested offset
+	NextOffset     int64            // where the next sequential read starts
+	HighWatermark  int64            // the offset the next appended record will get
+	LogStartOffset int64            // the oldest readable offset
+}
+
+// PartitionReader reads one partition, hot and cold.
+type PartitionReader struct {
+	cache     *Cache
+	src       tier.BucketReader
+	manifests ManifestSource
+	hot       HotLog // nil for a reader with no local data
+
+	// lastNext is where the previous Read ended: a Read starting there is
+	// sequential and gets read-ahead; a point read does not.
+	lastNext atomic.Int64
+}
+
+// NewPartitionReader returns a reader over a partition. hot may be nil: the
+// reader then serves only what is sealed (a stateless replay reader).
+func NewPartitionReader(cache *Cache, src tier.BucketReader, manifests ManifestSource, hot HotLog) *PartitionReader {
+	r := &PartitionReader{cache: cache, src: src, manifests: manifests, hot: hot}
+	r.lastNext.Store(-1)
+	return r
+}
+
+// recordSize is the byte count maxBytes is measured in.
+func recordSize(r *segment.Record) int {
+	n := len(r.Key) + len(r.Value) + 16
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// Read returns records from offset `from` on, up to about maxBytes (always at
+// least one record when one exists at or after from).
+func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*Result, error) {
+	if from < 0 {
+		return nil, fmt.Errorf("fetch: negative offset %d", from)
+	}
+	if maxBytes <= 0 {
+		maxBytes = 1
+	}
+	m, err := r.manifests.Manifest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{HighWatermark: m.NextOffset(), LogStartOffset: m.LogStartOffset, NextOffset: from}
+	if r.hot != nil {
+		res.HighWatermark = r.hot.NextOffset()
+	}
+	if from < m.LogStartOffset {
+		return nil, &OutOfRangeError{Offset: from, LogStartOffset: m.LogStartOffset, HighWatermark: res.HighWatermark}
+	}
+	if from >= res.HighWatermark {
+		return res, nil
+	}
+	if r.hot != nil && from >= r.hot.StartOffset() {
+		batches, err := r.hot.Read(from, maxBytes)
+		if err == nil {
+			appendRecords(res, batches, from, maxBytes)
+			return res, nil
+		}
+		// The local file may have been trimmed under us: fall through to
+		// the sealed copy.
+	}
+	sequential := r.lastNext.Load() == from
+	defer func() { r.lastNext.Store(res.NextOffset) }()
+	if err := r.readCold(ctx, m, res, from, maxBytes, sequential); err != nil {
+		if errors.Is(err, tier.ErrNotFound) {
+			// A segment vanished: retention moved the log start.
+			if rf, ok := r.manifests.(refresher); ok {
+				rf.Refresh()
+				if m2, err2 := r.manifests.Manifest(ctx); err2 == nil && from < m2.LogStartOffset {
+					return nil, &OutOfRangeError{Offset: from, LogStartOffset: m2.LogStartOffset, HighWatermark: res.HighWatermark}
+				}
+			}
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+// appendRecords adds the records of batches at or after from to res until
+// maxBytes is reached, and reports whether it stopped for the byte limit.
+func appendRecords(res *Result, batches []segment.Batch, from int64, maxBytes int) bool {
+	size := 0
+	for _, rec := range res.Records {
+		size += recordSize(&rec)
+	}
+	for bi := range batches {
+		for ri := range batches[bi].Records {
+			rec := &batches[bi].Records[ri]
+			if rec.Offset < res.NextOffset || rec.Offset < from {
+				continue
+			}
+			s := recordSize(rec)
+			if len(res.Records) > 0 && size+s > maxBytes {
+				return true
+			}
+			res.Records = append(res.Records, *rec)
+			res.NextOffset = rec.Offset + 1
+			size += s
+		}
+	}
+	return size >= maxBytes
+}
+
+// readCold reads sealed segments from the block holding `from` on.
+func (r *PartitionReader) readCold(ctx context.Context, m *tier.Manifest, res *Result, from int64, maxBytes int, sequential bool) error {
+	blocks := 0
+	for si := m.FindSegment(from); si < len(m.Segments); si++ {
+		seg := m.Segments[si]
+		f, err := r.cache.Footer(ctx, r.src, seg)
+		if err != nil {
+			return err
+		}
+		bi, ok := blockForOffset(f, res.NextOffset)
+		if !ok {
+			continue
+		}
+		for ; bi < len(f.Blocks); bi++ {
+			raw, err := r.cache.Block(ctx, r.src, seg.Key, f, bi)
+			if err != nil {
+				return err
+			}
+			batches, err := segment.DecodeBlock(raw, f.Codec)
+			if err != nil {
+				return fmt.Errorf("fetch: segment %s block %d: %w", seg.Key, bi, err)
+			}
+			full := appendRecords(res, batches, from, maxBytes)
+			if blocks++; sequential || blocks > 1 {
+				// A sequential reader: keep the next spans coming.
+				r.cache.Prefetch(r.src, seg.Key, f, bi+1)
+			}
+			if full {
+				return nil
+			}
+		}
+		if si+1 < len(m.Segments) && (sequential || blocks > 1) {
+			r.prefetchSegment(ctx, m.Segments[si+1])
+		}
+	}
+	return nil
+}
+
+// prefetchSegment warms the next segment's footer and first span in the
+// background so a replay crosses segment boundaries without a stall.
+func (r *PartitionReader) prefetchSegment(ctx context.Context, seg tier.SegmentRef) {
+	if r.cache.cfg.ReadAheadSpans == 0 || r.cache.ctx.Err() != nil {
+		return
+	}
+	r.cache.wg.Add(1)
+	go func() {
+		defer r.cache.wg.Done()
+		f, err := r.cache.Footer(r.cache.ctx, r.src, seg)
+		if err == nil {
+			r.cache.Prefetch(r.src, seg.Key, f, 0)
+		}
+	}()
+}
+
+func blockForOffset(f *segment.Footer, off int64) (int, bool) {
+	for i, b := range f.Blocks {
+		if b.LastOffset >= off {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// OffsetForTime returns the offset of the first record whose timestamp is at
+// or after ts (milliseconds since the epoch), or the high watermark when
+// there is none.
+func (r *PartitionReader) OffsetForTime(ctx context.Context, ts int64) (int64, error) {
+	m, err := r.manifests.Manifest(ctx)
+	if err != nil {
+		return 0, err
+	}
+	hot := int64(-1)
+	hwm := m.NextOffset()
+	if r.hot != nil {
+		hot, hwm = r.hot.StartOffset(), r.hot.NextOffset()
+	}
+	for _, seg := range m.Segments {
+		if seg.MaxTimestamp < ts {
+			continue
+		}
+		if hot >= 0 && seg.BaseOffset >= hot {
+			break // read it locally below
+		}
+		f, err := r.cache.Footer(ctx, r.src, seg)
+		if err != nil {
+			return 0, err
+		}
+		for bi := range f.Blocks {
+			if f.Blocks[bi].MaxTimestamp < ts {
+				continue
+			}
+			raw, err := r.cache.Block(ctx, r.src, seg.Key, f, bi)
+			if err != nil {
+				return 0, err
+			}
+			batches, err := segment.DecodeBlock(raw, f.Codec)
+			if err != nil {
+				return 0, fmt.Errorf("fetch: segment %s block %d: %w", seg.Key, bi, err)
+			}
+			for _, b := range batches {
+				for _, rec := range b.Records {
+					if rec.Timestamp >= ts && rec.Offset >= m.LogStartOffset {
+						return rec.Offset, nil
+					}
+				}
+			}
+		}
+	}
+	if hot < 0 {
+		return hwm, nil
+	}
+	// Scan the local tail, starting where the sealed data we skipped ends.
+	from := max(hot, m.LogStartOffset)
+	for from < hwm {
+		batches, err := r.hot.Read(from, 1<<20)
+		if err != nil {
+			return 0, err
+		}
+		if len(batches) == 0 {
+			break
+		}
+		for _, b := range batches {
+			for _, rec := range b.Records {
+				if rec.Offset >= from && rec.Timestamp >= ts {
+					return rec.Offset, nil
+				}
+			}
+			from = max(from, b.LastOffset()+1)
+		}
+	}
+	return hwm, nil
+}
+
+// BucketManifests reads a partition's manifest from the bucket, caching it
+// for TTL: the manifest source of a reader that does not own the partition.
+type BucketManifests struct {
+	src tier.BucketReader
+	key string
+	ttl time.Duration
+
+	mu      sync.Mutex
+	cached  *tier.Manifest
+	fetched time.Time
+}
+
+// NewBucketManifests returns a manifest source for (topic, partition). A ttl
+// of 0 reads the bucket on every call.
+func NewBucketManifests(src tier.BucketReader, topic string, partition int32, ttl time.Duration) *BucketManifests {
+	return &BucketManifests{src: src, key: tier.ManifestKey(topic, partition), ttl: ttl}
+}
+
+// Manifest returns the cached manifest or reads it from the bucket.
+func (b *BucketManifests) Manifest(ctx context.Context) (*tier.Manifest, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cached != nil && time.Since(b.fetched) < b.ttl {
+		return b.cached, nil
+	}
+	rc, _, err := b.src.Get(ctx, b.key)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: read manifest %s: %w", b.key, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("fetch: read manifest %s: %w", b.key, err)
+	}
+	m, err := tier.DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: manifest %s: %w", b.key, err)
+	}
+	b.cached, b.fetched = m, time.Now()
+	return m, nil
+}
+
+// Refresh drops the cached manifest.
+func (b *BucketManifests) Refresh() {
+	b.mu.Lock()
+	b.cached = nil
+	b.mu.Unlock()
+}

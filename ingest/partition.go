@@ -1,0 +1,582 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+	"github.com/stratalog/strata/vfs"
+)
+
+// PartitionConfig configures one partition's write path. Start from
+// DefaultPartitionConfig and set the required fields (Topic, Dir, Store).
+type PartitionConfig struct {
+	Topic     string     // required; a valid topic name
+	Partition int32      // >= 0
+	Dir       string     // required; local directory for this partition's log
+	FS        vfs.FS     // filesystem for the local log; default vfs.Default
+	Store     tier.Store // required; where sealed segments and the manifest live
+
+	Fsync         FsyncPolicy   // local-log fsync policy; default FsyncInterval
+	FsyncInterval time.Duration // period of FsyncInterval; default 50ms
+
+	// SealBytes: the active local file is closed and sealed into a segment
+	// when it reaches this size. Default 64 MiB.
+	SealBytes int64
+	// SealInterval: ... or when its first record is this old, so quiet
+	// partitions still reach the object store. Default 10 minutes.
+	SealInterval time.Duration
+	// LocalRetentionBytes: sealed data kept on local disk as a hot cache for
+	// readers near the tail. Unsealed data is always kept. Default 1 GiB.
+	LocalRetentionBytes int64
+
+	// RetentionTime: sealed segments whose newest record is older than this
+	// are deleted from the object store. 0 keeps them forever. Default 7 days.
+	RetentionTime time.Duration
+	// RetentionBytes: the oldest segments are deleted while the rest still
+	// holds at least this many bytes (a floor, as in Kafka). 0 = no limit.
+	RetentionBytes int64
+
+	Segment segment.WriterOptions // codec and block size of sealed segments
+
+	// SweepInterval: how often unreferenced objects under the partition's
+	// segment prefix are looked for. Default 10 minutes.
+	SweepInterval time.Duration
+	// SweepGrace: unreferenced objects younger than this are left alone,
+	// since a (fenced) writer may still be about to commit them. Default 1h.
+	SweepGrace time.Duration
+	// CheckInterval: period of the background loop that rolls aged files,
+	// seals, and applies retention. Default 1s.
+	CheckInterval time.Duration
+	// SealOnClose: Close seals the unsealed tail, so a graceful shutdown
+	// leaves every record in the object store. Default true.
+	SealOnClose bool
+
+	Clock  func() time.Time // default time.Now
+	Logger *slog.Logger     // default slog.Default()
+}
+
+// DefaultPartitionConfig returns a config with every default filled in.
+func DefaultPartitionConfig() PartitionConfig {
+	return PartitionConfig{
+		FS:                  vfs.Default,
+		Fsync:               FsyncInterval,
+		FsyncInterval:       50 * time.Millisecond,
+		SealBytes:           64 << 20,
+		SealInterval:        10 * time.Minute,
+		LocalRetentionBytes: 1 << 30,
+		RetentionTime:       7 * 24 * time.Hour,
+		SweepInterval:       10 * time.Minute,
+		SweepGrace:          time.Hour,
+		CheckInterval:       time.Second,
+		SealOnClose:         true,
+		Clock:               time.Now,
+		Logger:              slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *PartitionConfig) Validate() error {
+	switch {
+	case c.Topic == "":
+		return errors.New("ingest: partition config: Topic is required")
+	case c.Partition < 0:
+		return fmt.Errorf("ingest: partition config: Partition %d is negative", c.Partition)
+	case c.Dir == "":
+		return errors.New("ingest: partition config: Dir is required")
+	case c.Store == nil:
+		return errors.New("ingest: partition config: Store is required")
+	case c.FS == nil || c.Clock == nil || c.Logger == nil:
+		return errors.New("ingest: partition config: FS, Clock and Logger must be set (start from DefaultPartitionConfig)")
+	case c.SealBytes <= 0:
+		return fmt.Errorf("ingest: partition config: SealBytes %d must be positive", c.SealBytes)
+	case c.SealInterval <= 0 || c.CheckInterval <= 0 || c.SweepInterval <= 0:
+		return errors.New("ingest: partition config: SealInterval, CheckInterval and SweepInterval must be positive")
+	case c.LocalRetentionBytes < 0 || c.RetentionBytes < 0 || c.RetentionTime < 0 || c.SweepGrace < 0:
+		return errors.New("ingest: partition config: retention settings must not be negative")
+	}
+	return nil
+}
+
+// ErrClosed is returned by calls on a closed Partition.
+var ErrClosed = errors.New("ingest: partition closed")
+
+// Partition is one partition's write path on its owning broker.
+type Partition struct {
+	cfg       PartitionConfig
+	manifests *tier.ManifestStore
+	local     *LocalLog
+	log       *slog.Logger
+
+	kick chan struct{} // wakes the background loop; capacity 1
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when the background loop exits
+
+	// sealMu serializes sealing, retention and sweeping: the background loop
+	// and Close/SealNow take it, so a manifest update never races another.
+	sealMu    sync.Mutex
+	lastSweep time.Time // guarded by sealMu
+
+	mu struct {
+		sync.Mutex
+		manifest *tier.Manifest // last committed manifest
+		etag     string         // its ETag
+		fenced   error          // non-nil once a CAS failed: we no longer own the partition
+		closed   bool
+	}
+	// appendMu: Append holds it shared while writing; Close takes it
+	// exclusively to mark the partition closed, so no append lands after
+	// the final seal.
+	appendMu  sync.RWMutex
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// OpenPartition claims ownership of the partition (by bumping the manifest's
+// owner epoch with a CAS, creating the manifest when absent), recovers the
+// local log, and starts the background sealer.
+func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Partition{
+		cfg:       cfg,
+		manifests: tier.NewManifestStore(cfg.Store, cfg.Topic, cfg.Partition),
+		log:       cfg.Logger.With("topic", cfg.Topic, "partition", cfg.Partition),
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	m, etag, err := p.claim(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.manifest, p.mu.etag = m, etag
+
+	local, rep, err := OpenLocalLog(LocalLogOptions{
+		FS:            cfg.FS,
+		Dir:           cfg.Dir,
+		Fsync:         cfg.Fsync,
+		FsyncInterval: cfg.FsyncInterval,
+		Clock:         cfg.Clock,
+	}, m.NextOffset())
+	if err != nil {
+		return nil, fmt.Errorf("ingest: open %s/%d: %w", cfg.Topic, cfg.Partition, err)
+	}
+	if rep.TruncatedBytes > 0 {
+		p.log.Warn("local log tail was torn; truncated", "file", rep.TruncatedFile, "bytes", rep.TruncatedBytes)
+	}
+	p.local = local
+	p.log.Info("partition opened", "epoch", m.Epoch, "log_start", m.LogStartOffset,
+		"sealed_next", m.NextOffset(), "next_offset", local.NextOffset(), "segments", len(m.Segments))
+	go p.loop()
+	return p, nil
+}
+
+// claim loads (or creates) the manifest and bumps its epoch by CAS.
+func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
+	m, etag, err := p.manifests.Load(ctx)
+	if errors.Is(err, tier.ErrNotFound) {
+		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1}
+		etag, err = p.manifests.Create(ctx, m)
+		if err != nil {
+			return nil, "", fmt.Errorf("ingest: create manifest of %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+		}
+		return m, etag, nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("ingest: open %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	next := m.Clone()
+	next.Epoch++
+	next.Generation++
+	etag, err = p.manifests.Update(ctx, etag, next)
+	if err != nil {
+		return nil, "", fmt.Errorf("ingest: claim %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	return next, etag, nil
+}
+
+// Append assigns the batch its offsets (setting b.BaseOffset and each
+// record's Offset), writes it to the local log under the fsync policy, and
+// returns the base offset.
+func (p *Partition) Append(ctx context.Context, b *segment.Batch) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(b.Records) == 0 {
+		return 0, errors.New("ingest: empty batch: a batch needs at least one record")
+	}
+	p.appendMu.RLock()
+	if err := p.usable(); err != nil {
+		p.appendMu.RUnlock()
+		return 0, err
+	}
+	base, err := p.local.Append(b)
+	p.appendMu.RUnlock()
+	if err != nil {
+		return 0, err
+	}
+	if files := p.local.Files(); len(files) > 0 {
+		if active := files[len(files)-1]; active.Active && active.Bytes >= p.cfg.SealBytes {
+			if err := p.local.Roll(); err != nil {
+				return base, nil // the append is stored; the roll is retried by the loop
+			}
+			p.wake()
+		}
+	}
+	return base, nil
+}
+
+func (p *Partition) usable() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return ErrClosed
+	}
+	return p.mu.fenced
+}
+
+func (p *Partition) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Local is the partition's local log, for hot reads.
+func (p *Partition) Local() *LocalLog { return p.local }
+
+// NextOffset is the offset the next appended record will get (the high
+// watermark for readers).
+func (p *Partition) NextOffset() int64 { return p.local.NextOffset() }
+
+// Manifest returns the last committed manifest. The result must not be
+// modified.
+func (p *Partition) Manifest(context.Context) (*tier.Manifest, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.manifest, nil
+}
+
+// Epoch is the owner epoch this Partition claimed.
+func (p *Partition) Epoch() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.manifest.Epoch
+}
+
+func (p *Partition) loop() {
+	defer close(p.done)
+	t := time.NewTicker(p.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-p.stop:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		if err := p.Maintain(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			p.log.Warn("partition maintenance failed; will retry", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Maintain runs one round of background work: roll an aged active file,
+// seal every closed unsealed file, trim local files past the local
+// retention, apply object-store retention, and sweep garbage when due.
+func (p *Partition) Maintain(ctx context.Context) error {
+	p.sealMu.Lock()
+	defer p.sealMu.Unlock()
+	if err := p.usable(); err != nil && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	now := p.cfg.Clock()
+	if files := p.local.Files(); len(files) > 0 {
+		a := files[len(files)-1]
+		if a.Active && a.Bytes > 0 && !a.FirstAppend.IsZero() && now.Sub(a.FirstAppend) >= p.cfg.SealInterval {
+			if err := p.local.Roll(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := p.sealClosed(ctx); err != nil {
+		return err
+	}
+	if err := p.trimLocal(); err != nil {
+		return err
+	}
+	if err := p.applyRetention(ctx, now); err != nil {
+		return err
+	}
+	if now.Sub(p.lastSweep) >= p.cfg.SweepInterval {
+		if _, err := p.sweep(ctx, now); err != nil {
+			return err
+		}
+		p.lastSweep = now
+	}
+	return nil
+}
+
+// SealNow rolls the active file and seals everything appended so far. When
+// it returns nil, every record appended before the call is in a committed
+// segment.
+func (p *Partition) SealNow(ctx context.Context) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.sealAll(ctx)
+}
+
+func (p *Partition) sealAll(ctx context.Context) error {
+	p.sealMu.Lock()
+	defer p.sealMu.Unlock()
+	if err := p.local.Roll(); err != nil {
+		return err
+	}
+	return p.sealClosed(ctx)
+}
+
+// sealClosed seals every closed local file not yet in the manifest, oldest
+// first. Caller holds sealMu.
+func (p *Partition) sealClosed(ctx context.Context) error {
+	for _, f := range p.local.Files() {
+		if f.Active {
+			break
+		}
+		m, _ := p.Manifest(ctx)
+		if f.EndOffset <= m.NextOffset() {
+			continue // already sealed
+		}
+		if err := p.sealFile(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sealFile builds a segment from one closed local file, uploads it, and
+// commits it to the manifest.
+func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
+	p.mu.Lock()
+	m, etag := p.mu.manifest, p.mu.etag
+	p.mu.Unlock()
+	from := m.NextOffset()
+
+	var buf bytes.Buffer
+	w := segment.NewWriter(&buf, p.cfg.Segment)
+	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
+		if b.LastOffset() < from {
+			return nil
+		}
+		if b.BaseOffset < from {
+			return fmt.Errorf("ingest: local batch %d-%d straddles the sealed end %d", b.BaseOffset, b.LastOffset(), from)
+		}
+		return w.Append(b)
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: seal %s: %w", f.Name, err)
+	}
+	footer, err := w.Finish()
+	if err != nil {
+		return fmt.Errorf("ingest: seal %s: %w", f.Name, err)
+	}
+	if footer.RecordCount == 0 {
+		return nil
+	}
+	if footer.FirstOffset != from {
+		return fmt.Errorf("ingest: seal %s: segment starts at %d but the sealed log ends at %d; refusing to leave a gap", f.Name, footer.FirstOffset, from)
+	}
+	key := tier.SegmentKey(p.cfg.Topic, p.cfg.Partition, footer.FirstOffset, m.Epoch)
+	size := int64(buf.Len())
+	if _, err := p.cfg.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), size); err != nil {
+		return fmt.Errorf("ingest: upload segment %s: %w", key, err)
+	}
+	next := m.Clone()
+	next.Generation++
+	next.Segments = append(next.Segments, tier.SegmentRef{
+		Key:          key,
+		BaseOffset:   footer.FirstOffset,
+		LastOffset:   footer.LastOffset,
+		MinTimestamp: footer.MinTimestamp,
+		MaxTimestamp: footer.MaxTimestamp,
+		Records:      footer.RecordCount,
+		Size:         size,
+		Codec:        footer.Codec.String(),
+		SealedAtMs:   p.cfg.Clock().UnixMilli(),
+	})
+	if err := p.commit(ctx, etag, next); err != nil {
+		return err
+	}
+	p.log.Debug("segment sealed", "key", key, "first", footer.FirstOffset, "last", footer.LastOffset, "bytes", size)
+	return nil
+}
+
+// commit CASes the manifest and records the result; a lost CAS fences the
+// partition for good.
+func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Manifest) error {
+	etag, err := p.manifests.Update(ctx, prevETag, next)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, tier.ErrFenced) {
+			p.mu.fenced = fmt.Errorf("ingest: %s/%d: another broker owns this partition now: %w", p.cfg.Topic, p.cfg.Partition, err)
+			p.log.Error("partition fenced; stopping writes", "err", err)
+			return p.mu.fenced
+		}
+		return err
+	}
+	p.mu.manifest, p.mu.etag = next, etag
+	return nil
+}
+
+// trimLocal deletes the oldest sealed local files while sealed local data is
+// over LocalRetentionBytes, and every local file below the log start.
+func (p *Partition) trimLocal() error {
+	m, _ := p.Manifest(context.Background())
+	sealedEnd := m.NextOffset()
+	var sealedBytes int64
+	files := p.local.Files()
+	for _, f := range files {
+		if !f.Active && f.EndOffset <= sealedEnd {
+			sealedBytes += f.Bytes
+		}
+	}
+	dropTo := int64(-1)
+	for _, f := range files {
+		if f.Active || f.EndOffset > sealedEnd {
+			break
+		}
+		if sealedBytes <= p.cfg.LocalRetentionBytes && f.EndOffset > m.LogStartOffset {
+			break
+		}
+		sealedBytes -= f.Bytes
+		dropTo = f.EndOffset
+	}
+	if dropTo < 0 {
+		return nil
+	}
+	_, err := p.local.DropBefore(dropTo)
+	return err
+}
+
+// applyRetention drops whole segments past the retention limits: manifest
+// first, objects second.
+func (p *Partition) applyRetention(ctx context.Context, now time.Time) error {
+	if p.cfg.RetentionTime == 0 && p.cfg.RetentionBytes == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	m, etag := p.mu.manifest, p.mu.etag
+	p.mu.Unlock()
+	total := m.SealedBytes()
+	cutoff := now.Add(-p.cfg.RetentionTime).UnixMilli()
+	drop := 0
+	for _, s := range m.Segments {
+		expired := p.cfg.RetentionTime > 0 && s.MaxTimestamp < cutoff
+		oversize := p.cfg.RetentionBytes > 0 && total-s.Size >= p.cfg.RetentionBytes
+		if !expired && !oversize {
+			break
+		}
+		total -= s.Size
+		drop++
+	}
+	if drop == 0 {
+		return nil
+	}
+	next := m.Clone()
+	next.Generation++
+	next.Segments = next.Segments[drop:]
+	next.LogStartOffset = m.Segments[drop-1].LastOffset + 1
+	if err := p.commit(ctx, etag, next); err != nil {
+		return err
+	}
+	p.log.Info("retention dropped segments", "segments", drop, "log_start", next.LogStartOffset)
+	for _, s := range m.Segments[:drop] {
+		if err := p.cfg.Store.Delete(ctx, s.Key); err != nil {
+			// Unreferenced now; Sweep deletes it later.
+			p.log.Warn("delete of expired segment failed; sweep will retry", "key", s.Key, "err", err)
+		}
+	}
+	return nil
+}
+
+// Sweep deletes objects under the partition's segment prefix that the
+// manifest does not reference and that are older than SweepGrace. It
+// returns how many it deleted.
+func (p *Partition) Sweep(ctx context.Context) (int, error) {
+	p.sealMu.Lock()
+	defer p.sealMu.Unlock()
+	return p.sweep(ctx, p.cfg.Clock())
+}
+
+func (p *Partition) sweep(ctx context.Context, now time.Time) (int, error) {
+	m, _ := p.Manifest(ctx)
+	live := make(map[string]bool, len(m.Segments))
+	for _, s := range m.Segments {
+		live[s.Key] = true
+	}
+	var garbage []string
+	err := p.cfg.Store.List(ctx, tier.SegmentPrefix(p.cfg.Topic, p.cfg.Partition), func(o tier.ObjectInfo) error {
+		if !live[o.Key] && now.Sub(o.LastModified) >= p.cfg.SweepGrace {
+			garbage = append(garbage, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ingest: sweep %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	for i, k := range garbage {
+		if err := p.cfg.Store.Delete(ctx, k); err != nil {
+			return i, fmt.Errorf("ingest: sweep %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+		}
+	}
+	if len(garbage) > 0 {
+		p.log.Info("swept unreferenced segments", "objects", len(garbage))
+	}
+	return len(garbage), nil
+}
+
+// Close stops the background loop, seals the unsealed tail when
+// SealOnClose is set (otherwise it stays, fsynced, in the local log for the
+// next open), and closes the local log. It is idempotent; later calls
+// return the first call's result.
+func (p *Partition) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		p.appendMu.Lock()
+		p.mu.Lock()
+		p.mu.closed = true
+		fenced := p.mu.fenced
+		p.mu.Unlock()
+		p.appendMu.Unlock()
+		close(p.stop)
+		<-p.done
+		var errs []error
+		if p.cfg.SealOnClose && fenced == nil {
+			if err := p.sealAll(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("ingest: seal on close: %w", err))
+			}
+		}
+		if err := p.local.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
