@@ -79,7 +79,9 @@ type Backoff struct {
 }
 
 // DefaultBackoff is 6 attempts, 50 ms base, 5 s cap: about 10 s at worst.
-func DefaultBackoff() Backoff { return Backoff{Base: 50 * time.Millisecond, Max: 5 * time.Second, Attempts: 6} }
+func DefaultBackoff() Backoff {
+	return Backoff{Base: 50 * time.Millisecond, Max: 5 * time.Second, Attempts: 6}
+}
 
 // Delay is the bound of the wait after failed attempt n (0-based), before
 // jitter.

@@ -219,4 +219,3 @@ func (f *memFile) Close() error {
 	f.closed = true
 	return nil
 }
-
