@@ -191,6 +191,10 @@ func (s *S3Store) GetRange(ctx context.Context, key string, off, length int64) (
 		}
 		if _, err := o.Stat(); err != nil {
 			o.Close()
+			if minio.ToErrorResponse(err).Code == "InvalidRange" {
+				obj = nil
+				return nil // decided below
+			}
 			return s.mapErr("get", key, err)
 		}
 		obj = o
@@ -198,6 +202,18 @@ func (s *S3Store) GetRange(ctx context.Context, key string, off, length int64) (
 	})
 	if err != nil {
 		return nil, err
+	}
+	if obj == nil {
+		// S3 refuses a range that starts at the end; the contract gives an
+		// empty read there and an error past it.
+		info, err := s.Stat(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if off == info.Size {
+			return io.NopCloser(bytes.NewReader(nil)), nil
+		}
+		return nil, fmt.Errorf("tier: get %s: range [%d,+%d) invalid for an object of %d bytes", key, off, length, info.Size)
 	}
 	return obj, nil
 }
@@ -271,7 +287,13 @@ func (s *S3Store) put(ctx context.Context, op, key string, r io.Reader, size int
 	attempt := func(ctx context.Context) error {
 		up, err := s.client.PutObject(ctx, s.bucket, k, r, size, opts)
 		if err != nil {
-			return s.mapErr(op, key, err)
+			err = s.mapErr(op, key, err)
+			if cond != nil && errors.Is(err, ErrNotFound) {
+				// If-Match on a missing object: S3 answers 404, the
+				// contract says precondition failed.
+				return fmt.Errorf("tier: %s %s: object missing: %w", op, key, ErrPreconditionFailed)
+			}
+			return err
 		}
 		info = ObjectInfo{Key: key, Size: up.Size, ETag: up.ETag, LastModified: up.LastModified}
 		return nil
