@@ -55,6 +55,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
+// blockCRC covers the block header's first 12 bytes and the payload.
+func blockCRC(hdr, payload []byte) uint32 {
+	return crc32.Update(crc(hdr[:12]), castagnoli, payload)
+}
+
 // Codec is a block compression codec.
 type Codec uint8
 
@@ -256,7 +261,7 @@ func (w *Writer) flushBlock() {
 	hdr[0] = byte(w.opts.Codec)
 	binary.LittleEndian.PutUint32(hdr[4:], uint32(len(w.raw)))
 	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(w.comp)))
-	binary.LittleEndian.PutUint32(hdr[12:], crc(w.comp))
+	binary.LittleEndian.PutUint32(hdr[12:], blockCRC(hdr, w.comp))
 	w.cur.Pos = w.n
 	w.cur.Len = int64(blockHdrLen + len(w.comp))
 	w.cur.MaxTimestamp = w.maxTS
@@ -380,6 +385,11 @@ func ParseTail(tail []byte, size int64) (*Footer, error) {
 	} else if v == 0 {
 		return nil, corruptf("trailer: version 0")
 	}
+	for _, b := range t[18:24] {
+		if b != 0 {
+			return nil, corruptf("trailer: reserved bytes are not zero")
+		}
+	}
 	pos := int64(binary.LittleEndian.Uint64(t[0:]))
 	flen := int64(binary.LittleEndian.Uint32(t[8:]))
 	want := binary.LittleEndian.Uint32(t[12:])
@@ -417,7 +427,7 @@ func DecodeBlock(raw []byte, codec Codec) ([]Batch, error) {
 		return nil, corruptf("block: uncompressed length %d over the %d limit", rawLen, maxBlockRaw)
 	}
 	payload := raw[blockHdrLen:]
-	if got := crc(payload); got != want {
+	if got := blockCRC(raw, payload); got != want {
 		return nil, corruptf("block: crc mismatch (stored %#x, computed %#x)", want, got)
 	}
 	data, err := decompress(c, payload, rawLen)
