@@ -403,3 +403,127 @@ func TestPartitionLocalRetentionKeepsHotCache(t *testing.T) {
 		}
 	}
 }
+
+// failCommits fails manifest writes (PutIfMatch) while on, after letting
+// the segment upload through: a crash between upload and commit.
+type failCommits struct {
+	tier.Store
+	on bool
+}
+
+func (f *failCommits) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	if f.on {
+		return tier.ObjectInfo{}, fmt.Errorf("injected: broker died before the manifest commit: %w", context.Canceled)
+	}
+	return f.Store.PutIfMatch(ctx, key, etag, r, size)
+}
+
+func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, inner tier.Store) {
+		ctx := context.Background()
+		store := &failCommits{Store: inner}
+		dir := t.TempDir()
+		cfg := testConfig(t, store, dir, nil)
+		cfg.SealOnClose = false
+		p, err := ingest.OpenPartition(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, p, 300, 1)
+		store.on = true
+		if err := p.SealNow(ctx); err == nil {
+			t.Fatal("seal succeeded although the manifest commit failed")
+		}
+		p.Close(ctx) // the "crash": nothing committed, local log kept
+		// The upload happened: one unreferenced segment object.
+		var objects int
+		inner.List(ctx, tier.SegmentPrefix("orders", 0), func(tier.ObjectInfo) error { objects++; return nil })
+		if objects != 1 {
+			t.Fatalf("%d segment objects after the failed commit, want 1 orphan", objects)
+		}
+		store.on = false
+		p2, err := ingest.OpenPartition(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p2.Close(ctx)
+		if p2.NextOffset() != 300 {
+			t.Fatalf("reopen continues at %d, want 300", p2.NextOffset())
+		}
+		if err := p2.SealNow(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := replayAll(t, inner, "orders", 0); got != 300 {
+			t.Fatalf("replay after recovery ends at %d, want 300", got)
+		}
+	})
+}
+
+func TestPartitionStoreOutageThenHeal(t *testing.T) {
+	ctx := context.Background()
+	fault := tier.NewFaultStore(tier.NewMemStore(), tier.FaultConfig{})
+	cfg := testConfig(t, fault, t.TempDir(), nil)
+	p, err := ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	fault.SetDown(true)
+	appendN(t, p, 500, 1) // appends keep working on local disk
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = p.SealNow(sctx)
+	cancel()
+	if err == nil || !tier.IsRetryable(err) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("seal during an outage: %v, want a retryable error", err)
+	}
+	if m, _ := p.Manifest(ctx); m.NextOffset() != 0 {
+		t.Fatal("the manifest moved during an outage")
+	}
+	fault.SetDown(false)
+	if err := p.SealNow(ctx); err != nil {
+		t.Fatalf("seal after the store healed: %v", err)
+	}
+	if m, _ := p.Manifest(ctx); m.NextOffset() != 500 {
+		t.Fatalf("after healing the sealed log ends at %d, want 500", m.NextOffset())
+	}
+}
+
+func TestPartitionConfigValidate(t *testing.T) {
+	good := testConfig(t, tier.NewMemStore(), t.TempDir(), nil)
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*ingest.PartitionConfig){
+		"no topic":        func(c *ingest.PartitionConfig) { c.Topic = "" },
+		"negative part":   func(c *ingest.PartitionConfig) { c.Partition = -1 },
+		"no dir":          func(c *ingest.PartitionConfig) { c.Dir = "" },
+		"no store":        func(c *ingest.PartitionConfig) { c.Store = nil },
+		"zero seal bytes": func(c *ingest.PartitionConfig) { c.SealBytes = 0 },
+		"neg retention":   func(c *ingest.PartitionConfig) { c.RetentionBytes = -1 },
+	} {
+		c := good
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if _, err := ingest.OpenPartition(context.Background(), c); err == nil {
+			t.Errorf("%s: OpenPartition accepted it", name)
+		}
+	}
+}
+
+func TestPartitionRefusesNewerManifest(t *testing.T) {
+	ctx := context.Background()
+	store := tier.NewMemStore()
+	body := `{"version":2,"topic":"orders","partition":0,"epoch":1,"generation":1}`
+	store.Put(ctx, tier.ManifestKey("orders", 0), strings.NewReader(body), int64(len(body)))
+	_, err := ingest.OpenPartition(ctx, testConfig(t, store, t.TempDir(), nil))
+	if !errors.Is(err, tier.ErrManifestVersion) {
+		t.Fatalf("open over a newer manifest: %v, want ErrManifestVersion", err)
+	}
+	rc, _, _ := store.Get(ctx, tier.ManifestKey("orders", 0))
+	data, _ := io.ReadAll(rc)
+	if string(data) != body {
+		t.Fatal("the newer manifest was rewritten")
+	}
+}
