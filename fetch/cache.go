@@ -45,6 +45,10 @@ type CacheConfig struct {
 	MaxConcurrentGets int
 	// FooterEntries bounds how many segment footers are cached. Default 4096.
 	FooterEntries int
+	// DecodedBytes bounds the decoded (decompressed) blocks kept in memory.
+	// Read-ahead decodes the blocks it loads on its own goroutine, so a
+	// sequential replay decompresses on a second core. Default 64 MiB.
+	DecodedBytes int64
 	// GetTimeout bounds one ranged GET. Default 30s.
 	GetTimeout time.Duration
 }
@@ -57,6 +61,7 @@ func DefaultCacheConfig() CacheConfig {
 		ReadAheadSpans:    2,
 		MaxConcurrentGets: 8,
 		FooterEntries:     4096,
+		DecodedBytes:      64 << 20,
 		GetTimeout:        30 * time.Second,
 	}
 }
@@ -72,8 +77,8 @@ func (c *CacheConfig) Validate() error {
 		return errors.New("fetch: cache config: Dir is required when DiskBytes > 0")
 	case c.SpanBytes <= 0 || c.MaxConcurrentGets <= 0 || c.FooterEntries <= 0 || c.GetTimeout <= 0:
 		return errors.New("fetch: cache config: SpanBytes, MaxConcurrentGets, FooterEntries and GetTimeout must be positive")
-	case c.ReadAheadSpans < 0:
-		return errors.New("fetch: cache config: ReadAheadSpans must not be negative")
+	case c.ReadAheadSpans < 0 || c.DecodedBytes < 0:
+		return errors.New("fetch: cache config: ReadAheadSpans and DecodedBytes must not be negative")
 	}
 	return nil
 }
@@ -86,7 +91,8 @@ type CacheStats struct {
 	Gets          int64 // ranged GETs issued (blocks and footers)
 	BytesFetched  int64 // bytes those GETs returned
 	Prefetches    int64 // spans loaded by read-ahead
-	MemoryBytes   int64 // bytes in memory now
+	MemoryBytes   int64 // compressed block bytes in memory now
+	DecodedBytes  int64 // estimated size of the decoded blocks in memory now
 	DiskBytes     int64 // bytes on disk now
 	Evictions     int64
 	FooterLoads   int64
@@ -137,10 +143,19 @@ type Cache struct {
 		inflight map[blockKey]*flight
 		footer   map[string]*list.Element // of *footerEntry
 		footLRU  *list.List
+		dec      map[blockKey]*list.Element // of *decodedEntry
+		decLRU   *list.List
+		decBytes int64
 	}
 
 	hits, diskHits, misses, gets, fetched, prefetches, evictions, footerLoads atomic.Int64
 	closeOnce                                                                 sync.Once
+}
+
+type decodedEntry struct {
+	key     blockKey
+	batches []segment.Batch
+	size    int64
 }
 
 type footerEntry struct {
@@ -170,6 +185,8 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	c.mu.inflight = make(map[blockKey]*flight)
 	c.mu.footer = make(map[string]*list.Element)
 	c.mu.footLRU = list.New()
+	c.mu.dec = make(map[blockKey]*list.Element)
+	c.mu.decLRU = list.New()
 	return c, nil
 }
 
@@ -186,12 +203,12 @@ func (c *Cache) Close() error {
 // Stats returns the counters.
 func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
-	mem, disk, fe := c.mu.memBytes, c.mu.diskSize, int64(c.mu.footLRU.Len())
+	mem, disk, fe, dec := c.mu.memBytes, c.mu.diskSize, int64(c.mu.footLRU.Len()), c.mu.decBytes
 	c.mu.Unlock()
 	return CacheStats{
 		Hits: c.hits.Load(), DiskHits: c.diskHits.Load(), Misses: c.misses.Load(),
 		Gets: c.gets.Load(), BytesFetched: c.fetched.Load(), Prefetches: c.prefetches.Load(),
-		MemoryBytes: mem, DiskBytes: disk, Evictions: c.evictions.Load(),
+		MemoryBytes: mem, DecodedBytes: dec, DiskBytes: disk, Evictions: c.evictions.Load(),
 		FooterLoads: c.footerLoads.Load(), FooterEntries: fe,
 	}
 }
@@ -397,6 +414,20 @@ func (c *Cache) startSpan(src tier.BucketReader, seg string, f *segment.Footer, 
 		off := f.Blocks[i].Pos
 		raw, err := c.doGet(c.ctx, src, seg, off, f.Blocks[j-1].Pos+f.Blocks[j-1].Len-off)
 		c.finishSpan(seg, f, i, j, fl, raw, err)
+		if err == nil && c.cfg.DecodedBytes > 0 {
+			// Decode ahead of the reader, on this goroutine: the reader
+			// decodes the block it asked for (i) itself unless this was
+			// read-ahead.
+			from := i + 1
+			if prefetch {
+				from = i
+			}
+			for b := from; b < j && c.ctx.Err() == nil; b++ {
+				if batches, err := segment.DecodeBlock(fl.blocks[b], f.Codec); err == nil {
+					c.insertDecoded(blockKey{seg, b}, batches)
+				}
+			}
+		}
 	}
 	c.wg.Add(1)
 	go func() {
@@ -435,6 +466,58 @@ func (c *Cache) finishSpan(seg string, f *segment.Footer, i, j int, fl *flight, 
 	}
 	c.mu.Unlock()
 	c.spillToDisk(spill)
+}
+
+// Batches returns block i decoded: from the decoded-block cache when
+// read-ahead already decoded it, otherwise fetched (Block) and decoded.
+// The batches are shared: callers must not modify them.
+func (c *Cache) Batches(ctx context.Context, src tier.BucketReader, seg string, f *segment.Footer, i int) ([]segment.Batch, error) {
+	k := blockKey{seg, i}
+	c.mu.Lock()
+	if el, ok := c.mu.dec[k]; ok {
+		c.mu.decLRU.MoveToFront(el)
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return el.Value.(*decodedEntry).batches, nil
+	}
+	c.mu.Unlock()
+	raw, err := c.Block(ctx, src, seg, f, i)
+	if err != nil {
+		return nil, err
+	}
+	batches, err := segment.DecodeBlock(raw, f.Codec)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: segment %s block %d: %w", seg, i, err)
+	}
+	c.insertDecoded(k, batches)
+	return batches, nil
+}
+
+// insertDecoded keeps decoded batches, evicting the least recently used
+// beyond DecodedBytes.
+func (c *Cache) insertDecoded(k blockKey, batches []segment.Batch) {
+	if c.cfg.DecodedBytes == 0 {
+		return
+	}
+	var size int64
+	for bi := range batches {
+		for ri := range batches[bi].Records {
+			r := &batches[bi].Records[ri]
+			size += int64(len(r.Key)+len(r.Value)) + 96
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.mu.dec[k]; ok {
+		return
+	}
+	c.mu.dec[k] = c.mu.decLRU.PushFront(&decodedEntry{k, batches, size})
+	c.mu.decBytes += size
+	for c.mu.decBytes > c.cfg.DecodedBytes && c.mu.decLRU.Len() > 1 {
+		e := c.mu.decLRU.Remove(c.mu.decLRU.Back()).(*decodedEntry)
+		delete(c.mu.dec, e.key)
+		c.mu.decBytes -= e.size
+	}
 }
 
 // insertMem adds a block to the memory level.

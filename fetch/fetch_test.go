@@ -250,7 +250,7 @@ func TestPointReadCostsAtMostTwoSegmentGets(t *testing.T) {
 func TestCacheMemoryIsBounded(t *testing.T) {
 	store := storetest.File(t)
 	seed(t, store, 6000, 0, 256<<10)
-	c := newCache(t, func(c *fetch.CacheConfig) { c.MemoryBytes = 8 << 10; c.SpanBytes = 4 << 10 })
+	c := newCache(t, func(c *fetch.CacheConfig) { c.MemoryBytes = 8 << 10; c.SpanBytes = 4 << 10; c.DecodedBytes = 16 << 10 })
 	r := coldReader(c, store)
 	ctx := context.Background()
 	for next := int64(0); next < 6000; {
@@ -260,8 +260,8 @@ func TestCacheMemoryIsBounded(t *testing.T) {
 		}
 		next = res.NextOffset
 		// A single block may exceed a tiny bound; the bound holds beyond it.
-		if st := c.Stats(); st.MemoryBytes > 8<<10+4<<10 {
-			t.Fatalf("cache holds %d bytes in memory, bound is 8 KiB", st.MemoryBytes)
+		if st := c.Stats(); st.MemoryBytes > 8<<10+4<<10 || st.DecodedBytes > 16<<10+64<<10 {
+			t.Fatalf("cache holds %d compressed and %d decoded bytes, bounds are 8 and 16 KiB (plus one block)", st.MemoryBytes, st.DecodedBytes)
 		}
 	}
 	if c.Stats().Evictions == 0 {
@@ -278,6 +278,7 @@ func TestDiskCacheServesEvictedBlocks(t *testing.T) {
 		c.DiskBytes = 8 << 20
 		c.Dir = dir
 		c.ReadAheadSpans = 0
+		c.DecodedBytes = 0 // so the second replay must go to the block levels
 	})
 	r := coldReader(c, store)
 	ctx := context.Background()

@@ -33,7 +33,7 @@ type HotLog interface {
 
 // Result is what one Read returns.
 type Result struct {
-	Records        []segment.Record // in offset order, all >= the requested offset
+	Records        []segment.Record // in offset order, all >= the requested offset; shared with the cache: do not modify
 	NextOffset     int64            // where the next sequential read starts
 	HighWatermark  int64            // the offset the next appended record will get
 	LogStartOffset int64            // the oldest readable offset
@@ -156,13 +156,9 @@ func (r *PartitionReader) readCold(ctx context.Context, m *tier.Manifest, res *R
 			continue
 		}
 		for ; bi < len(f.Blocks); bi++ {
-			raw, err := r.cache.Block(ctx, r.src, seg.Key, f, bi)
+			batches, err := r.cache.Batches(ctx, r.src, seg.Key, f, bi)
 			if err != nil {
 				return err
-			}
-			batches, err := segment.DecodeBlock(raw, f.Codec)
-			if err != nil {
-				return fmt.Errorf("fetch: segment %s block %d: %w", seg.Key, bi, err)
 			}
 			full := appendRecords(res, batches, from, maxBytes)
 			if blocks++; sequential || blocks > 1 {
@@ -233,13 +229,9 @@ func (r *PartitionReader) OffsetForTime(ctx context.Context, ts int64) (int64, e
 			if f.Blocks[bi].MaxTimestamp < ts {
 				continue
 			}
-			raw, err := r.cache.Block(ctx, r.src, seg.Key, f, bi)
+			batches, err := r.cache.Batches(ctx, r.src, seg.Key, f, bi)
 			if err != nil {
 				return 0, err
-			}
-			batches, err := segment.DecodeBlock(raw, f.Codec)
-			if err != nil {
-				return 0, fmt.Errorf("fetch: segment %s block %d: %w", seg.Key, bi, err)
 			}
 			for _, b := range batches {
 				for _, rec := range b.Records {

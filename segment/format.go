@@ -105,7 +105,8 @@ var (
 // encoder is shared: EncodeAll is safe for concurrent use.
 func encoder() *zstd.Encoder {
 	zstdEncOnce.Do(func() {
-		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+			zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false)) // blocks carry their own CRC32C
 	})
 	return zstdEnc
 }
