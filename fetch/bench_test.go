@@ -101,6 +101,38 @@ func BenchmarkColdReplay(b *testing.B) {
 					}
 				}
 			})
+			// The CPU limit: decoding the same segments from memory on one
+			// core, with no I/O at all.
+			b.Run("decode-only", func(b *testing.B) {
+				var objs [][]byte
+				for _, s := range m.Segments {
+					rc, _, err := store.Get(ctx, s.Key)
+					if err != nil {
+						b.Fatal(err)
+					}
+					data, err := io.ReadAll(rc)
+					rc.Close()
+					if err != nil {
+						b.Fatal(err)
+					}
+					objs = append(objs, data)
+				}
+				b.SetBytes(sealed)
+				b.ResetTimer()
+				for range b.N {
+					for _, data := range objs {
+						f, err := segment.ParseTail(data, int64(len(data)))
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, bl := range f.Blocks {
+							if _, err := segment.DecodeBlock(data[bl.Pos:bl.Pos+bl.Len], f.Codec); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+			})
 			b.Run("strata", func(b *testing.B) {
 				b.SetBytes(sealed)
 				var gets, records int64
