@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,11 +409,11 @@ func TestPartitionLocalRetentionKeepsHotCache(t *testing.T) {
 // the segment upload through: a crash between upload and commit.
 type failCommits struct {
 	tier.Store
-	on bool
+	on atomic.Bool
 }
 
 func (f *failCommits) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (tier.ObjectInfo, error) {
-	if f.on {
+	if f.on.Load() {
 		return tier.ObjectInfo{}, fmt.Errorf("injected: broker died before the manifest commit: %w", context.Canceled)
 	}
 	return f.Store.PutIfMatch(ctx, key, etag, r, size)
@@ -430,18 +431,35 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendN(t, p, 300, 1)
-		store.on = true
+		store.on.Store(true)
 		if err := p.SealNow(ctx); err == nil {
 			t.Fatal("seal succeeded although the manifest commit failed")
 		}
-		p.Close(ctx) // the "crash": nothing committed, local log kept
-		// The upload happened: one unreferenced segment object.
-		var objects int
-		inner.List(ctx, tier.SegmentPrefix("orders", 0), func(tier.ObjectInfo) error { objects++; return nil })
-		if objects != 1 {
-			t.Fatalf("%d segment objects after the failed commit, want 1 orphan", objects)
+		p.Close(ctx) // the "crash": nothing more committed, local log kept
+		// The upload happened: an object the manifest does not reference.
+		orphans := func() int {
+			m, _, err := tier.NewManifestStore(inner, "orders", 0).Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := map[string]bool{}
+			for _, s := range m.Segments {
+				live[s.Key] = true
+			}
+			n := 0
+			inner.List(ctx, tier.SegmentPrefix("orders", 0), func(o tier.ObjectInfo) error {
+				if !live[o.Key] {
+					n++
+				}
+				return nil
+			})
+			return n
 		}
-		store.on = false
+		if orphans() == 0 {
+			t.Fatal("no orphan segment after the failed commit; the failure was not between upload and commit")
+		}
+		store.on.Store(false)
+		cfg.SweepGrace = 0
 		p2, err := ingest.OpenPartition(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -455,6 +473,15 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 		}
 		if got := replayAll(t, inner, "orders", 0); got != 300 {
 			t.Fatalf("replay after recovery ends at %d, want 300", got)
+		}
+		if _, err := p2.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := orphans(); n != 0 {
+			t.Fatalf("%d orphans left after the sweep", n)
+		}
+		if got := replayAll(t, inner, "orders", 0); got != 300 {
+			t.Fatalf("the sweep damaged live data: replay ends at %d", got)
 		}
 	})
 }

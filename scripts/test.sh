@@ -15,4 +15,4 @@ source "$state/env"
 
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(./...)
-go test -count=1 -timeout 15m "${args[@]}"
+go test -race -count=1 -timeout 15m "${args[@]}"
