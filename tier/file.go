@@ -1,7 +1,6 @@
 package tier
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,65 +11,132 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
+// Names the file store keeps for itself in its root. Keys whose first
+// segment starts with fileReserved are refused (ErrInvalidKey) and never
+// listed.
 const (
-	fileTmpDir   = ".strata-tmp"
-	fileLockName = ".strata-lock"
+	fileReserved = ".strata-"
+	fileTmpDir   = ".strata-tmp"  // temporary files being written
+	fileLockName = ".strata-lock" // flock'ed by publishing writers
+	// fileTmpMaxAge: temporary files older than this are left by crashed
+	// writers and removed when a store is opened.
+	fileTmpMaxAge = time.Hour
 )
 
-// FileStore is the embedded file:// object store: one file per object
-// under a root directory.
+// FileStore is the embedded file:// object store: one file per object,
+// at the key's path ('/' separated) under a root directory.
 //
-// Every write goes to a temporary file in the root's .strata-tmp directory,
-// is fsynced, then published: by rename (Put, PutIfMatch) or by link
-// (PutIfAbsent: link fails if the name exists, atomically, across
-// processes), after which the parent directory is fsynced. Writers hold an
-// in-process mutex and an flock on .strata-lock, so conditional writes are
-// linearizable across processes on one machine. An ETag is derived from the
-// published file's inode, size and modification time: no hashing.
+// Publishing: a write streams into a temporary file in the root's
+// .strata-tmp directory, stamps it (see ETags), fsyncs it, and then
+// publishes it: by rename (Put, PutIfMatch) or by link(2) (PutIfAbsent: the
+// link fails atomically if the name exists, across processes), and fsyncs
+// the parent directory (and any directory it had to create) before
+// returning. A reader sees the whole old file or the whole new one.
+//
+// Serialization: publishes and deletes hold an in-process mutex and an
+// flock on .strata-lock in the root, so the check-then-rename of PutIfMatch
+// is linearizable across all processes sharing the directory on one machine
+// (not across machines: do not share the directory over NFS). The body is
+// written and fsynced before the lock is taken, so writers only serialize
+// on the rename and the directory fsync.
+//
+// ETags: "<inode>-<size>-<mtime ns>" of the published file, in hex: no
+// content is hashed. Inode numbers are reused after a delete, and kernel
+// file timestamps are only as fine as the clock tick, so every temporary
+// file's mtime is set explicitly to a nanosecond stamp that strictly
+// increases within the process; a version that reuses a freed inode was
+// stamped after the earlier one. This relies on a filesystem that keeps
+// nanosecond mtimes (ext4 with 256-byte inodes, XFS, btrfs, ZFS, tmpfs) and
+// on a wall clock that does not step back between two versions of one key.
+//
+// Differences from S3, inherent to a directory tree: a key cannot be both
+// an object and a prefix of other keys ("a" and "a/b"); such a write fails
+// with ErrInvalidKey. Keys starting with ".strata-" are reserved. Deleting
+// the last object of a directory removes the empty directories above it.
+//
+// Reads work until and after Close; writes after Close fail. Safe for
+// concurrent use.
 type FileStore struct {
 	root string
-	mu   sync.Mutex // with lock: serializes publishes
-	lock *os.File
-	once sync.Once
+	tmp  string
+
+	// mu serializes this process's publishes and deletes; the flock on
+	// lock serializes them with other processes.
+	mu struct {
+		sync.Mutex
+		lock   *os.File // the open .strata-lock; nil after Close
+		closed bool
+	}
 }
 
 var _ Store = (*FileStore)(nil)
 
-// NewFileStore opens (creating if needed) a file store rooted at dir.
+// NewFileStore opens a file store rooted at dir, creating the directory if
+// needed, and removes temporary files that crashed writers left behind
+// more than an hour ago.
 func NewFileStore(dir string) (*FileStore, error) {
+	if dir == "" {
+		return nil, errors.New("tier: file store: empty directory")
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("tier: file store %q: %w", dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, fileTmpDir), 0o755); err != nil {
+	s := &FileStore{root: abs, tmp: filepath.Join(abs, fileTmpDir)}
+	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("tier: file store %q: %w", dir, err)
 	}
 	lock, err := os.OpenFile(filepath.Join(abs, fileLockName), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("tier: file store %q: %w", dir, err)
 	}
-	return &FileStore{root: abs, lock: lock}, nil
+	s.mu.lock = lock
+	s.removeStaleTemps()
+	return s, nil
+}
+
+// removeStaleTemps deletes old temporary files; failures are ignored (the
+// files are garbage, not data).
+func (s *FileStore) removeStaleTemps() {
+	ents, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > fileTmpMaxAge {
+			os.Remove(filepath.Join(s.tmp, e.Name()))
+		}
+	}
 }
 
 // Root is the store's directory.
 func (s *FileStore) Root() string { return s.root }
 
-// Close releases the lock file. It is idempotent.
+// Close releases the lock file. It is idempotent; later writes fail.
 func (s *FileStore) Close() error {
-	var err error
-	s.once.Do(func() { err = s.lock.Close() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil
+	}
+	s.mu.closed = true
+	err := s.mu.lock.Close()
+	s.mu.lock = nil
 	return err
 }
 
+// path maps a key to its file.
 func (s *FileStore) path(key string) (string, error) {
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	if strings.HasPrefix(key, ".strata-") {
-		return "", fmt.Errorf("%w %q: names starting with .strata- are reserved by the file store", ErrInvalidKey, key)
+	if strings.HasPrefix(key, fileReserved) {
+		return "", fmt.Errorf("%w %q: names starting with %q are reserved by the file store", ErrInvalidKey, key, fileReserved)
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
@@ -87,33 +153,64 @@ func infoOf(key string, fi os.FileInfo) ObjectInfo {
 	return ObjectInfo{Key: key, Size: fi.Size(), ETag: etagOf(fi), LastModified: fi.ModTime()}
 }
 
-func fileErr(op, key string, err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("tier: %s %s: %w", op, key, ErrNotFound)
-	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR):
-		return fmt.Errorf("tier: %s %s: %w", op, key, ErrNotFound)
+// lastStamp is the last mtime given to a temporary file, in ns.
+var lastStamp atomic.Int64
+
+// nextStamp is the wall clock, made strictly increasing within the process.
+func nextStamp() time.Time {
+	for {
+		last, now := lastStamp.Load(), time.Now().UnixNano()
+		if now <= last {
+			now = last + 1
+		}
+		if lastStamp.CompareAndSwap(last, now) {
+			return time.Unix(0, now)
+		}
+	}
+}
+
+func notFound(op, key string) error { return fmt.Errorf("tier: %s %s: %w", op, key, ErrNotFound) }
+
+// readErr maps an error of opening or stating an object's file.
+func readErr(op, key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return notFound(op, key) // ENOTDIR: an ancestor is an object
 	}
 	return fmt.Errorf("tier: %s %s: %w", op, key, err)
 }
 
-// Get implements BucketReader.
-func (s *FileStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+// open opens the object's file for reading.
+func (s *FileStore) open(ctx context.Context, op, key string) (*os.File, os.FileInfo, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, nil, err
 	}
 	p, err := s.path(key)
 	if err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, nil, err
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, ObjectInfo{}, fileErr("get", key, err)
+		return nil, nil, readErr(op, key, err)
 	}
 	fi, err := f.Stat()
-	if err != nil || fi.IsDir() {
+	if err != nil {
 		f.Close()
-		return nil, ObjectInfo{}, fileErr("get", key, fs.ErrNotExist)
+		return nil, nil, readErr(op, key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, notFound(op, key) // a directory: a prefix, not an object
+	}
+	return f, fi, nil
+}
+
+// Get implements BucketReader. The reader is the open file: it keeps
+// reading the version that was current at the call, even if the key is
+// replaced or deleted meanwhile.
+func (s *FileStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	f, fi, err := s.open(ctx, "get", key)
+	if err != nil {
+		return nil, ObjectInfo{}, err
 	}
 	return f, infoOf(key, fi), nil
 }
@@ -125,16 +222,18 @@ type sectionCloser struct {
 
 // GetRange implements BucketReader.
 func (s *FileStore) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	rc, info, err := s.Get(ctx, key)
+	if err := checkRange(key, off, length); err != nil {
+		return nil, err
+	}
+	f, fi, err := s.open(ctx, "get", key)
 	if err != nil {
 		return nil, err
 	}
-	if off < 0 || length < 0 || off > info.Size {
-		rc.Close()
-		return nil, fmt.Errorf("tier: get %s: range [%d,+%d) invalid for an object of %d bytes", key, off, length, info.Size)
+	if off > fi.Size() {
+		f.Close()
+		return nil, rangeErr(key, off, length, fi.Size())
 	}
-	length = min(length, info.Size-off)
-	return sectionCloser{io.NewSectionReader(rc.(*os.File), off, length), rc}, nil
+	return sectionCloser{io.NewSectionReader(f, off, min(length, fi.Size()-off)), f}, nil
 }
 
 // Stat implements BucketReader.
@@ -146,132 +245,171 @@ func (s *FileStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	fi, err := os.Stat(p)
+	fi, err := os.Lstat(p)
 	if err != nil {
-		return ObjectInfo{}, fileErr("stat", key, err)
+		return ObjectInfo{}, readErr("stat", key, err)
 	}
-	if fi.IsDir() {
-		return ObjectInfo{}, fileErr("stat", key, fs.ErrNotExist)
+	if !fi.Mode().IsRegular() {
+		return ObjectInfo{}, notFound("stat", key)
 	}
 	return infoOf(key, fi), nil
 }
 
-// List implements BucketReader. Keys are returned in lexical order.
+// List implements BucketReader. It walks the directories the prefix can
+// match, one directory's entries in memory at a time, in lexical key
+// order, and sees each object as it is when its directory is read.
 func (s *FileStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
-	// Walk from the deepest directory the prefix names.
-	dir := s.root
-	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
-		dir = filepath.Join(s.root, filepath.FromSlash(prefix[:i]))
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	var infos []ObjectInfo
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
+	if !listablePrefix(prefix) {
+		return nil
+	}
+	// Start in the deepest directory the prefix names in full.
+	dir, base := s.root, ""
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		dir, base = filepath.Join(s.root, filepath.FromSlash(prefix[:i])), prefix[:i+1]
+	}
+	err := s.walk(ctx, dir, base, prefix, fn)
+	var stop *stopWalk
+	if errors.As(err, &stop) {
+		return stop.err
+	}
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("tier: list %s: %w", prefix, err)
+	}
+	return err
+}
+
+// stopWalk carries fn's error out of the walk untouched.
+type stopWalk struct{ err error }
+
+func (e *stopWalk) Error() string { return e.err.Error() }
+
+// walk lists dir, whose entries have keys base+name. Entries are visited
+// in the order of their keys: a directory "a" sorts as "a/", so the file
+// "a-x" ('-' < '/') comes before the objects under "a/" and "a0" after.
+func (s *FileStore) walk(ctx context.Context, dir, base, prefix string, fn func(ObjectInfo) error) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil // no such prefix, or removed while walking
 		}
+		return err
+	}
+	type entry struct {
+		sortKey string
+		ent     fs.DirEntry
+	}
+	sorted := make([]entry, 0, len(ents))
+	for _, e := range ents {
+		if base == "" && strings.HasPrefix(e.Name(), fileReserved) {
+			continue
+		}
+		k := base + e.Name()
+		if e.IsDir() {
+			k += "/"
+			if !strings.HasPrefix(k, prefix) && !strings.HasPrefix(prefix, k) {
+				continue
+			}
+		} else if !e.Type().IsRegular() || !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		sorted = append(sorted, entry{k, e})
+	}
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].sortKey < sorted[j].sortKey })
+	for _, e := range sorted {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(s.root, p)
-		key := filepath.ToSlash(rel)
-		if strings.HasPrefix(key, ".strata-") {
-			if d.IsDir() {
-				return filepath.SkipDir
+		if e.ent.IsDir() {
+			if err := s.walk(ctx, filepath.Join(dir, e.ent.Name()), e.sortKey, prefix, fn); err != nil {
+				return err
 			}
-			return nil
+			continue
 		}
-		if d.IsDir() {
-			if key != "." && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasPrefix(key, prefix) {
-			return nil
-		}
-		fi, err := d.Info()
+		fi, err := e.ent.Info()
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil // deleted while walking
+				continue // deleted since the directory was read
 			}
 			return err
 		}
-		infos = append(infos, infoOf(key, fi))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("tier: list %s: %w", prefix, err)
-	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
-	for _, info := range infos {
-		if err := fn(info); err != nil {
-			return err
+		if err := fn(infoOf(e.sortKey, fi)); err != nil {
+			return &stopWalk{err}
 		}
 	}
 	return nil
 }
 
-// writeTemp streams r into a new fsynced temporary file and returns its path.
-func (s *FileStore) writeTemp(ctx context.Context, key string, r io.Reader, size int64) (string, error) {
-	f, err := os.CreateTemp(filepath.Join(s.root, fileTmpDir), "put-*")
+// writeTemp streams the body into a new temporary file, stamps its mtime
+// and fsyncs it. It returns the file's path and info.
+func (s *FileStore) writeTemp(ctx context.Context, op, key string, r io.Reader, size int64) (string, os.FileInfo, error) {
+	f, err := os.CreateTemp(s.tmp, "put-*")
 	if err != nil {
-		return "", fmt.Errorf("tier: put %s: %w", key, err)
+		return "", nil, fmt.Errorf("tier: %s %s: %w", op, key, err)
 	}
-	fail := func(err error) (string, error) {
+	fail := func(err error) (string, os.FileInfo, error) {
 		f.Close()
 		os.Remove(f.Name())
-		return "", err
+		return "", nil, err
 	}
-	n, err := io.Copy(f, ctxReader{ctx, r})
-	if err != nil {
-		return fail(fmt.Errorf("tier: put %s: %w", key, err))
+	if _, err := copyBody(ctx, op, key, f, r, size); err != nil {
+		return fail(err)
 	}
-	if size >= 0 && n != size {
-		return fail(fmt.Errorf("tier: put %s: read %d bytes, size says %d", key, n, size))
+	if err := os.Chtimes(f.Name(), time.Time{}, nextStamp()); err != nil {
+		return fail(fmt.Errorf("tier: %s %s: %w", op, key, err))
 	}
 	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("tier: put %s: fsync: %w", key, err))
+		return fail(fmt.Errorf("tier: %s %s: fsync: %w", op, key, err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("tier: %s %s: %w", op, key, err))
 	}
 	if err := f.Close(); err != nil {
-		return fail(fmt.Errorf("tier: put %s: %w", key, err))
+		return fail(fmt.Errorf("tier: %s %s: %w", op, key, err))
 	}
-	return f.Name(), nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return f.Name(), fi, nil
 }
 
 // locked runs fn holding the in-process mutex and the cross-process flock.
 func (s *FileStore) locked(fn func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := syscall.Flock(int(s.lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("tier: file store lock: %w", err)
+	if s.mu.closed {
+		return errClosed
 	}
-	defer syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	fd := int(s.mu.lock.Fd())
+	for {
+		err := syscall.Flock(fd, syscall.LOCK_EX)
+		if err == nil {
+			break
+		}
+		if err != syscall.EINTR {
+			return fmt.Errorf("tier: file store lock: %w", err)
+		}
+	}
+	defer syscall.Flock(fd, syscall.LOCK_UN)
 	return fn()
 }
 
-// mkdirs creates the parents of p and fsyncs each new directory's parent.
-func mkdirs(root, dir string) error {
-	if _, err := os.Stat(dir); err == nil {
+// mkdirs creates dir and its missing parents under root, fsyncing the
+// parent of each directory it creates. An ancestor that is a file (an
+// object) makes the key invalid here.
+func mkdirs(root, dir, key string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && fi.IsDir():
 		return nil
+	case err == nil || errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%w %q: an ancestor is an object; the file store cannot hold a key that is also a prefix", ErrInvalidKey, key)
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	case len(dir) <= len(root):
+		return err // the root itself is missing
 	}
-	if dir == root || len(dir) < len(root) {
-		return nil
-	}
-	if err := mkdirs(root, filepath.Dir(dir)); err != nil {
+	if err := mkdirs(root, filepath.Dir(dir), key); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -289,82 +427,121 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+func prefixErr(key string) error {
+	return fmt.Errorf("%w %q: it is a prefix of other objects; the file store cannot hold a key that is also a prefix", ErrInvalidKey, key)
+}
+
 type publishMode int
 
 const (
-	publishAlways publishMode = iota
-	publishIfAbsent
-	publishIfMatch
+	publishAlways   publishMode = iota // rename over whatever is there
+	publishIfAbsent                    // link: fails if the name exists
+	publishIfMatch                     // rename if the current ETag matches
 )
 
-func (s *FileStore) publish(ctx context.Context, key string, r io.Reader, size int64, mode publishMode, etag string) (ObjectInfo, error) {
+// precheck fails a conditional write early, before its body is written,
+// when it would fail anyway. The check is repeated under the lock.
+func precheck(p string, mode publishMode, etag string) error {
+	fi, err := os.Lstat(p)
+	switch mode {
+	case publishIfAbsent:
+		if err == nil && fi.Mode().IsRegular() {
+			return ErrPreconditionFailed
+		}
+	case publishIfMatch:
+		if err != nil || !fi.Mode().IsRegular() || etag == "" || etagOf(fi) != etag {
+			return ErrPreconditionFailed
+		}
+	}
+	return nil
+}
+
+func (s *FileStore) publish(ctx context.Context, op, key string, r io.Reader, size int64, mode publishMode, etag string) (ObjectInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, err
+	}
 	p, err := s.path(key)
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	tmp, err := s.writeTemp(ctx, key, r, size)
+	if err := precheck(p, mode, etag); err != nil {
+		return ObjectInfo{}, fmt.Errorf("tier: %s %s: %w", op, key, err)
+	}
+	tmp, fi, err := s.writeTemp(ctx, op, key, r, size)
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	defer os.Remove(tmp) // after a link, or a failure
-	fi, err := os.Stat(tmp)
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("tier: put %s: %w", key, err)
-	}
-	var info ObjectInfo
+	defer os.Remove(tmp) // the extra name after a link; the file after a failure
 	err = s.locked(func() error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := mkdirs(s.root, filepath.Dir(p)); err != nil {
-			return fmt.Errorf("tier: put %s: %w", key, err)
+		if err := mkdirs(s.root, filepath.Dir(p), key); err != nil {
+			return err
 		}
 		switch mode {
 		case publishIfAbsent:
 			if err := os.Link(tmp, p); err != nil {
-				if errors.Is(err, fs.ErrExist) {
-					return fmt.Errorf("tier: put %s if absent: %w", key, ErrPreconditionFailed)
+				if errors.Is(err, fs.ErrExist) && !isDir(p) {
+					return ErrPreconditionFailed
 				}
-				return fmt.Errorf("tier: put %s: %w", key, err)
+				if isDir(p) {
+					return prefixErr(key)
+				}
+				return err
 			}
 		case publishIfMatch:
-			cur, err := os.Stat(p)
-			if err != nil || cur.IsDir() || etagOf(cur) != etag {
-				return fmt.Errorf("tier: put %s if etag %q: %w", key, etag, ErrPreconditionFailed)
+			if err := precheck(p, mode, etag); err != nil {
+				return err
 			}
 			fallthrough
 		default:
 			if err := os.Rename(tmp, p); err != nil {
-				return fmt.Errorf("tier: put %s: %w", key, err)
+				if isDir(p) {
+					return prefixErr(key)
+				}
+				return err
 			}
 		}
 		if err := syncDir(filepath.Dir(p)); err != nil {
-			return fmt.Errorf("tier: put %s: fsync dir: %w", key, err)
+			return fmt.Errorf("fsync directory: %w", err)
 		}
-		// The inode and mtime are the temp file's, so the ETag is too
-		// (a link adds a name, which changes ctime, not mtime).
-		info = infoOf(key, fi)
 		return nil
 	})
-	return info, err
+	switch {
+	case err == nil:
+		// Link and rename keep the inode and mtime, so the published
+		// file's ETag is the temporary file's.
+		return infoOf(key, fi), nil
+	case errors.Is(err, ErrInvalidKey), errors.Is(err, ctx.Err()), errors.Is(err, errClosed):
+		return ObjectInfo{}, err
+	}
+	return ObjectInfo{}, fmt.Errorf("tier: %s %s: %w", op, key, err)
 }
 
 // Put implements Store.
 func (s *FileStore) Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
-	return s.publish(ctx, key, r, size, publishAlways, "")
+	return s.publish(ctx, "put", key, r, size, publishAlways, "")
 }
 
 // PutIfAbsent implements Store.
 func (s *FileStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
-	return s.publish(ctx, key, r, size, publishIfAbsent, "")
+	return s.publish(ctx, "put-if-absent", key, r, size, publishIfAbsent, "")
 }
 
 // PutIfMatch implements Store.
 func (s *FileStore) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (ObjectInfo, error) {
-	return s.publish(ctx, key, r, size, publishIfMatch, etag)
+	return s.publish(ctx, "put-if-match", key, r, size, publishIfMatch, etag)
 }
 
-// Delete implements Store.
+// Delete implements Store. It fsyncs the directory, then removes the
+// directories the delete left empty (those removals are not fsynced: an
+// empty directory that reappears after a crash holds no object).
 func (s *FileStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -373,166 +550,28 @@ func (s *FileStore) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return s.locked(func() error {
+	err = s.locked(func() error {
+		if fi, err := os.Lstat(p); err != nil || fi.IsDir() {
+			return nil // missing, or only a prefix
+		}
 		if err := os.Remove(p); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
-			return fmt.Errorf("tier: delete %s: %w", key, err)
+			return err
 		}
 		if err := syncDir(filepath.Dir(p)); err != nil {
-			return fmt.Errorf("tier: delete %s: fsync dir: %w", key, err)
+			return fmt.Errorf("fsync directory: %w", err)
+		}
+		for d := filepath.Dir(p); len(d) > len(s.root); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break // not empty
+			}
 		}
 		return nil
 	})
-}
-
-// MemStore is an in-memory Store with the same semantics, for fast tests.
-type MemStore struct {
-	mu      sync.Mutex
-	objects map[string]memObject
-	version int64
-}
-
-type memObject struct {
-	data []byte
-	info ObjectInfo
-}
-
-var _ Store = (*MemStore)(nil)
-
-// NewMemStore returns an empty in-memory store.
-func NewMemStore() *MemStore { return &MemStore{objects: map[string]memObject{}} }
-
-// Close implements Store.
-func (m *MemStore) Close() error { return nil }
-
-func (m *MemStore) get(ctx context.Context, key string) (memObject, error) {
-	if err := ctx.Err(); err != nil {
-		return memObject{}, err
+	if err != nil && !errors.Is(err, errClosed) {
+		return fmt.Errorf("tier: delete %s: %w", key, err)
 	}
-	if err := ValidateKey(key); err != nil {
-		return memObject{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	o, ok := m.objects[key]
-	if !ok {
-		return memObject{}, fmt.Errorf("tier: get %s: %w", key, ErrNotFound)
-	}
-	return o, nil
-}
-
-// Get implements BucketReader.
-func (m *MemStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
-	o, err := m.get(ctx, key)
-	if err != nil {
-		return nil, ObjectInfo{}, err
-	}
-	return io.NopCloser(bytes.NewReader(o.data)), o.info, nil
-}
-
-// GetRange implements BucketReader.
-func (m *MemStore) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
-	o, err := m.get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	size := int64(len(o.data))
-	if off < 0 || length < 0 || off > size {
-		return nil, fmt.Errorf("tier: get %s: range [%d,+%d) invalid for an object of %d bytes", key, off, length, size)
-	}
-	return io.NopCloser(bytes.NewReader(o.data[off : off+min(length, size-off)])), nil
-}
-
-// Stat implements BucketReader.
-func (m *MemStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
-	o, err := m.get(ctx, key)
-	return o.info, err
-}
-
-// List implements BucketReader.
-func (m *MemStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
-	m.mu.Lock()
-	var infos []ObjectInfo
-	for k, o := range m.objects {
-		if strings.HasPrefix(k, prefix) {
-			infos = append(infos, o.info)
-		}
-	}
-	m.mu.Unlock()
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
-	for _, info := range infos {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(info); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *MemStore) put(ctx context.Context, key string, r io.Reader, size int64, check func(memObject, bool) error) (ObjectInfo, error) {
-	if err := ValidateKey(key); err != nil {
-		return ObjectInfo{}, err
-	}
-	data, err := io.ReadAll(ctxReader{ctx, r})
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("tier: put %s: %w", key, err)
-	}
-	if size >= 0 && int64(len(data)) != size {
-		return ObjectInfo{}, fmt.Errorf("tier: put %s: read %d bytes, size says %d", key, len(data), size)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur, ok := m.objects[key]
-	if check != nil {
-		if err := check(cur, ok); err != nil {
-			return ObjectInfo{}, fmt.Errorf("tier: put %s: %w", key, err)
-		}
-	}
-	m.version++
-	info := ObjectInfo{Key: key, Size: int64(len(data)), ETag: fmt.Sprintf("m%d", m.version), LastModified: timeNow()}
-	m.objects[key] = memObject{data: data, info: info}
-	return info, nil
-}
-
-// Put implements Store.
-func (m *MemStore) Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
-	return m.put(ctx, key, r, size, nil)
-}
-
-// PutIfAbsent implements Store.
-func (m *MemStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error) {
-	return m.put(ctx, key, r, size, func(_ memObject, exists bool) error {
-		if exists {
-			return ErrPreconditionFailed
-		}
-		return nil
-	})
-}
-
-// PutIfMatch implements Store.
-func (m *MemStore) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (ObjectInfo, error) {
-	return m.put(ctx, key, r, size, func(cur memObject, exists bool) error {
-		if !exists || cur.info.ETag != etag {
-			return ErrPreconditionFailed
-		}
-		return nil
-	})
-}
-
-// Delete implements Store.
-func (m *MemStore) Delete(ctx context.Context, key string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := ValidateKey(key); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	delete(m.objects, key)
-	m.mu.Unlock()
-	return nil
+	return err
 }

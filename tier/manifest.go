@@ -11,6 +11,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"time"
 )
 
 // ManifestVersion is the manifest format this build writes and the newest it
@@ -261,6 +262,18 @@ func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest)
 		if err == nil {
 			etag = info.ETag
 			return nil
+		}
+		if ctx.Err() != nil {
+			// Canceled mid-write: the write may have applied. Settle it with
+			// a read that the cancellation does not stop, so the caller
+			// learns the truth instead of retrying from a stale ETag.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if cur, curETag, lerr := s.Load(rctx); lerr == nil && cur.UpdateID == m.UpdateID {
+				etag = curETag
+				return nil
+			}
+			return err
 		}
 		if !errors.Is(err, ErrPreconditionFailed) && !IsRetryable(err) {
 			return err

@@ -15,47 +15,135 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// S3Config configures an S3Store.
+// S3 part sizes: S3 refuses parts under 5 MiB (but the last) and objects of
+// more than 10,000 parts.
+const (
+	DefaultS3PartSize = 16 << 20
+	minS3PartSize     = 5 << 20
+)
+
+// S3Config configures an S3Store. Zero fields take the defaults written
+// next to them.
 type S3Config struct {
-	Endpoint  string // host:port; required ("s3.amazonaws.com" for AWS)
-	Bucket    string // required
-	Prefix    string // prepended to every key, e.g. "strata/"; "" for none
-	Region    string // optional; "us-east-1" when empty and needed
-	AccessKey string // default $AWS_ACCESS_KEY_ID
-	SecretKey string // default $AWS_SECRET_ACCESS_KEY
-	// SessionToken: default $AWS_SESSION_TOKEN.
+	// Endpoint is host[:port], or http://host[:port] / https://host[:port]
+	// (the scheme then sets Insecure). Default "s3.amazonaws.com", or
+	// "s3.<Region>.amazonaws.com" when Region is set.
+	Endpoint string
+	// Bucket is required.
+	Bucket string
+	// Prefix is prepended to every key and stripped from listed keys, so
+	// several stores can share a bucket. A trailing '/' is added when
+	// missing. Default "" (keys are bucket keys).
+	Prefix string
+	// Region is the bucket's region. Default "": minio-go asks the bucket
+	// for its location once (AWS), MinIO answers "us-east-1".
+	Region string
+	// AccessKey and SecretKey default to $AWS_ACCESS_KEY_ID and
+	// $AWS_SECRET_ACCESS_KEY, SessionToken to $AWS_SESSION_TOKEN.
+	AccessKey    string
+	SecretKey    string
 	SessionToken string
-	Insecure     bool // plain HTTP (loopback MinIO); default false (TLS)
-	// PathStyle forces path-style requests (bucket in the path), which
-	// MinIO needs. Default: path style for every endpoint but AWS's.
-	PathStyle    *bool
-	CreateBucket bool    // create the bucket when missing (tests, quickstart)
-	Retry        Backoff // retry policy for idempotent calls; default DefaultBackoff()
+	// Insecure uses plain HTTP (a loopback MinIO). Default false: TLS.
+	Insecure bool
+	// PathStyle puts the bucket in the path (http://host/bucket/key) rather
+	// than in the host name. Default (nil): path style for every endpoint
+	// but AWS's, where minio-go picks virtual-host style.
+	PathStyle *bool
+	// CreateBucket creates the bucket when it is missing (tests, the
+	// quickstart). Default false: a missing bucket is an error.
+	CreateBucket bool
+	// PartSize is the part size of multipart uploads, used for a Put whose
+	// body is larger than one part or of unknown size; one part is held in
+	// memory per upload. Default DefaultS3PartSize (16 MiB), so an upload
+	// of unknown size holds 16 MiB and may reach 160 GiB; minimum 5 MiB.
+	PartSize int64
+	// Retry is the policy for transient failures (see S3Store). Default
+	// DefaultBackoff(); Attempts 1 turns retries off.
+	Retry Backoff
+	// Transport carries the HTTP requests. Default: minio-go's default
+	// transport, owned by the store (Close closes its idle connections).
+	Transport http.RoundTripper
 }
 
 // S3Store is a Store on S3 or MinIO through minio-go.
 //
-// Conditional writes use If-None-Match: * (PutIfAbsent) and If-Match: etag
-// (PutIfMatch), always as a single PUT. Idempotent calls (Get, GetRange,
-// Stat, List, Delete, and Put with a seekable body) are retried on
-// transient errors with Backoff; conditional puts are tried once: after an
-// ambiguous failure the caller must read the object back (see
-// ManifestStore), since a retry could report a precondition failure for a
-// write that in fact applied.
+// Requests: Get, GetRange and Stat are one GET or HEAD each; List pages
+// through ListObjectsV2. A Put whose size is known and at most PartSize,
+// and every conditional put, is a single PUT. A Put of unknown size first
+// reads up to PartSize bytes: a body that ends there goes as a single PUT,
+// a longer one as a multipart upload. Conditional puts use
+// If-None-Match: * (PutIfAbsent) and If-Match: <etag> (PutIfMatch) and are
+// never multipart (conditional multipart completion is not supported
+// everywhere); a conditional body of unknown size is buffered in memory.
+//
+// Retries: minio-go's own retries are off; the store retries with
+// S3Config.Retry, and only where a repeat is safe. Get, GetRange, Stat,
+// List (resuming after the last key delivered) and Delete are retried on
+// any retryable error. Put is retried when its body can be rewound (an
+// io.Seeker, rewound to where it was when Put was called, or a body the
+// store buffered). A conditional put is retried only after errors that
+// prove the first attempt had no effect (the connection was refused, or
+// the store answered 503 SlowDown or 429): after an ambiguous failure (a
+// timeout, a reset connection, a 500) a repeat could report
+// ErrPreconditionFailed for a write that in fact applied, so the store
+// returns the retryable error instead and the caller decides by reading
+// the object back (ManifestStore does, by its update ID). Note that
+// minio-go, even with its retries off, pauses up to 200 ms (its
+// DefaultRetryUnit, jittered) after a failure it deems retryable before
+// returning it, so the waits between attempts are that plus the Backoff's.
+//
+// Errors: NoSuchKey and 404 map to ErrNotFound (but a missing bucket does
+// not: it is a final StatusError); 412 PreconditionFailed and 409
+// ConditionalRequestConflict (a concurrent conditional write of the key was
+// in progress) map to ErrPreconditionFailed, and so does a PutIfMatch on a
+// missing object (S3 answers 404). Everything else is a *StatusError.
+//
+// Safe for concurrent use. Close is idempotent; the store must not be used
+// after it.
 type S3Store struct {
-	client *minio.Client
-	bucket string
-	prefix string
-	retry  Backoff
+	client    *minio.Client
+	core      minio.Core // the same client's single-request calls
+	bucket    string
+	prefix    string
+	partSize  int64
+	retry     Backoff
+	transport *http.Transport // ours to close; nil when the caller gave one
+	closeOnce sync.Once
 }
 
 var _ Store = (*S3Store)(nil)
 
-// NewS3Store connects to the bucket (creating it if CreateBucket) and
-// checks that it exists.
-func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
-	if cfg.Endpoint == "" || cfg.Bucket == "" {
-		return nil, errors.New("tier: s3 store: Endpoint and Bucket are required")
+// normalize fills defaults and checks the config.
+func (cfg S3Config) normalize() (S3Config, error) {
+	if cfg.Bucket == "" {
+		return cfg, errors.New("tier: s3 store: no bucket")
+	}
+	switch {
+	case strings.HasPrefix(cfg.Endpoint, "http://"):
+		cfg.Endpoint, cfg.Insecure = strings.TrimPrefix(cfg.Endpoint, "http://"), true
+	case strings.HasPrefix(cfg.Endpoint, "https://"):
+		cfg.Endpoint, cfg.Insecure = strings.TrimPrefix(cfg.Endpoint, "https://"), false
+	}
+	cfg.Endpoint = strings.TrimSuffix(cfg.Endpoint, "/")
+	if strings.Contains(cfg.Endpoint, "/") {
+		return cfg, fmt.Errorf("tier: s3 store: endpoint %q: want host[:port], without a path", cfg.Endpoint)
+	}
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "s3.amazonaws.com"
+		if cfg.Region != "" {
+			cfg.Endpoint = "s3." + cfg.Region + ".amazonaws.com"
+		}
+	}
+	if cfg.Prefix != "" {
+		if strings.HasPrefix(cfg.Prefix, "/") {
+			return cfg, fmt.Errorf("tier: s3 store: prefix %q starts with '/'", cfg.Prefix)
+		}
+		if !strings.HasSuffix(cfg.Prefix, "/") {
+			cfg.Prefix += "/"
+		}
+		if err := ValidateKey(strings.TrimSuffix(cfg.Prefix, "/")); err != nil {
+			return cfg, fmt.Errorf("tier: s3 store: prefix: %w", err)
+		}
 	}
 	if cfg.AccessKey == "" {
 		cfg.AccessKey = os.Getenv("AWS_ACCESS_KEY_ID")
@@ -66,57 +154,110 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	if cfg.SessionToken == "" {
 		cfg.SessionToken = os.Getenv("AWS_SESSION_TOKEN")
 	}
-	if cfg.Retry.Attempts == 0 {
-		cfg.Retry = DefaultBackoff()
+	switch {
+	case cfg.PartSize == 0:
+		cfg.PartSize = DefaultS3PartSize
+	case cfg.PartSize < minS3PartSize:
+		return cfg, fmt.Errorf("tier: s3 store: PartSize %d is under S3's minimum of 5 MiB", cfg.PartSize)
+	}
+	cfg.Retry = cfg.Retry.withDefaults()
+	return cfg, nil
+}
+
+// NewS3Store connects to the bucket, creating it if CreateBucket is set,
+// and fails if it cannot be reached or does not exist.
+func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
 	}
 	lookup := minio.BucketLookupPath
-	if cfg.PathStyle != nil && !*cfg.PathStyle || cfg.PathStyle == nil && strings.HasSuffix(cfg.Endpoint, "amazonaws.com") {
+	switch {
+	case cfg.PathStyle != nil && !*cfg.PathStyle:
+		lookup = minio.BucketLookupDNS
+	case cfg.PathStyle == nil && strings.HasSuffix(cfg.Endpoint, "amazonaws.com"):
 		lookup = minio.BucketLookupAuto
 	}
-	client, err := minio.New(cfg.Endpoint, &minio.Options{
+	s := &S3Store{bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: cfg.PartSize, retry: cfg.Retry}
+	transport := cfg.Transport
+	if transport == nil {
+		if s.transport, err = minio.DefaultTransport(!cfg.Insecure); err != nil {
+			return nil, fmt.Errorf("tier: s3 store %s: %w", cfg.Endpoint, err)
+		}
+		transport = s.transport
+	}
+	s.client, err = minio.New(cfg.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
 		Secure:       !cfg.Insecure,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
-		MaxRetries:   1, // we retry ourselves, with jitter, only where it is safe
+		Transport:    transport,
+		MaxRetries:   1, // one try per call: we retry ourselves, where it is safe
 	})
 	if err != nil {
+		s.Close()
 		return nil, fmt.Errorf("tier: s3 store %s: %w", cfg.Endpoint, err)
 	}
-	s := &S3Store{client: client, bucket: cfg.Bucket, prefix: cfg.Prefix, retry: cfg.Retry}
+	s.core = minio.Core{Client: s.client}
 	var exists bool
 	err = s.retry.Do(ctx, func(ctx context.Context) error {
 		var err error
-		exists, err = client.BucketExists(ctx, cfg.Bucket)
+		exists, err = s.client.BucketExists(ctx, cfg.Bucket)
 		return s.mapErr("bucket-exists", cfg.Bucket, err)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("tier: s3 store %s/%s: cannot reach the bucket: %w", cfg.Endpoint, cfg.Bucket, err)
+		s.Close()
+		return nil, fmt.Errorf("tier: s3 store %s: checking bucket %q: %w", cfg.Endpoint, cfg.Bucket, err)
 	}
 	if !exists {
 		if !cfg.CreateBucket {
+			s.Close()
 			return nil, fmt.Errorf("tier: s3 store %s: bucket %q does not exist; create it first", cfg.Endpoint, cfg.Bucket)
 		}
-		if err := client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
-			if r := minio.ToErrorResponse(err); r.Code != "BucketAlreadyOwnedByYou" {
-				return nil, fmt.Errorf("tier: s3 store: create bucket %q: %w", cfg.Bucket, err)
+		err := s.retry.Do(ctx, func(ctx context.Context) error {
+			err := s.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region})
+			if minio.ToErrorResponse(err).Code == "BucketAlreadyOwnedByYou" {
+				return nil // created meanwhile by another process
 			}
+			return s.mapErr("create-bucket", cfg.Bucket, err)
+		})
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("tier: s3 store %s: create bucket %q: %w", cfg.Endpoint, cfg.Bucket, err)
 		}
 	}
 	return s, nil
 }
 
-// Close implements Store.
-func (s *S3Store) Close() error { return nil }
+// Bucket is the store's bucket.
+func (s *S3Store) Bucket() string { return s.bucket }
 
+// Prefix is the prefix of every key in the bucket ("" or ending in '/').
+func (s *S3Store) Prefix() string { return s.prefix }
+
+// Close implements Store: it closes the idle connections of the store's
+// own transport. It is idempotent.
+func (s *S3Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.transport != nil {
+			s.transport.CloseIdleConnections()
+		}
+	})
+	return nil
+}
+
+// key maps a key to its object name.
 func (s *S3Store) key(key string) (string, error) {
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
+	if len(s.prefix)+len(key) > MaxKeyLen {
+		return "", fmt.Errorf("%w %q: with the prefix %q longer than %d bytes", ErrInvalidKey, key, s.prefix, MaxKeyLen)
+	}
 	return s.prefix + key, nil
 }
 
-// mapErr maps minio-go errors to the package's sentinels.
+// mapErr maps a minio-go error to the package's sentinels or a StatusError.
 func (s *S3Store) mapErr(op, key string, err error) error {
 	if err == nil {
 		return nil
@@ -126,96 +267,106 @@ func (s *S3Store) mapErr(op, key string, err error) error {
 	}
 	r := minio.ToErrorResponse(err)
 	switch {
-	case r.Code == "NoSuchKey" || r.Code == "NoSuchBucket" || r.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("tier: %s %s: %w (%s)", op, key, ErrNotFound, r.Code)
-	case r.Code == "PreconditionFailed" || r.StatusCode == http.StatusPreconditionFailed ||
-		r.Code == "ConditionalRequestConflict" || r.StatusCode == http.StatusConflict:
-		return fmt.Errorf("tier: %s %s: %w", op, key, ErrPreconditionFailed)
+	case r.Code == "NoSuchBucket":
+		return &StatusError{Op: op, Key: key, Status: r.StatusCode, Code: r.Code, Err: fmt.Errorf("bucket %q does not exist: %w", s.bucket, err)}
+	case r.Code == "NoSuchKey" || r.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("tier: %s %s: %w", op, key, ErrNotFound)
+	case r.Code == "PreconditionFailed" || r.StatusCode == http.StatusPreconditionFailed || r.Code == "ConditionalRequestConflict":
+		return fmt.Errorf("tier: %s %s: %w (%s)", op, key, ErrPreconditionFailed, r.Code)
 	}
 	return &StatusError{Op: op, Key: key, Status: r.StatusCode, Code: r.Code, Err: err}
 }
 
-// Get implements BucketReader.
+// final marks an error that must end a retry loop although it may be
+// retryable; do unwraps it again.
+type final struct{ err error }
+
+func (e *final) Error() string { return e.err.Error() }
+
+// do runs fn under the retry policy. fn returns &final{err} to stop with
+// err.
+func (s *S3Store) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	err := s.retry.Do(ctx, fn)
+	var f *final
+	if errors.As(err, &f) {
+		return f.err
+	}
+	return err
+}
+
+func info(key string, o minio.ObjectInfo) ObjectInfo {
+	return ObjectInfo{Key: key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}
+}
+
+// Get implements BucketReader: one GET, whose body is the version that
+// was current when it was sent. A failure while reading the body is not
+// retried; read the rest with GetRange.
 func (s *S3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
 	k, err := s.key(key)
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
 	var (
-		obj  *minio.Object
-		info ObjectInfo
+		body io.ReadCloser
+		oi   ObjectInfo
 	)
-	err = s.retry.Do(ctx, func(ctx context.Context) error {
-		o, err := s.client.GetObject(ctx, s.bucket, k, minio.GetObjectOptions{})
+	err = s.do(ctx, func(ctx context.Context) error {
+		rc, st, _, err := s.core.GetObject(ctx, s.bucket, k, minio.GetObjectOptions{})
 		if err != nil {
 			return s.mapErr("get", key, err)
 		}
-		st, err := o.Stat()
-		if err != nil {
-			o.Close()
-			return s.mapErr("get", key, err)
-		}
-		obj, info = o, ObjectInfo{Key: key, Size: st.Size, ETag: st.ETag, LastModified: st.LastModified}
+		body, oi = rc, info(key, st)
 		return nil
 	})
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	return obj, info, nil
+	return body, oi, nil
 }
 
-// GetRange implements BucketReader.
+var emptyBody = io.NopCloser(bytes.NewReader(nil))
+
+// GetRange implements BucketReader: one ranged GET (plus a HEAD when the
+// range starts at or past the end, or is empty).
 func (s *S3Store) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if err := checkRange(key, off, length); err != nil {
+		return nil, err
+	}
 	k, err := s.key(key)
 	if err != nil {
 		return nil, err
 	}
-	if off < 0 || length < 0 {
-		return nil, fmt.Errorf("tier: get %s: invalid range [%d,+%d)", key, off, length)
-	}
-	if length == 0 {
-		if _, err := s.Stat(ctx, key); err != nil {
-			return nil, err
-		}
-		return io.NopCloser(bytes.NewReader(nil)), nil
-	}
-	var obj *minio.Object
-	err = s.retry.Do(ctx, func(ctx context.Context) error {
-		opts := minio.GetObjectOptions{}
-		if err := opts.SetRange(off, off+length-1); err != nil {
-			return err
-		}
-		o, err := s.client.GetObject(ctx, s.bucket, k, opts)
-		if err != nil {
-			return s.mapErr("get", key, err)
-		}
-		if _, err := o.Stat(); err != nil {
-			o.Close()
-			if minio.ToErrorResponse(err).Code == "InvalidRange" {
-				obj = nil
-				return nil // decided below
+	var body io.ReadCloser
+	if length > 0 {
+		err = s.do(ctx, func(ctx context.Context) error {
+			opts := minio.GetObjectOptions{}
+			if err := opts.SetRange(off, off+length-1); err != nil {
+				return &final{err}
 			}
-			return s.mapErr("get", key, err)
+			rc, _, _, err := s.core.GetObject(ctx, s.bucket, k, opts)
+			if err != nil {
+				if minio.ToErrorResponse(err).Code == "InvalidRange" {
+					return nil // decided below
+				}
+				return s.mapErr("get", key, err)
+			}
+			body = rc
+			return nil
+		})
+		if err != nil || body != nil {
+			return body, err
 		}
-		obj = o
-		return nil
-	})
+	}
+	// An empty range, or S3 refused one starting at or past the end
+	// (416): the contract reads nothing there and fails past it.
+	st, err := s.Stat(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	if obj == nil {
-		// S3 refuses a range that starts at the end; the contract gives an
-		// empty read there and an error past it.
-		info, err := s.Stat(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		if off == info.Size {
-			return io.NopCloser(bytes.NewReader(nil)), nil
-		}
-		return nil, fmt.Errorf("tier: get %s: range [%d,+%d) invalid for an object of %d bytes", key, off, length, info.Size)
+	if off > st.Size {
+		return nil, rangeErr(key, off, length, st.Size)
 	}
-	return obj, nil
+	return emptyBody, nil
 }
 
 // Stat implements BucketReader.
@@ -224,96 +375,117 @@ func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	var info ObjectInfo
-	err = s.retry.Do(ctx, func(ctx context.Context) error {
+	var oi ObjectInfo
+	err = s.do(ctx, func(ctx context.Context) error {
 		st, err := s.client.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
 		if err != nil {
 			return s.mapErr("stat", key, err)
 		}
-		info = ObjectInfo{Key: key, Size: st.Size, ETag: st.ETag, LastModified: st.LastModified}
+		oi = info(key, st)
 		return nil
 	})
-	return info, err
+	return oi, err
 }
 
-// List implements BucketReader. S3 lists in lexical key order.
+// List implements BucketReader. S3 lists in lexical (UTF-8 byte) order. A
+// retried page resumes after the last key delivered, so fn sees each key
+// once.
 func (s *S3Store) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !listablePrefix(prefix) {
+		return nil
+	}
 	after := ""
-	return s.retry.Do(ctx, func(ctx context.Context) error {
+	return s.do(ctx, func(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
+		defer cancel() // stops the listing goroutine when we return early
 		for o := range s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{
 			Prefix: s.prefix + prefix, Recursive: true, StartAfter: after,
 		}) {
 			if o.Err != nil {
 				return s.mapErr("list", prefix, o.Err)
 			}
-			key := strings.TrimPrefix(o.Key, s.prefix)
-			if err := fn(ObjectInfo{Key: key, Size: o.Size, ETag: o.ETag, LastModified: o.LastModified}); err != nil {
-				return &stopList{err}
+			if err := fn(info(strings.TrimPrefix(o.Key, s.prefix), o)); err != nil {
+				return &final{err}
 			}
-			after = o.Key // a retry resumes after the last key delivered
+			after = o.Key
 		}
-		return nil
+		return ctx.Err() // the listing ends quietly when ctx does
 	})
 }
 
-// stopList carries fn's error out of the retry loop untouched.
-type stopList struct{ err error }
-
-func (e *stopList) Error() string { return e.err.Error() }
-func (e *stopList) Unwrap() error { return e.err }
-
-// put uploads one object. Conditional puts go as one PUT and are not
-// retried; plain puts are retried when the body can be rewound.
+// put uploads one object; cond sets the precondition headers.
 func (s *S3Store) put(ctx context.Context, op, key string, r io.Reader, size int64, cond func(*minio.PutObjectOptions)) (ObjectInfo, error) {
 	k, err := s.key(key)
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	if err := ctx.Err(); err != nil {
+		return ObjectInfo{}, err
+	}
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: uint64(s.partSize)}
 	if cond != nil {
 		cond(&opts)
 		opts.DisableMultipart = true
-		if size < 0 {
-			data, err := io.ReadAll(r)
-			if err != nil {
-				return ObjectInfo{}, fmt.Errorf("tier: %s %s: %w", op, key, err)
-			}
-			r, size = bytes.NewReader(data), int64(len(data))
+	}
+	if size < 0 {
+		// Learn the size if the body fits one part (all of it for a
+		// conditional put): one PUT instead of a multipart upload's three
+		// requests, and a body that can be sent again.
+		var buf bytes.Buffer
+		src := r
+		if cond == nil {
+			src = io.LimitReader(r, s.partSize)
+		}
+		if _, err := copyBody(ctx, op, key, &buf, src, -1); err != nil {
+			return ObjectInfo{}, err
+		}
+		if cond != nil || int64(buf.Len()) < s.partSize {
+			r, size = bytes.NewReader(buf.Bytes()), int64(buf.Len())
+		} else {
+			r = io.MultiReader(bytes.NewReader(buf.Bytes()), r)
 		}
 	}
-	var info ObjectInfo
-	attempt := func(ctx context.Context) error {
-		up, err := s.client.PutObject(ctx, s.bucket, k, r, size, opts)
+	var body io.Reader
+	sized := sizedBody{ctx: ctx, op: op, key: key, r: r, size: size}
+	rewindable := false
+	if size < 0 {
+		body = onlyReader{ctxReader{ctx, r}} // a multipart stream
+	} else if sk, ok := r.(io.Seeker); ok {
+		if base, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			body, rewindable = &seekableBody{sizedBody: sized, seeker: sk, base: base}, true
+		}
+	}
+	if body == nil {
+		body = &sized
+	}
+	var oi ObjectInfo
+	attempt := 0
+	err = s.do(ctx, func(ctx context.Context) error {
+		if attempt++; attempt > 1 {
+			if _, err := body.(io.Seeker).Seek(0, io.SeekStart); err != nil {
+				return &final{fmt.Errorf("tier: %s %s: rewinding the body: %w", op, key, err)}
+			}
+		}
+		up, err := s.client.PutObject(ctx, s.bucket, k, body, size, opts)
 		if err != nil {
 			err = s.mapErr(op, key, err)
-			if cond != nil && errors.Is(err, ErrNotFound) {
-				// If-Match on a missing object: S3 answers 404, the
+			switch {
+			case cond != nil && errors.Is(err, ErrNotFound):
+				// If-Match on a missing object: S3 answers 404; the
 				// contract says precondition failed.
 				return fmt.Errorf("tier: %s %s: object missing: %w", op, key, ErrPreconditionFailed)
+			case !rewindable, cond != nil && !notApplied(err):
+				return &final{err}
 			}
 			return err
 		}
-		info = ObjectInfo{Key: key, Size: up.Size, ETag: up.ETag, LastModified: up.LastModified}
+		oi = ObjectInfo{Key: key, Size: up.Size, ETag: up.ETag, LastModified: up.LastModified}
 		return nil
-	}
-	seeker, rewindable := r.(io.Seeker)
-	if cond != nil || !rewindable {
-		return info, attempt(ctx)
-	}
-	var once sync.Once
-	err = s.retry.Do(ctx, func(ctx context.Context) error {
-		first := false
-		once.Do(func() { first = true })
-		if !first {
-			if _, err := seeker.Seek(0, io.SeekStart); err != nil {
-				return err
-			}
-		}
-		return attempt(ctx)
 	})
-	return info, err
+	return oi, err
 }
 
 // Put implements Store.
@@ -328,8 +500,11 @@ func (s *S3Store) PutIfAbsent(ctx context.Context, key string, r io.Reader, size
 
 // PutIfMatch implements Store.
 func (s *S3Store) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (ObjectInfo, error) {
-	if etag == "" {
-		return ObjectInfo{}, fmt.Errorf("tier: put-if-match %s: empty etag: %w", key, ErrPreconditionFailed)
+	if _, err := s.key(key); err != nil {
+		return ObjectInfo{}, err
+	}
+	if etag == "" || etag == "*" {
+		return ObjectInfo{}, fmt.Errorf("tier: put-if-match %s: etag %q matches no version: %w", key, etag, ErrPreconditionFailed)
 	}
 	return s.put(ctx, "put-if-match", key, r, size, func(o *minio.PutObjectOptions) { o.SetMatchETag(etag) })
 }
@@ -340,7 +515,7 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return s.retry.Do(ctx, func(ctx context.Context) error {
+	return s.do(ctx, func(ctx context.Context) error {
 		err := s.mapErr("delete", key, s.client.RemoveObject(ctx, s.bucket, k, minio.RemoveObjectOptions{}))
 		if errors.Is(err, ErrNotFound) {
 			return nil

@@ -11,7 +11,23 @@
 //     conditional writers of one key, exactly one succeeds; the others get
 //     ErrPreconditionFailed. This is the only coordination strata relies on.
 //   - Backend errors are mapped to this package's sentinels (ErrNotFound,
-//     ErrPreconditionFailed) so callers test them with errors.Is.
+//     ErrPreconditionFailed, ErrInvalidKey, ErrInvalidRange) so callers
+//     test them with errors.Is; other failures are *StatusError, and
+//     IsRetryable tells transient ones from final ones.
+//   - Keys are '/'-separated paths; every backend refuses the keys
+//     ValidateKey refuses (the file store two more kinds, see FileStore).
+//     List yields keys in lexical byte order.
+//   - A write that fails with a retryable error or the context's error may
+//     or may not have applied (the response was lost, or the request was
+//     canceled in flight): the caller resolves that by reading the object
+//     back.
+//     ErrPreconditionFailed means the write did not apply because another
+//     version won (on S3 this includes 409: another conditional write of
+//     the key was in flight); the stores never report it for a write of
+//     their own that applied.
+//
+// The acceptance suite in package tiertest pins this contract down; every
+// backend runs it.
 //
 // All Store implementations here are safe for concurrent use.
 package tier
@@ -36,13 +52,22 @@ var (
 	// ErrInvalidKey: the key is empty, absolute, or contains "." / ".."
 	// segments or characters the backend cannot store.
 	ErrInvalidKey = errors.New("tier: invalid object key")
+	// ErrInvalidRange: GetRange with a negative offset or length, or an
+	// offset past the object's end.
+	ErrInvalidRange = errors.New("tier: invalid range")
 )
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
-	Key          string
-	Size         int64
-	ETag         string    // opaque; pass back to PutIfMatch unchanged
+	Key  string
+	Size int64
+	// ETag is opaque; pass it back to PutIfMatch unchanged. Every
+	// published version with different content has a different ETag, but
+	// two versions with the same bytes may share one (S3's ETag of a
+	// single-part upload is the content's MD5): a compare-and-swap loop
+	// that must not be fooled by A-B-A puts something unique in every
+	// version (the manifest's update ID).
+	ETag         string
 	LastModified time.Time // backend clock; informational
 }
 

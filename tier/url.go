@@ -9,70 +9,104 @@ import (
 	"strings"
 )
 
+const urlUsage = "use file:///abs/dir or s3://bucket/prefix"
+
 // Open opens a store from a URL:
 //
-//	file:///abs/dir                                   the embedded file store
-//	s3://bucket/prefix?endpoint=HOST:PORT&insecure=true&region=R&create=true
+//	file:///abs/dir       the embedded file store rooted at /abs/dir
+//	s3://bucket[/prefix][?endpoint=HOST:PORT&insecure=true&region=R&path-style=true&create=true]
 //
-// S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
-// AWS_SESSION_TOKEN). Without endpoint, AWS S3 is used.
+// For s3: endpoint defaults to AWS S3; insecure=true uses plain HTTP;
+// path-style overrides S3Config.PathStyle's default; create=true creates a
+// missing bucket. Credentials come from AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, never from the URL.
 func Open(ctx context.Context, rawURL string) (Store, error) {
+	loc, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if loc.dir != "" {
+		return NewFileStore(loc.dir)
+	}
+	return NewS3Store(ctx, loc.s3)
+}
+
+// location is a parsed store URL: a directory or an S3 config.
+type location struct {
+	dir string
+	s3  S3Config
+}
+
+func parseURL(rawURL string) (location, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("tier: object store URL %q: %v; use file:///abs/dir or s3://bucket/prefix?endpoint=HOST:PORT", rawURL, err)
+		return location{}, fmt.Errorf("tier: object store URL %q: %v; %s", rawURL, err, urlUsage)
+	}
+	shown := u.Redacted() // never echo a password
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("tier: object store URL %q: %s", shown, fmt.Sprintf(format, args...))
+	}
+	if u.User != nil {
+		return location{}, bad("credentials in the URL are not supported; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("tier: object store URL %q: file URLs take no host; use file:///abs/dir", rawURL)
+			return location{}, bad("a file URL takes no host (%q); use file:///abs/dir", u.Host)
 		}
-		if u.Path == "" || !filepath.IsAbs(u.Path) {
-			return nil, fmt.Errorf("tier: object store URL %q: the path must be absolute, as in file:///var/lib/strata/bucket", rawURL)
+		if u.Path == "" || !filepath.IsAbs(u.Path) || u.Opaque != "" {
+			return location{}, bad("the path must be absolute, as in file:///var/lib/strata/bucket")
 		}
-		return NewFileStore(u.Path)
+		if u.RawQuery != "" || u.Fragment != "" {
+			return location{}, bad("a file URL takes no query or fragment")
+		}
+		return location{dir: filepath.Clean(u.Path)}, nil
 	case "s3":
 		if u.Host == "" {
-			return nil, fmt.Errorf("tier: object store URL %q: no bucket; use s3://bucket/prefix", rawURL)
+			return location{}, bad("no bucket; use s3://bucket/prefix")
 		}
-		q := u.Query()
-		cfg := S3Config{Bucket: u.Host, Endpoint: q.Get("endpoint"), Region: q.Get("region")}
-		if p := strings.Trim(u.Path, "/"); p != "" {
-			cfg.Prefix = p + "/"
+		if u.Fragment != "" {
+			return location{}, bad("an s3 URL takes no fragment")
 		}
-		if cfg.Endpoint == "" {
-			cfg.Endpoint = "s3.amazonaws.com"
-			if cfg.Region != "" {
-				cfg.Endpoint = "s3." + cfg.Region + ".amazonaws.com"
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return location{}, bad("query: %v", err)
+		}
+		cfg := S3Config{Bucket: u.Host, Prefix: strings.Trim(u.Path, "/")}
+		if cfg.Prefix != "" && ValidateKey(cfg.Prefix) != nil {
+			return location{}, bad("prefix %q has an empty, '.' or '..' segment", cfg.Prefix)
+		}
+		for k, vs := range q {
+			if len(vs) != 1 {
+				return location{}, bad("parameter %q given %d times", k, len(vs))
 			}
-		}
-		for _, b := range []struct {
-			name string
-			dst  *bool
-		}{{"insecure", &cfg.Insecure}, {"create", &cfg.CreateBucket}} {
-			if v := q.Get(b.name); v != "" {
-				if *b.dst, err = strconv.ParseBool(v); err != nil {
-					return nil, fmt.Errorf("tier: object store URL %q: %s=%q is not true or false", rawURL, b.name, v)
-				}
-			}
-		}
-		if v := q.Get("path-style"); v != "" {
-			ps, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("tier: object store URL %q: path-style=%q is not true or false", rawURL, v)
-			}
-			cfg.PathStyle = &ps
-		}
-		for k := range q {
+			v := vs[0]
 			switch k {
-			case "endpoint", "region", "insecure", "create", "path-style":
+			case "endpoint":
+				cfg.Endpoint = v
+			case "region":
+				cfg.Region = v
+			case "insecure", "create", "path-style":
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return location{}, bad("%s=%q is not true or false", k, v)
+				}
+				switch k {
+				case "insecure":
+					cfg.Insecure = b
+				case "create":
+					cfg.CreateBucket = b
+				default:
+					cfg.PathStyle = &b
+				}
 			default:
-				return nil, fmt.Errorf("tier: object store URL %q: unknown parameter %q (known: endpoint, region, insecure, create, path-style)", rawURL, k)
+				return location{}, bad("unknown parameter %q (known: endpoint, region, insecure, path-style, create)", k)
 			}
 		}
-		return NewS3Store(ctx, cfg)
+		return location{s3: cfg}, nil
 	case "":
-		return nil, fmt.Errorf("tier: object store URL %q has no scheme; use file:///abs/dir or s3://bucket/prefix", rawURL)
+		return location{}, fmt.Errorf("tier: object store URL %q has no scheme; %s", shown, urlUsage)
 	default:
-		return nil, fmt.Errorf("tier: object store URL %q: scheme %q not supported; use file:///abs/dir or s3://bucket/prefix", rawURL, u.Scheme)
+		return location{}, fmt.Errorf("tier: object store URL %q: scheme %q not supported; %s", shown, u.Scheme, urlUsage)
 	}
 }
