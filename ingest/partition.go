@@ -432,6 +432,15 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 // partition for good.
 func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Manifest) error {
 	etag, err := p.manifests.Update(ctx, prevETag, next)
+	if err != nil && !errors.Is(err, tier.ErrFenced) {
+		// The outcome may be unknown (canceled, store unreachable): if our
+		// write did apply, adopt it rather than fence ourselves next time.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if cur, curETag, lerr := p.manifests.Load(rctx); lerr == nil && cur.UpdateID == next.UpdateID {
+			etag, err = curETag, nil
+		}
+		cancel()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
