@@ -1,8 +1,14 @@
 # strata: common tasks. `make test` is the whole suite (starts MinIO itself).
-.PHONY: test demo vet fmt check bench fuzz minio
+.PHONY: test serve demo vet fmt check bench fuzz minio proto
 
 test:           ## the whole test suite, with a real MinIO on loopback
 	bash scripts/test.sh
+
+serve:          ## run a broker on 127.0.0.1:7420 with the embedded file:// store
+	go run ./cmd/strata serve
+
+proto:          ## regenerate api/stratapb from api/proto
+	bash scripts/genproto.sh
 
 demo:           ## write, seal and replay a demo log on the embedded file:// store
 	go run ./cmd/strata demo

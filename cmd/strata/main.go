@@ -1,7 +1,11 @@
 // Command strata is the strata binary. It is thin: flags and wiring; the
 // work lives in the library packages (bench, ingest, fetch, tier).
 //
-//	strata demo [--dir DIR] [--object-store URL] [--records N] [--partitions N]
+//	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL ...
+//	strata topic   create|list|describe [NAME] --broker HOST:PORT
+//	strata produce TOPIC --broker HOST:PORT [--key-separator SEP]
+//	strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time T | --from earliest|latest] [--max N] [--format text|json]
+//	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 package main
 
 import (
@@ -21,10 +25,14 @@ import (
 const usage = `strata: a tiered-storage streaming log
 
 usage:
-  strata demo [flags]   write a log, seal it into the object store, replay it
-                        from an empty reader, and print what happened
+  strata serve   [flags]                 run a broker (gRPC)
+  strata topic   create|list|describe    manage topics
+  strata produce TOPIC                   one record per stdin line; prints the number acknowledged
+  strata consume TOPIC                   print records (text or json)
+  strata demo    [flags]                 write a log, seal it into the object store, replay it
+                                         from an empty reader, and print what happened
 
-run 'strata demo -h' for its flags
+run 'strata COMMAND -h' for a command's flags
 `
 
 func main() {
@@ -42,6 +50,14 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("no command given")
 	}
 	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:])
+	case "topic":
+		return topicCmd(ctx, args[1:])
+	case "produce":
+		return produceCmd(ctx, args[1:])
+	case "consume":
+		return consumeCmd(ctx, args[1:])
 	case "demo":
 		return demo(ctx, args[1:])
 	case "-h", "--help", "help":

@@ -1,0 +1,518 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+// Config configures a Broker.
+type Config struct {
+	DataDir string     // required: local partition logs live under it
+	Store   tier.Store // required: segments, manifests and topic configs
+
+	Fsync               ingest.FsyncPolicy // default FsyncInterval
+	SealBytes           int64              // default 64 MiB
+	SealInterval        time.Duration      // default 10 min
+	LocalRetentionBytes int64              // per partition; default 1 GiB
+
+	// MaxRecordBytes bounds one record's key+value+headers. Default 1 MiB.
+	MaxRecordBytes int
+	// MaxPartitions bounds a topic's partition count. Default 10,000.
+	MaxPartitions int
+	Cache         fetch.CacheConfig
+	Logger        *slog.Logger
+}
+
+// DefaultConfig returns the defaults described on Config.
+func DefaultConfig() Config {
+	pc := ingest.DefaultPartitionConfig()
+	return Config{
+		Fsync:               pc.Fsync,
+		SealBytes:           pc.SealBytes,
+		SealInterval:        pc.SealInterval,
+		LocalRetentionBytes: pc.LocalRetentionBytes,
+		MaxRecordBytes:      1 << 20,
+		MaxPartitions:       10000,
+		Cache:               fetch.DefaultCacheConfig(),
+		Logger:              slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("broker: DataDir is required")
+	case c.Store == nil:
+		return errors.New("broker: Store is required")
+	case c.SealBytes <= 0 || c.SealInterval <= 0 || c.LocalRetentionBytes < 0:
+		return errors.New("broker: SealBytes and SealInterval must be positive, LocalRetentionBytes not negative")
+	case c.MaxRecordBytes <= 0 || c.MaxPartitions <= 0:
+		return errors.New("broker: MaxRecordBytes and MaxPartitions must be positive")
+	case c.Logger == nil:
+		return errors.New("broker: Logger is required")
+	}
+	return c.Cache.Validate()
+}
+
+// Broker serves the Strata gRPC API.
+type Broker struct {
+	stratapb.UnimplementedStrataServer
+	cfg   Config
+	cache *fetch.Cache
+
+	mu     sync.Mutex
+	topics map[string]*topic // opened topics
+	closed bool
+}
+
+type topic struct {
+	cfg   *stratapb.TopicConfig
+	rr    atomic.Uint32 // round robin for keyless records
+	mu    sync.Mutex
+	parts map[int32]*partition
+}
+
+type partition struct {
+	log    *ingest.Partition
+	reader *fetch.PartitionReader
+	mu     sync.Mutex
+	notify chan struct{} // closed and replaced on every append
+}
+
+func (p *partition) waitCh() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.notify
+}
+
+func (p *partition) appended() {
+	p.mu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// New returns a broker. It opens partitions lazily.
+func New(cfg Config) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cache, err := fetch.NewCache(cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}}, nil
+}
+
+// Close seals and closes every open partition. It is idempotent.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	topics := b.topics
+	b.mu.Unlock()
+	var errs []error
+	for _, t := range topics {
+		t.mu.Lock()
+		for _, p := range t.parts {
+			if err := p.log.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		t.mu.Unlock()
+	}
+	b.cache.Close()
+	return errors.Join(errs...)
+}
+
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
+
+func validName(name string) error {
+	if !topicName.MatchString(name) || name == "." || name == ".." {
+		return status.Errorf(codes.InvalidArgument, "invalid topic name %q: use 1-200 characters from a-z A-Z 0-9 . _ -", name)
+	}
+	return nil
+}
+
+func configKey(name string) string { return "topics/" + name + "/config.json" }
+
+// statusOf maps internal errors to gRPC status errors.
+func statusOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var oor *fetch.OutOfRangeError
+	switch {
+	case errors.As(err, &oor):
+		return status.Error(codes.OutOfRange, oor.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, tier.ErrFenced):
+		return status.Errorf(codes.Unavailable, "%v; retry: another broker owns the partition now", err)
+	case tier.IsRetryable(err):
+		return status.Errorf(codes.Unavailable, "%v; the object store is unavailable, retry later", err)
+	case errors.Is(err, ingest.ErrClosed):
+		return status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
+	}
+	if t, ok := b.topics[name]; ok {
+		return t, nil
+	}
+	rc, _, err := b.cfg.Store.Get(ctx, configKey(name))
+	if errors.Is(err, tier.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "topic %q does not exist; create it with `strata topic create %s --partitions N`", name, name)
+	}
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	defer rc.Close()
+	var cfg stratapb.TopicConfig
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err == nil {
+		err = json.Unmarshal(data, &cfg)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "topic %q: config object is unreadable: %v", name, err)
+	}
+	t := &topic{cfg: &cfg, parts: map[int32]*partition{}}
+	b.topics[name] = t
+	return t, nil
+}
+
+func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, error) {
+	if p < 0 || p >= t.cfg.Partitions {
+		return nil, status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if part, ok := t.parts[p]; ok {
+		return part, nil
+	}
+	pc := ingest.DefaultPartitionConfig()
+	pc.Topic, pc.Partition = t.cfg.Name, p
+	pc.Dir = filepath.Join(b.cfg.DataDir, "partitions", t.cfg.Name+"-"+strconv.Itoa(int(p)))
+	pc.Store = b.cfg.Store
+	pc.Fsync = b.cfg.Fsync
+	pc.SealBytes, pc.SealInterval, pc.LocalRetentionBytes = b.cfg.SealBytes, b.cfg.SealInterval, b.cfg.LocalRetentionBytes
+	if t.cfg.SegmentBytes > 0 {
+		pc.SealBytes = t.cfg.SegmentBytes
+	}
+	pc.RetentionTime = time.Duration(t.cfg.RetentionMs) * time.Millisecond
+	pc.RetentionBytes = t.cfg.RetentionBytes
+	codec, err := segment.ParseCodec(t.cfg.Compression)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	pc.Segment.Codec = codec
+	pc.Logger = b.cfg.Logger
+	lp, err := ingest.OpenPartition(ctx, pc)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	part := &partition{log: lp, notify: make(chan struct{})}
+	part.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, lp, lp.Local())
+	t.parts[p] = part
+	return part, nil
+}
+
+// CreateTopic implements the API.
+func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicRequest) (*stratapb.CreateTopicResponse, error) {
+	cfg := req.GetConfig()
+	if cfg == nil {
+		return nil, status.Error(codes.InvalidArgument, "config is required")
+	}
+	if err := validName(cfg.Name); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Partitions <= 0:
+		return nil, status.Errorf(codes.InvalidArgument, "partitions must be at least 1 (got %d)", cfg.Partitions)
+	case int(cfg.Partitions) > b.cfg.MaxPartitions:
+		return nil, status.Errorf(codes.InvalidArgument, "partitions %d is over the broker's limit of %d", cfg.Partitions, b.cfg.MaxPartitions)
+	case cfg.RetentionMs < 0 || cfg.RetentionBytes < 0 || cfg.SegmentBytes < 0:
+		return nil, status.Error(codes.InvalidArgument, "retention and segment sizes must not be negative")
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = "zstd"
+	}
+	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	data, _ := json.Marshal(cfg)
+	_, err := b.cfg.Store.PutIfAbsent(ctx, configKey(cfg.Name), bytes.NewReader(data), int64(len(data)))
+	if errors.Is(err, tier.ErrPreconditionFailed) {
+		return nil, status.Errorf(codes.AlreadyExists, "topic %q already exists", cfg.Name)
+	}
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	b.cfg.Logger.Info("topic created", "topic", cfg.Name, "partitions", cfg.Partitions)
+	return &stratapb.CreateTopicResponse{Config: cfg}, nil
+}
+
+// ListTopics implements the API.
+func (b *Broker) ListTopics(ctx context.Context, _ *stratapb.ListTopicsRequest) (*stratapb.ListTopicsResponse, error) {
+	var names []string
+	err := b.cfg.Store.List(ctx, "topics/", func(o tier.ObjectInfo) error {
+		if rest, ok := strings.CutPrefix(o.Key, "topics/"); ok {
+			if name, ok := strings.CutSuffix(rest, "/config.json"); ok && !strings.Contains(name, "/") {
+				names = append(names, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	sort.Strings(names)
+	resp := &stratapb.ListTopicsResponse{}
+	for _, n := range names {
+		t, err := b.loadTopic(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		resp.Topics = append(resp.Topics, t.cfg)
+	}
+	return resp, nil
+}
+
+// DescribeTopic implements the API.
+func (b *Broker) DescribeTopic(ctx context.Context, req *stratapb.DescribeTopicRequest) (*stratapb.DescribeTopicResponse, error) {
+	t, err := b.loadTopic(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	resp := &stratapb.DescribeTopicResponse{Config: t.cfg}
+	for p := int32(0); p < t.cfg.Partitions; p++ {
+		part, err := b.partition(ctx, t, p)
+		if err != nil {
+			return nil, err
+		}
+		m, _ := part.log.Manifest(ctx)
+		resp.Partitions = append(resp.Partitions, &stratapb.PartitionInfo{
+			Partition: p, LogStartOffset: m.LogStartOffset, HighWatermark: part.log.NextOffset(),
+			SealedBytes: m.SealedBytes(), SealedSegments: int64(len(m.Segments)), LocalBytes: part.log.Local().Bytes(),
+		})
+	}
+	return resp, nil
+}
+
+// ListOffsets implements the API.
+func (b *Broker) ListOffsets(ctx context.Context, req *stratapb.ListOffsetsRequest) (*stratapb.ListOffsetsResponse, error) {
+	t, err := b.loadTopic(ctx, req.GetTopic())
+	if err != nil {
+		return nil, err
+	}
+	part, err := b.partition(ctx, t, req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	off, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.Spec == nil, req.GetTimestampMs(), 0)
+	if err != nil {
+		return nil, err
+	}
+	return &stratapb.ListOffsetsResponse{Offset: off}, nil
+}
+
+func (b *Broker) resolveStart(ctx context.Context, part *partition, earliest, latest, none bool, ts, offset int64) (int64, error) {
+	m, _ := part.log.Manifest(ctx)
+	switch {
+	case earliest || none:
+		return m.LogStartOffset, nil
+	case latest:
+		return part.log.NextOffset(), nil
+	case ts != 0:
+		off, err := part.reader.OffsetForTime(ctx, ts)
+		return off, statusOf(err)
+	}
+	return offset, nil
+}
+
+func recordSize(r *stratapb.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// partitionFor is the stable partitioner: FNV-1a 32 of the key mod n.
+func partitionFor(key []byte, n int32) int32 {
+	h := fnv.New32a()
+	h.Write(key)
+	return int32(h.Sum32() % uint32(n))
+}
+
+// Produce implements the API.
+func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
+	t, err := b.loadTopic(ctx, req.GetTopic())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Records) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no records: a produce request needs at least one")
+	}
+	if req.Partition < -1 || req.Partition >= t.cfg.Partitions {
+		return nil, status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d (or -1 to partition by key)", req.Partition, t.cfg.Name, t.cfg.Partitions-1)
+	}
+	// Validate everything before appending anything.
+	now := time.Now().UnixMilli()
+	parts := make([]int32, len(req.Records))
+	batches := map[int32]*segment.Batch{}
+	index := map[int32][]int{}
+	var order []int32
+	for i, r := range req.Records {
+		if s := recordSize(r); s > b.cfg.MaxRecordBytes {
+			return nil, status.Errorf(codes.InvalidArgument, "record %d is %d bytes, over the %d-byte limit; split it or raise --max-record-bytes", i, s, b.cfg.MaxRecordBytes)
+		}
+		p := req.Partition
+		if p < 0 {
+			if r.Key != nil {
+				p = partitionFor(r.Key, t.cfg.Partitions)
+			} else {
+				p = int32(t.rr.Add(1) % uint32(t.cfg.Partitions))
+			}
+		}
+		parts[i] = p
+		bt, ok := batches[p]
+		if !ok {
+			bt = &segment.Batch{ProducerID: segment.NoProducer}
+			batches[p] = bt
+			order = append(order, p)
+		}
+		ts := r.TimestampMs
+		if ts == 0 {
+			ts = now
+		}
+		rec := segment.Record{Timestamp: ts, Key: r.Key, Value: r.Value}
+		for _, h := range r.Headers {
+			rec.Headers = append(rec.Headers, segment.Header{Key: h.Key, Value: h.Value})
+		}
+		bt.Records = append(bt.Records, rec)
+		index[p] = append(index[p], i)
+	}
+	resp := &stratapb.ProduceResponse{Partitions: parts, Offsets: make([]int64, len(req.Records))}
+	for _, p := range order {
+		part, err := b.partition(ctx, t, p)
+		if err != nil {
+			return nil, err
+		}
+		base, err := part.log.Append(ctx, batches[p])
+		if err != nil {
+			return nil, statusOf(err)
+		}
+		part.appended()
+		for j, i := range index[p] {
+			resp.Offsets[i] = base + int64(j)
+		}
+	}
+	return resp, nil
+}
+
+// Fetch implements the API.
+func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchServer) error {
+	ctx := stream.Context()
+	t, err := b.loadTopic(ctx, req.GetTopic())
+	if err != nil {
+		return err
+	}
+	part, err := b.partition(ctx, t, req.GetPartition())
+	if err != nil {
+		return err
+	}
+	next, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.Start == nil, req.GetTimestampMs(), req.GetOffset())
+	if err != nil {
+		return err
+	}
+	maxBytes := int(req.MaxBytes)
+	if maxBytes <= 0 {
+		maxBytes = 1 << 20
+	}
+	maxWait := time.Duration(req.MaxWaitMs) * time.Millisecond
+	if maxWait <= 0 {
+		maxWait = 500 * time.Millisecond
+	}
+	for {
+		wait := part.waitCh() // before reading: no append is missed
+		res, err := part.reader.Read(ctx, next, maxBytes)
+		if err != nil {
+			return statusOf(err)
+		}
+		if len(res.Records) > 0 {
+			out := &stratapb.FetchResponse{NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
+			for i := range res.Records {
+				out.Records = append(out.Records, toProto(&res.Records[i], req.Partition))
+			}
+			if err := stream.Send(out); err != nil {
+				return err
+			}
+			next = res.NextOffset
+			if !req.Follow {
+				return nil
+			}
+			continue
+		}
+		timer := time.NewTimer(maxWait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return statusOf(ctx.Err())
+		case <-wait:
+			timer.Stop()
+		case <-timer.C:
+			if !req.Follow {
+				return stream.Send(&stratapb.FetchResponse{NextOffset: next, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset})
+			}
+		}
+	}
+}
+
+func toProto(r *segment.Record, p int32) *stratapb.Record {
+	out := &stratapb.Record{Key: r.Key, Value: r.Value, TimestampMs: r.Timestamp, Offset: r.Offset, Partition: p}
+	for _, h := range r.Headers {
+		out.Headers = append(out.Headers, &stratapb.Header{Key: h.Key, Value: h.Value})
+	}
+	return out
+}

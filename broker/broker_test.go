@@ -1,0 +1,210 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/tier"
+)
+
+// start runs a broker on a loopback port and returns a client.
+func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *broker.Broker) {
+	t.Helper()
+	cfg := broker.DefaultConfig()
+	cfg.DataDir, cfg.Store = dir, store
+	cfg.MaxRecordBytes = 1000
+	cfg.SealBytes = 32 << 10
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	stratapb.RegisterStrataServer(srv, b)
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+		b.Close(context.Background())
+	})
+	return stratapb.NewStrataClient(conn), b
+}
+
+func code(err error) codes.Code { return status.Code(err) }
+
+func TestErrorsAreStatusCodesWithAdvice(t *testing.T) {
+	c, _ := start(t, tier.NewMemStore(), t.TempDir())
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "t", Partitions: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want codes.Code
+		says string
+	}{
+		{"unknown topic", func() error {
+			_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "nope", Records: []*stratapb.Record{{Value: []byte("x")}}})
+			return err
+		}, codes.NotFound, "strata topic create"},
+		{"invalid name", func() error {
+			_, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "bad name!", Partitions: 1}})
+			return err
+		}, codes.InvalidArgument, "invalid topic name"},
+		{"zero partitions", func() error {
+			_, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "z", Partitions: 0}})
+			return err
+		}, codes.InvalidArgument, "at least 1"},
+		{"negative partitions", func() error {
+			_, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "z", Partitions: -3}})
+			return err
+		}, codes.InvalidArgument, "at least 1"},
+		{"exists", func() error {
+			_, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "t", Partitions: 2}})
+			return err
+		}, codes.AlreadyExists, "already exists"},
+		{"record too large", func() error {
+			_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "t", Partition: 0, Records: []*stratapb.Record{{Value: []byte("ok")}, {Value: make([]byte, 2000)}}})
+			return err
+		}, codes.InvalidArgument, "1000-byte limit"},
+		{"partition out of range", func() error {
+			_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "t", Partition: 7, Records: []*stratapb.Record{{Value: []byte("x")}}})
+			return err
+		}, codes.InvalidArgument, "partitions 0-1"},
+		{"fetch partition out of range", func() error {
+			s, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: "t", Partition: 2})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}, codes.InvalidArgument, "partitions 0-1"},
+		{"empty produce", func() error {
+			_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "t"})
+			return err
+		}, codes.InvalidArgument, "at least one"},
+	} {
+		err := tc.call()
+		if code(err) != tc.want || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: got %v, want %v saying %q", tc.name, err, tc.want, tc.says)
+		}
+	}
+	// The oversized request appended nothing, not even its valid record.
+	d, err := c.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "t"})
+	if err != nil || d.Partitions[0].HighWatermark != 0 {
+		t.Fatalf("a rejected request reached the log: %v %v", d, err)
+	}
+}
+
+func TestProduceFetchAndLongPoll(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
+		c, _ := start(t, store, t.TempDir())
+		ctx := context.Background()
+		if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "ev", Partitions: 3}}); err != nil {
+			t.Fatal(err)
+		}
+		// Keys pin partitions: every record of one key lands in one
+		// partition, in order.
+		var recs []*stratapb.Record
+		for i := 0; i < 3000; i++ {
+			recs = append(recs, &stratapb.Record{Key: []byte(fmt.Sprintf("user-%d", i%10)), Value: []byte(fmt.Sprintf("%d", i))})
+		}
+		resp, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "ev", Partition: -1, Records: recs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPart := map[string]int32{}
+		for i, p := range resp.Partitions {
+			k := string(recs[i].Key)
+			if q, ok := keyPart[k]; ok && q != p {
+				t.Fatalf("key %s went to partitions %d and %d", k, q, p)
+			}
+			keyPart[k] = p
+		}
+		total := 0
+		for p := int32(0); p < 3; p++ {
+			s, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: "ev", Partition: p, Start: &stratapb.FetchRequest_Earliest{Earliest: true}, MaxBytes: 4096})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := int64(0)
+			for {
+				for _, r := range m.Records {
+					if r.Offset != next {
+						t.Fatalf("partition %d: offset %d, want %d", p, r.Offset, next)
+					}
+					next++
+					total++
+				}
+				if next >= m.HighWatermark {
+					break
+				}
+				s, err = c.Fetch(ctx, &stratapb.FetchRequest{Topic: "ev", Partition: p, Start: &stratapb.FetchRequest_Offset{Offset: next}, MaxBytes: 4096})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m, err = s.Recv(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if total != 3000 {
+			t.Fatalf("fetched %d records, produced 3000", total)
+		}
+		// A tailing fetch from latest receives a record produced after it
+		// started, without polling.
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		s, err := c.Fetch(fctx, &stratapb.FetchRequest{Topic: "ev", Partition: 0, Start: &stratapb.FetchRequest_Latest{Latest: true}, Follow: true, MaxWaitMs: 60000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan *stratapb.FetchResponse, 1)
+		go func() {
+			m, err := s.Recv()
+			if err == nil {
+				got <- m
+			}
+			close(got)
+		}()
+		time.Sleep(50 * time.Millisecond) // let the stream start waiting
+		if _, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "ev", Partition: 0, Records: []*stratapb.Record{{Value: []byte("tail")}}}); err != nil {
+			t.Fatal(err)
+		}
+		m, ok := <-got
+		if !ok || len(m.Records) != 1 || string(m.Records[0].Value) != "tail" {
+			t.Fatalf("the tailing consumer got %v", m)
+		}
+		// Below the log start is OutOfRange and names it.
+		o, err := c.ListOffsets(ctx, &stratapb.ListOffsetsRequest{Topic: "ev", Partition: 0, Spec: &stratapb.ListOffsetsRequest_Latest{Latest: true}})
+		if err != nil || o.Offset != m.HighWatermark {
+			t.Fatalf("ListOffsets latest = %v, %v; want %d", o, err, m.HighWatermark)
+		}
+	})
+}

@@ -1,0 +1,19 @@
+// Package broker wires strata's storage core into a gRPC server: the topic
+// registry (topic configs in the bucket, created with a conditional write),
+// partitions (ingest write path + fetch read path), produce with key
+// hashing, and fetch with long polling.
+//
+// Invariants:
+//   - A topic exists once its config object exists in the bucket; creation
+//     is PutIfAbsent, so two brokers cannot both create one topic with
+//     different settings.
+//   - A produce request is validated whole before anything is appended: a
+//     request with one bad record appends nothing.
+//   - Errors leave as gRPC status codes with a message that says what to do.
+//   - A tailing fetch never busy-polls: it waits on the partition's append
+//     notification, and a slow reader only slows its own stream (gRPC flow
+//     control), never the broker's memory.
+//
+// Concurrency: Broker is safe for concurrent use; Close is idempotent and
+// seals every open partition.
+package broker

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/tier"
+)
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:7420", "gRPC listen address HOST:PORT")
+	dataDir := fs.String("data-dir", "strata-data", "local data directory")
+	store := fs.String("object-store", "", "object store URL: file:///abs/dir or s3://bucket/prefix?endpoint=HOST:PORT&insecure=true&region=R (default: file:// under --data-dir)")
+	sealBytes := sizeFlag(fs, "seal-bytes", 64<<20, "seal a partition's local data into a segment at this size (e.g. 64MiB)")
+	sealInterval := fs.Duration("seal-interval", 10*time.Minute, "... or when its oldest unsealed record is this old")
+	localRet := sizeFlag(fs, "local-retention-bytes", 1<<30, "sealed data kept on local disk per partition as a hot cache")
+	maxRecord := sizeFlag(fs, "max-record-bytes", 1<<20, "largest record accepted")
+	fsync := fs.String("fsync", "interval", "local log fsync policy: always, interval or never")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	policy, err := ingest.ParseFsyncPolicy(*fsync)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if *store == "" {
+		*store = "file://" + filepath.Join(dir, "bucket")
+	}
+	st, err := tier.Open(ctx, *store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg := broker.DefaultConfig()
+	cfg.DataDir, cfg.Store, cfg.Logger = filepath.Join(dir, "broker"), st, log
+	cfg.Fsync, cfg.SealBytes, cfg.SealInterval, cfg.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
+	cfg.MaxRecordBytes = int(*maxRecord)
+	b, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxConcurrentStreams(1000))
+	stratapb.RegisterStrataServer(srv, b)
+	log.Info("strata broker listening", "addr", lis.Addr().String(), "data_dir", dir, "object_store", *store)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		b.Close(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests, sealing partitions")
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		srv.Stop() // tailing fetch streams do not end by themselves
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.Close(cctx); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
