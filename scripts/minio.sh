@@ -37,6 +37,16 @@ free_port() {
   echo "minio.sh: no free port found" >&2; return 1
 }
 
+# healthy PORT: MinIO's liveness endpoint answers 200 (bash only: a fresh
+# machine may have no curl).
+healthy() (
+  exec 2>/dev/null
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+  printf 'GET /minio/health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  IFS= read -r -t 2 line <&3 || true
+  [[ "$line" == *" 200 "* ]]
+)
+
 start() {
   local state="$1"
   install
@@ -49,7 +59,7 @@ start() {
     "$state/data" > "$state/minio.log" 2>&1 &
   echo $! > "$state/pid"
   for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$port/minio/health/live" >/dev/null 2>&1; then
+    if healthy "$port"; then
       cat > "$state/env" <<ENV
 export STRATA_TEST_MINIO_ENDPOINT=127.0.0.1:$port
 export STRATA_TEST_MINIO_ACCESS_KEY=$user
