@@ -86,6 +86,9 @@ type Broker struct {
 	mu     sync.Mutex
 	topics map[string]*topic // opened topics
 	closed bool
+
+	gmu    sync.Mutex        // guards groups and every group's fields
+	groups map[string]*group // consumer groups this broker coordinates
 }
 
 type topic struct {
@@ -124,7 +127,7 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}}, nil
+	return &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, groups: map[string]*group{}}, nil
 }
 
 // Close seals and closes every open partition. It is idempotent.

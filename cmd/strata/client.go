@@ -21,6 +21,7 @@ import (
 
 var stdout io.Writer = os.Stdout
 var stdin io.Reader = os.Stdin
+var errOut io.Writer = os.Stderr
 
 func dial(addr string) (stratapb.StrataClient, func(), error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -182,6 +183,7 @@ func consumeCmd(ctx context.Context, args []string) error {
 	from := fs.String("from", "earliest", "start at earliest or latest (when no --from-offset/--from-time)")
 	maxN := fs.Int("max", 0, "exit after this many records; 0 follows the log until interrupted")
 	format := fs.String("format", "text", "text (one value per line) or json (one object per line)")
+	group := fs.String("group", "", "consume as a member of this consumer group (partitions assigned by the broker; offsets committed after printing)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -216,12 +218,41 @@ func consumeCmd(ctx context.Context, args []string) error {
 	defer closeConn()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	emit := func(r *stratapb.Record) {
+		if *format == "json" {
+			hs := map[string]string{}
+			for _, h := range r.Headers {
+				hs[h.Key] = string(h.Value)
+			}
+			var key any
+			if r.Key != nil {
+				key = string(r.Key)
+			}
+			line, _ := json.Marshal(map[string]any{
+				"topic": pos[0], "partition": r.Partition, "offset": r.Offset,
+				"timestamp": time.UnixMilli(r.TimestampMs).UTC().Format(time.RFC3339Nano),
+				"key":       key, "value": string(r.Value), "headers": hs,
+			})
+			w.Write(line)
+			w.WriteByte('\n')
+		} else {
+			w.Write(r.Value)
+			w.WriteByte('\n')
+		}
+	}
+	if *group != "" {
+		if *fromOffset >= 0 || *fromTime != "" {
+			return errors.New("--group resumes from the group's committed offsets; use `strata group reset` instead of --from-offset/--from-time")
+		}
+		defer w.Flush()
+		return consumeGroup(ctx, c, pos[0], *group, *from == "earliest", *maxN, func(r *stratapb.Record) { emit(r); w.Flush() })
+	}
 	stream, err := c.Fetch(ctx, req)
 	if err != nil {
 		return rpcErr(err)
 	}
-	w := bufio.NewWriter(stdout)
-	defer w.Flush()
 	n := 0
 	for {
 		resp, err := stream.Recv()
@@ -232,26 +263,7 @@ func consumeCmd(ctx context.Context, args []string) error {
 			return rpcErr(err)
 		}
 		for _, r := range resp.Records {
-			if *format == "json" {
-				hs := map[string]string{}
-				for _, h := range r.Headers {
-					hs[h.Key] = string(h.Value)
-				}
-				var key any
-				if r.Key != nil {
-					key = string(r.Key)
-				}
-				line, _ := json.Marshal(map[string]any{
-					"topic": pos[0], "partition": r.Partition, "offset": r.Offset,
-					"timestamp": time.UnixMilli(r.TimestampMs).UTC().Format(time.RFC3339Nano),
-					"key":       key, "value": string(r.Value), "headers": hs,
-				})
-				w.Write(line)
-				w.WriteByte('\n')
-			} else {
-				w.Write(r.Value)
-				w.WriteByte('\n')
-			}
+			emit(r)
 			n++
 			if *maxN > 0 && n >= *maxN {
 				return nil
