@@ -1,0 +1,184 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/tier"
+)
+
+func startBroker(t *testing.T) *client.Client {
+	t.Helper()
+	cfg := broker.DefaultConfig()
+	cfg.DataDir, cfg.Store = t.TempDir(), tier.NewMemStore()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	stratapb.RegisterStrataServer(srv, b)
+	go srv.Serve(lis)
+	c, err := client.Dial(lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); srv.Stop(); b.Close(context.Background()) })
+	return c
+}
+
+func TestProducerBatchesAndAcksEverything(t *testing.T) {
+	c := startBroker(t)
+	ctx := context.Background()
+	if err := c.CreateTopic(ctx, "t", 4); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewProducer("t", client.WithBatchSize(64), client.WithMaxInFlight(3), client.WithLinger(time.Millisecond))
+	var results []*client.Result
+	for i := 0; i < 5000; i++ {
+		r, err := p.Send(ctx, client.Record{Key: []byte(fmt.Sprint("k", i%13)), Value: []byte(fmt.Sprint(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, r)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[[2]int64]bool{}
+	keyPart := map[string]int32{}
+	for i, r := range results {
+		if err := r.Wait(ctx); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		at := [2]int64{int64(r.Partition), r.Offset}
+		if seen[at] {
+			t.Fatalf("two records acked at partition %d offset %d", r.Partition, r.Offset)
+		}
+		seen[at] = true
+		k := fmt.Sprint("k", i%13)
+		if q, ok := keyPart[k]; ok && q != r.Partition {
+			t.Fatalf("key %s in partitions %d and %d", k, q, r.Partition)
+		}
+		keyPart[k] = r.Partition
+	}
+	if _, err := p.Send(ctx, client.Record{Value: []byte("late")}); err != client.ErrProducerClosed {
+		t.Fatalf("send after close: %v", err)
+	}
+}
+
+func consumeAll(t *testing.T, k *client.Consumer, want int, got map[string]int, mu *sync.Mutex) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= want || time.Now().After(deadline) {
+			return
+		}
+		recs, err := k.Poll(context.Background())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		for _, r := range recs {
+			got[string(r.Value)]++
+		}
+		mu.Unlock()
+	}
+}
+
+func TestGroupConsumersSplitAndResume(t *testing.T) {
+	c := startBroker(t)
+	ctx := context.Background()
+	c.CreateTopic(ctx, "q", 4)
+	p := c.NewProducer("q")
+	for i := 0; i < 2000; i++ {
+		p.Send(ctx, client.Record{Value: []byte(fmt.Sprint(i))})
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewConsumer(ctx, "q", client.WithGroup("g", 0)); err == nil {
+		t.Fatal("a group consumer without an explicit delivery mode was accepted")
+	}
+	a, err := c.NewConsumer(ctx, "q", client.WithGroup("g", client.AtLeastOnce), client.WithSessionTimeout(600*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.NewConsumer(ctx, "q", client.WithGroup("g", client.AtLeastOnce), client.WithSessionTimeout(600*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a's background heartbeat has seen b's join.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(a.Assignment())+len(b.Assignment()) != 4 || len(a.Assignment()) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no split: %v %v", a.Assignment(), b.Assignment())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, k := range []*client.Consumer{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); consumeAll(t, k, 2000, got, &mu) }()
+	}
+	wg.Wait()
+	if len(got) != 2000 {
+		t.Fatalf("the group consumed %d distinct records, want 2000", len(got))
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A new member resumes after the committed offsets: nothing is left.
+	d, err := c.NewConsumer(ctx, "q", client.WithGroup("g", client.AtMostOnce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	recs, err := d.Poll(ctx)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("after everything was committed a new member got %d records (%v)", len(recs), err)
+	}
+}
+
+func TestAssignModeConsumer(t *testing.T) {
+	c := startBroker(t)
+	ctx := context.Background()
+	c.CreateTopic(ctx, "a", 2)
+	p := c.NewProducer("a", client.WithPartition(1))
+	for i := 0; i < 10; i++ {
+		p.Send(ctx, client.Record{Value: []byte(fmt.Sprint(i))})
+	}
+	p.Close(ctx)
+	k, err := c.NewConsumer(ctx, "a", client.WithPartitions(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := k.Poll(ctx)
+	if err != nil || len(recs) != 10 || recs[9].Offset != 9 || recs[0].Partition != 1 {
+		t.Fatalf("poll: %d records, %v", len(recs), err)
+	}
+}
