@@ -32,7 +32,9 @@ func WithBatchSize(n int) ProducerOption { return func(c *producerConfig) { c.ba
 func WithLinger(d time.Duration) ProducerOption { return func(c *producerConfig) { c.linger = d } }
 
 // WithMaxInFlight sets how many requests may be outstanding. Default 4.
-func WithMaxInFlight(n int) ProducerOption { return func(c *producerConfig) { c.maxInFlight = max(n, 1) } }
+func WithMaxInFlight(n int) ProducerOption {
+	return func(c *producerConfig) { c.maxInFlight = max(n, 1) }
+}
 
 // WithRetries sets how many times a failed request is resent after
 // transient errors, with exponential backoff from base and full jitter.
