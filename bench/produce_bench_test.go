@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/internal/storetest"
+)
+
+// benchBroker runs a broker on loopback with the file:// store and the
+// given fsync policy, and returns a client.
+func benchBroker(b *testing.B, fsync ingest.FsyncPolicy) *client.Client {
+	cfg := broker.DefaultConfig()
+	cfg.DataDir, cfg.Store = b.TempDir(), storetest.File(b)
+	cfg.Fsync = fsync
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	br, err := broker.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	stratapb.RegisterStrataServer(srv, br)
+	go srv.Serve(lis)
+	c, err := client.Dial(lis.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close(); srv.Stop(); br.Close(context.Background()) })
+	return c
+}
+
+// BenchmarkProduce: 1 KiB records through the Go client (batches of 500,
+// 4 in flight) over gRPC on loopback into 4 partitions, acked after the
+// local log write (fsync interval) or after fsync (always).
+func BenchmarkProduce(b *testing.B) {
+	for _, pol := range []ingest.FsyncPolicy{ingest.FsyncInterval, ingest.FsyncAlways} {
+		b.Run("fsync="+pol.String(), func(b *testing.B) {
+			c := benchBroker(b, pol)
+			ctx := context.Background()
+			if err := c.CreateTopic(ctx, "bench", 4); err != nil {
+				b.Fatal(err)
+			}
+			p := c.NewProducer("bench")
+			value := bytes.Repeat([]byte("x"), 1024)
+			b.SetBytes(1024)
+			b.ResetTimer()
+			var last *client.Result
+			for i := 0; i < b.N; i++ {
+				r, err := p.Send(ctx, client.Record{Value: value})
+				if err != nil {
+					b.Fatal(err)
+				}
+				last = r
+			}
+			if err := p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := last.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkEndToEndLatency: one producer sends 1 KiB records one at a time
+// (each waits for its ack); a tailing consumer (Fetch with follow) receives
+// them. Reports send-to-receive latency percentiles.
+func BenchmarkEndToEndLatency(b *testing.B) {
+	c := benchBroker(b, ingest.FsyncInterval)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := c.CreateTopic(ctx, "lat", 1); err != nil {
+		b.Fatal(err)
+	}
+	stream, err := c.API().Fetch(ctx, &stratapb.FetchRequest{Topic: "lat", Start: &stratapb.FetchRequest_Offset{Offset: 0}, Follow: true, MaxWaitMs: 60000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := make(chan time.Duration, 1024)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				close(lat)
+				return
+			}
+			now := time.Now().UnixNano()
+			for _, r := range resp.Records {
+				lat <- time.Duration(now - int64(binary.LittleEndian.Uint64(r.Value)))
+			}
+		}
+	}()
+	value := make([]byte, 1024)
+	var all []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		binary.LittleEndian.PutUint64(value, uint64(time.Now().UnixNano()))
+		if _, err := c.API().Produce(ctx, &stratapb.ProduceRequest{Topic: "lat", Partition: 0, Records: []*stratapb.Record{{Value: value}}}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case d, ok := <-lat:
+			if !ok {
+				b.Fatal("the tailing stream ended")
+			}
+			all = append(all, d)
+		case <-time.After(30 * time.Second):
+			b.Fatal("a produced record never reached the tailing consumer")
+		}
+	}
+	b.StopTimer()
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(pct(0.999), "p999-µs")
+}
