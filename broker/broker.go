@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -518,4 +519,44 @@ func toProto(r *segment.Record, p int32) *stratapb.Record {
 		out.Headers = append(out.Headers, &stratapb.Header{Key: h.Key, Value: h.Value})
 	}
 	return out
+}
+
+// DeleteTopic implements the API: the config object goes first, so the
+// topic is gone for every broker at once; then the open partitions are
+// closed without sealing, and every object under the topic's prefix and
+// the local directories are deleted. A crash midway leaves only
+// unreferenced objects under a prefix no topic names; deleting the topic
+// again (after re-creating it) or a sweep removes them.
+func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicRequest) (*stratapb.DeleteTopicResponse, error) {
+	t, err := b.loadTopic(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := b.cfg.Store.Delete(ctx, configKey(t.cfg.Name)); err != nil {
+		return nil, statusOf(err)
+	}
+	b.mu.Lock()
+	delete(b.topics, t.cfg.Name)
+	b.mu.Unlock()
+	t.mu.Lock()
+	for p, part := range t.parts {
+		part.log.Abandon()
+		os.RemoveAll(filepath.Join(b.cfg.DataDir, "partitions", t.cfg.Name+"-"+strconv.Itoa(int(p))))
+	}
+	t.parts = map[int32]*partition{}
+	t.mu.Unlock()
+	var keys []string
+	if err := b.cfg.Store.List(ctx, "topics/"+t.cfg.Name+"/", func(o tier.ObjectInfo) error {
+		keys = append(keys, o.Key)
+		return nil
+	}); err != nil {
+		return nil, statusOf(err)
+	}
+	for _, k := range keys {
+		if err := b.cfg.Store.Delete(ctx, k); err != nil {
+			return nil, statusOf(err)
+		}
+	}
+	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", len(keys))
+	return &stratapb.DeleteTopicResponse{ObjectsDeleted: int64(len(keys))}, nil
 }

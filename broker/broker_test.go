@@ -22,7 +22,7 @@ import (
 )
 
 // start runs a broker on a loopback port and returns a client.
-func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *broker.Broker) {
+func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *broker.Broker, string) {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.DataDir, cfg.Store = dir, store
@@ -49,13 +49,13 @@ func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *
 		srv.Stop()
 		b.Close(context.Background())
 	})
-	return stratapb.NewStrataClient(conn), b
+	return stratapb.NewStrataClient(conn), b, lis.Addr().String()
 }
 
 func code(err error) codes.Code { return status.Code(err) }
 
 func TestErrorsAreStatusCodesWithAdvice(t *testing.T) {
-	c, _ := start(t, tier.NewMemStore(), t.TempDir())
+	c, _, _ := start(t, tier.NewMemStore(), t.TempDir())
 	ctx := context.Background()
 	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "t", Partitions: 2}}); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestErrorsAreStatusCodesWithAdvice(t *testing.T) {
 
 func TestProduceFetchAndLongPoll(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
-		c, _ := start(t, store, t.TempDir())
+		c, _, _ := start(t, store, t.TempDir())
 		ctx := context.Background()
 		if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "ev", Partitions: 3}}); err != nil {
 			t.Fatal(err)

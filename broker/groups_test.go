@@ -16,7 +16,7 @@ import (
 func TestGroupSplitsTakesOverAndSkipsNothing(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
 		ctx := context.Background()
-		c, _ := start(t, store, t.TempDir())
+		c, _, _ := start(t, store, t.TempDir())
 		if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "jobs", Partitions: 6}}); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestGroupSplitsTakesOverAndSkipsNothing(t *testing.T) {
 func TestGroupOffsetsSurviveABrokerRestart(t *testing.T) {
 	ctx := context.Background()
 	store := storetest.File(t)
-	c, _ := start(t, store, t.TempDir())
+	c, _, _ := start(t, store, t.TempDir())
 	c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "j", Partitions: 1}})
 	m, err := c.JoinGroup(ctx, &stratapb.JoinGroupRequest{Group: "g", Topic: "j"})
 	if err != nil {
@@ -137,7 +137,7 @@ func TestGroupOffsetsSurviveABrokerRestart(t *testing.T) {
 	if _, err := c.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: "g", MemberId: m.MemberId, Generation: m.Generation, Offsets: map[int32]int64{0: 42}}); err != nil {
 		t.Fatal(err)
 	}
-	c2, _ := start(t, store, t.TempDir())
+	c2, _, _ := start(t, store, t.TempDir())
 	got, err := c2.FetchCommitted(ctx, &stratapb.FetchCommittedRequest{Group: "g"})
 	if err != nil || got.Offsets[0] != 42 || got.Topic != "j" {
 		t.Fatalf("fresh broker sees %v, %v; want offset 42", got, err)

@@ -589,3 +589,11 @@ func (p *Partition) Close(ctx context.Context) error {
 	})
 	return p.closeErr
 }
+
+// Abandon stops the partition without sealing: for a topic being deleted.
+// Appends fail with ErrClosed afterwards. It is safe to call with or after
+// Close.
+func (p *Partition) Abandon() {
+	p.cfg.SealOnClose = false
+	p.Close(context.Background())
+}

@@ -1293,6 +1293,94 @@ func (x *CreateTopicResponse) GetConfig() *TopicConfig {
 	return nil
 }
 
+type DeleteTopicRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTopicRequest) Reset() {
+	*x = DeleteTopicRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicRequest) ProtoMessage() {}
+
+func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteTopicRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteTopicResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ObjectsDeleted int64                  `protobuf:"varint,1,opt,name=objects_deleted,json=objectsDeleted,proto3" json:"objects_deleted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteTopicResponse) Reset() {
+	*x = DeleteTopicResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicResponse) ProtoMessage() {}
+
+func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeleteTopicResponse) GetObjectsDeleted() int64 {
+	if x != nil {
+		return x.ObjectsDeleted
+	}
+	return 0
+}
+
 type ListTopicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1301,7 +1389,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1401,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1414,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
 }
 
 type ListTopicsResponse struct {
@@ -1338,7 +1426,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1438,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1451,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicConfig {
@@ -1382,7 +1470,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1482,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1495,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -1431,7 +1519,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1531,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1544,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -1511,7 +1599,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1611,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1624,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DescribeTopicResponse) GetConfig() *TopicConfig {
@@ -1571,7 +1659,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1671,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1684,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1678,7 +1766,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1778,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1791,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListOffsetsResponse) GetOffset() int64 {
@@ -1724,7 +1812,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1824,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1837,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ProduceRequest) GetTopic() string {
@@ -1784,7 +1872,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1884,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1897,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProduceResponse) GetPartitions() []int32 {
@@ -1846,7 +1934,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1946,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +1959,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -1992,7 +2080,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2092,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2105,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -2154,7 +2242,11 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x12CreateTopicRequest\x12.\n" +
 	"\x06config\x18\x01 \x01(\v2\x16.strata.v1.TopicConfigR\x06config\"E\n" +
 	"\x13CreateTopicResponse\x12.\n" +
-	"\x06config\x18\x01 \x01(\v2\x16.strata.v1.TopicConfigR\x06config\"\x13\n" +
+	"\x06config\x18\x01 \x01(\v2\x16.strata.v1.TopicConfigR\x06config\"(\n" +
+	"\x12DeleteTopicRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\x13DeleteTopicResponse\x12'\n" +
+	"\x0fobjects_deleted\x18\x01 \x01(\x03R\x0eobjectsDeleted\"\x13\n" +
 	"\x11ListTopicsRequest\"D\n" +
 	"\x12ListTopicsResponse\x12.\n" +
 	"\x06topics\x18\x01 \x03(\v2\x16.strata.v1.TopicConfigR\x06topics\"*\n" +
@@ -2207,9 +2299,10 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12(\n" +
-	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset2\xb5\b\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset2\x83\t\n" +
 	"\x06Strata\x12L\n" +
-	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12I\n" +
+	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
+	"\vDeleteTopic\x12\x1d.strata.v1.DeleteTopicRequest\x1a\x1e.strata.v1.DeleteTopicResponse\x12I\n" +
 	"\n" +
 	"ListTopics\x12\x1c.strata.v1.ListTopicsRequest\x1a\x1d.strata.v1.ListTopicsResponse\x12R\n" +
 	"\rDescribeTopic\x12\x1f.strata.v1.DescribeTopicRequest\x1a .strata.v1.DescribeTopicResponse\x12L\n" +
@@ -2239,7 +2332,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(*JoinGroupRequest)(nil),       // 0: strata.v1.JoinGroupRequest
 	(*HeartbeatRequest)(nil),       // 1: strata.v1.HeartbeatRequest
@@ -2263,65 +2356,69 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*TopicConfig)(nil),            // 19: strata.v1.TopicConfig
 	(*CreateTopicRequest)(nil),     // 20: strata.v1.CreateTopicRequest
 	(*CreateTopicResponse)(nil),    // 21: strata.v1.CreateTopicResponse
-	(*ListTopicsRequest)(nil),      // 22: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),     // 23: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),   // 24: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),          // 25: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),  // 26: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),     // 27: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),    // 28: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),         // 29: strata.v1.ProduceRequest
-	(*ProduceResponse)(nil),        // 30: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),           // 31: strata.v1.FetchRequest
-	(*FetchResponse)(nil),          // 32: strata.v1.FetchResponse
-	nil,                            // 33: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                            // 34: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                            // 35: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(*DeleteTopicRequest)(nil),     // 22: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),    // 23: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),      // 24: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),     // 25: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),   // 26: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),          // 27: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),  // 28: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),     // 29: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),    // 30: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),         // 31: strata.v1.ProduceRequest
+	(*ProduceResponse)(nil),        // 32: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),           // 33: strata.v1.FetchRequest
+	(*FetchResponse)(nil),          // 34: strata.v1.FetchResponse
+	nil,                            // 35: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                            // 36: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                            // 37: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	33, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	34, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	35, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	36, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
 	12, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
 	13, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	35, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	37, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
 	17, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
 	19, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
 	19, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
 	19, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
 	19, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
-	25, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
+	27, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
 	18, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
 	18, // 12: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
 	20, // 13: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	22, // 14: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	24, // 15: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	27, // 16: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	29, // 17: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	31, // 18: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	0,  // 19: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	1,  // 20: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	3,  // 21: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	5,  // 22: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	7,  // 23: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	9,  // 24: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	11, // 25: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	15, // 26: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	21, // 27: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	23, // 28: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	26, // 29: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	28, // 30: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	30, // 31: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	32, // 32: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	2,  // 33: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	2,  // 34: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	4,  // 35: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	6,  // 36: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	8,  // 37: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	10, // 38: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	14, // 39: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	16, // 40: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
+	22, // 14: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	24, // 15: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	26, // 16: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	29, // 17: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	31, // 18: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	33, // 19: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	0,  // 20: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	1,  // 21: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	3,  // 22: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	5,  // 23: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	7,  // 24: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	9,  // 25: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	11, // 26: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	15, // 27: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	21, // 28: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	23, // 29: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	25, // 30: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	28, // 31: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	30, // 32: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	32, // 33: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	34, // 34: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	2,  // 35: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	2,  // 36: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	4,  // 37: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	6,  // 38: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	8,  // 39: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	10, // 40: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	14, // 41: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	16, // 42: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	28, // [28:43] is the sub-list for method output_type
+	13, // [13:28] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2339,12 +2436,12 @@ func file_strata_v1_strata_proto_init() {
 		(*ResetOffsetsRequest_Offset)(nil),
 	}
 	file_strata_v1_strata_proto_msgTypes[18].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[27].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[29].OneofWrappers = []any{
 		(*ListOffsetsRequest_Earliest)(nil),
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[31].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[33].OneofWrappers = []any{
 		(*FetchRequest_Offset)(nil),
 		(*FetchRequest_TimestampMs)(nil),
 		(*FetchRequest_Earliest)(nil),
@@ -2356,7 +2453,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

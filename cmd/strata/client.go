@@ -58,7 +58,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func topicCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: strata topic create|list|describe [NAME] --broker HOST:PORT")
+		return errors.New("usage: strata topic create|delete|list|describe [NAME] --broker HOST:PORT")
 	}
 	fs := flag.NewFlagSet("topic "+args[0], flag.ContinueOnError)
 	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
@@ -88,6 +88,15 @@ func topicCmd(ctx context.Context, args []string) error {
 			return rpcErr(err)
 		}
 		fmt.Fprintf(stdout, "created topic %s with %d partitions\n", resp.Config.Name, resp.Config.Partitions)
+	case "delete":
+		if len(pos) != 1 {
+			return errors.New("usage: strata topic delete NAME --broker HOST:PORT")
+		}
+		resp, err := c.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: pos[0]})
+		if err != nil {
+			return rpcErr(err)
+		}
+		fmt.Fprintf(stdout, "deleted topic %s (%d objects)\n", pos[0], resp.ObjectsDeleted)
 	case "list":
 		resp, err := c.ListTopics(ctx, &stratapb.ListTopicsRequest{})
 		if err != nil {
@@ -111,7 +120,7 @@ func topicCmd(ctx context.Context, args []string) error {
 			fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.LogStartOffset, p.HighWatermark, p.SealedSegments, p.SealedBytes, p.LocalBytes)
 		}
 	default:
-		return fmt.Errorf("unknown topic command %q: use create, list or describe", args[0])
+		return fmt.Errorf("unknown topic command %q: use create, delete, list or describe", args[0])
 	}
 	return nil
 }

@@ -2,7 +2,7 @@
 // work lives in the library packages (bench, ingest, fetch, tier).
 //
 //	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL ...
-//	strata topic   create|list|describe [NAME] --broker HOST:PORT
+//	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT
 //	strata produce TOPIC --broker HOST:PORT [--key-separator SEP]
 //	strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time T | --from earliest|latest] [--max N] [--format text|json]
 //	strata group   list|describe|reset GROUP --broker HOST:PORT
@@ -27,7 +27,7 @@ const usage = `strata: a tiered-storage streaming log
 
 usage:
   strata serve   [flags]                 run a broker (gRPC)
-  strata topic   create|list|describe    manage topics
+  strata topic   create|delete|list|describe  manage topics
   strata produce TOPIC                   one record per stdin line; prints the number acknowledged
   strata consume TOPIC                   print records (text or json); --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
