@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -13,10 +14,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stratalog/strata/client"
 	"github.com/stratalog/strata/internal/testenv"
 )
 
@@ -253,4 +256,130 @@ func TestEndToEndConsumerGroup(t *testing.T) {
 		t.Fatalf("after a reset to earliest the group read %d records, want 1000", got)
 	}
 	s.stop(t)
+}
+
+// TestEndToEndGroupTakeover: against the real binary, three Go-client
+// consumers of one group split six partitions; one commits part of its
+// work, reads more without committing, and dies (its connection drops, so
+// its heartbeats stop). The two survivors take its partitions over and
+// continue from the committed offsets: together with what the dead member
+// committed they consume every record, none skipped, and the uncommitted
+// ones are delivered again (at-least-once).
+func TestEndToEndGroupTakeover(t *testing.T) {
+	s := serveBin(t, t.TempDir(), "")
+	ctx := context.Background()
+	admin, err := client.Dial(s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.CreateTopic(ctx, "work", 6); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(from, to int) {
+		p := admin.NewProducer("work")
+		for i := from; i < to; i++ {
+			if _, err := p.Send(ctx, client.Record{Value: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const first, total = 6000, 6600
+	produce(0, first)
+	join := func() (*client.Client, *client.Consumer) {
+		c, err := client.Dial(s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := c.NewConsumer(ctx, "work", client.WithGroup("crew", client.AtLeastOnce), client.WithSessionTimeout(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	c1, k1 := join()
+	defer c1.Close()
+	c2, k2 := join()
+	defer c2.Close()
+	c3, k3 := join()
+	waitUntil(t, "three members to split the partitions", func() bool {
+		return len(k1.Assignment()) == 2 && len(k2.Assignment()) == 2 && len(k3.Assignment()) == 2
+	})
+	committedByDead := map[string]bool{}
+	recs, err := k3.Poll(ctx)
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("the doomed member read nothing: %v", err)
+	}
+	if err := k3.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		committedByDead[string(r.Value)] = true
+	}
+	produce(first, total)
+	uncommitted, _ := k3.Poll(ctx) // read, never committed
+	c3.Close()                     // dies: no leave, no more heartbeats
+
+	var (
+		mu   sync.Mutex
+		seen = map[string]bool{}
+	)
+	poll := func(k *client.Consumer) {
+		recs, err := k.Poll(ctx)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		for _, r := range recs {
+			seen[string(r.Value)] = true
+		}
+		mu.Unlock()
+	}
+	complete := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := 0; i < total; i++ {
+			v := strconv.Itoa(i)
+			if !seen[v] && !committedByDead[v] {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !complete() {
+		if time.Now().After(deadline) {
+			t.Fatalf("survivors consumed %d records; with the dead member's %d commits that is short of %d (assignments %v %v)",
+				len(seen), len(committedByDead), total, k1.Assignment(), k2.Assignment())
+		}
+		poll(k1)
+		poll(k2)
+	}
+	if got := len(k1.Assignment()) + len(k2.Assignment()); got != 6 {
+		t.Fatalf("the survivors hold %d partitions, want all 6", got)
+	}
+	for _, r := range uncommitted {
+		if !seen[string(r.Value)] {
+			t.Fatalf("record %s, read but not committed by the dead member, was not delivered again", r.Value)
+		}
+	}
+	if len(uncommitted) == 0 {
+		t.Fatal("the dead member's uncommitted read was empty; the test proves nothing about redelivery")
+	}
+	k1.Close(ctx)
+	k2.Close(ctx)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
