@@ -31,7 +31,7 @@ func benchValue(rng *rand.Rand, off int64) []byte {
 
 // seedBench writes rawBytes of records into sealed segments and returns the
 // manifest.
-func seedBench(b *testing.B, store tier.Store, rawBytes int) *tier.Manifest {
+func seedBench(b *testing.B, store tier.Store, rawBytes int, codec segment.Codec) *tier.Manifest {
 	b.Helper()
 	ctx := context.Background()
 	cfg := ingest.DefaultPartitionConfig()
@@ -42,6 +42,7 @@ func seedBench(b *testing.B, store tier.Store, rawBytes int) *tier.Manifest {
 	cfg.RetentionTime = 0
 	cfg.CheckInterval = time.Hour
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Segment.Codec = codec
 	p, err := ingest.OpenPartition(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -76,92 +77,96 @@ func seedBench(b *testing.B, store tier.Store, rawBytes int) *tier.Manifest {
 // the share of the object store's GET rate that replay achieves.
 func BenchmarkColdReplay(b *testing.B) {
 	for _, backend := range []string{"file", "minio"} {
-		b.Run(backend, func(b *testing.B) {
-			var store tier.Store
-			if backend == "file" {
-				store = storetest.File(b)
-			} else {
-				store = storetest.MinIO(b)
-			}
-			m := seedBench(b, store, 96<<20)
-			sealed := m.SealedBytes()
-			ctx := context.Background()
-			b.Run("raw-get", func(b *testing.B) {
-				b.SetBytes(sealed)
-				for range b.N {
-					for _, s := range m.Segments {
-						rc, _, err := store.Get(ctx, s.Key)
-						if err != nil {
-							b.Fatal(err)
-						}
-						if _, err := io.Copy(io.Discard, rc); err != nil {
-							b.Fatal(err)
-						}
-						rc.Close()
-					}
-				}
-			})
-			// The CPU limit: decoding the same segments from memory on one
-			// core, with no I/O at all.
-			b.Run("decode-only", func(b *testing.B) {
-				var objs [][]byte
-				for _, s := range m.Segments {
-					rc, _, err := store.Get(ctx, s.Key)
-					if err != nil {
-						b.Fatal(err)
-					}
-					data, err := io.ReadAll(rc)
-					rc.Close()
-					if err != nil {
-						b.Fatal(err)
-					}
-					objs = append(objs, data)
-				}
-				b.SetBytes(sealed)
-				b.ResetTimer()
-				for range b.N {
-					for _, data := range objs {
-						f, err := segment.ParseTail(data, int64(len(data)))
-						if err != nil {
-							b.Fatal(err)
-						}
-						for _, bl := range f.Blocks {
-							if _, err := segment.DecodeBlock(data[bl.Pos:bl.Pos+bl.Len], f.Codec); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
-				}
-			})
-			b.Run("strata", func(b *testing.B) {
-				b.SetBytes(sealed)
-				var gets, records int64
-				for range b.N {
-					c, err := fetch.NewCache(fetch.DefaultCacheConfig())
-					if err != nil {
-						b.Fatal(err)
-					}
-					r := fetch.NewPartitionReader(c, store, fetch.NewBucketManifests(store, topic, 0, time.Minute), nil)
-					next := int64(0)
-					for {
-						res, err := r.Read(ctx, next, 1<<20)
-						if err != nil {
-							b.Fatal(err)
-						}
-						if len(res.Records) == 0 {
-							break
-						}
-						next = res.NextOffset
-					}
-					records += next
-					gets += c.Stats().Gets
-					c.Close()
-				}
-				b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
-				b.ReportMetric(float64(gets)/float64(b.N), "GETs/replay")
-			})
-		})
+		for _, codec := range []segment.Codec{segment.CodecZstd, segment.CodecS2} {
+			b.Run(backend+"/"+codec.String(), func(b *testing.B) { benchColdReplay(b, backend, codec) })
+		}
 	}
+}
+
+func benchColdReplay(b *testing.B, backend string, codec segment.Codec) {
+	var store tier.Store
+	if backend == "file" {
+		store = storetest.File(b)
+	} else {
+		store = storetest.MinIO(b)
+	}
+	m := seedBench(b, store, 96<<20, codec)
+	sealed := m.SealedBytes()
+	ctx := context.Background()
+	b.Run("raw-get", func(b *testing.B) {
+		b.SetBytes(sealed)
+		for range b.N {
+			for _, s := range m.Segments {
+				rc, _, err := store.Get(ctx, s.Key)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, rc); err != nil {
+					b.Fatal(err)
+				}
+				rc.Close()
+			}
+		}
+	})
+	// The CPU limit: decoding the same segments from memory on one
+	// core, with no I/O at all.
+	b.Run("decode-only", func(b *testing.B) {
+		var objs [][]byte
+		for _, s := range m.Segments {
+			rc, _, err := store.Get(ctx, s.Key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			objs = append(objs, data)
+		}
+		b.SetBytes(sealed)
+		b.ResetTimer()
+		for range b.N {
+			for _, data := range objs {
+				f, err := segment.ParseTail(data, int64(len(data)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, bl := range f.Blocks {
+					if _, err := segment.DecodeBlock(data[bl.Pos:bl.Pos+bl.Len], f.Codec); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		}
+	})
+	b.Run("strata", func(b *testing.B) {
+		b.SetBytes(sealed)
+		var gets, records int64
+		for range b.N {
+			c, err := fetch.NewCache(fetch.DefaultCacheConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := fetch.NewPartitionReader(c, store, fetch.NewBucketManifests(store, topic, 0, time.Minute), nil)
+			next := int64(0)
+			for {
+				res, err := r.Read(ctx, next, 1<<20)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(res.Records) == 0 {
+					break
+				}
+				next = res.NextOffset
+			}
+			records += next
+			gets += c.Stats().Gets
+			c.Close()
+		}
+		b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+		b.ReportMetric(float64(gets)/float64(b.N), "GETs/replay")
+	})
 }
 
 // BenchmarkPointRead reads one record at a random offset from cold segments
@@ -176,7 +181,7 @@ func BenchmarkPointRead(b *testing.B) {
 				store = storetest.MinIO(b)
 			}
 			cs := newCounting(store)
-			m := seedBench(b, cs, 32<<20)
+			m := seedBench(b, cs, 32<<20, segment.CodecZstd)
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(3, 4))
 			cs.rangeGets.Store(0)
