@@ -4,45 +4,28 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"io"
-	"log/slog"
-	"net"
 	"sort"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/client"
 	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/internal/storetest"
 )
 
 // benchBroker runs a broker on loopback with the file:// store and the
 // given fsync policy, and returns a client.
 func benchBroker(b *testing.B, fsync ingest.FsyncPolicy) *client.Client {
-	cfg := broker.DefaultConfig()
-	cfg.DataDir, cfg.Store = b.TempDir(), storetest.File(b)
+	cfg := brokertest.Config(b, storetest.File(b))
 	cfg.Fsync = fsync
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	br, err := broker.New(cfg)
+	_, addr := brokertest.Start(b, cfg)
+	c, err := client.Dial(addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	stratapb.RegisterStrataServer(srv, br)
-	go srv.Serve(lis)
-	c, err := client.Dial(lis.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close(); srv.Stop(); br.Close(context.Background()) })
+	b.Cleanup(func() { c.Close() })
 	return c
 }
 

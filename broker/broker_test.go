@@ -3,9 +3,6 @@ package broker_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/tier"
 )
@@ -24,32 +22,17 @@ import (
 // start runs a broker on a loopback port and returns a client.
 func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *broker.Broker, string) {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.DataDir, cfg.Store = dir, store
+	cfg := brokertest.Config(t, store)
+	cfg.DataDir = dir
 	cfg.MaxRecordBytes = 1000
 	cfg.SealBytes = 32 << 10
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := broker.New(cfg)
+	b, addr := brokertest.Start(t, cfg)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	stratapb.RegisterStrataServer(srv, b)
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		b.Close(context.Background())
-	})
-	return stratapb.NewStrataClient(conn), b, lis.Addr().String()
+	t.Cleanup(func() { conn.Close() })
+	return stratapb.NewStrataClient(conn), b, addr
 }
 
 func code(err error) codes.Code { return status.Code(err) }

@@ -3,42 +3,23 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/tier"
 )
 
 func startBroker(t *testing.T) *client.Client {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.DataDir, cfg.Store = t.TempDir(), tier.NewMemStore()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := broker.New(cfg)
+	_, addr := brokertest.Start(t, brokertest.Config(t, tier.NewMemStore()))
+	c, err := client.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	stratapb.RegisterStrataServer(srv, b)
-	go srv.Serve(lis)
-	c, err := client.Dial(lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); srv.Stop(); b.Close(context.Background()) })
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
