@@ -466,6 +466,11 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 	if err != nil {
 		return err
 	}
+	if req.Group != "" {
+		if err := b.checkAssigned(ctx, req.Group, req.MemberId, req.Generation, req.Partition); err != nil {
+			return err
+		}
+	}
 	next, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.Start == nil, req.GetTimestampMs(), req.GetOffset())
 	if err != nil {
 		return err

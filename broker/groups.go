@@ -227,6 +227,26 @@ func (b *Broker) LeaveGroup(ctx context.Context, req *stratapb.LeaveGroupRequest
 	return &stratapb.LeaveGroupResponse{}, nil
 }
 
+// checkAssigned rejects a group member's request from a stale generation or
+// for a partition that is not the member's.
+func (b *Broker) checkAssigned(ctx context.Context, groupName, id string, generation int64, p int32) error {
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	g, m, err := b.memberOf(ctx, groupName, id)
+	if err != nil {
+		return err
+	}
+	if generation != g.generation {
+		return status.Errorf(codes.FailedPrecondition, "fetch from stale generation %d (group %q is at %d): heartbeat to get the new assignment", generation, g.name, g.generation)
+	}
+	for _, q := range m.partitions {
+		if q == p {
+			return nil
+		}
+	}
+	return status.Errorf(codes.FailedPrecondition, "partition %d is not assigned to member %q in generation %d", p, m.id, g.generation)
+}
+
 // CommitOffsets implements the API.
 func (b *Broker) CommitOffsets(ctx context.Context, req *stratapb.CommitOffsetsRequest) (*stratapb.CommitOffsetsResponse, error) {
 	b.gmu.Lock()

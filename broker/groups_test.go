@@ -93,6 +93,27 @@ func TestGroupSplitsTakesOverAndSkipsNothing(t *testing.T) {
 		if code(err) != codes.FailedPrecondition {
 			t.Fatalf("commit from a stale generation: %v, want FailedPrecondition", err)
 		}
+		// Fetches that name a stale generation or a foreign partition are
+		// rejected too, so a member presumed dead stops reading.
+		fetchAs := func(m *stratapb.GroupAssignment, gen int64, p int32) error {
+			s, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: "jobs", Partition: p, Group: "workers", MemberId: m.MemberId, Generation: gen})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}
+		if err := fetchAs(a, a.Generation-1, a.Partitions[0]); code(err) != codes.FailedPrecondition {
+			t.Fatalf("fetch from a stale generation: %v, want FailedPrecondition", err)
+		}
+		if err := fetchAs(a, a.Generation, b.Partitions[0]); code(err) != codes.FailedPrecondition {
+			t.Fatalf("fetch of another member's partition: %v, want FailedPrecondition", err)
+		}
+		if err := fetchAs(dead, dead.Generation, dead.Partitions[0]); code(err) != codes.NotFound {
+			t.Fatalf("fetch by the expired member: %v, want NotFound", err)
+		}
+		if err := fetchAs(a, a.Generation, a.Partitions[0]); err != nil {
+			t.Fatalf("fetch by the current owner: %v", err)
+		}
 		// The survivors continue every partition exactly where it was
 		// committed: nothing skipped, nothing re-read beyond the commit.
 		committed, err := c.FetchCommitted(ctx, &stratapb.FetchCommittedRequest{Group: "workers"})

@@ -181,6 +181,7 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 	}
 	k.mu.Lock()
 	gen := k.generation
+	member := k.memberID
 	var parts []int32
 	starts := map[int32]int64{}
 	for _, p := range k.assigned {
@@ -191,7 +192,8 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 	var out []Record
 	next := map[int32]int64{}
 	for _, p := range parts {
-		req := &stratapb.FetchRequest{Topic: k.topic, Partition: p, MaxBytes: k.cfg.maxBytes, MaxWaitMs: int32(k.cfg.maxWait.Milliseconds())}
+		req := &stratapb.FetchRequest{Topic: k.topic, Partition: p, MaxBytes: k.cfg.maxBytes, MaxWaitMs: int32(k.cfg.maxWait.Milliseconds()),
+			Group: k.cfg.group, MemberId: member, Generation: gen}
 		switch {
 		case starts[p] >= 0:
 			req.Start = &stratapb.FetchRequest_Offset{Offset: starts[p]}
@@ -205,6 +207,9 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			return out, err
 		}
 		resp, err := s.Recv()
+		if status.Code(err) == codes.FailedPrecondition {
+			return nil, nil // rebalanced meanwhile: the heartbeat brings the new assignment
+		}
 		if err != nil {
 			return out, err
 		}

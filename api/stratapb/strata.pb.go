@@ -1924,10 +1924,16 @@ type FetchRequest struct {
 	//	*FetchRequest_TimestampMs
 	//	*FetchRequest_Earliest
 	//	*FetchRequest_Latest
-	Start         isFetchRequest_Start `protobuf_oneof:"start"`
-	MaxBytes      int32                `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`      // per response; 0: 1 MiB
-	MaxWaitMs     int32                `protobuf:"varint,8,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"` // long-poll wait when there is nothing new; 0: 500
-	Follow        bool                 `protobuf:"varint,9,opt,name=follow,proto3" json:"follow,omitempty"`
+	Start     isFetchRequest_Start `protobuf_oneof:"start"`
+	MaxBytes  int32                `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`      // per response; 0: 1 MiB
+	MaxWaitMs int32                `protobuf:"varint,8,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"` // long-poll wait when there is nothing new; 0: 500
+	Follow    bool                 `protobuf:"varint,9,opt,name=follow,proto3" json:"follow,omitempty"`
+	// A group member fetching for its group names itself: a fetch from a
+	// stale generation, or of a partition not assigned to it, is rejected
+	// (FAILED_PRECONDITION) so a member presumed dead stops reading.
+	Group         string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
+	MemberId      string `protobuf:"bytes,11,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Generation    int64  `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2038,6 +2044,27 @@ func (x *FetchRequest) GetFollow() bool {
 		return x.Follow
 	}
 	return false
+}
+
+func (x *FetchRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type isFetchRequest_Start interface {
@@ -2282,7 +2309,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\x01 \x03(\x05R\n" +
 	"partitions\x12\x18\n" +
-	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\"\x97\x02\n" +
+	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\"\xea\x02\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x18\n" +
@@ -2292,7 +2319,13 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06latest\x18\x06 \x01(\bH\x00R\x06latest\x12\x1b\n" +
 	"\tmax_bytes\x18\a \x01(\x05R\bmaxBytes\x12\x1e\n" +
 	"\vmax_wait_ms\x18\b \x01(\x05R\tmaxWaitMs\x12\x16\n" +
-	"\x06follow\x18\t \x01(\bR\x06followB\a\n" +
+	"\x06follow\x18\t \x01(\bR\x06follow\x12\x14\n" +
+	"\x05group\x18\n" +
+	" \x01(\tR\x05group\x12\x1b\n" +
+	"\tmember_id\x18\v \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\f \x01(\x03R\n" +
+	"generationB\a\n" +
 	"\x05start\"\xae\x01\n" +
 	"\rFetchResponse\x12+\n" +
 	"\arecords\x18\x01 \x03(\v2\x11.strata.v1.RecordR\arecords\x12\x1f\n" +

@@ -8,6 +8,9 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/stratalog/strata/api/stratapb"
 )
 
@@ -122,7 +125,8 @@ func consumeGroup(ctx context.Context, c stratapb.StrataClient, topic, group str
 	n := 0
 	for ctx.Err() == nil {
 		for _, p := range a.Partitions {
-			req := &stratapb.FetchRequest{Topic: topic, Partition: p, MaxWaitMs: 200, MaxBytes: 1 << 20}
+			req := &stratapb.FetchRequest{Topic: topic, Partition: p, MaxWaitMs: 200, MaxBytes: 1 << 20,
+				Group: group, MemberId: a.MemberId, Generation: a.Generation}
 			switch {
 			case positions[p] >= 0:
 				req.Start = &stratapb.FetchRequest_Offset{Offset: positions[p]}
@@ -136,6 +140,9 @@ func consumeGroup(ctx context.Context, c stratapb.StrataClient, topic, group str
 				return rpcErr(err)
 			}
 			resp, err := s.Recv()
+			if status.Code(err) == codes.FailedPrecondition {
+				break // rebalanced: the heartbeat below brings the new assignment
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
