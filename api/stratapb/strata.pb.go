@@ -23,6 +23,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// When a produce request is acknowledged (docs/durability.md).
+type Acks int32
+
+const (
+	Acks_ACKS_DEFAULT Acks = 0 // the broker's default: durable
+	Acks_ACKS_NONE    Acks = 1 // on receipt: the records have offsets, nothing more
+	Acks_ACKS_LOCAL   Acks = 2 // after the broker's local log is fsynced
+	Acks_ACKS_DURABLE Acks = 3 // after the records are in the object store
+)
+
+// Enum value maps for Acks.
+var (
+	Acks_name = map[int32]string{
+		0: "ACKS_DEFAULT",
+		1: "ACKS_NONE",
+		2: "ACKS_LOCAL",
+		3: "ACKS_DURABLE",
+	}
+	Acks_value = map[string]int32{
+		"ACKS_DEFAULT": 0,
+		"ACKS_NONE":    1,
+		"ACKS_LOCAL":   2,
+		"ACKS_DURABLE": 3,
+	}
+)
+
+func (x Acks) Enum() *Acks {
+	p := new(Acks)
+	*p = x
+	return p
+}
+
+func (x Acks) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Acks) Descriptor() protoreflect.EnumDescriptor {
+	return file_strata_v1_strata_proto_enumTypes[0].Descriptor()
+}
+
+func (Acks) Type() protoreflect.EnumType {
+	return &file_strata_v1_strata_proto_enumTypes[0]
+}
+
+func (x Acks) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Acks.Descriptor instead.
+func (Acks) EnumDescriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+}
+
 type JoinGroupRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Group            string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -1802,10 +1855,24 @@ func (x *ListOffsetsResponse) GetOffset() int64 {
 }
 
 type ProduceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"` // -1: by key hash
-	Records       []*Record              `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"` // -1: by key hash
+	Records   []*Record              `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	Acks      Acks                   `protobuf:"varint,4,opt,name=acks,proto3,enum=strata.v1.Acks" json:"acks,omitempty"`
+	// The idempotent producer: producer_id from InitProducer (0: not
+	// idempotent), its epoch, and the sequence number of the first record
+	// for this producer and partition (each record takes one). Idempotent
+	// requests name one partition (>= 0). A request whose sequence was
+	// already stored is answered with the offsets it got the first time; a
+	// sequence that skips ahead is rejected (FAILED_PRECONDITION).
+	ProducerId    int64 `protobuf:"varint,5,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32 `protobuf:"varint,6,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	BaseSequence  int32 `protobuf:"varint,7,opt,name=base_sequence,json=baseSequence,proto3" json:"base_sequence,omitempty"`
+	// How long the broker waits for the ack condition before answering
+	// DEADLINE_EXCEEDED (the outcome is then unknown: retry with the same
+	// sequence). 0: 30 s, bounded by the call's deadline.
+	TimeoutMs     int32 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1861,18 +1928,144 @@ func (x *ProduceRequest) GetRecords() []*Record {
 	return nil
 }
 
+func (x *ProduceRequest) GetAcks() Acks {
+	if x != nil {
+		return x.Acks
+	}
+	return Acks_ACKS_DEFAULT
+}
+
+func (x *ProduceRequest) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *ProduceRequest) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
+func (x *ProduceRequest) GetBaseSequence() int32 {
+	if x != nil {
+		return x.BaseSequence
+	}
+	return 0
+}
+
+func (x *ProduceRequest) GetTimeoutMs() int32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type InitProducerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitProducerRequest) Reset() {
+	*x = InitProducerRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitProducerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitProducerRequest) ProtoMessage() {}
+
+func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
+func (*InitProducerRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+}
+
+type InitProducerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitProducerResponse) Reset() {
+	*x = InitProducerResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitProducerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitProducerResponse) ProtoMessage() {}
+
+func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
+func (*InitProducerResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *InitProducerResponse) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *InitProducerResponse) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
 type ProduceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Per record, in request order.
-	Partitions    []int32 `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
-	Offsets       []int64 `protobuf:"varint,2,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	Partitions []int32 `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	Offsets    []int64 `protobuf:"varint,2,rep,packed,name=offsets,proto3" json:"offsets,omitempty"`
+	// True when the request was a retry of one already stored: nothing new
+	// was appended and offsets are those of the first attempt.
+	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2077,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2090,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ProduceResponse) GetPartitions() []int32 {
@@ -1912,6 +2105,13 @@ func (x *ProduceResponse) GetOffsets() []int64 {
 		return x.Offsets
 	}
 	return nil
+}
+
+func (x *ProduceResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
 }
 
 type FetchRequest struct {
@@ -1940,7 +2140,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2152,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2165,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -2107,7 +2307,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2319,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2332,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -2300,16 +2500,29 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\ftimestamp_ms\x18\x05 \x01(\x03H\x00R\vtimestampMsB\x06\n" +
 	"\x04spec\"-\n" +
 	"\x13ListOffsetsResponse\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x03R\x06offset\"q\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\"\xa2\x02\n" +
 	"\x0eProduceRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12+\n" +
-	"\arecords\x18\x03 \x03(\v2\x11.strata.v1.RecordR\arecords\"K\n" +
+	"\arecords\x18\x03 \x03(\v2\x11.strata.v1.RecordR\arecords\x12#\n" +
+	"\x04acks\x18\x04 \x01(\x0e2\x0f.strata.v1.AcksR\x04acks\x12\x1f\n" +
+	"\vproducer_id\x18\x05 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x06 \x01(\x05R\rproducerEpoch\x12#\n" +
+	"\rbase_sequence\x18\a \x01(\x05R\fbaseSequence\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\b \x01(\x05R\ttimeoutMs\"\x15\n" +
+	"\x13InitProducerRequest\"^\n" +
+	"\x14InitProducerResponse\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\"i\n" +
 	"\x0fProduceResponse\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\x05R\n" +
 	"partitions\x12\x18\n" +
-	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\"\xea\x02\n" +
+	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xea\x02\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x18\n" +
@@ -2332,7 +2545,13 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12(\n" +
-	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset2\x83\t\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset*I\n" +
+	"\x04Acks\x12\x10\n" +
+	"\fACKS_DEFAULT\x10\x00\x12\r\n" +
+	"\tACKS_NONE\x10\x01\x12\x0e\n" +
+	"\n" +
+	"ACKS_LOCAL\x10\x02\x12\x10\n" +
+	"\fACKS_DURABLE\x10\x032\xd4\t\n" +
 	"\x06Strata\x12L\n" +
 	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
 	"\vDeleteTopic\x12\x1d.strata.v1.DeleteTopicRequest\x1a\x1e.strata.v1.DeleteTopicResponse\x12I\n" +
@@ -2340,7 +2559,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"ListTopics\x12\x1c.strata.v1.ListTopicsRequest\x1a\x1d.strata.v1.ListTopicsResponse\x12R\n" +
 	"\rDescribeTopic\x12\x1f.strata.v1.DescribeTopicRequest\x1a .strata.v1.DescribeTopicResponse\x12L\n" +
 	"\vListOffsets\x12\x1d.strata.v1.ListOffsetsRequest\x1a\x1e.strata.v1.ListOffsetsResponse\x12@\n" +
-	"\aProduce\x12\x19.strata.v1.ProduceRequest\x1a\x1a.strata.v1.ProduceResponse\x12<\n" +
+	"\aProduce\x12\x19.strata.v1.ProduceRequest\x1a\x1a.strata.v1.ProduceResponse\x12O\n" +
+	"\fInitProducer\x12\x1e.strata.v1.InitProducerRequest\x1a\x1f.strata.v1.InitProducerResponse\x12<\n" +
 	"\x05Fetch\x12\x17.strata.v1.FetchRequest\x1a\x18.strata.v1.FetchResponse0\x01\x12D\n" +
 	"\tJoinGroup\x12\x1b.strata.v1.JoinGroupRequest\x1a\x1a.strata.v1.GroupAssignment\x12D\n" +
 	"\tHeartbeat\x12\x1b.strata.v1.HeartbeatRequest\x1a\x1a.strata.v1.GroupAssignment\x12I\n" +
@@ -2365,96 +2585,103 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 	return file_strata_v1_strata_proto_rawDescData
 }
 
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_strata_v1_strata_proto_goTypes = []any{
-	(*JoinGroupRequest)(nil),       // 0: strata.v1.JoinGroupRequest
-	(*HeartbeatRequest)(nil),       // 1: strata.v1.HeartbeatRequest
-	(*GroupAssignment)(nil),        // 2: strata.v1.GroupAssignment
-	(*LeaveGroupRequest)(nil),      // 3: strata.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),     // 4: strata.v1.LeaveGroupResponse
-	(*CommitOffsetsRequest)(nil),   // 5: strata.v1.CommitOffsetsRequest
-	(*CommitOffsetsResponse)(nil),  // 6: strata.v1.CommitOffsetsResponse
-	(*FetchCommittedRequest)(nil),  // 7: strata.v1.FetchCommittedRequest
-	(*FetchCommittedResponse)(nil), // 8: strata.v1.FetchCommittedResponse
-	(*ListGroupsRequest)(nil),      // 9: strata.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),     // 10: strata.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),   // 11: strata.v1.DescribeGroupRequest
-	(*GroupMember)(nil),            // 12: strata.v1.GroupMember
-	(*PartitionLag)(nil),           // 13: strata.v1.PartitionLag
-	(*DescribeGroupResponse)(nil),  // 14: strata.v1.DescribeGroupResponse
-	(*ResetOffsetsRequest)(nil),    // 15: strata.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),   // 16: strata.v1.ResetOffsetsResponse
-	(*Header)(nil),                 // 17: strata.v1.Header
-	(*Record)(nil),                 // 18: strata.v1.Record
-	(*TopicConfig)(nil),            // 19: strata.v1.TopicConfig
-	(*CreateTopicRequest)(nil),     // 20: strata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),    // 21: strata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),     // 22: strata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),    // 23: strata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),      // 24: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),     // 25: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),   // 26: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),          // 27: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),  // 28: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),     // 29: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),    // 30: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),         // 31: strata.v1.ProduceRequest
-	(*ProduceResponse)(nil),        // 32: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),           // 33: strata.v1.FetchRequest
-	(*FetchResponse)(nil),          // 34: strata.v1.FetchResponse
-	nil,                            // 35: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                            // 36: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                            // 37: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(Acks)(0),                      // 0: strata.v1.Acks
+	(*JoinGroupRequest)(nil),       // 1: strata.v1.JoinGroupRequest
+	(*HeartbeatRequest)(nil),       // 2: strata.v1.HeartbeatRequest
+	(*GroupAssignment)(nil),        // 3: strata.v1.GroupAssignment
+	(*LeaveGroupRequest)(nil),      // 4: strata.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),     // 5: strata.v1.LeaveGroupResponse
+	(*CommitOffsetsRequest)(nil),   // 6: strata.v1.CommitOffsetsRequest
+	(*CommitOffsetsResponse)(nil),  // 7: strata.v1.CommitOffsetsResponse
+	(*FetchCommittedRequest)(nil),  // 8: strata.v1.FetchCommittedRequest
+	(*FetchCommittedResponse)(nil), // 9: strata.v1.FetchCommittedResponse
+	(*ListGroupsRequest)(nil),      // 10: strata.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),     // 11: strata.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),   // 12: strata.v1.DescribeGroupRequest
+	(*GroupMember)(nil),            // 13: strata.v1.GroupMember
+	(*PartitionLag)(nil),           // 14: strata.v1.PartitionLag
+	(*DescribeGroupResponse)(nil),  // 15: strata.v1.DescribeGroupResponse
+	(*ResetOffsetsRequest)(nil),    // 16: strata.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),   // 17: strata.v1.ResetOffsetsResponse
+	(*Header)(nil),                 // 18: strata.v1.Header
+	(*Record)(nil),                 // 19: strata.v1.Record
+	(*TopicConfig)(nil),            // 20: strata.v1.TopicConfig
+	(*CreateTopicRequest)(nil),     // 21: strata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),    // 22: strata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),     // 23: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),    // 24: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),      // 25: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),     // 26: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),   // 27: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),          // 28: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),  // 29: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),     // 30: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),    // 31: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),         // 32: strata.v1.ProduceRequest
+	(*InitProducerRequest)(nil),    // 33: strata.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),   // 34: strata.v1.InitProducerResponse
+	(*ProduceResponse)(nil),        // 35: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),           // 36: strata.v1.FetchRequest
+	(*FetchResponse)(nil),          // 37: strata.v1.FetchResponse
+	nil,                            // 38: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                            // 39: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                            // 40: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	35, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	36, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
-	12, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
-	13, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	37, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
-	17, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
-	19, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
-	19, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
-	19, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
-	19, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
-	27, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
-	18, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
-	18, // 12: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	20, // 13: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	22, // 14: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	24, // 15: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	26, // 16: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	29, // 17: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	31, // 18: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	33, // 19: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	0,  // 20: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	1,  // 21: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	3,  // 22: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	5,  // 23: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	7,  // 24: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	9,  // 25: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	11, // 26: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	15, // 27: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	21, // 28: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	23, // 29: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	25, // 30: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	28, // 31: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	30, // 32: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	32, // 33: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	34, // 34: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	2,  // 35: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	2,  // 36: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	4,  // 37: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	6,  // 38: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	8,  // 39: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	10, // 40: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	14, // 41: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	16, // 42: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	28, // [28:43] is the sub-list for method output_type
-	13, // [13:28] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	38, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	39, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	13, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
+	14, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
+	40, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	18, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
+	20, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
+	20, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
+	20, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
+	20, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
+	28, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
+	19, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
+	0,  // 12: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
+	19, // 13: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
+	21, // 14: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	23, // 15: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	25, // 16: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	27, // 17: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	30, // 18: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	32, // 19: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	33, // 20: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	36, // 21: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	1,  // 22: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	2,  // 23: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	4,  // 24: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	6,  // 25: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	8,  // 26: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	10, // 27: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	12, // 28: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	16, // 29: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	22, // 30: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	24, // 31: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	26, // 32: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	29, // 33: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	31, // 34: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	35, // 35: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	34, // 36: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	37, // 37: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	3,  // 38: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	3,  // 39: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	5,  // 40: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	7,  // 41: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	9,  // 42: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	11, // 43: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	15, // 44: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	17, // 45: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	30, // [30:46] is the sub-list for method output_type
+	14, // [14:30] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -2474,7 +2701,7 @@ func file_strata_v1_strata_proto_init() {
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[33].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[35].OneofWrappers = []any{
 		(*FetchRequest_Offset)(nil),
 		(*FetchRequest_TimestampMs)(nil),
 		(*FetchRequest_Earliest)(nil),
@@ -2485,13 +2712,14 @@ func file_strata_v1_strata_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   38,
+			NumEnums:      1,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_strata_v1_strata_proto_goTypes,
 		DependencyIndexes: file_strata_v1_strata_proto_depIdxs,
+		EnumInfos:         file_strata_v1_strata_proto_enumTypes,
 		MessageInfos:      file_strata_v1_strata_proto_msgTypes,
 	}.Build()
 	File_strata_v1_strata_proto = out.File

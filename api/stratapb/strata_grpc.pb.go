@@ -27,6 +27,7 @@ const (
 	Strata_DescribeTopic_FullMethodName  = "/strata.v1.Strata/DescribeTopic"
 	Strata_ListOffsets_FullMethodName    = "/strata.v1.Strata/ListOffsets"
 	Strata_Produce_FullMethodName        = "/strata.v1.Strata/Produce"
+	Strata_InitProducer_FullMethodName   = "/strata.v1.Strata/InitProducer"
 	Strata_Fetch_FullMethodName          = "/strata.v1.Strata/Fetch"
 	Strata_JoinGroup_FullMethodName      = "/strata.v1.Strata/JoinGroup"
 	Strata_Heartbeat_FullMethodName      = "/strata.v1.Strata/Heartbeat"
@@ -54,6 +55,10 @@ type StrataClient interface {
 	// hash(key) mod partitions (FNV-1a 32, stable forever), or round robin
 	// when it has no key.
 	Produce(ctx context.Context, in *ProduceRequest, opts ...grpc.CallOption) (*ProduceResponse, error)
+	// InitProducer allocates a producer id for the idempotent producer. The
+	// id is unique in the bucket; the producer starts at epoch 0 and numbers
+	// each partition's records from sequence 0.
+	InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error)
 	// Fetch streams records of one partition from an offset or a time. With
 	// follow it keeps streaming new records as they are appended (long poll);
 	// without, it ends after the first non-empty response or max_wait.
@@ -135,6 +140,16 @@ func (c *strataClient) Produce(ctx context.Context, in *ProduceRequest, opts ...
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ProduceResponse)
 	err := c.cc.Invoke(ctx, Strata_Produce_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InitProducerResponse)
+	err := c.cc.Invoke(ctx, Strata_InitProducer_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +271,10 @@ type StrataServer interface {
 	// hash(key) mod partitions (FNV-1a 32, stable forever), or round robin
 	// when it has no key.
 	Produce(context.Context, *ProduceRequest) (*ProduceResponse, error)
+	// InitProducer allocates a producer id for the idempotent producer. The
+	// id is unique in the bucket; the producer starts at epoch 0 and numbers
+	// each partition's records from sequence 0.
+	InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error)
 	// Fetch streams records of one partition from an offset or a time. With
 	// follow it keeps streaming new records as they are appended (long poll);
 	// without, it ends after the first non-empty response or max_wait.
@@ -300,6 +319,9 @@ func (UnimplementedStrataServer) ListOffsets(context.Context, *ListOffsetsReques
 }
 func (UnimplementedStrataServer) Produce(context.Context, *ProduceRequest) (*ProduceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Produce not implemented")
+}
+func (UnimplementedStrataServer) InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InitProducer not implemented")
 }
 func (UnimplementedStrataServer) Fetch(*FetchRequest, grpc.ServerStreamingServer[FetchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Fetch not implemented")
@@ -453,6 +475,24 @@ func _Strata_Produce_Handler(srv interface{}, ctx context.Context, dec func(inte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(StrataServer).Produce(ctx, req.(*ProduceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_InitProducer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InitProducerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).InitProducer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_InitProducer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).InitProducer(ctx, req.(*InitProducerRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -642,6 +682,10 @@ var Strata_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Produce",
 			Handler:    _Strata_Produce_Handler,
+		},
+		{
+			MethodName: "InitProducer",
+			Handler:    _Strata_InitProducer_Handler,
 		},
 		{
 			MethodName: "JoinGroup",
