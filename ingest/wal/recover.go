@@ -1,0 +1,300 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+// Object is one WAL object found in the bucket.
+type Object struct {
+	Key         string
+	Incarnation string
+	Seq         uint64
+	Size        int64
+	Fence       bool // a fence rather than a WAL object (known after Scan)
+}
+
+// Reader reads other incarnations' WAL objects: fencing them, recovering
+// partition tails, and deciding which objects are garbage. It caches
+// decoded headers (objects never change), so recovering many partitions
+// from one dead incarnation reads each header once. Safe for concurrent
+// use.
+type Reader struct {
+	store tier.Store
+	self  string // our own incarnation (never fenced by us)
+	clock func() time.Time
+
+	mu      sync.Mutex
+	headers map[string]*Header // key -> header; nil entry: a fence
+	fenced  map[string]uint64  // incarnation -> sequence of its fence
+}
+
+// NewReader returns a reader acting for incarnation self.
+func NewReader(store tier.Store, self string, clock func() time.Time) *Reader {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Reader{store: store, self: self, clock: clock, headers: map[string]*Header{}, fenced: map[string]uint64{}}
+}
+
+// List returns an incarnation's objects in sequence order.
+func (r *Reader) List(ctx context.Context, incarnation string) ([]Object, error) {
+	return r.list(ctx, IncarnationPrefix(incarnation))
+}
+
+func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
+	var out []Object
+	err := r.store.List(ctx, prefix, func(o tier.ObjectInfo) error {
+		if inc, seq, ok := ParseKey(o.Key); ok {
+			out = append(out, Object{Key: o.Key, Incarnation: inc, Seq: seq, Size: o.Size})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wal: list %s: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Incarnation != out[j].Incarnation {
+			return out[i].Incarnation < out[j].Incarnation
+		}
+		return out[i].Seq < out[j].Seq
+	})
+	return out, nil
+}
+
+// Fence makes sure incarnation inc can never store another WAL object, by
+// creating a fence object at its next sequence number. It returns the
+// fence's sequence: every WAL object inc ever stored has a smaller one and
+// exists already. Fencing an incarnation twice is harmless.
+func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
+	if inc == r.self {
+		return 0, errors.New("wal: an incarnation cannot fence itself")
+	}
+	r.mu.Lock()
+	seq, ok := r.fenced[inc]
+	r.mu.Unlock()
+	if ok {
+		return seq, nil
+	}
+	objs, err := r.List(ctx, inc)
+	if err != nil {
+		return 0, err
+	}
+	next := uint64(0)
+	if n := len(objs); n > 0 {
+		next = objs[n-1].Seq + 1
+		if h, err := r.header(ctx, objs[n-1].Key); err == nil && h == nil {
+			next = objs[n-1].Seq // already fenced
+			r.remember(inc, next)
+			return next, nil
+		}
+	}
+	body := fenceBody(r.self, r.clock().UnixMilli())
+	for tries := 0; ; tries++ {
+		_, err := r.store.PutIfAbsent(ctx, Key(inc, next), bytes.NewReader(body), int64(len(body)))
+		if err == nil {
+			break
+		}
+		// A retryable error leaves the outcome unknown: the read back
+		// below settles it, as it settles a lost race.
+		if !errors.Is(err, tier.ErrPreconditionFailed) && (!tier.IsRetryable(err) || ctx.Err() != nil) {
+			return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
+		}
+		h, herr := r.header(ctx, Key(inc, next))
+		switch {
+		case herr == nil && h == nil:
+			r.remember(inc, next)
+			return next, nil // a fence (ours, or another recoverer's)
+		case herr == nil:
+			next++ // the incarnation stored one more object first
+		case errors.Is(herr, tier.ErrNotFound):
+			time.Sleep(tier.Backoff{}.Wait(min(tries, 6)))
+		default:
+			return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
+		}
+	}
+	r.remember(inc, next)
+	return next, nil
+}
+
+func (r *Reader) remember(inc string, seq uint64) {
+	r.mu.Lock()
+	r.fenced[inc] = seq
+	r.mu.Unlock()
+}
+
+// header returns the decoded header of an object, or nil for a fence.
+func (r *Reader) header(ctx context.Context, key string) (*Header, error) {
+	r.mu.Lock()
+	h, ok := r.headers[key]
+	r.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	head, err := r.getRange(ctx, key, 0, HeadBytes)
+	if err != nil {
+		return nil, err
+	}
+	if IsFence(head) {
+		r.cache(key, nil)
+		return nil, nil
+	}
+	size, err := HeaderSize(head)
+	if err != nil {
+		return nil, fmt.Errorf("wal: %s: %w", key, err)
+	}
+	if size > int64(len(head)) {
+		rest, err := r.getRange(ctx, key, int64(len(head)), size-int64(len(head)))
+		if err != nil {
+			return nil, err
+		}
+		head = append(head, rest...)
+	}
+	h, err = DecodeHeader(head)
+	if err != nil {
+		return nil, fmt.Errorf("wal: %s: %w", key, err)
+	}
+	r.cache(key, h)
+	return h, nil
+}
+
+func (r *Reader) cache(key string, h *Header) {
+	r.mu.Lock()
+	r.headers[key] = h
+	r.mu.Unlock()
+}
+
+// Forget drops cached headers of deleted objects.
+func (r *Reader) forget(key string) {
+	r.mu.Lock()
+	delete(r.headers, key)
+	r.mu.Unlock()
+}
+
+func (r *Reader) getRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	rc, err := r.store.GetRange(ctx, key, off, n)
+	if err != nil {
+		return nil, fmt.Errorf("wal: read %s: %w", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("wal: read %s: %w", key, err)
+	}
+	return b, nil
+}
+
+// ReadTail calls fn, in offset order, with every batch of a partition that
+// incarnation inc stored with records at or after from, trimmed to start at
+// from. The incarnation must be fenced first (or be this one), so that the
+// set of its objects is final. Only the objects holding the partition are
+// read, and of them only the partition's byte range.
+func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int32, from int64, fn func(*segment.Batch) error) error {
+	objs, err := r.List(ctx, inc)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		h, err := r.header(ctx, o.Key)
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			break // the fence: nothing after it
+		}
+		e, ok := h.Find(topic, partition)
+		if !ok || e.Last < from {
+			continue
+		}
+		data, err := r.getRange(ctx, o.Key, h.DataStart+int64(e.Pos), int64(e.Len))
+		if err != nil {
+			return err
+		}
+		batches, err := DecodeEntry(e, data)
+		if err != nil {
+			return fmt.Errorf("wal: %s: %w", o.Key, err)
+		}
+		for i := range batches {
+			b := &batches[i]
+			if b.LastOffset() < from {
+				continue
+			}
+			if b.BaseOffset < from {
+				cut := int(from - b.BaseOffset)
+				b.Records = b.Records[cut:]
+				b.BaseOffset = from
+				if b.ProducerID != segment.NoProducer {
+					b.BaseSequence += int32(cut)
+				}
+			}
+			if err := fn(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SealedEnd tells the garbage collector how far a partition is sealed: the
+// offset after its last sealed record, or math.MaxInt64 when the partition
+// (or its topic) no longer exists.
+type SealedEnd func(ctx context.Context, topic string, partition int32) (int64, error)
+
+// Collect deletes every WAL object all of whose entries are sealed (each
+// entry's last offset is below its partition's sealed end). Fences stay:
+// deleting one could let a stalled incarnation store an object again. It
+// returns how many objects it deleted. A crash midway leaves only objects a
+// later Collect deletes.
+func (r *Reader) Collect(ctx context.Context, sealed SealedEnd) (int, error) {
+	objs, err := r.list(ctx, Prefix)
+	if err != nil {
+		return 0, err
+	}
+	ends := map[pkey]int64{}
+	deleted := 0
+	for _, o := range objs {
+		h, err := r.header(ctx, o.Key)
+		if errors.Is(err, tier.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return deleted, err
+		}
+		if h == nil {
+			continue
+		}
+		garbage := true
+		for _, e := range h.Entries {
+			k := pkey{e.Topic, e.Partition}
+			end, ok := ends[k]
+			if !ok {
+				if end, err = sealed(ctx, e.Topic, e.Partition); err != nil {
+					return deleted, err
+				}
+				ends[k] = end
+			}
+			if e.Last >= end {
+				garbage = false
+				break
+			}
+		}
+		if !garbage {
+			continue
+		}
+		if err := r.store.Delete(ctx, o.Key); err != nil {
+			return deleted, fmt.Errorf("wal: delete %s: %w", o.Key, err)
+		}
+		r.forget(o.Key)
+		deleted++
+	}
+	return deleted, nil
+}

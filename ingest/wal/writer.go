@@ -1,0 +1,451 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stratalog/strata/internal/failpoint"
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+var (
+	// ErrFenced is wrapped once another broker fenced this incarnation: it
+	// may never store a WAL object again, so nothing new becomes durable.
+	ErrFenced = errors.New("wal: this broker incarnation was fenced by another broker")
+	// ErrBackpressure is wrapped when Reserve gave up waiting for buffer
+	// space: the object store is slower than the produce rate.
+	ErrBackpressure = errors.New("wal: write buffer full (the object store is slow or unreachable)")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("wal: writer closed")
+)
+
+// NewIncarnation returns a fresh incarnation name: the start time in
+// milliseconds and 32 random bits, so names sort by start time and never
+// repeat.
+func NewIncarnation(now time.Time) string {
+	var r [4]byte
+	rand.Read(r[:])
+	return fmt.Sprintf("%013d-%s", now.UnixMilli(), hex.EncodeToString(r[:]))
+}
+
+// Config configures a Writer.
+type Config struct {
+	Store       tier.Store // required
+	Incarnation string     // required; NewIncarnation() for a fresh process
+	// FlushInterval: the longest a received record waits before its WAL
+	// object is started. Default 50ms.
+	FlushInterval time.Duration
+	// FlushBytes: a flush starts as soon as this much is buffered. Default
+	// 8 MiB.
+	FlushBytes int64
+	// MaxBufferedBytes bounds the data received but not yet stored
+	// (buffered plus in flight); Reserve waits while it is reached.
+	// Default 256 MiB.
+	MaxBufferedBytes int64
+	// RetryMax caps the wait between attempts of a failing PUT. Default 2s.
+	RetryMax time.Duration
+	Clock    func() time.Time // default time.Now
+	Logger   *slog.Logger     // default slog.Default()
+}
+
+func (c *Config) defaults() error {
+	if c.Store == nil || c.Incarnation == "" {
+		return errors.New("wal: Store and Incarnation are required")
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 50 * time.Millisecond
+	}
+	if c.FlushBytes <= 0 {
+		c.FlushBytes = 8 << 20
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = 256 << 20
+	}
+	if c.MaxBufferedBytes < c.FlushBytes {
+		c.MaxBufferedBytes = c.FlushBytes
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 2 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Sink learns that a partition's records up to end (exclusive) are stored.
+type Sink func(end int64)
+
+type pkey struct {
+	topic     string
+	partition int32
+}
+
+type chunk struct {
+	topic     string
+	partition int32
+	first     int64
+	last      int64
+	buf       []byte
+	reserved  int64
+	sink      Sink
+}
+
+// Stats counts a Writer's work.
+type Stats struct {
+	Objects  int64 // WAL objects stored
+	Bytes    int64 // their total size
+	Attempts int64 // PUT attempts, retries included
+	Failures int64 // failed attempts
+	Buffered int64 // bytes received but not yet stored (now)
+}
+
+// Writer group-commits the records a broker receives, across all of its
+// partitions, into one WAL object per flush. See the package comment.
+type Writer struct {
+	cfg  Config
+	kick chan struct{} // capacity 1: wakes the flusher
+	stop chan struct{} // closed by Close: flush what is left, then exit
+	done chan struct{} // closed when the flusher exits
+	ctx  context.Context
+	halt context.CancelFunc // aborts an in-flight flush (Close timed out)
+
+	mu           sync.Mutex
+	buffered     int64 // reserved bytes: pending plus in flight
+	space        chan struct{}
+	pending      map[pkey]*chunk
+	order        []*chunk
+	pendingBytes int64
+	firstAt      time.Time
+	seq          uint64
+	failed       error
+	failedCh     chan struct{}
+	closed       bool
+
+	objects, bytes, attempts, failures atomic.Int64
+}
+
+// NewWriter starts a writer. The first object it stores has sequence 0.
+func NewWriter(cfg Config) (*Writer, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	ctx, halt := context.WithCancel(context.Background())
+	w := &Writer{
+		cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, halt: halt, space: make(chan struct{}), pending: map[pkey]*chunk{}, failedCh: make(chan struct{}),
+	}
+	go w.run()
+	return w, nil
+}
+
+// Incarnation is the writer's incarnation name.
+func (w *Writer) Incarnation() string { return w.cfg.Incarnation }
+
+// Failed is closed when the writer can no longer store anything (fenced or
+// closed); Err then says why.
+func (w *Writer) Failed() <-chan struct{} { return w.failedCh }
+
+// Err is nil while the writer works, then why it stopped.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
+}
+
+// Stats returns the writer's counters.
+func (w *Writer) Stats() Stats {
+	w.mu.Lock()
+	buffered := w.buffered
+	w.mu.Unlock()
+	return Stats{Objects: w.objects.Load(), Bytes: w.bytes.Load(), Attempts: w.attempts.Load(), Failures: w.failures.Load(), Buffered: buffered}
+}
+
+// Reserve takes n bytes of buffer space for data about to be added,
+// waiting while the buffer is full. It fails with ErrBackpressure when ctx
+// ends first, and with the writer's error once it has failed. Every
+// successful Reserve is followed by Add (which keeps the space until the
+// data is stored) or Release.
+func (w *Writer) Reserve(ctx context.Context, n int64) error {
+	for {
+		w.mu.Lock()
+		if w.failed != nil {
+			err := w.failed
+			w.mu.Unlock()
+			return err
+		}
+		// A reservation larger than the whole buffer is let in alone.
+		if w.buffered+n <= w.cfg.MaxBufferedBytes || w.buffered == 0 {
+			w.buffered += n
+			w.mu.Unlock()
+			return nil
+		}
+		ch := w.space
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrBackpressure, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Release returns reserved space that will not be added.
+func (w *Writer) Release(n int64) {
+	w.mu.Lock()
+	w.release(n)
+	w.mu.Unlock()
+}
+
+func (w *Writer) release(n int64) {
+	w.buffered -= n
+	close(w.space)
+	w.space = make(chan struct{})
+}
+
+// Add queues a batch (with its offsets assigned) for the next WAL object,
+// holding `reserved` bytes of space until it is stored. Batches of one
+// partition must be added in offset order. sink is called, from the
+// flusher, once the batch is stored. Add never blocks on the object store.
+func (w *Writer) Add(topic string, partition int32, b *segment.Batch, reserved int64, sink Sink) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed != nil {
+		w.release(reserved)
+		return w.failed
+	}
+	k := pkey{topic, partition}
+	c := w.pending[k]
+	if c == nil {
+		c = &chunk{topic: topic, partition: partition, first: b.BaseOffset}
+		w.pending[k] = c
+		w.order = append(w.order, c)
+	} else if b.BaseOffset != c.last+1 {
+		w.release(reserved)
+		return fmt.Errorf("wal: %s/%d: batch at offset %d added after %d", topic, partition, b.BaseOffset, c.last)
+	}
+	before := len(c.buf)
+	c.buf = segment.AppendBatch(c.buf, b)
+	c.last = b.LastOffset()
+	c.reserved += reserved
+	c.sink = sink
+	wasEmpty := w.pendingBytes == 0
+	w.pendingBytes += int64(len(c.buf) - before)
+	if wasEmpty {
+		w.firstAt = w.cfg.Clock()
+	}
+	if wasEmpty || w.pendingBytes >= w.cfg.FlushBytes {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// run is the flusher: one WAL object at a time, in sequence order.
+func (w *Writer) run() {
+	defer close(w.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		stopping := w.closed
+		if w.failed != nil {
+			w.mu.Unlock()
+			return
+		}
+		if len(w.order) == 0 {
+			w.mu.Unlock()
+			if stopping {
+				return
+			}
+			select {
+			case <-w.kick:
+			case <-w.stop:
+			}
+			continue
+		}
+		wait := w.firstAt.Add(w.cfg.FlushInterval).Sub(w.cfg.Clock())
+		if !stopping && wait > 0 && w.pendingBytes < w.cfg.FlushBytes {
+			w.mu.Unlock()
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-w.kick:
+				if !timer.Stop() {
+					<-timer.C
+				}
+			case <-w.stop:
+				if !timer.Stop() {
+					<-timer.C
+				}
+			}
+			continue
+		}
+		chunks := w.order
+		w.order, w.pending, w.pendingBytes = nil, map[pkey]*chunk{}, 0
+		seq := w.seq
+		w.mu.Unlock()
+		w.flush(seq, chunks)
+	}
+}
+
+// flush stores one WAL object, retrying until it is stored or the writer
+// is fenced or halted, then acks its chunks.
+func (w *Writer) flush(seq uint64, chunks []*chunk) {
+	h := &Header{Incarnation: w.cfg.Incarnation, Seq: seq, CreatedMs: w.cfg.Clock().UnixMilli()}
+	var pos uint64
+	for _, c := range chunks {
+		h.Entries = append(h.Entries, Entry{
+			Topic: c.topic, Partition: c.partition, First: c.first, Last: c.last,
+			Pos: pos, Len: uint32(len(c.buf)), CRC: crc32.Checksum(c.buf, castagnoli),
+		})
+		pos += uint64(len(c.buf))
+	}
+	head := encodeHeader(h)
+	size := int64(len(head)) + int64(pos)
+	key := Key(w.cfg.Incarnation, seq)
+	body := func() io.Reader {
+		parts := make([]io.Reader, 0, len(chunks)+1)
+		parts = append(parts, bytes.NewReader(head))
+		for _, c := range chunks {
+			parts = append(parts, bytes.NewReader(c.buf))
+		}
+		return io.MultiReader(parts...)
+	}
+	var err error
+	for attempt := 0; ; attempt++ {
+		w.attempts.Add(1)
+		_, err = w.cfg.Store.PutIfAbsent(w.ctx, key, body(), size)
+		if errors.Is(err, tier.ErrPreconditionFailed) {
+			err = w.resolveExisting(key)
+		}
+		if err == nil || errors.Is(err, ErrFenced) || w.ctx.Err() != nil {
+			break
+		}
+		w.failures.Add(1)
+		if attempt == 0 || attempt%20 == 0 {
+			w.cfg.Logger.Warn("WAL object upload failed; retrying", "key", key, "attempt", attempt+1, "err", err)
+		}
+		d := (tier.Backoff{Base: 25 * time.Millisecond, Max: w.cfg.RetryMax}).Wait(attempt)
+		select {
+		case <-time.After(d):
+		case <-w.ctx.Done():
+		}
+	}
+	if err != nil {
+		if w.ctx.Err() != nil && !errors.Is(err, ErrFenced) {
+			err = fmt.Errorf("%w: %v", ErrClosed, err)
+		}
+		w.fail(err)
+		return
+	}
+	failpoint.Hit(failpoint.WALUploaded)
+	w.objects.Add(1)
+	w.bytes.Add(size)
+	var reserved int64
+	for _, c := range chunks {
+		c.sink(c.last + 1)
+		reserved += c.reserved
+	}
+	w.mu.Lock()
+	w.seq = seq + 1
+	w.release(reserved)
+	w.mu.Unlock()
+}
+
+// resolveExisting decides what an existing object at our key is: our own
+// earlier attempt whose response was lost (stored: nil), a fence (ErrFenced),
+// or, if it cannot be read now, a retryable error.
+func (w *Writer) resolveExisting(key string) error {
+	rc, err := w.cfg.Store.GetRange(w.ctx, key, 0, int64(len(magicWAL)))
+	if err != nil {
+		return fmt.Errorf("wal: read back %s: %w", key, err)
+	}
+	defer rc.Close()
+	head, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("wal: read back %s: %w", key, err)
+	}
+	switch {
+	case IsFence(head):
+		return fmt.Errorf("%w: found a fence at %s", ErrFenced, key)
+	case string(head) == magicWAL:
+		return nil // only this incarnation writes WAL objects under its prefix
+	}
+	return fmt.Errorf("%w: %s holds neither a WAL object nor a fence", ErrCorrupt, key)
+}
+
+func (w *Writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed != nil {
+		return
+	}
+	w.failed = err
+	close(w.failedCh)
+	close(w.space)
+	w.space = make(chan struct{})
+	if errors.Is(err, ErrFenced) {
+		w.cfg.Logger.Error("WAL writer fenced: another broker took over this broker's partitions; nothing more will be acknowledged as durable", "incarnation", w.cfg.Incarnation, "err", err)
+	}
+}
+
+// Close stores what is buffered (waiting at most until ctx ends) and stops
+// the writer. Later Reserve and Add calls fail with ErrClosed.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.stop)
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		w.halt()
+		<-w.done
+	}
+	w.halt()
+	w.fail(ErrClosed)
+	err := w.Err()
+	if errors.Is(err, ErrClosed) && ctx.Err() == nil {
+		return nil
+	}
+	return err
+}
+
+// EstimateSize is the buffer space a batch will take: an upper bound of
+// its encoding.
+func EstimateSize(b *segment.Batch) int64 {
+	n := int64(64)
+	for i := range b.Records {
+		r := &b.Records[i]
+		n += int64(len(r.Key)+len(r.Value)) + 3*binaryMaxVarint
+		for _, h := range r.Headers {
+			n += int64(len(h.Key)+len(h.Value)) + 2*binaryMaxVarint
+		}
+	}
+	return min(n, math.MaxInt64/2)
+}
+
+const binaryMaxVarint = 10
