@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,6 +25,7 @@ import (
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/ingest/wal"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -43,7 +45,22 @@ type Config struct {
 	// MaxPartitions bounds a topic's partition count. Default 10,000.
 	MaxPartitions int
 	Cache         fetch.CacheConfig
-	Logger        *slog.Logger
+
+	// The object-store WAL (docs/durability.md). Incarnation names this
+	// broker process's WAL prefix; default a fresh wal.NewIncarnation.
+	Incarnation         string
+	WALFlushInterval    time.Duration // default 50ms
+	WALFlushBytes       int64         // default 8 MiB
+	WALMaxBufferedBytes int64         // default 256 MiB
+	// WALCollectInterval: how often WAL objects whose records are all
+	// sealed are deleted. Default 30s.
+	WALCollectInterval time.Duration
+	// ProduceTimeout: how long a produce request waits for its ack
+	// condition (and for WAL buffer space) when it names no timeout.
+	// Default 30s.
+	ProduceTimeout time.Duration
+
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -57,6 +74,11 @@ func DefaultConfig() Config {
 		MaxRecordBytes:      1 << 20,
 		MaxPartitions:       10000,
 		Cache:               fetch.DefaultCacheConfig(),
+		WALFlushInterval:    50 * time.Millisecond,
+		WALFlushBytes:       8 << 20,
+		WALMaxBufferedBytes: 256 << 20,
+		WALCollectInterval:  30 * time.Second,
+		ProduceTimeout:      30 * time.Second,
 		Logger:              slog.Default(),
 	}
 }
@@ -74,6 +96,8 @@ func (c *Config) Validate() error {
 		return errors.New("broker: MaxRecordBytes and MaxPartitions must be positive")
 	case c.Logger == nil:
 		return errors.New("broker: Logger is required")
+	case c.WALFlushInterval <= 0 || c.WALFlushBytes <= 0 || c.WALMaxBufferedBytes <= 0 || c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0:
+		return errors.New("broker: WAL settings and ProduceTimeout must be positive")
 	}
 	return c.Cache.Validate()
 }
@@ -83,6 +107,11 @@ type Broker struct {
 	stratapb.UnimplementedStrataServer
 	cfg   Config
 	cache *fetch.Cache
+	wal   *wal.Writer
+	walr  *wal.Reader
+	ids   idAllocator
+	stop  chan struct{} // closed by Close: stops the WAL collector
+	bg    sync.WaitGroup
 
 	mu     sync.Mutex
 	topics map[string]*topic // opened topics
@@ -102,21 +131,6 @@ type topic struct {
 type partition struct {
 	log    *ingest.Partition
 	reader *fetch.PartitionReader
-	mu     sync.Mutex
-	notify chan struct{} // closed and replaced on every append
-}
-
-func (p *partition) waitCh() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.notify
-}
-
-func (p *partition) appended() {
-	p.mu.Lock()
-	close(p.notify)
-	p.notify = make(chan struct{})
-	p.mu.Unlock()
 }
 
 // New returns a broker. It opens partitions lazily.
@@ -124,12 +138,37 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Incarnation == "" {
+		cfg.Incarnation = wal.NewIncarnation(time.Now())
+	}
 	cache, err := fetch.NewCache(cfg.Cache)
 	if err != nil {
 		return nil, err
 	}
-	return &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, groups: map[string]*group{}}, nil
+	w, err := wal.NewWriter(wal.Config{
+		Store: cfg.Store, Incarnation: cfg.Incarnation, Logger: cfg.Logger,
+		FlushInterval: cfg.WALFlushInterval, FlushBytes: cfg.WALFlushBytes, MaxBufferedBytes: cfg.WALMaxBufferedBytes,
+	})
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
+	b := &Broker{
+		cfg: cfg, cache: cache, wal: w, walr: wal.NewReader(cfg.Store, cfg.Incarnation, nil),
+		topics: map[string]*topic{}, groups: map[string]*group{}, stop: make(chan struct{}),
+	}
+	b.ids.store = cfg.Store
+	cfg.Logger.Info("broker incarnation", "incarnation", cfg.Incarnation)
+	b.bg.Add(1)
+	go b.collectLoop()
+	return b, nil
 }
+
+// Incarnation names this broker process's WAL prefix.
+func (b *Broker) Incarnation() string { return b.cfg.Incarnation }
+
+// WALStats returns the WAL writer's counters.
+func (b *Broker) WALStats() wal.Stats { return b.wal.Stats() }
 
 // Close seals and closes every open partition. It is idempotent.
 func (b *Broker) Close(ctx context.Context) error {
@@ -141,6 +180,8 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.closed = true
 	topics := b.topics
 	b.mu.Unlock()
+	close(b.stop)
+	b.bg.Wait()
 	var errs []error
 	for _, t := range topics {
 		t.mu.Lock()
@@ -150,6 +191,11 @@ func (b *Broker) Close(ctx context.Context) error {
 			}
 		}
 		t.mu.Unlock()
+	}
+	// Partitions sealed on close; what is still buffered belongs to
+	// partitions that could not seal and must reach the bucket.
+	if err := b.wal.Close(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	b.cache.Close()
 	return errors.Join(errs...)
@@ -188,6 +234,12 @@ func statusOf(err error) error {
 		return status.Errorf(codes.Unavailable, "%v; the object store is unavailable, retry later", err)
 	case errors.Is(err, ingest.ErrClosed):
 		return status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
+	case errors.Is(err, wal.ErrBackpressure):
+		return status.Errorf(codes.Unavailable, "%v; nothing was written, retry after a backoff", err)
+	case errors.Is(err, wal.ErrFenced), errors.Is(err, wal.ErrClosed):
+		return status.Errorf(codes.Unavailable, "%v; retry on another broker", err)
+	case errors.Is(err, ingest.ErrOutOfOrderSequence), errors.Is(err, ingest.ErrProducerFenced):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }
@@ -251,12 +303,13 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 	}
 	pc.Segment.Codec = codec
 	pc.Logger = b.cfg.Logger
+	pc.WAL, pc.WALReader = b.wal, b.walr
 	lp, err := ingest.OpenPartition(ctx, pc)
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	part := &partition{log: lp, notify: make(chan struct{})}
-	part.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, lp, lp.Local())
+	part := &partition{log: lp}
+	part.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, lp, lp.Hot())
 	t.parts[p] = part
 	return part, nil
 }
@@ -336,7 +389,7 @@ func (b *Broker) DescribeTopic(ctx context.Context, req *stratapb.DescribeTopicR
 		}
 		m, _ := part.log.Manifest(ctx)
 		resp.Partitions = append(resp.Partitions, &stratapb.PartitionInfo{
-			Partition: p, LogStartOffset: m.LogStartOffset, HighWatermark: part.log.NextOffset(),
+			Partition: p, LogStartOffset: m.LogStartOffset, HighWatermark: part.log.HighWatermark(),
 			SealedBytes: m.SealedBytes(), SealedSegments: int64(len(m.Segments)), LocalBytes: part.log.Local().Bytes(),
 		})
 	}
@@ -366,7 +419,7 @@ func (b *Broker) resolveStart(ctx context.Context, part *partition, earliest, la
 	case earliest || none:
 		return m.LogStartOffset, nil
 	case latest:
-		return part.log.NextOffset(), nil
+		return part.log.HighWatermark(), nil
 	case ts != 0:
 		off, err := part.reader.OffsetForTime(ctx, ts)
 		return off, statusOf(err)
@@ -389,7 +442,8 @@ func partitionFor(key []byte, n int32) int32 {
 	return int32(h.Sum32() % uint32(n))
 }
 
-// Produce implements the API.
+// Produce implements the API: validate every record, append per
+// partition, then wait for the ack condition (docs/durability.md).
 func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
 	t, err := b.loadTopic(ctx, req.GetTopic())
 	if err != nil {
@@ -401,6 +455,31 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 	if req.Partition < -1 || req.Partition >= t.cfg.Partitions {
 		return nil, status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d (or -1 to partition by key)", req.Partition, t.cfg.Name, t.cfg.Partitions-1)
 	}
+	acks := req.Acks
+	if acks == stratapb.Acks_ACKS_DEFAULT {
+		acks = stratapb.Acks_ACKS_DURABLE
+	}
+	if _, ok := stratapb.Acks_name[int32(acks)]; !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown acks %d: use none, local or durable", acks)
+	}
+	idempotent := req.ProducerId != 0
+	if idempotent {
+		switch {
+		case req.ProducerId < 0:
+			return nil, status.Errorf(codes.InvalidArgument, "producer id %d is negative: get one from InitProducer", req.ProducerId)
+		case req.Partition < 0:
+			return nil, status.Error(codes.InvalidArgument, "an idempotent produce request names its partition: sequences are per partition (the client partitions by key itself)")
+		case req.BaseSequence < 0 || req.ProducerEpoch < 0 || req.ProducerEpoch > math.MaxInt16:
+			return nil, status.Errorf(codes.InvalidArgument, "producer epoch %d or base sequence %d out of range", req.ProducerEpoch, req.BaseSequence)
+		}
+	}
+	timeout := b.cfg.ProduceTimeout
+	if req.TimeoutMs > 0 {
+		timeout = time.Duration(req.TimeoutMs) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
 	// Validate everything before appending anything.
 	now := time.Now().UnixMilli()
 	parts := make([]int32, len(req.Records))
@@ -423,6 +502,9 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 		bt, ok := batches[p]
 		if !ok {
 			bt = &segment.Batch{ProducerID: segment.NoProducer}
+			if idempotent {
+				bt.ProducerID, bt.ProducerEpoch, bt.BaseSequence = req.ProducerId, int16(req.ProducerEpoch), req.BaseSequence
+			}
 			batches[p] = bt
 			order = append(order, p)
 		}
@@ -438,21 +520,50 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 		index[p] = append(index[p], i)
 	}
 	resp := &stratapb.ProduceResponse{Partitions: parts, Offsets: make([]int64, len(req.Records))}
+	type written struct {
+		part *partition
+		end  int64
+	}
+	var done []written
 	for _, p := range order {
 		part, err := b.partition(ctx, t, p)
 		if err != nil {
 			return nil, err
 		}
-		base, err := part.log.Append(ctx, batches[p])
+		res, err := part.log.Write(ctx, batches[p])
 		if err != nil {
 			return nil, statusOf(err)
 		}
-		part.appended()
+		resp.Duplicate = resp.Duplicate || res.Duplicate
 		for j, i := range index[p] {
-			resp.Offsets[i] = base + int64(j)
+			resp.Offsets[i] = res.Base + int64(j)
+		}
+		done = append(done, written{part, res.End})
+	}
+	for _, w := range done {
+		switch acks {
+		case stratapb.Acks_ACKS_LOCAL:
+			err = w.part.log.WaitLocal(ctx, w.end)
+		case stratapb.Acks_ACKS_DURABLE:
+			err = w.part.log.WaitDurable(ctx, w.end)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, status.Errorf(codes.DeadlineExceeded, "records were appended but not yet stored (%s acks) within %v; the outcome is unknown: retry with the same producer sequence and the broker answers with the stored offsets", strings.ToLower(strings.TrimPrefix(acks.String(), "ACKS_")), timeout)
+		}
+		if err != nil {
+			return nil, statusOf(err)
 		}
 	}
 	return resp, nil
+}
+
+// InitProducer implements the API.
+func (b *Broker) InitProducer(ctx context.Context, _ *stratapb.InitProducerRequest) (*stratapb.InitProducerResponse, error) {
+	id, err := b.ids.allocate(ctx)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &stratapb.InitProducerResponse{ProducerId: id}, nil
 }
 
 // Fetch implements the API.
@@ -484,7 +595,7 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		maxWait = 500 * time.Millisecond
 	}
 	for {
-		wait := part.waitCh() // before reading: no append is missed
+		wait := part.log.Changed() // before reading: no append is missed
 		res, err := part.reader.Read(ctx, next, maxBytes)
 		if err != nil {
 			return statusOf(err)

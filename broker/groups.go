@@ -356,7 +356,7 @@ func (b *Broker) DescribeGroup(ctx context.Context, req *stratapb.DescribeGroupR
 		if err != nil {
 			return nil, err
 		}
-		hwm := part.log.NextOffset()
+		hwm := part.log.HighWatermark()
 		m, _ := part.log.Manifest(ctx)
 		committed, ok := offsets[p]
 		from := committed

@@ -343,6 +343,17 @@ func (l *LocalLog) active() *logFile { return l.files[len(l.files)-1] }
 // Append assigns the batch the next offsets (setting b.BaseOffset and each
 // record's Offset), writes it as one frame, and fsyncs per the policy.
 func (l *LocalLog) Append(b *segment.Batch) (int64, error) {
+	return l.append(b, true)
+}
+
+// AppendAt appends a batch that already has its offsets (recovery copies
+// a tail from elsewhere); it must start at NextOffset.
+func (l *LocalLog) AppendAt(b *segment.Batch) error {
+	_, err := l.append(b, false)
+	return err
+}
+
+func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
 	if len(b.Records) == 0 {
 		return 0, errors.New("ingest: empty batch")
 	}
@@ -357,6 +368,10 @@ func (l *LocalLog) Append(b *segment.Batch) (int64, error) {
 	}
 	a := l.active()
 	base := a.end
+	if !assign && b.BaseOffset != base {
+		l.mu.Unlock()
+		return 0, fmt.Errorf("ingest: batch at offset %d appended where the log continues at %d", b.BaseOffset, base)
+	}
 	b.BaseOffset = base
 	for i := range b.Records {
 		b.Records[i].Offset = base + int64(i)

@@ -6,9 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/internal/failpoint"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 	"github.com/stratalog/strata/vfs"
@@ -58,6 +63,17 @@ type PartitionConfig struct {
 	// leaves every record in the object store. Default true.
 	SealOnClose bool
 
+	// WAL, when set, makes appends durable in the object store: each batch
+	// is group-committed into the broker's WAL objects, readers see only
+	// stored records (HighWatermark), and opening the partition recovers
+	// the records earlier owners stored in their WAL objects but never
+	// sealed. WALReader must be set with it.
+	WAL       *wal.Writer
+	WALReader *wal.Reader
+	// ProducerExpiry: an idempotent producer idle this long is forgotten
+	// by the manifest's producer snapshot. Default 7 days.
+	ProducerExpiry time.Duration
+
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
 }
@@ -76,6 +92,7 @@ func DefaultPartitionConfig() PartitionConfig {
 		SweepGrace:          time.Hour,
 		CheckInterval:       time.Second,
 		SealOnClose:         true,
+		ProducerExpiry:      7 * 24 * time.Hour,
 		Clock:               time.Now,
 		Logger:              slog.Default(),
 	}
@@ -100,6 +117,10 @@ func (c *PartitionConfig) Validate() error {
 		return errors.New("ingest: partition config: SealInterval, CheckInterval and SweepInterval must be positive")
 	case c.LocalRetentionBytes < 0 || c.RetentionBytes < 0 || c.RetentionTime < 0 || c.SweepGrace < 0:
 		return errors.New("ingest: partition config: retention settings must not be negative")
+	case (c.WAL == nil) != (c.WALReader == nil):
+		return errors.New("ingest: partition config: WAL and WALReader go together")
+	case c.ProducerExpiry <= 0:
+		return errors.New("ingest: partition config: ProducerExpiry must be positive")
 	}
 	return nil
 }
@@ -129,7 +150,13 @@ type Partition struct {
 		etag     string         // its ETag
 		fenced   error          // non-nil once a CAS failed: we no longer own the partition
 		closed   bool
+		hw       int64         // high watermark: records below it are stored (see HighWatermark)
+		changed  chan struct{} // closed and replaced when hw moves
 	}
+	// writeMu orders offset assignment, WAL adds and the producer state,
+	// so a partition's batches reach the WAL in offset order.
+	writeMu   sync.Mutex
+	producers producers // guarded by writeMu
 	// appendMu: Append holds it shared while writing; Close takes it
 	// exclusively to mark the partition closed, so no append lands after
 	// the final seal.
@@ -140,7 +167,9 @@ type Partition struct {
 
 // OpenPartition claims ownership of the partition (by bumping the manifest's
 // owner epoch with a CAS, creating the manifest when absent), recovers the
-// local log, and starts the background sealer.
+// local log and, with a WAL, the records earlier owners stored in their WAL
+// objects, rebuilds the idempotent producer state, and starts the
+// background sealer.
 func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -153,12 +182,17 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	p.mu.changed = make(chan struct{})
 	m, etag, err := p.claim(ctx)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.manifest, p.mu.etag = m, etag
-
+	if cfg.WAL != nil {
+		if err := p.adoptLocalDir(m); err != nil {
+			return nil, err
+		}
+	}
 	local, rep, err := OpenLocalLog(LocalLogOptions{
 		FS:            cfg.FS,
 		Dir:           cfg.Dir,
@@ -173,17 +207,27 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 		p.log.Warn("local log tail was torn; truncated", "file", rep.TruncatedFile, "bytes", rep.TruncatedBytes)
 	}
 	p.local = local
+	if err := p.recover(ctx, m); err != nil {
+		local.Close()
+		return nil, fmt.Errorf("ingest: recover %s/%d: %w", cfg.Topic, cfg.Partition, err)
+	}
 	p.log.Info("partition opened", "epoch", m.Epoch, "log_start", m.LogStartOffset,
-		"sealed_next", m.NextOffset(), "next_offset", local.NextOffset(), "segments", len(m.Segments))
+		"sealed_next", m.NextOffset(), "next_offset", local.NextOffset(), "segments", len(m.Segments), "wal_owners", len(m.WALOwners))
 	go p.loop()
 	return p, nil
 }
 
-// claim loads (or creates) the manifest and bumps its epoch by CAS.
+// claim loads (or creates) the manifest and bumps its epoch by CAS. With a
+// WAL it names this incarnation the owner and keeps the earlier owners
+// whose WAL objects may hold unsealed records.
 func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
+	self := ""
+	if p.cfg.WAL != nil {
+		self = p.cfg.WAL.Incarnation()
+	}
 	m, etag, err := p.manifests.Load(ctx)
 	if errors.Is(err, tier.ErrNotFound) {
-		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1}
+		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1, Owner: self}
 		etag, err = p.manifests.Create(ctx, m)
 		if err != nil {
 			return nil, "", fmt.Errorf("ingest: create manifest of %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
@@ -196,6 +240,12 @@ func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
 	next := m.Clone()
 	next.Epoch++
 	next.Generation++
+	if p.cfg.WAL != nil {
+		if m.Owner != "" && m.Owner != self && !slices.Contains(next.WALOwners, m.Owner) {
+			next.WALOwners = append(next.WALOwners, m.Owner)
+		}
+		next.Owner = self
+	}
 	etag, err = p.manifests.Update(ctx, etag, next)
 	if err != nil {
 		return nil, "", fmt.Errorf("ingest: claim %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
@@ -203,35 +253,280 @@ func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
 	return next, etag, nil
 }
 
-// Append assigns the batch its offsets (setting b.BaseOffset and each
-// record's Offset), writes it to the local log under the fsync policy, and
-// returns the base offset.
+const ownerMarkerPrefix = "owner-"
+
+// adoptLocalDir decides whether the local directory's data can be trusted:
+// only if the incarnation that wrote it is in the manifest's owner chain
+// (its records agree with its WAL objects). Otherwise (another broker owned
+// the partition since) the data is stale and removed. Then the directory is
+// marked as this incarnation's: the new marker is made durable before the
+// old ones are removed.
+func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
+	fs, dir := p.cfg.FS, p.cfg.Dir
+	if err := fs.MkdirAll(dir); err != nil {
+		return fmt.Errorf("ingest: local dir %s: %w", dir, err)
+	}
+	names, err := fs.List(dir)
+	if err != nil {
+		return fmt.Errorf("ingest: local dir %s: %w", dir, err)
+	}
+	self := p.cfg.WAL.Incarnation()
+	var markers []string
+	trusted := m.Owner == self // a manifest without an owner predates the WAL: trust the disk
+	hasData := false
+	for _, n := range names {
+		if inc, ok := strings.CutPrefix(n, ownerMarkerPrefix); ok {
+			markers = append(markers, n)
+			if inc == self || slices.Contains(m.WALOwners, inc) {
+				trusted = true
+			}
+		} else if strings.HasSuffix(n, logSuffix) {
+			hasData = true
+		}
+	}
+	if len(markers) == 0 && hasData && len(m.WALOwners) == 0 {
+		trusted = true
+	}
+	if hasData && !trusted {
+		p.log.Warn("local data was written by an owner the partition has had since; dropping it and recovering from the bucket", "dir", dir)
+		for _, n := range names {
+			if strings.HasSuffix(n, logSuffix) {
+				if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+					return fmt.Errorf("ingest: drop stale %s: %w", n, err)
+				}
+			}
+		}
+	}
+	mine := ownerMarkerPrefix + self
+	if !slices.Contains(markers, mine) {
+		f, err := fs.Create(filepath.Join(dir, mine))
+		if err != nil {
+			return fmt.Errorf("ingest: mark %s: %w", dir, err)
+		}
+		f.Close()
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		return fmt.Errorf("ingest: mark %s: %w", dir, err)
+	}
+	for _, n := range markers {
+		if n != mine {
+			fs.Remove(filepath.Join(dir, n))
+		}
+	}
+	return nil
+}
+
+// recover completes the local log from earlier owners' WAL objects, seals
+// what was recovered (so the chain of owners never grows), rebuilds the
+// producer state and sets the high watermark.
+func (p *Partition) recover(ctx context.Context, m *tier.Manifest) error {
+	if p.cfg.WAL != nil {
+		for _, inc := range m.WALOwners {
+			if inc == p.cfg.WAL.Incarnation() {
+				continue
+			}
+			seq, err := p.cfg.WALReader.Fence(ctx, inc)
+			if err != nil {
+				return err
+			}
+			before := p.local.NextOffset()
+			err = p.cfg.WALReader.ReadTail(ctx, inc, p.cfg.Topic, p.cfg.Partition, before, func(b *segment.Batch) error {
+				if b.BaseOffset > p.local.NextOffset() {
+					return fmt.Errorf("%w: WAL of %s continues at offset %d but the log ends at %d", ErrCorrupt, inc, b.BaseOffset, p.local.NextOffset())
+				}
+				if b.BaseOffset < p.local.NextOffset() {
+					return nil // already recovered from the disk or an earlier owner
+				}
+				return p.local.AppendAt(b)
+			})
+			if err != nil {
+				return err
+			}
+			p.log.Info("recovered from an earlier owner's WAL", "incarnation", inc, "fence_seq", seq, "from", before, "to", p.local.NextOffset())
+		}
+	}
+	p.producers = producersFrom(m.Producers)
+	sealedEnd := m.NextOffset()
+	for _, f := range p.local.Files() {
+		if f.EndOffset <= sealedEnd {
+			continue
+		}
+		err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
+			if b.LastOffset() >= sealedEnd {
+				p.producers.record(b, b.MaxTimestamp())
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if p.cfg.WAL != nil && p.local.NextOffset() > sealedEnd {
+		// What was recovered is in no WAL object of ours: seal it now.
+		if err := p.sealAll(ctx); err != nil {
+			return err
+		}
+	}
+	p.advance(p.local.NextOffset())
+	return nil
+}
+
+// AppendResult says where a batch went.
+type AppendResult struct {
+	Base      int64 // offset of the first record
+	End       int64 // offset after the last record
+	Duplicate bool  // a retry of a batch already stored at Base: nothing was appended
+}
+
+// Append writes a batch and returns its base offset; see Write.
 func (p *Partition) Append(ctx context.Context, b *segment.Batch) (int64, error) {
+	r, err := p.Write(ctx, b)
+	return r.Base, err
+}
+
+// Write assigns the batch its offsets (setting b.BaseOffset and each
+// record's Offset), writes it to the local log under the fsync policy and,
+// with a WAL, queues it for the next WAL object. It returns before the
+// batch is durable: WaitLocal and WaitDurable wait for that. A retry of an
+// idempotent producer's batch that is already stored is answered with the
+// stored batch's offsets (Duplicate) and appends nothing. Write waits for
+// WAL buffer space (backpressure) until ctx ends.
+func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return AppendResult{}, err
 	}
 	if len(b.Records) == 0 {
-		return 0, errors.New("ingest: empty batch: a batch needs at least one record")
+		return AppendResult{}, errors.New("ingest: empty batch: a batch needs at least one record")
+	}
+	var reserved int64
+	if p.cfg.WAL != nil {
+		reserved = wal.EstimateSize(b)
+		if err := p.cfg.WAL.Reserve(ctx, reserved); err != nil {
+			return AppendResult{}, err
+		}
+	}
+	release := func() {
+		if reserved > 0 {
+			p.cfg.WAL.Release(reserved)
+		}
 	}
 	p.appendMu.RLock()
+	defer p.appendMu.RUnlock()
 	if err := p.usable(); err != nil {
-		p.appendMu.RUnlock()
-		return 0, err
+		release()
+		return AppendResult{}, err
+	}
+	p.writeMu.Lock()
+	if base, dup, err := p.producers.check(b); err != nil || dup {
+		p.writeMu.Unlock()
+		release()
+		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: dup}, err
 	}
 	base, err := p.local.Append(b)
-	p.appendMu.RUnlock()
 	if err != nil {
-		return 0, err
+		p.writeMu.Unlock()
+		release()
+		return AppendResult{}, err
+	}
+	p.producers.record(b, p.cfg.Clock().UnixMilli())
+	if p.cfg.WAL != nil {
+		if err := p.cfg.WAL.Add(p.cfg.Topic, p.cfg.Partition, b, reserved, p.advance); err != nil {
+			// The record has an offset but can never be acknowledged as
+			// durable by this broker: stop taking writes.
+			p.writeMu.Unlock()
+			p.failWAL(err)
+			return AppendResult{}, err
+		}
+	}
+	p.writeMu.Unlock()
+	if p.cfg.WAL == nil {
+		p.advance(base + int64(len(b.Records)))
 	}
 	if files := p.local.Files(); len(files) > 0 {
 		if active := files[len(files)-1]; active.Active && active.Bytes >= p.cfg.SealBytes {
-			if err := p.local.Roll(); err != nil {
-				return base, nil // the append is stored; the roll is retried by the loop
-			}
-			p.wake()
+			if err := p.local.Roll(); err == nil {
+				p.wake()
+			} // else: the append is stored; the roll is retried by the loop
 		}
 	}
-	return base, nil
+	return AppendResult{Base: base, End: base + int64(len(b.Records))}, nil
+}
+
+func (p *Partition) failWAL(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.fenced == nil {
+		p.mu.fenced = fmt.Errorf("ingest: %s/%d: the WAL failed, no more writes: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+}
+
+// advance moves the high watermark to end (if that is forward) and wakes
+// its waiters.
+func (p *Partition) advance(end int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if end > p.mu.hw {
+		p.mu.hw = end
+		close(p.mu.changed)
+		p.mu.changed = make(chan struct{})
+	}
+}
+
+// HighWatermark is the offset after the last record readers may see: with
+// a WAL, the records stored in the object store (in a WAL object or a
+// sealed segment), so a reader never sees a record a crash could take
+// back; without one, every appended record.
+func (p *Partition) HighWatermark() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.hw
+}
+
+// Changed returns a channel that is closed when the high watermark next
+// moves.
+func (p *Partition) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.changed
+}
+
+// WaitDurable waits until the records below end are in the object store
+// (with a WAL; without one, until they are in the local log and fsynced).
+// It fails when ctx ends first or the partition can no longer make them
+// durable (fenced, WAL failed, closed).
+func (p *Partition) WaitDurable(ctx context.Context, end int64) error {
+	if p.cfg.WAL == nil {
+		return p.WaitLocal(ctx, end)
+	}
+	for {
+		p.mu.Lock()
+		hw, ch, fenced := p.mu.hw, p.mu.changed, p.mu.fenced
+		p.mu.Unlock()
+		if hw >= end {
+			return nil
+		}
+		if fenced != nil {
+			return fenced
+		}
+		select {
+		case <-ch:
+		case <-p.cfg.WAL.Failed():
+			if hw := p.HighWatermark(); hw >= end {
+				return nil
+			}
+			return fmt.Errorf("ingest: %s/%d: records below %d can no longer be stored: %w", p.cfg.Topic, p.cfg.Partition, end, p.cfg.WAL.Err())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitLocal waits until the records below end are fsynced in the local log.
+func (p *Partition) WaitLocal(ctx context.Context, end int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return p.local.Sync()
 }
 
 func (p *Partition) usable() error {
@@ -381,6 +676,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 
 	var buf bytes.Buffer
 	w := segment.NewWriter(&buf, p.cfg.Segment)
+	prods := producersFrom(m.Producers)
 	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 		if b.LastOffset() < from {
 			return nil
@@ -388,6 +684,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 		if b.BaseOffset < from {
 			return fmt.Errorf("ingest: local batch %d-%d straddles the sealed end %d", b.BaseOffset, b.LastOffset(), from)
 		}
+		prods.record(b, b.MaxTimestamp())
 		return w.Append(b)
 	})
 	if err != nil {
@@ -408,8 +705,10 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	if _, err := p.cfg.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), size); err != nil {
 		return fmt.Errorf("ingest: upload segment %s: %w", key, err)
 	}
+	failpoint.Hit(failpoint.SegmentUploaded)
 	next := m.Clone()
 	next.Generation++
+	next.Producers = prods.snapshot(p.cfg.Clock().Add(-p.cfg.ProducerExpiry).UnixMilli())
 	next.Segments = append(next.Segments, tier.SegmentRef{
 		Key:          key,
 		BaseOffset:   footer.FirstOffset,
@@ -424,6 +723,8 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	if err := p.commit(ctx, etag, next); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.ManifestCommitted)
+	p.advance(next.NextOffset())
 	p.log.Debug("segment sealed", "key", key, "first", footer.FirstOffset, "last", footer.LastOffset, "bytes", size)
 	return nil
 }
@@ -431,6 +732,9 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 // commit CASes the manifest and records the result; a lost CAS fences the
 // partition for good.
 func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Manifest) error {
+	// Recovery sealed everything earlier owners' WAL objects held before
+	// the partition took writes, so they are no longer needed.
+	next.WALOwners = nil
 	etag, err := p.manifests.Update(ctx, prevETag, next)
 	if err != nil && !errors.Is(err, tier.ErrFenced) {
 		// The outcome may be unknown (canceled, store unreachable): if our
@@ -596,4 +900,40 @@ func (p *Partition) Close(ctx context.Context) error {
 func (p *Partition) Abandon() {
 	p.cfg.SealOnClose = false
 	p.Close(context.Background())
+}
+
+// Hot is the partition's local log as readers see it: only records below
+// the high watermark.
+func (p *Partition) Hot() *HotView { return &HotView{p: p} }
+
+// HotView is the read side of a partition's local log, cut at the high
+// watermark (it satisfies fetch.HotLog).
+type HotView struct{ p *Partition }
+
+// StartOffset is the oldest offset on local disk.
+func (h *HotView) StartOffset() int64 { return h.p.local.StartOffset() }
+
+// NextOffset is the high watermark.
+func (h *HotView) NextOffset() int64 { return h.p.HighWatermark() }
+
+// Read is LocalLog.Read without the records at or past the high watermark.
+func (h *HotView) Read(from int64, maxBytes int) ([]segment.Batch, error) {
+	hw := h.p.HighWatermark()
+	if from >= hw {
+		return nil, nil
+	}
+	bs, err := h.p.local.Read(from, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	for i := range bs {
+		if bs[i].BaseOffset >= hw {
+			return bs[:i], nil
+		}
+		if bs[i].LastOffset() >= hw {
+			bs[i].Records = bs[i].Records[:hw-bs[i].BaseOffset]
+			return bs[:i+1], nil
+		}
+	}
+	return bs, nil
 }

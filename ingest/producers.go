@@ -1,0 +1,144 @@
+package ingest
+
+// Idempotent producer state of one partition.
+//
+// A batch from an idempotent producer carries (producer id, epoch, base
+// sequence); its records take sequences base, base+1, ... The partition
+// remembers each producer's last few batches and, for a new batch:
+//   - appends it when its base sequence follows the producer's last one,
+//     or when the producer is unknown (new, or expired from the state);
+//   - recognizes a retry of one of the remembered batches (same base
+//     sequence and record count) and answers with that batch's offsets
+//     instead of appending again;
+//   - rejects any other sequence (a gap, or a batch too old to remember)
+//     and a batch from an epoch older than the producer's current one.
+// The state is rebuilt on open from the manifest's snapshot (as of the
+// sealed end) plus the unsealed tail, so it survives restarts and
+// takeovers.
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+// rememberBatches is how many recent batches per producer a partition can
+// recognize as retries (as Kafka's five in-flight batches).
+const rememberBatches = 5
+
+// maxSnapshotProducers bounds the producers a manifest snapshot keeps (the
+// most recently active ones).
+const maxSnapshotProducers = 1000
+
+var (
+	// ErrOutOfOrderSequence is wrapped when a batch's sequence skips ahead
+	// of, or falls behind, what the partition can accept.
+	ErrOutOfOrderSequence = errors.New("ingest: out-of-order producer sequence")
+	// ErrProducerFenced is wrapped when a batch comes from an older epoch
+	// of a producer than one already seen.
+	ErrProducerFenced = errors.New("ingest: producer epoch is stale")
+)
+
+type batchMeta struct {
+	firstSeq int32
+	count    int32
+	base     int64 // offset of the first record
+	atMs     int64
+}
+
+type producerEntry struct {
+	epoch   int16
+	batches []batchMeta // oldest first, at most rememberBatches
+}
+
+func (e *producerEntry) last() batchMeta { return e.batches[len(e.batches)-1] }
+
+type producers map[int64]*producerEntry
+
+func producersFrom(snap []tier.ProducerState) producers {
+	ps := producers{}
+	for _, s := range snap {
+		ps[s.ID] = &producerEntry{epoch: s.Epoch, batches: []batchMeta{{firstSeq: s.FirstSeq, count: s.Count, base: s.BaseOffset, atMs: s.LastMs}}}
+	}
+	return ps
+}
+
+// check decides what to do with a batch: (0, false, nil) append it;
+// (base, true, nil) it is a retry of the batch stored at base; or an error.
+func (ps producers) check(b *segment.Batch) (int64, bool, error) {
+	if b.ProducerID == segment.NoProducer {
+		return 0, false, nil
+	}
+	e := ps[b.ProducerID]
+	if e == nil || len(e.batches) == 0 {
+		return 0, false, nil
+	}
+	switch {
+	case b.ProducerEpoch < e.epoch:
+		return 0, false, fmt.Errorf("%w: producer %d epoch %d is older than epoch %d seen before; this producer instance was replaced", ErrProducerFenced, b.ProducerID, b.ProducerEpoch, e.epoch)
+	case b.ProducerEpoch > e.epoch:
+		if b.BaseSequence != 0 {
+			return 0, false, fmt.Errorf("%w: producer %d starts epoch %d at sequence %d; a new epoch starts at 0", ErrOutOfOrderSequence, b.ProducerID, b.ProducerEpoch, b.BaseSequence)
+		}
+		return 0, false, nil
+	}
+	last := e.last()
+	if b.BaseSequence == last.firstSeq+last.count {
+		return 0, false, nil
+	}
+	for _, m := range e.batches {
+		if m.firstSeq == b.BaseSequence && int(m.count) == len(b.Records) {
+			return m.base, true, nil
+		}
+	}
+	if b.BaseSequence < last.firstSeq+last.count {
+		return 0, false, fmt.Errorf("%w: producer %d sequence %d was stored too long ago to tell its offsets (the partition remembers the last %d batches); treat it as stored", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, rememberBatches)
+	}
+	return 0, false, fmt.Errorf("%w: producer %d sent sequence %d but the partition expects %d: an earlier batch is missing", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, last.firstSeq+last.count)
+}
+
+// record notes an appended batch (with its offsets assigned).
+func (ps producers) record(b *segment.Batch, nowMs int64) {
+	if b.ProducerID == segment.NoProducer {
+		return
+	}
+	e := ps[b.ProducerID]
+	if e == nil || b.ProducerEpoch != e.epoch {
+		e = &producerEntry{epoch: b.ProducerEpoch}
+		ps[b.ProducerID] = e
+	}
+	e.batches = append(e.batches, batchMeta{firstSeq: b.BaseSequence, count: int32(len(b.Records)), base: b.BaseOffset, atMs: nowMs})
+	if len(e.batches) > rememberBatches {
+		e.batches = e.batches[len(e.batches)-rememberBatches:]
+	}
+}
+
+// snapshot returns each producer's last batch, most recently active first
+// kept when over the limit, dropping producers idle since before expireMs.
+func (ps producers) snapshot(expireMs int64) []tier.ProducerState {
+	out := make([]tier.ProducerState, 0, len(ps))
+	for id, e := range ps {
+		if len(e.batches) == 0 {
+			continue
+		}
+		l := e.last()
+		if l.atMs < expireMs {
+			continue
+		}
+		out = append(out, tier.ProducerState{ID: id, Epoch: e.epoch, FirstSeq: l.firstSeq, Count: l.count, BaseOffset: l.base, LastMs: l.atMs})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].LastMs != out[j].LastMs {
+			return out[i].LastMs > out[j].LastMs
+		}
+		return out[i].ID < out[j].ID
+	})
+	if len(out) > maxSnapshotProducers {
+		out = out[:maxSnapshotProducers]
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
