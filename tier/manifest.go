@@ -57,6 +57,30 @@ type Manifest struct {
 	UpdateID       string       `json:"update_id"`  // random per update: recognizes our own write after a lost response
 	LogStartOffset int64        `json:"log_start_offset"`
 	Segments       []SegmentRef `json:"segments"`
+
+	// Owner is the WAL incarnation of the broker that claimed the
+	// partition last ("" before the object-store WAL existed).
+	Owner string `json:"owner,omitempty"`
+	// WALOwners are earlier owners whose WAL objects may still hold records
+	// of this partition past the sealed end, oldest first. A new owner
+	// fences and reads them; the first commit after its recovery clears
+	// the list.
+	WALOwners []string `json:"wal_owners,omitempty"`
+	// Producers is the idempotent producers' state as of the sealed end:
+	// each producer's last sealed batch, so a retry of it after a
+	// takeover is still recognized.
+	Producers []ProducerState `json:"producers,omitempty"`
+}
+
+// ProducerState is an idempotent producer's last sealed batch in one
+// partition.
+type ProducerState struct {
+	ID         int64 `json:"id"`
+	Epoch      int16 `json:"epoch"`
+	FirstSeq   int32 `json:"first_seq"`   // sequence of the batch's first record
+	Count      int32 `json:"count"`       // records in the batch
+	BaseOffset int64 `json:"base_offset"` // offset of the batch's first record
+	LastMs     int64 `json:"last_ms"`     // broker time the batch was appended; for expiry
 }
 
 // NextOffset is the offset after the last sealed record (the log start when
@@ -88,6 +112,8 @@ func (m *Manifest) FindSegment(offset int64) int {
 func (m *Manifest) Clone() *Manifest {
 	c := *m
 	c.Segments = append([]SegmentRef(nil), m.Segments...)
+	c.WALOwners = append([]string(nil), m.WALOwners...)
+	c.Producers = append([]ProducerState(nil), m.Producers...)
 	return &c
 }
 
