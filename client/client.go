@@ -8,10 +8,13 @@
 //     BatchSize records per request; Send blocks (honouring its context)
 //     when MaxInFlight requests are outstanding, so memory is bounded.
 //   - Retries resend a whole request after a transient failure (gRPC
-//     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED): until the idempotent
-//     producer exists, a retry after a lost response can store a record
-//     twice, and with MaxInFlight > 1 a retried batch can land after a later
-//     one. Use WithRetries(0) or WithMaxInFlight(1) where that matters.
+//     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED). The
+//     producer is idempotent by default: it numbers each partition's
+//     records, so a retry after a lost response is stored once and batches
+//     land in order. With WithIdempotence(false), a retry can store a record
+//     twice and a retried batch can land after a later one.
+//   - A produce is acknowledged per WithAcks: durable (the default) once
+//     the records are in the object store; see docs/durability.md.
 //   - A group Consumer never commits an offset for a record it has not
 //     returned from Poll. AtLeastOnce commits a Poll's records at the next
 //     Poll (or Commit/Close); AtMostOnce commits them before Poll returns.

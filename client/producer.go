@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -23,6 +25,9 @@ type producerConfig struct {
 	retries     int
 	backoff     time.Duration
 	partition   int32
+	acks        stratapb.Acks
+	idempotent  bool
+	timeout     time.Duration
 }
 
 // WithBatchSize sets the most records per produce request. Default 500.
@@ -46,6 +51,25 @@ func WithRetries(n int, base time.Duration) ProducerOption {
 // WithPartition sends every record to one partition instead of by key.
 func WithPartition(p int32) ProducerOption { return func(c *producerConfig) { c.partition = p } }
 
+// WithAcks sets when the broker acknowledges a request: ACKS_NONE (on
+// receipt), ACKS_LOCAL (after its local fsync) or ACKS_DURABLE (after the
+// records are in the object store; the default). See docs/durability.md.
+func WithAcks(a stratapb.Acks) ProducerOption { return func(c *producerConfig) { c.acks = a } }
+
+// WithIdempotence turns the idempotent producer on or off. On (the
+// default), the producer gets a producer id from the broker and numbers
+// each partition's records, so a retry after a lost response is stored
+// once; the producer then partitions records itself (FNV-1a 32 of the key
+// mod the partition count, as the broker does) and sends one request per
+// partition batch.
+func WithIdempotence(on bool) ProducerOption { return func(c *producerConfig) { c.idempotent = on } }
+
+// WithRequestTimeout bounds one produce attempt, ack wait included.
+// Default 30s.
+func WithRequestTimeout(d time.Duration) ProducerOption {
+	return func(c *producerConfig) { c.timeout = d }
+}
+
 // Result is the outcome of one Send.
 type Result struct {
 	done      chan struct{}
@@ -64,6 +88,16 @@ func (r *Result) Wait(ctx context.Context) error {
 	}
 }
 
+// Done is closed when the outcome is known.
+func (r *Result) Done() <-chan struct{} { return r.done }
+
+// pending is the batch being filled for one partition (-1: the broker
+// partitions, in the non-idempotent mode).
+type pending struct {
+	recs    []*stratapb.Record
+	results []*Result
+}
+
 // Producer sends records to one topic.
 type Producer struct {
 	c     *Client
@@ -71,11 +105,18 @@ type Producer struct {
 	cfg   producerConfig
 	slots chan struct{} // in-flight requests: holding all of them means none is outstanding
 
+	sendMu  sync.Mutex // orders slot taking and sequence assignment
 	mu      sync.Mutex
-	pending []*stratapb.Record
-	results []*Result
+	pending map[int32]*pending
 	timer   *time.Timer
 	closed  bool
+	// Idempotent state, guarded by mu.
+	ready      bool
+	producerID int64
+	epoch      int32
+	seq        map[int32]int32 // next sequence per partition
+	partitions int32
+	rr         uint32
 }
 
 // ErrProducerClosed is returned by Send after Close.
@@ -83,69 +124,180 @@ var ErrProducerClosed = errors.New("client: producer closed")
 
 // NewProducer returns a producer for topic.
 func (c *Client) NewProducer(topic string, opts ...ProducerOption) *Producer {
-	cfg := producerConfig{batchSize: 500, linger: 5 * time.Millisecond, maxInFlight: 4, retries: 5, backoff: 50 * time.Millisecond, partition: -1}
+	cfg := producerConfig{batchSize: 500, linger: 5 * time.Millisecond, maxInFlight: 4, retries: 5, backoff: 50 * time.Millisecond,
+		partition: -1, acks: stratapb.Acks_ACKS_DURABLE, idempotent: true, timeout: 30 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Producer{c: c, topic: topic, cfg: cfg, slots: make(chan struct{}, cfg.maxInFlight)}
+	return &Producer{c: c, topic: topic, cfg: cfg, slots: make(chan struct{}, cfg.maxInFlight), pending: map[int32]*pending{}}
+}
+
+// ProducerID is the id the broker gave this producer (0 before the first
+// idempotent send, or when idempotence is off).
+func (p *Producer) ProducerID() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.producerID
+}
+
+// initIdempotent gets a producer id and the topic's partition count.
+// Caller holds mu.
+func (p *Producer) initIdempotent(ctx context.Context) error {
+	if p.ready {
+		return nil
+	}
+	if p.partitions == 0 {
+		resp, err := p.c.api.ListTopics(ctx, &stratapb.ListTopicsRequest{})
+		if err != nil {
+			return fmt.Errorf("client: look up topic %q: %w", p.topic, err)
+		}
+		for _, t := range resp.Topics {
+			if t.Name == p.topic {
+				p.partitions = t.Partitions
+			}
+		}
+		if p.partitions == 0 {
+			return status.Errorf(codes.NotFound, "client: topic %q does not exist", p.topic)
+		}
+	}
+	resp, err := p.c.api.InitProducer(ctx, &stratapb.InitProducerRequest{})
+	if err != nil {
+		return fmt.Errorf("client: init producer: %w", err)
+	}
+	p.producerID, p.epoch, p.seq, p.ready = resp.ProducerId, resp.ProducerEpoch, map[int32]int32{}, true
+	return nil
+}
+
+// partitionOf picks a record's partition in the idempotent mode, as the
+// broker would. Caller holds mu.
+func (p *Producer) partitionOf(r *stratapb.Record) int32 {
+	switch {
+	case p.cfg.partition >= 0:
+		return p.cfg.partition
+	case r.Key != nil:
+		h := fnv.New32a()
+		h.Write(r.Key)
+		return int32(h.Sum32() % uint32(p.partitions))
+	}
+	p.rr++
+	return int32(p.rr % uint32(p.partitions))
 }
 
 // Send queues a record and returns its Result. It blocks only while
-// MaxInFlight requests are outstanding and the batch is full.
+// MaxInFlight requests are outstanding and a batch is full.
 func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 	res := &Result{done: make(chan struct{})}
+	rec := toProto(&r)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrProducerClosed
 	}
-	p.pending = append(p.pending, toProto(&r))
-	p.results = append(p.results, res)
-	full := len(p.pending) >= p.cfg.batchSize
+	part := p.cfg.partition
+	if p.cfg.idempotent {
+		if err := p.initIdempotent(ctx); err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		part = p.partitionOf(rec)
+	}
+	b := p.pending[part]
+	if b == nil {
+		b = &pending{}
+		p.pending[part] = b
+	}
+	b.recs = append(b.recs, rec)
+	b.results = append(b.results, res)
+	full := len(b.recs) >= p.cfg.batchSize
 	if !full && p.timer == nil {
-		p.timer = time.AfterFunc(p.cfg.linger, func() { p.flush(context.Background()) })
+		p.timer = time.AfterFunc(p.cfg.linger, func() { p.flush(context.Background(), false) })
 	}
 	p.mu.Unlock()
 	if full {
-		if err := p.flush(ctx); err != nil {
+		if err := p.flush(ctx, true); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-// flush sends the pending batch (waiting for an in-flight slot).
-func (p *Producer) flush(ctx context.Context) error {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	p.mu.Lock()
-	recs, results := p.pending, p.results
-	p.pending, p.results = nil, nil
-	if p.timer != nil {
-		p.timer.Stop()
-		p.timer = nil
-	}
-	p.mu.Unlock()
-	if len(recs) == 0 {
-		<-p.slots
-		return nil
-	}
-	go func() {
-		defer func() { <-p.slots }()
-		resp, err := p.send(recs)
-		for i, r := range results {
-			if err != nil {
-				r.Err = err
-			} else {
-				r.Partition, r.Offset = resp.Partitions[i], resp.Offsets[i]
+type request struct {
+	req     *stratapb.ProduceRequest
+	results []*Result
+}
+
+// flush sends the pending batches: only the full ones when fullOnly, else
+// all, each after taking an in-flight slot. Slots are taken and sequence
+// numbers assigned in one order under sendMu, so a partition's batches hold
+// slots in sequence order and an earlier batch never waits behind a later
+// one.
+func (p *Producer) flush(ctx context.Context, fullOnly bool) error {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	for {
+		p.mu.Lock()
+		part, found := int32(0), false
+		for q, b := range p.pending {
+			if !fullOnly || len(b.recs) >= p.cfg.batchSize {
+				part, found = q, true
+				break
 			}
-			close(r.done)
 		}
-	}()
-	return nil
+		if !found && !fullOnly && p.timer != nil {
+			p.timer.Stop()
+			p.timer = nil
+		}
+		p.mu.Unlock()
+		if !found {
+			return nil
+		}
+		select {
+		case p.slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+		b := p.pending[part]
+		if b == nil {
+			p.mu.Unlock()
+			<-p.slots
+			continue
+		}
+		delete(p.pending, part)
+		req := &stratapb.ProduceRequest{Topic: p.topic, Partition: part, Records: b.recs, Acks: p.cfg.acks, TimeoutMs: int32(p.cfg.timeout / time.Millisecond)}
+		if p.cfg.idempotent && p.ready {
+			req.ProducerId, req.ProducerEpoch, req.BaseSequence = p.producerID, p.epoch, p.seq[part]
+			p.seq[part] += int32(len(b.recs))
+		}
+		p.mu.Unlock()
+		r := request{req, b.results}
+		go func() {
+			defer func() { <-p.slots }()
+			resp, err := p.send(r.req)
+			p.finish(r, resp, err)
+		}()
+	}
+}
+
+func (p *Producer) finish(r request, resp *stratapb.ProduceResponse, err error) {
+	if err != nil && r.req.ProducerId != 0 {
+		// A batch that failed for good leaves a gap in this partition's
+		// sequence: later batches would be refused. Start over with a new
+		// producer id.
+		p.mu.Lock()
+		if p.producerID == r.req.ProducerId {
+			p.ready = false
+		}
+		p.mu.Unlock()
+	}
+	for i, res := range r.results {
+		if err != nil {
+			res.Err = err
+		} else {
+			res.Partition, res.Offset = resp.Partitions[i], resp.Offsets[i]
+		}
+		close(res.done)
+	}
 }
 
 func retryable(err error) bool {
@@ -156,11 +308,10 @@ func retryable(err error) bool {
 	return false
 }
 
-func (p *Producer) send(recs []*stratapb.Record) (*stratapb.ProduceResponse, error) {
-	req := &stratapb.ProduceRequest{Topic: p.topic, Partition: p.cfg.partition, Records: recs}
+func (p *Producer) send(req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
 	var err error
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.timeout+5*time.Second)
 		var resp *stratapb.ProduceResponse
 		resp, err = p.c.api.Produce(ctx, req)
 		cancel()
@@ -177,7 +328,7 @@ func (p *Producer) send(recs []*stratapb.Record) (*stratapb.ProduceResponse, err
 
 // Flush sends what is pending and waits for every outstanding request.
 func (p *Producer) Flush(ctx context.Context) error {
-	if err := p.flush(ctx); err != nil {
+	if err := p.flush(ctx, false); err != nil {
 		return err
 	}
 	// Taking every slot waits out every outstanding request.

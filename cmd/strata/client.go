@@ -125,13 +125,31 @@ func topicCmd(ctx context.Context, args []string) error {
 	return nil
 }
 
+// parseAcks parses an --acks flag.
+func parseAcks(s string) (stratapb.Acks, error) {
+	switch s {
+	case "none":
+		return stratapb.Acks_ACKS_NONE, nil
+	case "local":
+		return stratapb.Acks_ACKS_LOCAL, nil
+	case "durable", "":
+		return stratapb.Acks_ACKS_DURABLE, nil
+	}
+	return 0, fmt.Errorf("unknown --acks %q: use none, local or durable", s)
+}
+
 func produceCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
 	sep := fs.String("key-separator", "", "split each line into key<SEP>value")
 	partition := fs.Int("partition", -1, "partition; -1 partitions by key (round robin without a key)")
 	batch := fs.Int("batch", 500, "lines per produce request")
+	acksFlag := fs.String("acks", "durable", "when the broker acknowledges: none, local (after its fsync) or durable (in the object store)")
 	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	acks, err := parseAcks(*acksFlag)
 	if err != nil {
 		return err
 	}
@@ -149,7 +167,7 @@ func produceCmd(ctx context.Context, args []string) error {
 		if len(recs) == 0 {
 			return nil
 		}
-		resp, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: pos[0], Partition: int32(*partition), Records: recs})
+		resp, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: pos[0], Partition: int32(*partition), Records: recs, Acks: acks})
 		if err != nil {
 			return rpcErr(err)
 		}

@@ -29,6 +29,10 @@ func serve(ctx context.Context, args []string) error {
 	localRet := sizeFlag(fs, "local-retention-bytes", 1<<30, "sealed data kept on local disk per partition as a hot cache")
 	maxRecord := sizeFlag(fs, "max-record-bytes", 1<<20, "largest record accepted")
 	fsync := fs.String("fsync", "interval", "local log fsync policy: always, interval or never")
+	walInterval := fs.Duration("wal-flush-interval", 50*time.Millisecond, "longest a received record waits before its WAL object upload starts")
+	walBytes := sizeFlag(fs, "wal-flush-bytes", 8<<20, "start a WAL object upload as soon as this much is buffered")
+	walMax := sizeFlag(fs, "wal-max-buffered", 256<<20, "most data received but not yet in the object store; producers wait (then fail, retryably) beyond it")
+	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,6 +60,8 @@ func serve(ctx context.Context, args []string) error {
 	cfg.DataDir, cfg.Store, cfg.Logger = filepath.Join(dir, "broker"), st, log
 	cfg.Fsync, cfg.SealBytes, cfg.SealInterval, cfg.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
 	cfg.MaxRecordBytes = int(*maxRecord)
+	cfg.WALFlushInterval, cfg.WALFlushBytes, cfg.WALMaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
+	cfg.ProduceTimeout = *produceTimeout
 	b, err := broker.New(cfg)
 	if err != nil {
 		return err
