@@ -272,7 +272,7 @@ func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
 	}
 	self := p.cfg.WAL.Incarnation()
 	var markers []string
-	trusted := m.Owner == self // a manifest without an owner predates the WAL: trust the disk
+	trusted := false
 	hasData := false
 	for _, n := range names {
 		if inc, ok := strings.CutPrefix(n, ownerMarkerPrefix); ok {
@@ -284,8 +284,8 @@ func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
 			hasData = true
 		}
 	}
-	if len(markers) == 0 && hasData && len(m.WALOwners) == 0 {
-		trusted = true
+	if len(markers) == 0 && len(m.WALOwners) == 0 {
+		trusted = true // data from before the WAL existed (no owner was recorded)
 	}
 	if hasData && !trusted {
 		p.log.Warn("local data was written by an owner the partition has had since; dropping it and recovering from the bucket", "dir", dir)

@@ -35,8 +35,12 @@ const maxSnapshotProducers = 1000
 
 var (
 	// ErrOutOfOrderSequence is wrapped when a batch's sequence skips ahead
-	// of, or falls behind, what the partition can accept.
+	// of what the partition expects: an earlier batch has not arrived (yet:
+	// with several requests in flight, a retry may fix it).
 	ErrOutOfOrderSequence = errors.New("ingest: out-of-order producer sequence")
+	// ErrStaleSequence is wrapped when a batch's sequence is older than
+	// the batches the partition remembers: it was stored long ago.
+	ErrStaleSequence = errors.New("ingest: producer sequence too old")
 	// ErrProducerFenced is wrapped when a batch comes from an older epoch
 	// of a producer than one already seen.
 	ErrProducerFenced = errors.New("ingest: producer epoch is stale")
@@ -95,7 +99,7 @@ func (ps producers) check(b *segment.Batch) (int64, bool, error) {
 		}
 	}
 	if b.BaseSequence < last.firstSeq+last.count {
-		return 0, false, fmt.Errorf("%w: producer %d sequence %d was stored too long ago to tell its offsets (the partition remembers the last %d batches); treat it as stored", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, rememberBatches)
+		return 0, false, fmt.Errorf("%w: producer %d sequence %d was stored too long ago to tell its offsets (the partition remembers the last %d batches); treat it as stored", ErrStaleSequence, b.ProducerID, b.BaseSequence, rememberBatches)
 	}
 	return 0, false, fmt.Errorf("%w: producer %d sent sequence %d but the partition expects %d: an earlier batch is missing", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, last.firstSeq+last.count)
 }

@@ -1,0 +1,290 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+// broker is one broker incarnation's WAL for tests.
+type walBroker struct {
+	w *wal.Writer
+	r *wal.Reader
+}
+
+func newWALBroker(t *testing.T, s tier.Store, inc string) walBroker {
+	t.Helper()
+	w, err := wal.NewWriter(wal.Config{Store: s, Incarnation: inc, FlushInterval: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		w.Close(ctx)
+	})
+	return walBroker{w: w, r: wal.NewReader(s, inc, nil)}
+}
+
+func walConfig(t *testing.T, s tier.Store, dir string, b walBroker) ingest.PartitionConfig {
+	cfg := testConfig(t, s, dir, nil)
+	cfg.Fsync = ingest.FsyncInterval
+	cfg.WAL, cfg.WALReader = b.w, b.r
+	cfg.SealOnClose = false
+	return cfg
+}
+
+func idemBatch(pid int64, seq int32, n int, tag string) *segment.Batch {
+	b := &segment.Batch{ProducerID: pid, BaseSequence: seq}
+	for i := 0; i < n; i++ {
+		b.Records = append(b.Records, segment.Record{Timestamp: 1000, Value: fmt.Appendf(nil, "%s-%d", tag, int(seq)+i)})
+	}
+	return b
+}
+
+// write appends and waits until the batch is durable; it returns the
+// result.
+func write(t *testing.T, p *ingest.Partition, b *segment.Batch) ingest.AppendResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := p.Write(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitDurable(ctx, res.End); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// readValues reads every record of the partition as a broker's reader
+// does: hot view first, sealed segments below it.
+func readValues(t *testing.T, p *ingest.Partition, s tier.Store) []string {
+	t.Helper()
+	cache, err := fetch.NewCache(fetch.DefaultCacheConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	r := fetch.NewPartitionReader(cache, s, p, p.Hot())
+	var out []string
+	for off := int64(0); off < p.HighWatermark(); {
+		res, err := r.Read(context.Background(), off, 1<<20)
+		if err != nil || len(res.Records) == 0 {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		for _, rec := range res.Records {
+			out = append(out, string(rec.Value))
+		}
+		off = res.NextOffset
+	}
+	return out
+}
+
+// A broker that dies and loses its disk loses no durable record: the next
+// owner, on an empty disk, recovers the tail from the dead broker's WAL
+// objects, continues at the right offset, recognizes retried batches, and
+// the dead broker is fenced.
+func TestWALRecoveryAfterDiskLoss(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
+		ctx := context.Background()
+		a := newWALBroker(t, s, "a")
+		pa, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last ingest.AppendResult
+		for i := int32(0); i < 5; i++ {
+			last = write(t, pa, idemBatch(7, i*10, 10, "p7"))
+		}
+		if pa.HighWatermark() != 50 || last.Base != 40 {
+			t.Fatalf("hw %d, last base %d", pa.HighWatermark(), last.Base)
+		}
+		// Broker a dies with its disk: pa is never closed, its dir is gone.
+		b := newWALBroker(t, s, "b")
+		pb, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pb.NextOffset() != 50 || pb.HighWatermark() != 50 {
+			t.Fatalf("new owner continues at %d (hw %d), want 50", pb.NextOffset(), pb.HighWatermark())
+		}
+		m, _ := pb.Manifest(ctx)
+		if m.NextOffset() != 50 || len(m.WALOwners) != 0 || m.Owner != "b" {
+			t.Fatalf("after recovery the manifest is sealed to %d with owners %q/%v; want 50, owner b, no earlier owners", m.NextOffset(), m.Owner, m.WALOwners)
+		}
+		got := readValues(t, pb, s)
+		if len(got) != 50 || got[0] != "p7-0" || got[49] != "p7-49" {
+			t.Fatalf("recovered %d records (%v...), want p7-0..p7-49", len(got), got[:min(3, len(got))])
+		}
+		// A retry of the last batch (its ack was lost) is stored once.
+		dup := write(t, pb, idemBatch(7, 40, 10, "p7"))
+		if !dup.Duplicate || dup.Base != 40 || pb.NextOffset() != 50 {
+			t.Fatalf("retry after takeover: %+v, next %d; want a duplicate at 40", dup, pb.NextOffset())
+		}
+		// The next batch continues the sequence; a gap is refused.
+		if r := write(t, pb, idemBatch(7, 50, 5, "p7")); r.Base != 50 {
+			t.Fatalf("next batch at %d, want 50", r.Base)
+		}
+		if _, err := pb.Write(ctx, idemBatch(7, 70, 1, "p7")); !errors.Is(err, ingest.ErrOutOfOrderSequence) {
+			t.Fatalf("sequence gap: %v, want ErrOutOfOrderSequence", err)
+		}
+		// The dead broker, if it comes back, can never ack again.
+		res, err := pa.Write(ctx, idemBatch(8, 0, 1, "zombie"))
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = pa.WaitDurable(wctx, res.End)
+			cancel()
+		}
+		if err == nil {
+			t.Fatal("the fenced broker acknowledged a write as durable")
+		}
+		if !errors.Is(a.w.Err(), wal.ErrFenced) && !errors.Is(err, tier.ErrFenced) {
+			t.Fatalf("zombie write failed with %v (writer: %v), want a fence", err, a.w.Err())
+		}
+		pb.Close(ctx)
+	})
+}
+
+// Records are visible to readers only once durable: a reader never sees
+// a record that a crash could take back.
+func TestHighWatermarkIsDurable(t *testing.T) {
+	s := tier.NewFaultStore(storetest.File(t), tier.FaultConfig{})
+	ctx := context.Background()
+	a := newWALBroker(t, s, "a")
+	p, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	write(t, p, idemBatch(1, 0, 3, "x"))
+	s.SetDown(true)
+	res, err := p.Write(ctx, idemBatch(1, 3, 3, "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if hw := p.HighWatermark(); hw != 3 {
+		t.Fatalf("high watermark %d during an outage, want 3 (only the stored records)", hw)
+	}
+	if bs, _ := p.Hot().Read(0, 1<<20); len(bs) != 1 || len(bs[0].Records) != 3 {
+		t.Fatalf("readers see %d batches during an outage, want only the stored one", len(bs))
+	}
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if err := p.WaitDurable(wctx, res.End); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitDurable during an outage: %v, want a timeout", err)
+	}
+	cancel()
+	if err := p.WaitLocal(ctx, res.End); err != nil {
+		t.Fatalf("local ack during an object-store outage: %v", err)
+	}
+	s.SetDown(false)
+	wctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := p.WaitDurable(wctx, res.End); err != nil {
+		t.Fatalf("after the store healed: %v", err)
+	}
+	if hw := p.HighWatermark(); hw != 6 {
+		t.Fatalf("high watermark %d after heal, want 6", hw)
+	}
+}
+
+// A locally acked record survives a process crash when the disk is kept,
+// even if it never reached the object store.
+func TestLocalAckSurvivesRestartWithDisk(t *testing.T) {
+	s := tier.NewFaultStore(storetest.File(t), tier.FaultConfig{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := newWALBroker(t, s, "a")
+	pa, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, pa, idemBatch(1, 0, 2, "x"))
+	s.SetDown(true)
+	res, err := pa.Write(ctx, idemBatch(1, 2, 2, "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.WaitLocal(ctx, res.End); err != nil {
+		t.Fatal(err)
+	}
+	// Crash: pa is abandoned without closing; the store comes back.
+	s.SetDown(false)
+	b := newWALBroker(t, s, "b")
+	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close(ctx)
+	if pb.HighWatermark() != 4 {
+		t.Fatalf("after restart with the disk: hw %d, want 4 (the locally acked records too)", pb.HighWatermark())
+	}
+	m, _ := pb.Manifest(ctx)
+	if m.NextOffset() != 4 {
+		t.Fatalf("recovered local records were not sealed: sealed end %d", m.NextOffset())
+	}
+}
+
+// Local data written by an owner the partition has had since is stale and
+// is dropped, never served: here broker a's disk holds two locally acked
+// records that never reached the bucket, broker b took over (without them)
+// and wrote its own records at those offsets, and then a restarts on its
+// old disk.
+func TestStaleLocalDataDropped(t *testing.T) {
+	s := storetest.File(t)
+	faulty := tier.NewFaultStore(s, tier.FaultConfig{})
+	ctx := context.Background()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := newWALBroker(t, faulty, "a")
+	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dirA, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, pa, idemBatch(1, 0, 2, "a"))
+	faulty.SetDown(true)
+	res, err := pa.Write(ctx, idemBatch(1, 2, 2, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.WaitLocal(ctx, res.End); err != nil {
+		t.Fatal(err)
+	}
+	b := newWALBroker(t, s, "b")
+	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dirB, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, pb, idemBatch(2, 0, 3, "b")) // offsets 2-4, unsealed
+	c := newWALBroker(t, s, "c")
+	pc, err := ingest.OpenPartition(ctx, walConfig(t, s, dirA, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	got := readValues(t, pc, s)
+	want := []string{"a-0", "a-1", "b-0", "b-1", "b-2"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a restarts on its stale disk the log is %v, want %v", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, "owner-c")); err != nil {
+		t.Fatalf("the directory is not marked as c's: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, "owner-a")); !os.IsNotExist(err) {
+		t.Fatalf("a's marker is still there: %v", err)
+	}
+}
