@@ -41,9 +41,12 @@ func WithMaxInFlight(n int) ProducerOption {
 	return func(c *producerConfig) { c.maxInFlight = max(n, 1) }
 }
 
+// maxBackoff caps the wait between two attempts of a request.
+const maxBackoff = 2 * time.Second
+
 // WithRetries sets how many times a failed request is resent after
-// transient errors, with exponential backoff from base and full jitter.
-// Default 5 retries from 50ms.
+// transient errors, with exponential backoff from base (capped at 2s) and
+// full jitter. Default 5 retries from 50ms.
 func WithRetries(n int, base time.Duration) ProducerOption {
 	return func(c *producerConfig) { c.retries, c.backoff = max(n, 0), base }
 }
@@ -321,7 +324,7 @@ func (p *Producer) send(req *stratapb.ProduceRequest) (*stratapb.ProduceResponse
 		if !retryable(err) || attempt >= p.cfg.retries {
 			return nil, err
 		}
-		bound := p.cfg.backoff << min(attempt, 10)
+		bound := min(p.cfg.backoff<<min(attempt, 10), maxBackoff)
 		time.Sleep(time.Duration(rand.Int64N(int64(bound) + 1)))
 	}
 }
