@@ -120,6 +120,7 @@ type Producer struct {
 	seq        map[int32]int32 // next sequence per partition
 	partitions int32
 	rr         uint32
+	sticky     int32 // partition of keyless records until its batch is cut; -1: pick one
 }
 
 // ErrProducerClosed is returned by Send after Close.
@@ -132,7 +133,7 @@ func (c *Client) NewProducer(topic string, opts ...ProducerOption) *Producer {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Producer{c: c, topic: topic, cfg: cfg, slots: make(chan struct{}, cfg.maxInFlight), pending: map[int32]*pending{}}
+	return &Producer{c: c, topic: topic, cfg: cfg, slots: make(chan struct{}, cfg.maxInFlight), pending: map[int32]*pending{}, sticky: -1}
 }
 
 // ProducerID is the id the broker gave this producer (0 before the first
@@ -182,8 +183,13 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 		h.Write(r.Key)
 		return int32(h.Sum32() % uint32(p.partitions))
 	}
-	p.rr++
-	return int32(p.rr % uint32(p.partitions))
+	// Keyless records stick to one partition until its batch is sent, so
+	// they make full batches rather than one small request per partition.
+	if p.sticky < 0 {
+		p.rr++
+		p.sticky = int32(p.rr % uint32(p.partitions))
+	}
+	return p.sticky
 }
 
 // Send queues a record and returns its Result. It blocks only while
@@ -267,6 +273,9 @@ func (p *Producer) flush(ctx context.Context, fullOnly bool) error {
 			continue
 		}
 		delete(p.pending, part)
+		if part == p.sticky {
+			p.sticky = -1
+		}
 		req := &stratapb.ProduceRequest{Topic: p.topic, Partition: part, Records: b.recs, Acks: p.cfg.acks, TimeoutMs: int32(p.cfg.timeout / time.Millisecond)}
 		if p.cfg.idempotent && p.ready {
 			req.ProducerId, req.ProducerEpoch, req.BaseSequence = p.producerID, p.epoch, p.seq[part]

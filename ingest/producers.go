@@ -6,7 +6,7 @@ package ingest
 // sequence); its records take sequences base, base+1, ... The partition
 // remembers each producer's last few batches and, for a new batch:
 //   - appends it when its base sequence follows the producer's last one,
-//     or when the producer is unknown (new, or expired from the state);
+//     or is 0 from a producer the partition does not know;
 //   - recognizes a retry of one of the remembered batches (same base
 //     sequence and record count) and answers with that batch's offsets
 //     instead of appending again;
@@ -78,6 +78,13 @@ func (ps producers) check(b *segment.Batch) (int64, bool, error) {
 	}
 	e := ps[b.ProducerID]
 	if e == nil || len(e.batches) == 0 {
+		// A producer's first batch in this partition starts at 0; a later
+		// one may have overtaken it. (A producer forgotten after
+		// ProducerExpiry gets this error until it starts over with a new
+		// producer id, as the Go client does.)
+		if b.BaseSequence != 0 {
+			return 0, false, fmt.Errorf("%w: producer %d is unknown in this partition and its batch starts at sequence %d, not 0", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence)
+		}
 		return 0, false, nil
 	}
 	switch {
