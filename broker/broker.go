@@ -238,7 +238,10 @@ func statusOf(err error) error {
 		return status.Errorf(codes.Unavailable, "%v; nothing was written, retry after a backoff", err)
 	case errors.Is(err, wal.ErrFenced), errors.Is(err, wal.ErrClosed):
 		return status.Errorf(codes.Unavailable, "%v; retry on another broker", err)
-	case errors.Is(err, ingest.ErrOutOfOrderSequence), errors.Is(err, ingest.ErrProducerFenced):
+	case errors.Is(err, ingest.ErrOutOfOrderSequence):
+		// An earlier batch of this producer may still be in flight.
+		return status.Errorf(codes.Aborted, "%v; retry after the earlier batches", err)
+	case errors.Is(err, ingest.ErrStaleSequence), errors.Is(err, ingest.ErrProducerFenced):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
