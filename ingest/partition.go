@@ -73,6 +73,10 @@ type PartitionConfig struct {
 	// ProducerExpiry: an idempotent producer idle this long is forgotten
 	// by the manifest's producer snapshot. Default 7 days.
 	ProducerExpiry time.Duration
+	// SequenceWait: how long a batch whose producer sequence skips ahead
+	// waits for the earlier batches (that it overtook on the way in)
+	// before it fails with ErrOutOfOrderSequence. Default 2s.
+	SequenceWait time.Duration
 
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
@@ -93,6 +97,7 @@ func DefaultPartitionConfig() PartitionConfig {
 		CheckInterval:       time.Second,
 		SealOnClose:         true,
 		ProducerExpiry:      7 * 24 * time.Hour,
+		SequenceWait:        2 * time.Second,
 		Clock:               time.Now,
 		Logger:              slog.Default(),
 	}
@@ -157,6 +162,9 @@ type Partition struct {
 	// so a partition's batches reach the WAL in offset order.
 	writeMu   sync.Mutex
 	producers producers // guarded by writeMu
+	// appended, when not nil, is closed at the next append (guarded by
+	// writeMu); out-of-order batches wait on it.
+	appended chan struct{}
 	// appendMu: Append holds it shared while writing; Close takes it
 	// exclusively to mark the partition closed, so no append lands after
 	// the final seal.
@@ -389,8 +397,10 @@ func (p *Partition) Append(ctx context.Context, b *segment.Batch) (int64, error)
 // with a WAL, queues it for the next WAL object. It returns before the
 // batch is durable: WaitLocal and WaitDurable wait for that. A retry of an
 // idempotent producer's batch that is already stored is answered with the
-// stored batch's offsets (Duplicate) and appends nothing. Write waits for
-// WAL buffer space (backpressure) until ctx ends.
+// stored batch's offsets (Duplicate) and appends nothing; a batch whose
+// sequence skips ahead waits up to SequenceWait for the batches it
+// overtook, then fails with ErrOutOfOrderSequence. Write waits for WAL
+// buffer space (backpressure) until ctx ends.
 func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return AppendResult{}, err
@@ -405,6 +415,45 @@ func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, 
 			return AppendResult{}, err
 		}
 	}
+	// An idempotent batch that overtook an earlier batch of its producer
+	// (requests in flight at once are handled in any order) waits up to
+	// SequenceWait for it rather than failing at once.
+	var waitUntil <-chan time.Time
+	for {
+		res, retry, err := p.write(b, reserved)
+		if retry == nil {
+			if err != nil {
+				return res, err
+			}
+			if p.cfg.WAL == nil {
+				p.advance(res.End)
+			}
+			p.maybeRoll()
+			return res, nil
+		}
+		if waitUntil == nil {
+			t := time.NewTimer(p.cfg.SequenceWait)
+			defer t.Stop()
+			waitUntil = t.C
+		}
+		select {
+		case <-retry:
+			continue
+		case <-waitUntil:
+		case <-ctx.Done():
+		}
+		if reserved > 0 {
+			p.cfg.WAL.Release(reserved)
+		}
+		return res, err
+	}
+}
+
+// write checks b against the producer state and appends it. When b is out
+// of order it returns, with the error, a channel closed at the next append
+// to the partition (after which b may fit); the caller still holds the
+// reservation then. On any other error the reservation is released.
+func (p *Partition) write(b *segment.Batch, reserved int64) (AppendResult, <-chan struct{}, error) {
 	release := func() {
 		if reserved > 0 {
 			p.cfg.WAL.Release(reserved)
@@ -414,34 +463,43 @@ func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, 
 	defer p.appendMu.RUnlock()
 	if err := p.usable(); err != nil {
 		release()
-		return AppendResult{}, err
+		return AppendResult{}, nil, err
 	}
 	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
 	if base, dup, err := p.producers.check(b); err != nil || dup {
-		p.writeMu.Unlock()
+		if errors.Is(err, ErrOutOfOrderSequence) {
+			if p.appended == nil {
+				p.appended = make(chan struct{})
+			}
+			return AppendResult{}, p.appended, err
+		}
 		release()
-		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: dup}, err
+		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: dup}, nil, err
 	}
 	base, err := p.local.Append(b)
 	if err != nil {
-		p.writeMu.Unlock()
 		release()
-		return AppendResult{}, err
+		return AppendResult{}, nil, err
 	}
 	p.producers.record(b, p.cfg.Clock().UnixMilli())
+	if p.appended != nil {
+		close(p.appended)
+		p.appended = nil
+	}
 	if p.cfg.WAL != nil {
 		if err := p.cfg.WAL.Add(p.cfg.Topic, p.cfg.Partition, b, reserved, p.advance); err != nil {
 			// The record has an offset but can never be acknowledged as
 			// durable by this broker: stop taking writes.
-			p.writeMu.Unlock()
 			p.failWAL(err)
-			return AppendResult{}, err
+			return AppendResult{}, nil, err
 		}
 	}
-	p.writeMu.Unlock()
-	if p.cfg.WAL == nil {
-		p.advance(base + int64(len(b.Records)))
-	}
+	return AppendResult{Base: base, End: base + int64(len(b.Records))}, nil, nil
+}
+
+// maybeRoll closes the active local file once it reaches SealBytes.
+func (p *Partition) maybeRoll() {
 	if files := p.local.Files(); len(files) > 0 {
 		if active := files[len(files)-1]; active.Active && active.Bytes >= p.cfg.SealBytes {
 			if err := p.local.Roll(); err == nil {
@@ -449,7 +507,6 @@ func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, 
 			} // else: the append is stored; the roll is retried by the loop
 		}
 	}
-	return AppendResult{Base: base, End: base + int64(len(b.Records))}, nil
 }
 
 func (p *Partition) failWAL(err error) {

@@ -288,3 +288,68 @@ func TestStaleLocalDataDropped(t *testing.T) {
 		t.Fatalf("a's marker is still there: %v", err)
 	}
 }
+
+// A batch that overtakes an earlier batch of its producer (two requests in
+// flight, handled in the other order) waits for it and lands after it; a
+// real gap fails after SequenceWait with ErrOutOfOrderSequence and appends
+// nothing.
+func TestWriteWaitsForOvertakenBatch(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.File(t)
+	b := newWALBroker(t, s, "a")
+	cfg := walConfig(t, s, t.TempDir(), b)
+	cfg.SequenceWait = 10 * time.Second
+	p, err := ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+
+	second := make(chan ingest.AppendResult, 1)
+	errc := make(chan error, 1)
+	go func() {
+		res, err := p.Write(ctx, idemBatch(3, 10, 5, "p3"))
+		if err != nil {
+			errc <- err
+			return
+		}
+		second <- res
+	}()
+	// Let the second batch arrive first and wait; nothing is appended.
+	time.Sleep(100 * time.Millisecond)
+	if n := p.NextOffset(); n != 0 {
+		t.Fatalf("the overtaking batch was appended before the first one (next offset %d)", n)
+	}
+	if r := write(t, p, idemBatch(3, 0, 10, "p3")); r.Base != 0 {
+		t.Fatalf("first batch at %d, want 0", r.Base)
+	}
+	select {
+	case r := <-second:
+		if r.Base != 10 || r.Duplicate {
+			t.Fatalf("overtaking batch: %+v, want base 10", r)
+		}
+	case err := <-errc:
+		t.Fatalf("overtaking batch failed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("overtaking batch never landed")
+	}
+	if got := readValues(t, p, s); len(got) != 15 || got[10] != "p3-10" {
+		t.Fatalf("read %v, want p3-0..p3-14 in order", got)
+	}
+
+	p.Close(ctx)
+	cfg.SequenceWait = 50 * time.Millisecond
+	p, err = ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write(ctx, idemBatch(3, 20, 1, "p3")); !errors.Is(err, ingest.ErrOutOfOrderSequence) {
+		t.Fatalf("a gap that never fills: %v, want ErrOutOfOrderSequence", err)
+	}
+	if n := p.NextOffset(); n != 15 {
+		t.Fatalf("next offset %d after a refused batch, want 15", n)
+	}
+	if st := b.w.Stats(); st.Buffered != 0 {
+		t.Fatalf("refused batch still holds %d buffered WAL bytes", st.Buffered)
+	}
+}

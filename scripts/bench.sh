@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 exec scripts/with-minio.sh bash -c '
   go test -run "^$" -bench . -benchmem -count "${COUNT:-3}" -benchtime "${BENCHTIME:-1s}" ./segment/ ./ingest/ &&
   go test -run "^$" -bench . -benchmem -count "${COUNT:-3}" -benchtime "${BENCHTIME_COLD:-3x}" ./fetch/ &&
-  go test -run "^$" -bench . -count 2 -benchtime 20000x ./bench/'
+  go test -run "^$" -bench "Produce" -count 2 -benchtime 200000x ./bench/ &&
+  go test -run "^$" -bench "EndToEnd" -count 2 -benchtime 300x ./bench/'
