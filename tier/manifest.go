@@ -145,6 +145,37 @@ func (m *Manifest) Validate() error {
 	if m.NextOffset() < m.LogStartOffset {
 		return fmt.Errorf("%w: log start %d is past the sealed end %d", ErrManifestCorrupt, m.LogStartOffset, m.NextOffset())
 	}
+	if m.Owner != "" {
+		if err := ValidateIncarnation(m.Owner); err != nil {
+			return fmt.Errorf("%w: owner: %v", ErrManifestCorrupt, err)
+		}
+	}
+	for _, o := range m.WALOwners {
+		if err := ValidateIncarnation(o); err != nil {
+			return fmt.Errorf("%w: earlier WAL owner: %v", ErrManifestCorrupt, err)
+		}
+	}
+	for i, p := range m.Producers {
+		if p.Count <= 0 || p.FirstSeq < 0 || p.BaseOffset < 0 || p.Epoch < 0 {
+			return fmt.Errorf("%w: producer state %d (id %d) has count %d, first sequence %d, base offset %d, epoch %d; want a positive count and no negative values",
+				ErrManifestCorrupt, i, p.ID, p.Count, p.FirstSeq, p.BaseOffset, p.Epoch)
+		}
+	}
+	return nil
+}
+
+// ValidateIncarnation checks a broker incarnation name, which becomes part
+// of object keys (wal/<incarnation>/...): 1 to 128 characters of letters,
+// digits, '.', '_' and '-', and not "." or "..".
+func ValidateIncarnation(name string) error {
+	if name == "" || len(name) > 128 || name == "." || name == ".." {
+		return fmt.Errorf("incarnation name %q must be 1 to 128 characters and not \".\" or \"..\"", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("incarnation name %q has %q: use only letters, digits, '.', '_' and '-'", name, c)
+		}
+	}
 	return nil
 }
 

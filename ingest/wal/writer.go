@@ -64,6 +64,9 @@ func (c *Config) defaults() error {
 	if c.Store == nil || c.Incarnation == "" {
 		return errors.New("wal: Store and Incarnation are required")
 	}
+	if err := tier.ValidateIncarnation(c.Incarnation); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 50 * time.Millisecond
 	}
