@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -267,15 +268,15 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 		return nil, statusOf(err)
 	}
 	defer rc.Close()
-	var cfg stratapb.TopicConfig
 	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	var cfg *stratapb.TopicConfig
 	if err == nil {
-		err = json.Unmarshal(data, &cfg)
+		cfg, err = decodeTopicConfig(name, data)
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "topic %q: config object is unreadable: %v", name, err)
+		return nil, status.Errorf(codes.Internal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, configKey(name), err)
 	}
-	t := &topic{cfg: &cfg, parts: map[int32]*partition{}}
+	t := &topic{cfg: cfg, parts: map[int32]*partition{}}
 	b.topics[name] = t
 	return t, nil
 }
@@ -316,6 +317,31 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 	t.parts[p] = part
 	return part, nil
 }
+
+// decodeTopicConfig parses a stored topic config and checks what CreateTopic
+// checked when it wrote it.
+func decodeTopicConfig(name string, data []byte) (*stratapb.TopicConfig, error) {
+	var cfg stratapb.TopicConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Name != name:
+		return nil, fmt.Errorf("it names topic %q", cfg.Name)
+	case cfg.Partitions <= 0 || cfg.Partitions > maxStoredPartitions:
+		return nil, fmt.Errorf("partitions %d is not in 1-%d", cfg.Partitions, maxStoredPartitions)
+	case cfg.RetentionMs < 0 || cfg.RetentionBytes < 0 || cfg.SegmentBytes < 0:
+		return nil, errors.New("negative retention or segment size")
+	}
+	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// maxStoredPartitions bounds the partition count a stored topic config may
+// claim, whatever the broker's MaxPartitions (which may have changed).
+const maxStoredPartitions = 1 << 20
 
 // CreateTopic implements the API.
 func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicRequest) (*stratapb.CreateTopicResponse, error) {

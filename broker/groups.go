@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
 	"sort"
@@ -50,6 +51,21 @@ type groupState struct {
 	Offsets map[int32]int64 `json:"offsets"`
 }
 
+// decodeGroupState parses a group's stored state: committed offsets are
+// never negative and name partitions >= 0.
+func decodeGroupState(data []byte) (groupState, error) {
+	var st groupState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return groupState{}, err
+	}
+	for p, off := range st.Offsets {
+		if p < 0 || off < 0 {
+			return groupState{}, fmt.Errorf("committed offset %d for partition %d", off, p)
+		}
+	}
+	return st, nil
+}
+
 var groupName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
 
 func groupKey(name string) string { return "groups/" + name + "/state.json" }
@@ -74,7 +90,7 @@ func (b *Broker) loadGroup(ctx context.Context, name string) (*group, error) {
 		rc.Close()
 		var st groupState
 		if err == nil {
-			err = json.Unmarshal(data, &st)
+			st, err = decodeGroupState(data)
 		}
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "group %q: stored state is unreadable: %v", name, err)
