@@ -1,5 +1,5 @@
 # strata: common tasks. `make test` is the whole suite (starts MinIO itself).
-.PHONY: test serve demo vet fmt check bench fuzz minio proto
+.PHONY: test serve demo vet fmt check bench bench-peers bench-smoke fuzz minio proto
 
 test:           ## the whole test suite, with a real MinIO on loopback
 	bash scripts/test.sh
@@ -24,6 +24,13 @@ check:          ## what CI runs
 
 bench:          ## the benchmarks behind docs/performance.md (needs MinIO: started here)
 	bash scripts/bench.sh
+
+bench-peers:    ## strata next to NATS JetStream, Redis and RabbitMQ, full mode (~15 min); results in bench/harness/results/
+	bash scripts/peers.sh install
+	cd bench/harness && go run ./cmd/stratabench -out results/
+
+bench-smoke:    ## the harness's quick mode and tests, as CI runs them (installs the peers)
+	bash scripts/bench-smoke.sh
 
 fuzz:           ## every fuzzer for FUZZTIME each (default 30s)
 	bash scripts/fuzz.sh

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stratalog/strata/bench/harness/report"
+)
+
+// A whole (tiny) run against the real strata binary on the embedded
+// file:// store: every workload produces a result, the JSON reads back,
+// the PNGs are written.
+func TestQuickRunStrataFileStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the broker")
+	}
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"-quick", "-store", "file", "-targets", "strata-local", "-out", out, "-duration", "700ms",
+		"-replay-mib", "4", "-partition-counts", "1,10", "-tmp", t.TempDir()}, &stdout)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stdout.String())
+	}
+	r, err := report.Read(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, wl := range []string{"produce", "e2e-saturation", "e2e-open", "replay-ingest", "replay", "partitions-1", "partitions-10"} {
+		x := r.Find("strata-local", wl)
+		if x == nil || x.Records == 0 {
+			t.Errorf("%s: no result or no records: %+v", wl, x)
+		}
+	}
+	if x := r.Find("strata-local", "replay"); x != nil && x.Records != r.Find("strata-local", "replay-ingest").Records {
+		t.Errorf("replayed %d of %d records", x.Records, r.Find("strata-local", "replay-ingest").Records)
+	}
+	if r.Limit("disk write+fsync") == nil || r.Limit("zstd decode") == nil {
+		t.Errorf("limits missing: %+v", r.Limits)
+	}
+	for _, f := range []string{"results.md", "throughput.png", "latency-e2e.png", "latency-produce.png", "partitions.png"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestFlags(t *testing.T) {
+	c, err := parse([]string{"-quick"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.p.Duration != 2*time.Second || c.p.ReplayMiB != 16 || c.partitionCounts != "1,100" {
+		t.Fatalf("quick defaults %+v %s", c.p, c.partitionCounts)
+	}
+	c, _ = parse(nil)
+	if c.p.Duration != 10*time.Second || c.partitionCounts != "1,100,1000,10000" {
+		t.Fatalf("full defaults %+v", c.p)
+	}
+	if _, err := parse([]string{"-record-size", "8"}); err == nil {
+		t.Fatal("record size 8 accepted")
+	}
+	tg, err := newTarget("strata-local-5ms", c, t.TempDir(), nil, "strata")
+	if err != nil || tg.Name() != "strata-local-5ms" || !strings.Contains(tg.Info().Durability, "--wal-flush-interval 5ms") {
+		t.Fatalf("strata-local-5ms: %v %v", tg, err)
+	}
+	if _, err := newTarget("strata-local-soon", c, t.TempDir(), nil, "strata"); err == nil {
+		t.Fatal("a flush interval that is not a duration was accepted")
+	}
+}

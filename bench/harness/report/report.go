@@ -1,0 +1,292 @@
+// Package report is the benchmark's output: one JSON document, a text
+// table that puts strata next to its peers and next to the machine's
+// limits, and PNG plots (throughput bars, latency percentile curves).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/stratalog/strata/bench/harness/limits"
+	"github.com/stratalog/strata/bench/harness/target"
+	"github.com/stratalog/strata/bench/harness/workload"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Started     time.Time          `json:"started"`
+	Command     string             `json:"command"`
+	Mode        string             `json:"mode"` // quick or full
+	Machine     Machine            `json:"machine"`
+	Params      workload.Params    `json:"params"`
+	Targets     []target.Info      `json:"targets"`
+	Unavailable map[string]string  `json:"unavailable,omitempty"` // target -> reason
+	Limits      []limits.Rate      `json:"limits"`
+	Results     []*workload.Result `json:"results"`
+	Goals       []Goal             `json:"goals"`
+	Failures    []string           `json:"failures,omitempty"`
+}
+
+// Machine is where the run happened.
+type Machine struct {
+	Cores     int    `json:"cores"`
+	MemoryGiB int    `json:"memory_gib"`
+	GoVersion string `json:"go"`
+	OS        string `json:"os"`
+}
+
+// Goal is one of the issue's targets, judged (not asserted).
+type Goal struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Bound  float64 `json:"bound"`
+	Unit   string  `json:"unit"`
+	Met    bool    `json:"met"`
+	Judged bool    `json:"judged"` // false: not measurable in this run
+	Note   string  `json:"note,omitempty"`
+}
+
+// Write stores the report as JSON.
+func (r *Report) Write(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// Read loads a report written by Write.
+func Read(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Find returns the result of workload on target, or nil.
+func (r *Report) Find(targetName, wl string) *workload.Result {
+	for _, x := range r.Results {
+		if x.Target == targetName && x.Workload == wl {
+			return x
+		}
+	}
+	return nil
+}
+
+// Limit returns the limit whose name starts with prefix, or nil.
+func (r *Report) Limit(prefix string) *limits.Rate {
+	for i := range r.Limits {
+		if strings.HasPrefix(r.Limits[i].Name, prefix) {
+			return &r.Limits[i]
+		}
+	}
+	return nil
+}
+
+// Judge computes the issue's goals from the results.
+func (r *Report) Judge() {
+	r.Goals = nil
+	// 1. produce with fsync-before-ack >= 1.5x NATS JetStream (sync always).
+	g := Goal{Name: "produce, fsync before ack: strata-local / nats-js-sync", Bound: 1.5, Unit: "x"}
+	if s, n := r.Find("strata-local", "produce"), r.Find("nats-js-sync", "produce"); s != nil && n != nil && n.RecPerS > 0 {
+		g.Value, g.Judged = s.RecPerS/n.RecPerS, true
+		g.Met = g.Value >= g.Bound
+	}
+	r.Goals = append(r.Goals, g)
+	// 2. e2e p99 with local acks < 10 ms at half of saturation: for
+	// strata-local and for each variant with another WAL flush interval.
+	judged := false
+	for _, s := range r.Results {
+		if s.Target != "strata-local" && !strings.HasPrefix(s.Target, "strata-local-") || s.Workload != "e2e-open" {
+			continue
+		}
+		g = Goal{Name: "e2e p99, local acks, open loop at half of saturation (" + s.Target + ")", Bound: 10, Unit: "ms"}
+		if s.Latency != nil && s.Latency.Count > 0 {
+			g.Value, g.Judged = s.Latency.P99, true
+			g.Met = g.Value < g.Bound
+			r.Goals = append(r.Goals, g)
+			judged = true
+		}
+	}
+	if !judged {
+		r.Goals = append(r.Goals, Goal{Name: "e2e p99, local acks, open loop at half of saturation", Bound: 10, Unit: "ms"})
+	}
+	// 3. cold replay >= 80% of raw MinIO GET rate.
+	g = Goal{Name: "cold replay / raw MinIO GET byte rate (stored bytes)", Bound: 80, Unit: "%"}
+	for _, x := range r.Results {
+		if strings.HasPrefix(x.Target, "strata") && x.Workload == "replay" && x.Cost.GetBytes > 0 {
+			if l := r.Limit("object GET"); l != nil && l.MBPerS > 0 {
+				// Compare like with like: bytes fetched from the store per second.
+				g.Value, g.Judged = 100*float64(x.Cost.GetBytes)/1e6/x.Seconds/l.MBPerS, true
+				g.Met = g.Value >= g.Bound
+				g.Note = fmt.Sprintf("%s: %.0f MB/s of payload, %.0f MB/s fetched", x.Target, x.MBPerS, float64(x.Cost.GetBytes)/1e6/x.Seconds)
+			}
+			break
+		}
+	}
+	r.Goals = append(r.Goals, g)
+	// 4. PUTs per GiB ingested <= 256 at sustained load: the produce
+	// phase (the replay history's figure, which includes sealing every
+	// partition at shutdown, is in the table).
+	g = Goal{Name: "PUTs per GiB ingested, sustained produce", Bound: 256, Unit: "PUTs/GiB"}
+	if x := r.Find("strata-local", "produce"); x != nil && x.Cost.Puts > 0 {
+		g.Value, g.Judged = x.Cost.PutsPerGiB, true
+		g.Met = g.Value <= g.Bound
+		g.Note = x.Target
+	}
+	r.Goals = append(r.Goals, g)
+}
+
+func human(n float64) string {
+	switch {
+	case n >= 1e6:
+		return fmt.Sprintf("%.2fM", n/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fk", n/1e3)
+	}
+	return fmt.Sprintf("%.0f", n)
+}
+
+// Table writes the results as Markdown tables.
+func (r *Report) Table(w io.Writer) {
+	fmt.Fprintf(w, "stratabench %s mode, %s, %d cores, %d GiB, %s\n\n", r.Mode, r.Started.UTC().Format(time.RFC3339), r.Machine.Cores, r.Machine.MemoryGiB, r.Machine.GoVersion)
+	p := r.Params
+	fmt.Fprintf(w, "record %d B, %d partitions, %d producers, batch %d, %d in flight, %v per phase\n\n", p.RecordSize, p.Partitions, p.Producers, p.Batch, p.InFlight, p.Duration)
+	fmt.Fprintln(w, "| target | workload | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | PUTs/GiB | GETs/GiB | stored/produced | RSS MiB | notes |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	res := append([]*workload.Result(nil), r.Results...)
+	order := map[string]int{}
+	for i, t := range r.Targets {
+		order[t.Name] = i
+	}
+	sort.SliceStable(res, func(i, j int) bool { return wlOrder(res[i].Workload) < wlOrder(res[j].Workload) })
+	for _, x := range res {
+		p50, p99, p999 := "", "", ""
+		if x.Latency != nil && x.Latency.Count > 0 {
+			p50, p99, p999 = fmt.Sprintf("%.2f", x.Latency.P50), fmt.Sprintf("%.2f", x.Latency.P99), fmt.Sprintf("%.2f", x.Latency.P999)
+		}
+		wl := x.Workload
+		if x.Offered > 0 {
+			wl = fmt.Sprintf("%s @%s/s", wl, human(x.Offered))
+		}
+		puts, gets, stored := "", "", ""
+		if x.Cost.PutsPerGiB > 0 {
+			puts = fmt.Sprintf("%.0f", x.Cost.PutsPerGiB)
+		}
+		if x.Cost.GetsPerGiB > 0 {
+			gets = fmt.Sprintf("%.0f", x.Cost.GetsPerGiB)
+		}
+		if x.Cost.StoredPerProduced > 0 {
+			stored = fmt.Sprintf("%.2f", x.Cost.StoredPerProduced)
+		}
+		notes := []string{}
+		if x.Errors > 0 {
+			notes = append(notes, fmt.Sprintf("%d errors", x.Errors))
+		}
+		if x.Missing > 0 {
+			notes = append(notes, fmt.Sprintf("%d never received", x.Missing))
+		}
+		if x.Note != "" {
+			notes = append(notes, x.Note)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %s |\n", x.Target, wl, human(x.RecPerS), x.MBPerS, p50, p99, p999, puts, gets, stored,
+			float64(x.Cost.RSSBytes)/(1<<20), strings.Join(notes, "; "))
+	}
+	if len(r.Unavailable) > 0 {
+		fmt.Fprintln(w)
+		names := make([]string, 0, len(r.Unavailable))
+		for n := range r.Unavailable {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "unavailable: %s: %s\n", n, r.Unavailable[n])
+		}
+	}
+	fmt.Fprintln(w, "\nlimits of the machine (same run):\n\n| limit | MB/s | ops/s | note |\n|---|---|---|---|")
+	for _, l := range r.Limits {
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %s |\n", l.Name, l.MBPerS, l.OpsPerS, l.Note)
+	}
+	fmt.Fprintln(w, "\nstrata against its bounds:\n\n| strata figure | MB/s | bound | bound MB/s | % of bound |\n|---|---|---|---|---|")
+	for _, b := range r.Bounds() {
+		fmt.Fprintf(w, "| %s | %.0f | %s | %.0f | %.0f %% |\n", b.Figure, b.MBPerS, b.Limit, b.LimitMBPerS, b.Percent)
+	}
+	fmt.Fprintln(w, "\ngoals (reported, not asserted):\n\n| goal | value | bound | met |\n|---|---|---|---|")
+	for _, g := range r.Goals {
+		met := "not measured"
+		if g.Judged {
+			met = map[bool]string{true: "yes", false: "**no**"}[g.Met]
+		}
+		v := "—"
+		if g.Judged {
+			v = fmt.Sprintf("%.2f %s", g.Value, g.Unit)
+		}
+		note := ""
+		if g.Note != "" {
+			note = " (" + g.Note + ")"
+		}
+		fmt.Fprintf(w, "| %s%s | %s | %.4g %s | %s |\n", g.Name, note, v, g.Bound, g.Unit, met)
+	}
+}
+
+// Bound is a strata figure next to the machine limit it is bounded by.
+type Bound struct {
+	Figure      string  `json:"figure"`
+	MBPerS      float64 `json:"mb_per_s"`
+	Limit       string  `json:"limit"`
+	LimitMBPerS float64 `json:"limit_mb_per_s"`
+	Percent     float64 `json:"percent"`
+}
+
+// Bounds pairs strata figures with limits.
+func (r *Report) Bounds() []Bound {
+	var out []Bound
+	add := func(fig string, mb float64, l *limits.Rate) {
+		if l != nil && l.MBPerS > 0 && mb > 0 {
+			out = append(out, Bound{fig, mb, l.Name, l.MBPerS, 100 * mb / l.MBPerS})
+		}
+	}
+	for _, x := range r.Results {
+		if !strings.HasPrefix(x.Target, "strata") {
+			continue
+		}
+		switch x.Workload {
+		case "produce":
+			if x.Target == "strata-local" {
+				add(x.Target+" produce (fsync before ack)", x.MBPerS, r.Limit("disk write+fsync"))
+			}
+			add(x.Target+" produce", x.MBPerS, r.Limit("zstd fastest encode"))
+		case "replay":
+			if x.Cost.GetBytes > 0 {
+				add(x.Target+" cold replay, bytes fetched", float64(x.Cost.GetBytes)/1e6/x.Seconds, r.Limit("object GET"))
+			}
+			add(x.Target+" replay, payload bytes", x.MBPerS, r.Limit("zstd decode"))
+		case "replay-ingest":
+			if x.Cost.PutBytes > 0 {
+				add(x.Target+" ingest, bytes PUT", float64(x.Cost.PutBytes)/1e6/x.Seconds, r.Limit("object PUT"))
+			}
+		}
+	}
+	return out
+}
+
+func wlOrder(w string) string {
+	for i, p := range []string{"produce", "e2e-saturation", "e2e-open", "replay-ingest", "replay", "partitions"} {
+		if strings.HasPrefix(w, p) {
+			n := 0
+			fmt.Sscanf(strings.TrimPrefix(strings.TrimPrefix(w, p), "-"), "%d", &n)
+			return fmt.Sprintf("%d%08d%s", i, n, w)
+		}
+	}
+	return "9" + w
+}

@@ -1,0 +1,485 @@
+// Package workload runs the benchmark's workloads against any
+// target.Target: produce throughput, end-to-end latency (open loop at an
+// offered rate, and at saturation), catch-up / cold replay, and produce
+// across many partitions. Every loop is bounded in records and in time.
+package workload
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stratalog/strata/bench/harness/hist"
+	"github.com/stratalog/strata/bench/harness/target"
+)
+
+// Params are the workload knobs (flags of cmd/stratabench).
+type Params struct {
+	RecordSize int           `json:"record_size"`
+	Partitions int           `json:"partitions"`
+	Producers  int           `json:"producers"`
+	Consumers  int           `json:"consumers"` // tailing consumers in the latency workload (each reads partitions round robin)
+	Batch      int           `json:"batch"`
+	InFlight   int           `json:"in_flight"`
+	Linger     time.Duration `json:"linger_ns"`
+	Duration   time.Duration `json:"duration_ns"` // per produce / latency phase
+	MaxRecords int64         `json:"max_records"` // per produce phase (count bound)
+	Rate       float64       `json:"rate"`        // offered records/s for open-loop latency; 0: half of the measured saturation
+	ReplayMiB  int           `json:"replay_mib"`  // history written, then replayed
+	// ReplayTimeout bounds the replay read (0: 10 min).
+	ReplayTimeout time.Duration `json:"replay_timeout_ns"`
+}
+
+// Result is one workload on one target.
+type Result struct {
+	Target   string  `json:"target"`
+	Workload string  `json:"workload"` // produce, e2e-open, e2e-saturation, replay, partitions-N
+	Records  int64   `json:"records"`
+	Bytes    int64   `json:"bytes"` // record payload bytes
+	Seconds  float64 `json:"seconds"`
+	RecPerS  float64 `json:"records_per_s"`
+	MBPerS   float64 `json:"mb_per_s"` // 10^6 bytes of payload per second
+	Errors   int64   `json:"errors"`
+	Missing  int64   `json:"missing,omitempty"` // sent, acked, never received (latency)
+	// Offered is the open-loop rate in records/s.
+	Offered float64       `json:"offered_per_s,omitempty"`
+	Latency *hist.Summary `json:"latency,omitempty"` // producer-side (produce) or send-to-receive (e2e)
+	Cost    Cost          `json:"cost"`
+	Note    string        `json:"note,omitempty"`
+}
+
+// Cost is what the server used for the workload.
+type Cost struct {
+	RSSBytes          int64   `json:"rss_bytes"`
+	Puts              int64   `json:"puts"`
+	Gets              int64   `json:"gets"`
+	PutBytes          int64   `json:"put_bytes"`
+	GetBytes          int64   `json:"get_bytes"`
+	PutsPerGiB        float64 `json:"puts_per_gib"`         // per GiB of payload ingested
+	GetsPerGiB        float64 `json:"gets_per_gib"`         // per GiB of payload replayed
+	StoredPerProduced float64 `json:"stored_per_produced"`  // object (strata) or disk bytes per payload byte
+	StoredBytes       int64   `json:"stored_bytes"`         // object (strata) or local disk bytes
+	GetPerStored      float64 `json:"get_per_stored_bytes"` // replay: bytes fetched / bytes stored (1 = each byte once)
+}
+
+const gib = float64(1 << 30)
+
+func cost(before, after target.Usage, payload int64, ingest bool) Cost {
+	d := after.Objects.Sub(before.Objects)
+	c := Cost{RSSBytes: after.RSSBytes, Puts: d.Puts, Gets: d.Gets, PutBytes: d.PutBytes, GetBytes: d.GetBytes}
+	stored := after.ObjectBytes - before.ObjectBytes
+	if after.ObjectBytes == 0 {
+		stored = after.DiskBytes - before.DiskBytes
+	}
+	if payload > 0 {
+		if ingest {
+			c.PutsPerGiB = float64(d.Puts) / (float64(payload) / gib)
+			c.StoredBytes = stored
+			c.StoredPerProduced = float64(stored) / float64(payload)
+		} else {
+			c.GetsPerGiB = float64(d.Gets) / (float64(payload) / gib)
+		}
+	}
+	return c
+}
+
+// Payloads returns n record values of size bytes each: JSON-like text with
+// a random part, so they compress about as real events do (~2x).
+func Payloads(n, size int, seed uint64) [][]byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	const alpha = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+	out := make([][]byte, n)
+	for i := range out {
+		b := make([]byte, 0, size+64)
+		for len(b) < size {
+			b = fmt.Appendf(b, `{"user":"user-%04d","event":"page_view","path":"/products/%d","ok":true,"blob":"`, r.IntN(1000), r.IntN(97))
+			for j := 0; j < 24; j++ {
+				b = append(b, alpha[r.IntN(64)])
+			}
+			b = append(b, '"', '}', '\n')
+		}
+		out[i] = b[:size]
+	}
+	return out
+}
+
+func (p Params) popts() target.ProducerOptions {
+	return target.ProducerOptions{Batch: p.Batch, InFlight: p.InFlight, Linger: p.Linger}
+}
+
+// Produce measures closed-loop produce throughput with producer-side
+// latency (Send call to ack) on a fresh topic.
+func Produce(ctx context.Context, t target.Target, topic string, p Params) (*Result, error) {
+	if err := t.CreateTopic(ctx, topic, p.Partitions); err != nil {
+		return nil, fmt.Errorf("create topic: %w", err)
+	}
+	before := t.Usage(ctx)
+	r, err := produceFor(ctx, t, topic, p, p.Duration, p.MaxRecords)
+	if err != nil {
+		return nil, err
+	}
+	r.Workload = "produce"
+	r.Cost = cost(before, t.Usage(ctx), r.Bytes, true)
+	if _, ok := t.(target.TopicSizer); ok {
+		// Nothing is sealed yet at this size: stored bytes show in replay-ingest.
+		r.Cost.StoredBytes, r.Cost.StoredPerProduced = 0, 0
+	}
+	return r, nil
+}
+
+func produceFor(ctx context.Context, t target.Target, topic string, p Params, dur time.Duration, maxRecords int64) (*Result, error) {
+	vals := Payloads(max(4096, 4<<20/p.RecordSize), p.RecordSize, 1) // distinct values: compression sees no repeats across 4 MiB
+	h := hist.New()
+	var acked, errs, sent atomic.Int64
+	var firstErr atomic.Value
+	prods := make([]target.Producer, p.Producers)
+	for i := range prods {
+		pr, err := t.NewProducer(ctx, topic, p.Partitions, p.popts())
+		if err != nil {
+			for _, q := range prods[:i] {
+				q.Close()
+			}
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		prods[i] = pr
+	}
+	start := time.Now()
+	deadline := start.Add(dur)
+	lctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, pr := range prods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				if sent.Add(1) > maxRecords || time.Now().After(deadline) {
+					return
+				}
+				t0 := time.Now()
+				err := pr.Send(lctx, vals[(i*7+n)%len(vals)], func(err error) {
+					if err != nil {
+						errs.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+					h.Record(time.Since(t0))
+					acked.Add(1)
+				})
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, pr := range prods {
+		if err := pr.Flush(lctx); err != nil {
+			errs.Add(1)
+		}
+	}
+	el := time.Since(start)
+	for _, pr := range prods {
+		pr.Close()
+	}
+	r := &Result{Target: t.Name(), Records: acked.Load(), Bytes: acked.Load() * int64(p.RecordSize), Seconds: el.Seconds(), Errors: errs.Load()}
+	r.RecPerS, r.MBPerS = float64(r.Records)/el.Seconds(), float64(r.Bytes)/1e6/el.Seconds()
+	s := h.Summarize()
+	r.Latency = &s
+	if e, ok := firstErr.Load().(error); ok {
+		r.Note = "first error: " + e.Error()
+		if r.Records == 0 {
+			return r, fmt.Errorf("no record acked: %w", e)
+		}
+	}
+	return r, nil
+}
+
+// stamp marks a latency probe: magic, then the intended send time.
+const magic = 0x5354524154414c31 // "STRATAL1"
+
+func stampValue(dst, tmpl []byte, at int64) []byte {
+	dst = append(dst[:0], tmpl...)
+	binary.LittleEndian.PutUint64(dst[0:8], magic)
+	binary.LittleEndian.PutUint64(dst[8:16], uint64(at))
+	return dst
+}
+
+func stampOf(v []byte) (int64, bool) {
+	if len(v) < 16 || binary.LittleEndian.Uint64(v[0:8]) != magic {
+		return 0, false
+	}
+	return int64(binary.LittleEndian.Uint64(v[8:16])), true
+}
+
+// EndToEnd measures send-to-receive latency through tailing consumers.
+// rate > 0: open loop, records are due at start + i/rate and each carries
+// its due time, so a stall in the system (or in the sender, blocked by flow
+// control) counts in full for every record it delays (no coordinated
+// omission). rate == 0: saturation, each record carries its actual send
+// time and the sender goes as fast as the producer lets it.
+func EndToEnd(ctx context.Context, t target.Target, topic string, p Params, rate float64) (*Result, error) {
+	if p.RecordSize < 16 {
+		return nil, errors.New("e2e latency needs records of at least 16 bytes")
+	}
+	if err := t.CreateTopic(ctx, topic, p.Partitions); err != nil {
+		return nil, fmt.Errorf("create topic: %w", err)
+	}
+	h := hist.New()
+	var received atomic.Int64
+	cctx, stopConsumers := context.WithCancel(ctx)
+	defer stopConsumers()
+	var cwg sync.WaitGroup
+	var consumers []target.Consumer
+	for part := 0; part < p.Partitions; part++ {
+		c, err := t.NewConsumer(ctx, topic, part, false)
+		if err != nil {
+			for _, c := range consumers {
+				c.Close()
+			}
+			return nil, fmt.Errorf("consumer: %w", err)
+		}
+		consumers = append(consumers, c)
+	}
+	for _, c := range consumers {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			for cctx.Err() == nil {
+				vs, err := c.Poll(cctx, 100*time.Millisecond)
+				now := time.Now().UnixNano()
+				if err != nil {
+					return
+				}
+				for _, v := range vs {
+					if at, ok := stampOf(v); ok {
+						h.Record(time.Duration(now - at))
+						received.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // let tailing fetches reach the server
+	pr, err := t.NewProducer(ctx, topic, p.Partitions, p.popts())
+	if err != nil {
+		return nil, err
+	}
+	tmpl := Payloads(1, p.RecordSize, 2)[0]
+	var acked, errs atomic.Int64
+	var firstErr atomic.Value
+	cb := func(err error) {
+		if err != nil {
+			errs.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+			return
+		}
+		acked.Add(1)
+	}
+	start := time.Now()
+	deadline := start.Add(p.Duration)
+	sctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
+	defer cancel()
+	var sent int64
+	limit := p.MaxRecords
+send:
+	for sent < limit {
+		now := time.Now()
+		if now.After(deadline) {
+			break
+		}
+		if rate > 0 {
+			due := int64(now.Sub(start).Seconds() * rate)
+			if due <= sent {
+				time.Sleep(min(time.Duration(float64(time.Second)/rate), time.Millisecond))
+				continue
+			}
+			for ; sent < due && sent < limit; sent++ {
+				at := start.Add(time.Duration(float64(sent) / rate * float64(time.Second))).UnixNano()
+				if err := pr.Send(sctx, stampValue(nil, tmpl, at), cb); err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					break send
+				}
+			}
+			continue
+		}
+		if err := pr.Send(sctx, stampValue(nil, tmpl, time.Now().UnixNano()), cb); err != nil {
+			errs.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+			break
+		}
+		sent++
+	}
+	if err := pr.Flush(sctx); err != nil {
+		errs.Add(1)
+	}
+	sendTime := time.Since(start)
+	pr.Close()
+	// Wait (bounded) for the consumers to see everything acked.
+	wait := time.Now().Add(15 * time.Second)
+	for received.Load() < acked.Load() && time.Now().Before(wait) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopConsumers()
+	cwg.Wait()
+	for _, c := range consumers {
+		c.Close()
+	}
+	r := &Result{Target: t.Name(), Workload: "e2e-saturation", Records: received.Load(), Bytes: received.Load() * int64(p.RecordSize),
+		Seconds: sendTime.Seconds(), Errors: errs.Load(), Missing: max(acked.Load()-received.Load(), 0)}
+	if rate > 0 {
+		r.Workload, r.Offered = "e2e-open", rate
+	}
+	r.RecPerS, r.MBPerS = float64(acked.Load())/sendTime.Seconds(), float64(acked.Load()*int64(p.RecordSize))/1e6/sendTime.Seconds()
+	s := h.Summarize()
+	r.Latency = &s
+	r.Cost.RSSBytes = t.Usage(ctx).RSSBytes
+	if e, ok := firstErr.Load().(error); ok {
+		r.Note = "first error: " + e.Error()
+	}
+	if received.Load() == 0 {
+		return r, fmt.Errorf("no record reached a consumer (%d acked)", acked.Load())
+	}
+	return r, nil
+}
+
+// Replay (run first on a fresh target, so a cold restart seals only its
+// topic) writes p.ReplayMiB of history, then (for a target that can)
+// restarts it cold — strata: a new broker with an empty data directory on
+// the same bucket — and reads everything back from the first offset with
+// one consumer per partition. Returns the ingest and the replay results.
+func Replay(ctx context.Context, t target.Target, topic string, p Params) (ingest, replay *Result, err error) {
+	if err := t.CreateTopic(ctx, topic, p.Partitions); err != nil {
+		return nil, nil, fmt.Errorf("create topic: %w", err)
+	}
+	before := t.Usage(ctx)
+	n := int64(p.ReplayMiB) << 20 / int64(p.RecordSize)
+	in, err := produceFor(ctx, t, topic, p, 10*time.Minute, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	in.Workload = "replay-ingest"
+	if in.Records < n {
+		return nil, nil, fmt.Errorf("replay: only %d of %d records acked (%s)", in.Records, n, in.Note)
+	}
+	cold := false
+	if cr, ok := t.(target.ColdRestarter); ok {
+		if err := cr.RestartCold(ctx); err != nil {
+			return nil, nil, fmt.Errorf("cold restart: %w", err)
+		}
+		cold = true
+	}
+	mid := t.Usage(ctx)
+	in.Cost = cost(before, mid, in.Bytes, true)
+	if ts, ok := t.(target.TopicSizer); ok {
+		in.Cost.StoredBytes = ts.TopicBytes(ctx, topic)
+		in.Cost.StoredPerProduced = float64(in.Cost.StoredBytes) / float64(max(in.Bytes, 1))
+	}
+	if cold {
+		in.Note = "PUTs include sealing everything when the broker stopped"
+	}
+	var got atomic.Int64
+	var gotBytes, finished atomic.Int64
+	rt := p.ReplayTimeout
+	if rt <= 0 {
+		rt = 10 * time.Minute
+	}
+	rctx, cancel := context.WithTimeout(ctx, rt)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, p.Partitions)
+	perPart := in.Records / int64(p.Partitions) // round robin: each partition has about this many
+	for part := 0; part < p.Partitions; part++ {
+		c, err := t.NewConsumer(rctx, topic, part, true)
+		if err != nil {
+			return in, nil, fmt.Errorf("consumer: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			idle := 0
+			var mine int64
+			for rctx.Err() == nil {
+				vs, err := c.Poll(rctx, 200*time.Millisecond)
+				if err != nil {
+					errc <- err
+					return
+				}
+				if len(vs) == 0 {
+					// Done once this partition's share is read and nothing more comes.
+					if mine >= perPart || got.Load() >= in.Records {
+						if idle++; idle >= 2 {
+							return
+						}
+					}
+					continue
+				}
+				idle = 0
+				mine += int64(len(vs))
+				var b int64
+				for _, v := range vs {
+					b += int64(len(v))
+				}
+				gotBytes.Add(b)
+				if got.Add(int64(len(vs))) >= in.Records {
+					finished.CompareAndSwap(0, time.Now().UnixNano())
+					cancel() // everything is read: stop every consumer
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if f := finished.Load(); f != 0 {
+		el = time.Duration(f - start.UnixNano()) // not the consumers' Close
+	}
+	close(errc)
+	rp := &Result{Target: t.Name(), Workload: "replay", Records: got.Load(), Bytes: gotBytes.Load(), Seconds: el.Seconds()}
+	rp.RecPerS, rp.MBPerS = float64(rp.Records)/el.Seconds(), float64(rp.Bytes)/1e6/el.Seconds()
+	after := t.Usage(ctx)
+	rp.Cost = cost(mid, after, rp.Bytes, false)
+	if in.Cost.StoredBytes > 0 {
+		rp.Cost.GetPerStored = float64(rp.Cost.GetBytes) / float64(in.Cost.StoredBytes)
+	}
+	if cold {
+		rp.Note = "cold: fresh broker, empty data dir, everything from the object store"
+	} else {
+		rp.Note = "catch-up read from the server's own disk (page cache warm)"
+	}
+	for e := range errc {
+		if e != nil && rp.Records < in.Records {
+			return in, rp, fmt.Errorf("replay: %w", e)
+		}
+	}
+	if rp.Records < in.Records {
+		return in, rp, fmt.Errorf("replay read %d of %d records", rp.Records, in.Records)
+	}
+	return in, rp, nil
+}
+
+// Partitions produces across n partitions (a fresh topic) for p.Duration.
+func Partitions(ctx context.Context, t target.Target, topic string, n int, p Params) (*Result, error) {
+	p.Partitions = n
+	if err := t.CreateTopic(ctx, topic, n); err != nil {
+		return nil, fmt.Errorf("create topic with %d partitions: %w", n, err)
+	}
+	before := t.Usage(ctx)
+	r, err := produceFor(ctx, t, topic, p, p.Duration, p.MaxRecords)
+	if err != nil {
+		return nil, err
+	}
+	r.Workload = fmt.Sprintf("partitions-%d", n)
+	r.Cost = cost(before, t.Usage(ctx), r.Bytes, true)
+	return r, nil
+}
