@@ -171,6 +171,19 @@ func (b *Broker) Incarnation() string { return b.cfg.Incarnation }
 // WALStats returns the WAL writer's counters.
 func (b *Broker) WALStats() wal.Stats { return b.wal.Stats() }
 
+// GetStats implements the API.
+func (b *Broker) GetStats(ctx context.Context, _ *stratapb.GetStatsRequest) (*stratapb.BrokerStats, error) {
+	c, w := b.cache.Stats(), b.wal.Stats()
+	return &stratapb.BrokerStats{
+		Incarnation: b.cfg.Incarnation,
+		CacheHits:   c.Hits, CacheDiskHits: c.DiskHits, CacheMisses: c.Misses,
+		ObjectGets: c.Gets, ObjectGetBytes: c.BytesFetched, Prefetches: c.Prefetches,
+		CacheMemoryBytes: c.MemoryBytes, CacheDiskBytes: c.DiskBytes,
+		WalObjects: w.Objects, WalBytes: w.Bytes, WalPutAttempts: w.Attempts, WalPutFailures: w.Failures,
+		WalBufferedBytes: w.Buffered,
+	}, nil
+}
+
 // Close seals and closes every open partition. It is idempotent.
 func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()

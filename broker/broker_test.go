@@ -191,3 +191,59 @@ func TestProduceFetchAndLongPoll(t *testing.T) {
 		}
 	})
 }
+
+// GetStats counts WAL objects on the writing broker, and on a broker with
+// an empty disk that replays the sealed history: misses and GETs first,
+// hits when the same records are read again.
+func TestStatsCountWALAndColdReads(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
+		ctx := context.Background()
+		a, ab, _ := start(t, store, t.TempDir())
+		if _, err := a.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "ev", Partitions: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			var recs []*stratapb.Record
+			for j := 0; j < 100; j++ {
+				recs = append(recs, &stratapb.Record{Value: []byte(strings.Repeat(fmt.Sprint(i*100+j), 50))})
+			}
+			if _, err := a.Produce(ctx, &stratapb.ProduceRequest{Topic: "ev", Partition: 0, Records: recs}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := a.GetStats(ctx, &stratapb.GetStatsRequest{})
+		if err != nil || st.WalObjects == 0 || st.WalBytes == 0 || st.WalPutAttempts < st.WalObjects || st.Incarnation == "" {
+			t.Fatalf("writer stats %+v, %v: want WAL objects counted", st, err)
+		}
+		if err := ab.Close(ctx); err != nil { // seals everything
+			t.Fatal(err)
+		}
+
+		b, _, _ := start(t, store, t.TempDir())
+		readAll := func() {
+			t.Helper()
+			s, err := b.Fetch(ctx, &stratapb.FetchRequest{Topic: "ev", Partition: 0, Start: &stratapb.FetchRequest_Earliest{Earliest: true}, MaxBytes: 8 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for n < 2000 {
+				m, err := s.Recv()
+				if err != nil {
+					t.Fatalf("after %d records: %v", n, err)
+				}
+				n += len(m.Records)
+			}
+		}
+		readAll()
+		cold, err := b.GetStats(ctx, &stratapb.GetStatsRequest{})
+		if err != nil || cold.CacheMisses == 0 || cold.ObjectGets == 0 || cold.ObjectGetBytes == 0 || cold.WalObjects != 0 {
+			t.Fatalf("cold reader stats %+v, %v: want misses and GETs, no WAL objects", cold, err)
+		}
+		readAll()
+		warm, _ := b.GetStats(ctx, &stratapb.GetStatsRequest{})
+		if warm.CacheHits <= cold.CacheHits || warm.ObjectGets > cold.ObjectGets+1 {
+			t.Fatalf("second read: hits %d -> %d, GETs %d -> %d; want hits up and no new block GETs", cold.CacheHits, warm.CacheHits, cold.ObjectGets, warm.ObjectGets)
+		}
+	})
+}

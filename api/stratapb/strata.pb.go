@@ -76,6 +76,193 @@ func (Acks) EnumDescriptor() ([]byte, []int) {
 	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
 }
 
+type GetStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+}
+
+type BrokerStats struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Incarnation string                 `protobuf:"bytes,1,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Read cache: block lookups served from memory or local disk, and those
+	// that waited for a ranged GET.
+	CacheHits        int64 `protobuf:"varint,2,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	CacheDiskHits    int64 `protobuf:"varint,3,opt,name=cache_disk_hits,json=cacheDiskHits,proto3" json:"cache_disk_hits,omitempty"` // of the hits, from the local disk tier
+	CacheMisses      int64 `protobuf:"varint,4,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	ObjectGets       int64 `protobuf:"varint,5,opt,name=object_gets,json=objectGets,proto3" json:"object_gets,omitempty"`               // ranged GETs issued (blocks and footers)
+	ObjectGetBytes   int64 `protobuf:"varint,6,opt,name=object_get_bytes,json=objectGetBytes,proto3" json:"object_get_bytes,omitempty"` // bytes they returned
+	Prefetches       int64 `protobuf:"varint,7,opt,name=prefetches,proto3" json:"prefetches,omitempty"`                                 // spans loaded by read-ahead
+	CacheMemoryBytes int64 `protobuf:"varint,8,opt,name=cache_memory_bytes,json=cacheMemoryBytes,proto3" json:"cache_memory_bytes,omitempty"`
+	CacheDiskBytes   int64 `protobuf:"varint,9,opt,name=cache_disk_bytes,json=cacheDiskBytes,proto3" json:"cache_disk_bytes,omitempty"`
+	// Object-store WAL.
+	WalObjects       int64 `protobuf:"varint,10,opt,name=wal_objects,json=walObjects,proto3" json:"wal_objects,omitempty"`               // WAL objects stored
+	WalBytes         int64 `protobuf:"varint,11,opt,name=wal_bytes,json=walBytes,proto3" json:"wal_bytes,omitempty"`                     // their total size
+	WalPutAttempts   int64 `protobuf:"varint,12,opt,name=wal_put_attempts,json=walPutAttempts,proto3" json:"wal_put_attempts,omitempty"` // PUT attempts, retries included
+	WalPutFailures   int64 `protobuf:"varint,13,opt,name=wal_put_failures,json=walPutFailures,proto3" json:"wal_put_failures,omitempty"`
+	WalBufferedBytes int64 `protobuf:"varint,14,opt,name=wal_buffered_bytes,json=walBufferedBytes,proto3" json:"wal_buffered_bytes,omitempty"` // received, not yet stored (now)
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BrokerStats) Reset() {
+	*x = BrokerStats{}
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrokerStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrokerStats) ProtoMessage() {}
+
+func (x *BrokerStats) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrokerStats.ProtoReflect.Descriptor instead.
+func (*BrokerStats) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BrokerStats) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *BrokerStats) GetCacheHits() int64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetCacheDiskHits() int64 {
+	if x != nil {
+		return x.CacheDiskHits
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetCacheMisses() int64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetObjectGets() int64 {
+	if x != nil {
+		return x.ObjectGets
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetObjectGetBytes() int64 {
+	if x != nil {
+		return x.ObjectGetBytes
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetPrefetches() int64 {
+	if x != nil {
+		return x.Prefetches
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetCacheMemoryBytes() int64 {
+	if x != nil {
+		return x.CacheMemoryBytes
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetCacheDiskBytes() int64 {
+	if x != nil {
+		return x.CacheDiskBytes
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetWalObjects() int64 {
+	if x != nil {
+		return x.WalObjects
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetWalBytes() int64 {
+	if x != nil {
+		return x.WalBytes
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetWalPutAttempts() int64 {
+	if x != nil {
+		return x.WalPutAttempts
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetWalPutFailures() int64 {
+	if x != nil {
+		return x.WalPutFailures
+	}
+	return 0
+}
+
+func (x *BrokerStats) GetWalBufferedBytes() int64 {
+	if x != nil {
+		return x.WalBufferedBytes
+	}
+	return 0
+}
+
 type JoinGroupRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Group            string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
@@ -87,7 +274,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +286,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +299,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -146,7 +333,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +345,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +358,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -199,7 +386,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +398,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +411,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -258,7 +445,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +457,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +470,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -308,7 +495,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +507,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +520,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
 }
 
 type CommitOffsetsRequest struct {
@@ -348,7 +535,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +547,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +560,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -412,7 +599,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +611,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +624,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
 }
 
 type FetchCommittedRequest struct {
@@ -449,7 +636,7 @@ type FetchCommittedRequest struct {
 
 func (x *FetchCommittedRequest) Reset() {
 	*x = FetchCommittedRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +648,7 @@ func (x *FetchCommittedRequest) String() string {
 func (*FetchCommittedRequest) ProtoMessage() {}
 
 func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +661,7 @@ func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedRequest.ProtoReflect.Descriptor instead.
 func (*FetchCommittedRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FetchCommittedRequest) GetGroup() string {
@@ -494,7 +681,7 @@ type FetchCommittedResponse struct {
 
 func (x *FetchCommittedResponse) Reset() {
 	*x = FetchCommittedResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +693,7 @@ func (x *FetchCommittedResponse) String() string {
 func (*FetchCommittedResponse) ProtoMessage() {}
 
 func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +706,7 @@ func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedResponse.ProtoReflect.Descriptor instead.
 func (*FetchCommittedResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FetchCommittedResponse) GetTopic() string {
@@ -544,7 +731,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +743,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +756,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
 }
 
 type ListGroupsResponse struct {
@@ -581,7 +768,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +780,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +793,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -625,7 +812,7 @@ type DescribeGroupRequest struct {
 
 func (x *DescribeGroupRequest) Reset() {
 	*x = DescribeGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +824,7 @@ func (x *DescribeGroupRequest) String() string {
 func (*DescribeGroupRequest) ProtoMessage() {}
 
 func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +837,7 @@ func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DescribeGroupRequest) GetGroup() string {
@@ -670,7 +857,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +869,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +882,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -725,7 +912,7 @@ type PartitionLag struct {
 
 func (x *PartitionLag) Reset() {
 	*x = PartitionLag{}
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +924,7 @@ func (x *PartitionLag) String() string {
 func (*PartitionLag) ProtoMessage() {}
 
 func (x *PartitionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +937,7 @@ func (x *PartitionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLag.ProtoReflect.Descriptor instead.
 func (*PartitionLag) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PartitionLag) GetPartition() int32 {
@@ -801,7 +988,7 @@ type DescribeGroupResponse struct {
 
 func (x *DescribeGroupResponse) Reset() {
 	*x = DescribeGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +1000,7 @@ func (x *DescribeGroupResponse) String() string {
 func (*DescribeGroupResponse) ProtoMessage() {}
 
 func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1013,7 @@ func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DescribeGroupResponse) GetGroup() string {
@@ -881,7 +1068,7 @@ type ResetOffsetsRequest struct {
 
 func (x *ResetOffsetsRequest) Reset() {
 	*x = ResetOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1080,7 @@ func (x *ResetOffsetsRequest) String() string {
 func (*ResetOffsetsRequest) ProtoMessage() {}
 
 func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1093,7 @@ func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResetOffsetsRequest) GetGroup() string {
@@ -1003,7 +1190,7 @@ type ResetOffsetsResponse struct {
 
 func (x *ResetOffsetsResponse) Reset() {
 	*x = ResetOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1202,7 @@ func (x *ResetOffsetsResponse) String() string {
 func (*ResetOffsetsResponse) ProtoMessage() {}
 
 func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1215,7 @@ func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResetOffsetsResponse) GetOffsets() map[int32]int64 {
@@ -1048,7 +1235,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1247,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1260,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Header) GetKey() string {
@@ -1104,7 +1291,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1303,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1316,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Record) GetKey() []byte {
@@ -1188,7 +1375,7 @@ type TopicConfig struct {
 
 func (x *TopicConfig) Reset() {
 	*x = TopicConfig{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1387,7 @@ func (x *TopicConfig) String() string {
 func (*TopicConfig) ProtoMessage() {}
 
 func (x *TopicConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1400,7 @@ func (x *TopicConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicConfig.ProtoReflect.Descriptor instead.
 func (*TopicConfig) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TopicConfig) GetName() string {
@@ -1267,7 +1454,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1466,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1479,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateTopicRequest) GetConfig() *TopicConfig {
@@ -1311,7 +1498,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1510,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1523,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateTopicResponse) GetConfig() *TopicConfig {
@@ -1355,7 +1542,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1554,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1567,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -1399,7 +1586,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1598,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1611,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteTopicResponse) GetObjectsDeleted() int64 {
@@ -1442,7 +1629,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1641,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1654,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
 }
 
 type ListTopicsResponse struct {
@@ -1479,7 +1666,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1678,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1691,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicConfig {
@@ -1523,7 +1710,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1722,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1735,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -1572,7 +1759,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1771,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1784,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -1652,7 +1839,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1851,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1864,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DescribeTopicResponse) GetConfig() *TopicConfig {
@@ -1712,7 +1899,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1911,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1924,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1819,7 +2006,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2018,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2031,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListOffsetsResponse) GetOffset() int64 {
@@ -1879,7 +2066,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2078,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2091,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProduceRequest) GetTopic() string {
@@ -1971,7 +2158,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2170,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2183,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 type InitProducerResponse struct {
@@ -2009,7 +2196,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2208,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2221,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -2065,7 +2252,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2264,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2277,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ProduceResponse) GetPartitions() []int32 {
@@ -2140,7 +2327,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2339,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2352,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -2307,7 +2494,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2506,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2519,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -2367,7 +2554,29 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\"l\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\"\x11\n" +
+	"\x0fGetStatsRequest\"\x9c\x04\n" +
+	"\vBrokerStats\x12 \n" +
+	"\vincarnation\x18\x01 \x01(\tR\vincarnation\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\x02 \x01(\x03R\tcacheHits\x12&\n" +
+	"\x0fcache_disk_hits\x18\x03 \x01(\x03R\rcacheDiskHits\x12!\n" +
+	"\fcache_misses\x18\x04 \x01(\x03R\vcacheMisses\x12\x1f\n" +
+	"\vobject_gets\x18\x05 \x01(\x03R\n" +
+	"objectGets\x12(\n" +
+	"\x10object_get_bytes\x18\x06 \x01(\x03R\x0eobjectGetBytes\x12\x1e\n" +
+	"\n" +
+	"prefetches\x18\a \x01(\x03R\n" +
+	"prefetches\x12,\n" +
+	"\x12cache_memory_bytes\x18\b \x01(\x03R\x10cacheMemoryBytes\x12(\n" +
+	"\x10cache_disk_bytes\x18\t \x01(\x03R\x0ecacheDiskBytes\x12\x1f\n" +
+	"\vwal_objects\x18\n" +
+	" \x01(\x03R\n" +
+	"walObjects\x12\x1b\n" +
+	"\twal_bytes\x18\v \x01(\x03R\bwalBytes\x12(\n" +
+	"\x10wal_put_attempts\x18\f \x01(\x03R\x0ewalPutAttempts\x12(\n" +
+	"\x10wal_put_failures\x18\r \x01(\x03R\x0ewalPutFailures\x12,\n" +
+	"\x12wal_buffered_bytes\x18\x0e \x01(\x03R\x10walBufferedBytes\"l\n" +
 	"\x10JoinGroupRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12,\n" +
@@ -2551,7 +2760,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\tACKS_NONE\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ACKS_LOCAL\x10\x02\x12\x10\n" +
-	"\fACKS_DURABLE\x10\x032\xd4\t\n" +
+	"\fACKS_DURABLE\x10\x032\x94\n" +
+	"\n" +
 	"\x06Strata\x12L\n" +
 	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
 	"\vDeleteTopic\x12\x1d.strata.v1.DeleteTopicRequest\x1a\x1e.strata.v1.DeleteTopicResponse\x12I\n" +
@@ -2571,7 +2781,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
 	"ListGroups\x12\x1c.strata.v1.ListGroupsRequest\x1a\x1d.strata.v1.ListGroupsResponse\x12R\n" +
 	"\rDescribeGroup\x12\x1f.strata.v1.DescribeGroupRequest\x1a .strata.v1.DescribeGroupResponse\x12O\n" +
-	"\fResetOffsets\x12\x1e.strata.v1.ResetOffsetsRequest\x1a\x1f.strata.v1.ResetOffsetsResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
+	"\fResetOffsets\x12\x1e.strata.v1.ResetOffsetsRequest\x1a\x1f.strata.v1.ResetOffsetsResponse\x12>\n" +
+	"\bGetStats\x12\x1a.strata.v1.GetStatsRequest\x1a\x16.strata.v1.BrokerStatsB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -2586,99 +2797,103 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(Acks)(0),                      // 0: strata.v1.Acks
-	(*JoinGroupRequest)(nil),       // 1: strata.v1.JoinGroupRequest
-	(*HeartbeatRequest)(nil),       // 2: strata.v1.HeartbeatRequest
-	(*GroupAssignment)(nil),        // 3: strata.v1.GroupAssignment
-	(*LeaveGroupRequest)(nil),      // 4: strata.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),     // 5: strata.v1.LeaveGroupResponse
-	(*CommitOffsetsRequest)(nil),   // 6: strata.v1.CommitOffsetsRequest
-	(*CommitOffsetsResponse)(nil),  // 7: strata.v1.CommitOffsetsResponse
-	(*FetchCommittedRequest)(nil),  // 8: strata.v1.FetchCommittedRequest
-	(*FetchCommittedResponse)(nil), // 9: strata.v1.FetchCommittedResponse
-	(*ListGroupsRequest)(nil),      // 10: strata.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),     // 11: strata.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),   // 12: strata.v1.DescribeGroupRequest
-	(*GroupMember)(nil),            // 13: strata.v1.GroupMember
-	(*PartitionLag)(nil),           // 14: strata.v1.PartitionLag
-	(*DescribeGroupResponse)(nil),  // 15: strata.v1.DescribeGroupResponse
-	(*ResetOffsetsRequest)(nil),    // 16: strata.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),   // 17: strata.v1.ResetOffsetsResponse
-	(*Header)(nil),                 // 18: strata.v1.Header
-	(*Record)(nil),                 // 19: strata.v1.Record
-	(*TopicConfig)(nil),            // 20: strata.v1.TopicConfig
-	(*CreateTopicRequest)(nil),     // 21: strata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),    // 22: strata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),     // 23: strata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),    // 24: strata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),      // 25: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),     // 26: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),   // 27: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),          // 28: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),  // 29: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),     // 30: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),    // 31: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),         // 32: strata.v1.ProduceRequest
-	(*InitProducerRequest)(nil),    // 33: strata.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),   // 34: strata.v1.InitProducerResponse
-	(*ProduceResponse)(nil),        // 35: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),           // 36: strata.v1.FetchRequest
-	(*FetchResponse)(nil),          // 37: strata.v1.FetchResponse
-	nil,                            // 38: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                            // 39: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                            // 40: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(*GetStatsRequest)(nil),        // 1: strata.v1.GetStatsRequest
+	(*BrokerStats)(nil),            // 2: strata.v1.BrokerStats
+	(*JoinGroupRequest)(nil),       // 3: strata.v1.JoinGroupRequest
+	(*HeartbeatRequest)(nil),       // 4: strata.v1.HeartbeatRequest
+	(*GroupAssignment)(nil),        // 5: strata.v1.GroupAssignment
+	(*LeaveGroupRequest)(nil),      // 6: strata.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),     // 7: strata.v1.LeaveGroupResponse
+	(*CommitOffsetsRequest)(nil),   // 8: strata.v1.CommitOffsetsRequest
+	(*CommitOffsetsResponse)(nil),  // 9: strata.v1.CommitOffsetsResponse
+	(*FetchCommittedRequest)(nil),  // 10: strata.v1.FetchCommittedRequest
+	(*FetchCommittedResponse)(nil), // 11: strata.v1.FetchCommittedResponse
+	(*ListGroupsRequest)(nil),      // 12: strata.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),     // 13: strata.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),   // 14: strata.v1.DescribeGroupRequest
+	(*GroupMember)(nil),            // 15: strata.v1.GroupMember
+	(*PartitionLag)(nil),           // 16: strata.v1.PartitionLag
+	(*DescribeGroupResponse)(nil),  // 17: strata.v1.DescribeGroupResponse
+	(*ResetOffsetsRequest)(nil),    // 18: strata.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),   // 19: strata.v1.ResetOffsetsResponse
+	(*Header)(nil),                 // 20: strata.v1.Header
+	(*Record)(nil),                 // 21: strata.v1.Record
+	(*TopicConfig)(nil),            // 22: strata.v1.TopicConfig
+	(*CreateTopicRequest)(nil),     // 23: strata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),    // 24: strata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),     // 25: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),    // 26: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),      // 27: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),     // 28: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),   // 29: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),          // 30: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),  // 31: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),     // 32: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),    // 33: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),         // 34: strata.v1.ProduceRequest
+	(*InitProducerRequest)(nil),    // 35: strata.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),   // 36: strata.v1.InitProducerResponse
+	(*ProduceResponse)(nil),        // 37: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),           // 38: strata.v1.FetchRequest
+	(*FetchResponse)(nil),          // 39: strata.v1.FetchResponse
+	nil,                            // 40: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                            // 41: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                            // 42: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	38, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	39, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
-	13, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
-	14, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	40, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
-	18, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
-	20, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
-	20, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
-	20, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
-	20, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
-	28, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
-	19, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
+	40, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	41, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	15, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
+	16, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
+	42, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	20, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
+	22, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
+	22, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
+	22, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
+	22, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
+	30, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
+	21, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
 	0,  // 12: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
-	19, // 13: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	21, // 14: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	23, // 15: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	25, // 16: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	27, // 17: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	30, // 18: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	32, // 19: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	33, // 20: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
-	36, // 21: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	1,  // 22: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	2,  // 23: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	4,  // 24: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	6,  // 25: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	8,  // 26: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	10, // 27: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	12, // 28: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	16, // 29: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	22, // 30: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	24, // 31: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	26, // 32: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	29, // 33: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	31, // 34: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	35, // 35: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	34, // 36: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
-	37, // 37: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	3,  // 38: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	3,  // 39: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	5,  // 40: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	7,  // 41: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	9,  // 42: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	11, // 43: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	15, // 44: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	17, // 45: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	30, // [30:46] is the sub-list for method output_type
-	14, // [14:30] is the sub-list for method input_type
+	21, // 13: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
+	23, // 14: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	25, // 15: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	27, // 16: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	29, // 17: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	32, // 18: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	34, // 19: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	35, // 20: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	38, // 21: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	3,  // 22: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	4,  // 23: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	6,  // 24: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	8,  // 25: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	10, // 26: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	12, // 27: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	14, // 28: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	18, // 29: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	1,  // 30: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
+	24, // 31: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	26, // 32: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	28, // 33: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	31, // 34: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	33, // 35: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	37, // 36: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	36, // 37: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	39, // 38: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	5,  // 39: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	5,  // 40: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	7,  // 41: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	9,  // 42: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	11, // 43: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	13, // 44: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	17, // 45: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	19, // 46: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	2,  // 47: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
+	31, // [31:48] is the sub-list for method output_type
+	14, // [14:31] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2689,19 +2904,19 @@ func file_strata_v1_strata_proto_init() {
 	if File_strata_v1_strata_proto != nil {
 		return
 	}
-	file_strata_v1_strata_proto_msgTypes[15].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[17].OneofWrappers = []any{
 		(*ResetOffsetsRequest_Earliest)(nil),
 		(*ResetOffsetsRequest_Latest)(nil),
 		(*ResetOffsetsRequest_TimestampMs)(nil),
 		(*ResetOffsetsRequest_Offset)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[18].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[29].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[20].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[31].OneofWrappers = []any{
 		(*ListOffsetsRequest_Earliest)(nil),
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[35].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[37].OneofWrappers = []any{
 		(*FetchRequest_Offset)(nil),
 		(*FetchRequest_TimestampMs)(nil),
 		(*FetchRequest_Earliest)(nil),
@@ -2713,7 +2928,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

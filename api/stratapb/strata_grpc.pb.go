@@ -37,6 +37,7 @@ const (
 	Strata_ListGroups_FullMethodName     = "/strata.v1.Strata/ListGroups"
 	Strata_DescribeGroup_FullMethodName  = "/strata.v1.Strata/DescribeGroup"
 	Strata_ResetOffsets_FullMethodName   = "/strata.v1.Strata/ResetOffsets"
+	Strata_GetStats_FullMethodName       = "/strata.v1.Strata/GetStats"
 )
 
 // StrataClient is the client API for Strata service.
@@ -76,6 +77,9 @@ type StrataClient interface {
 	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
 	DescribeGroup(ctx context.Context, in *DescribeGroupRequest, opts ...grpc.CallOption) (*DescribeGroupResponse, error)
 	ResetOffsets(ctx context.Context, in *ResetOffsetsRequest, opts ...grpc.CallOption) (*ResetOffsetsResponse, error)
+	// GetStats returns this broker's cumulative counters since it started:
+	// its read cache (hits, misses, GETs) and its object-store WAL.
+	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*BrokerStats, error)
 }
 
 type strataClient struct {
@@ -255,6 +259,16 @@ func (c *strataClient) ResetOffsets(ctx context.Context, in *ResetOffsetsRequest
 	return out, nil
 }
 
+func (c *strataClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*BrokerStats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BrokerStats)
+	err := c.cc.Invoke(ctx, Strata_GetStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StrataServer is the server API for Strata service.
 // All implementations must embed UnimplementedStrataServer
 // for forward compatibility.
@@ -292,6 +306,9 @@ type StrataServer interface {
 	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
 	DescribeGroup(context.Context, *DescribeGroupRequest) (*DescribeGroupResponse, error)
 	ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error)
+	// GetStats returns this broker's cumulative counters since it started:
+	// its read cache (hits, misses, GETs) and its object-store WAL.
+	GetStats(context.Context, *GetStatsRequest) (*BrokerStats, error)
 	mustEmbedUnimplementedStrataServer()
 }
 
@@ -349,6 +366,9 @@ func (UnimplementedStrataServer) DescribeGroup(context.Context, *DescribeGroupRe
 }
 func (UnimplementedStrataServer) ResetOffsets(context.Context, *ResetOffsetsRequest) (*ResetOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResetOffsets not implemented")
+}
+func (UnimplementedStrataServer) GetStats(context.Context, *GetStatsRequest) (*BrokerStats, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
 }
 func (UnimplementedStrataServer) mustEmbedUnimplementedStrataServer() {}
 func (UnimplementedStrataServer) testEmbeddedByValue()                {}
@@ -652,6 +672,24 @@ func _Strata_ResetOffsets_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Strata_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).GetStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_GetStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).GetStats(ctx, req.(*GetStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Strata_ServiceDesc is the grpc.ServiceDesc for Strata service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -718,6 +756,10 @@ var Strata_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResetOffsets",
 			Handler:    _Strata_ResetOffsets_Handler,
+		},
+		{
+			MethodName: "GetStats",
+			Handler:    _Strata_GetStats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -125,6 +125,35 @@ func topicCmd(ctx context.Context, args []string) error {
 	return nil
 }
 
+func statsCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	if pos, err := parseArgs(fs, args); err != nil {
+		return err
+	} else if len(pos) != 0 {
+		return errors.New("usage: strata stats --broker HOST:PORT")
+	}
+	c, closeConn, err := dial(*brokerAddr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	st, err := c.GetStats(ctx, &stratapb.GetStatsRequest{})
+	if err != nil {
+		return rpcErr(err)
+	}
+	hitRatio := 0.0
+	if n := st.CacheHits + st.CacheMisses; n > 0 {
+		hitRatio = float64(st.CacheHits) / float64(n)
+	}
+	fmt.Fprintf(stdout, "broker incarnation %s\n", st.Incarnation)
+	fmt.Fprintf(stdout, "read cache: %d hits (%d from disk), %d misses, hit ratio %.3f; %d GETs, %d bytes fetched, %d read-ahead spans; %d bytes in memory, %d on disk\n",
+		st.CacheHits, st.CacheDiskHits, st.CacheMisses, hitRatio, st.ObjectGets, st.ObjectGetBytes, st.Prefetches, st.CacheMemoryBytes, st.CacheDiskBytes)
+	fmt.Fprintf(stdout, "WAL: %d objects, %d bytes stored; %d PUT attempts, %d failed; %d bytes waiting\n",
+		st.WalObjects, st.WalBytes, st.WalPutAttempts, st.WalPutFailures, st.WalBufferedBytes)
+	return nil
+}
+
 // parseAcks parses an --acks flag.
 func parseAcks(s string) (stratapb.Acks, error) {
 	switch s {

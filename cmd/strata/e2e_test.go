@@ -197,6 +197,11 @@ func runE2E(t *testing.T, store string, env []string) {
 	}
 	s3 := serveBin(t, t.TempDir(), store, env...)
 	consumeAll(t, s3.addr, env, parts, n)
+	// It read everything from the object store: `strata stats` shows the
+	// misses and GETs.
+	if st := cli(t, "", env, "stats", "--broker", s3.addr); !regexp.MustCompile(`read cache: \d+ hits \(\d+ from disk\), [1-9]\d* misses, hit ratio [0-9.]+; [1-9]\d* GETs`).MatchString(st) {
+		t.Fatalf("strata stats after a cold replay:\n%s", st)
+	}
 	// From a timestamp: everything was produced after `before`.
 	out := cli(t, "", env, "consume", "events", "--broker", s3.addr, "--partition", "0", "--from-time", before.UTC().Format(time.RFC3339), "--max", "1", "--format", "json")
 	if !strings.Contains(out, `"offset":0`) {

@@ -6,6 +6,7 @@
 //	strata produce TOPIC --broker HOST:PORT [--key-separator SEP]
 //	strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time T | --from earliest|latest] [--max N] [--format text|json]
 //	strata group   list|describe|reset GROUP --broker HOST:PORT
+//	strata stats   --broker HOST:PORT
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 package main
 
@@ -31,6 +32,7 @@ usage:
   strata produce TOPIC                   one record per stdin line; prints the number acknowledged
   strata consume TOPIC                   print records (text or json); --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
+  strata stats                           a broker's read-cache and WAL counters
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
 
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string) error {
 		return consumeCmd(ctx, args[1:])
 	case "group":
 		return groupCmd(ctx, args[1:])
+	case "stats":
+		return statsCmd(ctx, args[1:])
 	case "demo":
 		return demo(ctx, args[1:])
 	case "-h", "--help", "help":
