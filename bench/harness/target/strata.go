@@ -211,6 +211,9 @@ func (s *Strata) Usage(ctx context.Context) Usage {
 		u.Objects = s.proxy.Counts()
 	}
 	if s.c != nil {
+		if st, err := s.c.API().GetStats(ctx, &stratapb.GetStatsRequest{}); err == nil {
+			u.CacheHits, u.CacheMisses = st.CacheHits, st.CacheMisses
+		}
 		if lt, err := s.c.API().ListTopics(ctx, &stratapb.ListTopicsRequest{}); err == nil {
 			for _, t := range lt.Topics {
 				u.ObjectBytes += s.TopicBytes(ctx, t.Name)

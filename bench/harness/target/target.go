@@ -66,6 +66,10 @@ type Usage struct {
 	DiskBytes   int64          `json:"disk_bytes"`   // local data directory
 	ObjectBytes int64          `json:"object_bytes"` // sealed bytes in the object store
 	Objects     s3proxy.Counts `json:"objects"`      // object-store requests so far
+	// Read-cache block lookups so far (strata: GetStats of the running
+	// broker process, so they restart at 0 with it).
+	CacheHits   int64 `json:"cache_hits"`
+	CacheMisses int64 `json:"cache_misses"`
 }
 
 // ProducerOptions are the producer's batching knobs, applied as each

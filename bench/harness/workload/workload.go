@@ -65,13 +65,20 @@ type Cost struct {
 	StoredPerProduced float64 `json:"stored_per_produced"`  // object (strata) or disk bytes per payload byte
 	StoredBytes       int64   `json:"stored_bytes"`         // object (strata) or local disk bytes
 	GetPerStored      float64 `json:"get_per_stored_bytes"` // replay: bytes fetched / bytes stored (1 = each byte once)
+	// CacheHitRatio: read-cache block lookups served without waiting for
+	// a GET (read-ahead makes most of a sequential replay hits); -1 when
+	// the target does not say.
+	CacheHitRatio float64 `json:"cache_hit_ratio"`
 }
 
 const gib = float64(1 << 30)
 
 func cost(before, after target.Usage, payload int64, ingest bool) Cost {
 	d := after.Objects.Sub(before.Objects)
-	c := Cost{RSSBytes: after.RSSBytes, Puts: d.Puts, Gets: d.Gets, PutBytes: d.PutBytes, GetBytes: d.GetBytes}
+	c := Cost{RSSBytes: after.RSSBytes, Puts: d.Puts, Gets: d.Gets, PutBytes: d.PutBytes, GetBytes: d.GetBytes, CacheHitRatio: -1}
+	if h, m := after.CacheHits-before.CacheHits, after.CacheMisses-before.CacheMisses; h+m > 0 {
+		c.CacheHitRatio = float64(h) / float64(h+m)
+	}
 	stored := after.ObjectBytes - before.ObjectBytes
 	if after.ObjectBytes == 0 {
 		stored = after.DiskBytes - before.DiskBytes
@@ -454,6 +461,9 @@ func Replay(ctx context.Context, t target.Target, topic string, p Params) (inges
 	}
 	if cold {
 		rp.Note = "cold: fresh broker, empty data dir, everything from the object store"
+		if rp.Cost.CacheHitRatio >= 0 {
+			rp.Note += fmt.Sprintf("; read-cache hit ratio %.2f", rp.Cost.CacheHitRatio)
+		}
 	} else {
 		rp.Note = "catch-up read from the server's own disk (page cache warm)"
 	}

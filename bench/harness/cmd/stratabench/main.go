@@ -76,7 +76,7 @@ func parse(args []string) (*config, error) {
 	fs.IntVar(&c.p.ReplayMiB, "replay-mib", 0, "history written then replayed, MiB (default: 16 quick, 256 full)")
 	fs.DurationVar(&c.p.ReplayTimeout, "replay-timeout", 0, "bound on the replay read per target (default: 20s quick, 5m full)")
 	fs.StringVar(&c.partitionCounts, "partition-counts", "", "partition counts of the partitions workload (default: 1,100 quick; 1,100,1000,10000 full)")
-	fs.StringVar(&c.partitionTargets, "partition-targets", "strata", "targets (name prefixes) that run the partitions workload")
+	fs.StringVar(&c.partitionTargets, "partition-targets", "strata-local", "comma-separated targets that run the partitions workload")
 	fs.DurationVar(&c.totalTimeout, "timeout", 0, "stop everything after this long (default: 4m quick, 40m full)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -363,10 +363,7 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 		}
 	}
 	if has(c.workloads, "partitions") {
-		for _, pfx := range strings.Split(c.partitionTargets, ",") {
-			if pfx == "" || !strings.HasPrefix(name, pfx) {
-				continue
-			}
+		if has(c.partitionTargets, name) {
 			for _, s := range strings.Split(c.partitionCounts, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
 				if err != nil || n < 1 {
@@ -381,7 +378,6 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 					fail("%s partitions-%d: %v", name, n, err)
 				}
 			}
-			break
 		}
 	}
 }

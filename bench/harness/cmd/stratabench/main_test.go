@@ -41,6 +41,9 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 	if x := r.Find("strata-local", "replay"); x != nil && x.Records != r.Find("strata-local", "replay-ingest").Records {
 		t.Errorf("replayed %d of %d records", x.Records, r.Find("strata-local", "replay-ingest").Records)
 	}
+	if x := r.Find("strata-local", "replay"); x == nil || x.Cost.CacheHitRatio < 0 || x.Cost.CacheHitRatio > 1 || !strings.Contains(x.Note, "hit ratio") {
+		t.Errorf("cold replay has no read-cache hit ratio: %+v", x)
+	}
 	if r.Limit("disk write+fsync") == nil || r.Limit("zstd decode") == nil {
 		t.Errorf("limits missing: %+v", r.Limits)
 	}
