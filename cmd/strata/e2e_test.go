@@ -284,7 +284,8 @@ func TestEndToEndGroupTakeover(t *testing.T) {
 	produce := func(from, to int) {
 		p := admin.NewProducer("work")
 		for i := from; i < to; i++ {
-			if _, err := p.Send(ctx, client.Record{Value: []byte(strconv.Itoa(i))}); err != nil {
+			// Keyed, so every partition (the dead member's too) gets records.
+			if _, err := p.Send(ctx, client.Record{Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -363,9 +364,12 @@ func TestEndToEndGroupTakeover(t *testing.T) {
 		poll(k1)
 		poll(k2)
 	}
-	if got := len(k1.Assignment()) + len(k2.Assignment()); got != 6 {
-		t.Fatalf("the survivors hold %d partitions, want all 6", got)
-	}
+	// A survivor learns its new assignment at its next heartbeat.
+	waitUntil(t, "the survivors to hold all 6 partitions", func() bool {
+		poll(k1)
+		poll(k2)
+		return len(k1.Assignment())+len(k2.Assignment()) == 6
+	})
 	for _, r := range uncommitted {
 		if !seen[string(r.Value)] {
 			t.Fatalf("record %s, read but not committed by the dead member, was not delivered again", r.Value)

@@ -74,7 +74,8 @@ func roundTrip(t *testing.T, ctx context.Context, tg Target) {
 			t.Fatal(err)
 		}
 	}
-	read := func(c Consumer, want int) {
+	// read reads want records (at least want when !exact).
+	read := func(c Consumer, want int, exact bool) {
 		got := 0
 		deadline := time.Now().Add(30 * time.Second)
 		for got < want && time.Now().Before(deadline) {
@@ -84,17 +85,28 @@ func roundTrip(t *testing.T, ctx context.Context, tg Target) {
 			}
 			got += len(vs)
 		}
-		if got != want {
+		if got < want || exact && got != want {
 			t.Fatalf("read %d records, want %d", got, want)
 		}
 	}
-	read(tail, n/2)
+	if _, ok := tg.(ProduceOnly); ok {
+		// Its consumers are too slow to measure (see ConsumeUnavailable);
+		// still check that what was acked can be read back at all.
+		c, err := tg.NewConsumer(ctx, "rt", 0, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read(c, 10, false)
+		c.Close()
+		return
+	}
+	read(tail, n/2, true)
 	for part := 0; part < 2; part++ {
 		c, err := tg.NewConsumer(ctx, "rt", part, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		read(c, n/2)
+		read(c, n/2, true)
 		c.Close()
 	}
 	if u := tg.Usage(ctx); u.RSSBytes == 0 || u.DiskBytes == 0 {
