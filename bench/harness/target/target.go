@@ -47,12 +47,6 @@ type ColdRestarter interface {
 	RestartCold(ctx context.Context) error
 }
 
-// ProduceOnly is a target whose consumers cannot be measured here; the
-// harness runs only the produce workload against it and reports why.
-type ProduceOnly interface {
-	ConsumeUnavailable() string
-}
-
 // Info describes a running target.
 type Info struct {
 	Name       string `json:"name"`

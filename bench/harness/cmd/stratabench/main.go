@@ -315,20 +315,6 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 			logf("%s %s: %.0f records/s, %.1f MB/s%s", name, r.Workload, r.RecPerS, r.MBPerS, lat)
 		}
 	}
-	if po, ok := t.(target.ProduceOnly); ok {
-		if has(c.workloads, "e2e") || has(c.workloads, "replay") {
-			logf("%s: e2e and replay skipped: %s", name, po.ConsumeUnavailable())
-			rep.Unavailable[name+" e2e, replay"] = po.ConsumeUnavailable()
-		}
-		if has(c.workloads, "produce") {
-			r, err := workload.Produce(ctx, t, "produce", c.p)
-			add(r)
-			if err != nil {
-				fail("%s produce: %v", name, err)
-			}
-		}
-		return
-	}
 	if has(c.workloads, "replay") {
 		in, rp, err := workload.Replay(ctx, t, "replay", c.p)
 		add(in)
