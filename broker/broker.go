@@ -117,6 +117,7 @@ type Broker struct {
 	mu     sync.Mutex
 	topics map[string]*topic // opened topics
 	closed bool
+	opens  sync.WaitGroup // partitions being opened; Added under mu while !closed
 
 	gmu    sync.Mutex        // guards groups and every group's fields
 	groups map[string]*group // consumer groups this broker coordinates
@@ -127,6 +128,10 @@ type topic struct {
 	rr    atomic.Uint32 // round robin for keyless records
 	mu    sync.Mutex
 	parts map[int32]*partition
+	// opening holds a channel per partition being opened, closed when the
+	// open ends; partitions open in parallel, each once.
+	opening map[int32]chan struct{}
+	deleted bool // DeleteTopic began: no new opens
 }
 
 type partition struct {
@@ -196,6 +201,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Unlock()
 	close(b.stop)
 	b.bg.Wait()
+	b.opens.Wait() // a partition being opened joins t.parts first
 	var errs []error
 	for _, t := range topics {
 		t.mu.Lock()
@@ -289,7 +295,7 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, configKey(name), err)
 	}
-	t := &topic{cfg: cfg, parts: map[int32]*partition{}}
+	t := &topic{cfg: cfg, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}
 	b.topics[name] = t
 	return t, nil
 }
@@ -298,11 +304,65 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 	if p < 0 || p >= t.cfg.Partitions {
 		return nil, status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if part, ok := t.parts[p]; ok {
-		return part, nil
+	for {
+		t.mu.Lock()
+		if part, ok := t.parts[p]; ok {
+			t.mu.Unlock()
+			return part, nil
+		}
+		if t.deleted {
+			t.mu.Unlock()
+			return nil, status.Errorf(codes.NotFound, "topic %q was deleted", t.cfg.Name)
+		}
+		ch, busy := t.opening[p]
+		if !busy {
+			ch = make(chan struct{})
+			t.opening[p] = ch
+		}
+		t.mu.Unlock()
+		if busy {
+			select {
+			case <-ch: // opened, or failed: look again
+				continue
+			case <-ctx.Done():
+				return nil, statusOf(ctx.Err())
+			}
+		}
+		var part *partition
+		err := b.beginOpen()
+		counted := err == nil
+		if counted {
+			part, err = b.openPartition(ctx, t, p)
+		}
+		t.mu.Lock()
+		delete(t.opening, p)
+		close(ch)
+		if err == nil {
+			t.parts[p] = part
+		}
+		t.mu.Unlock()
+		if counted {
+			b.opens.Done() // after joining t.parts: Close waits for this
+		}
+		return part, err
 	}
+}
+
+// beginOpen counts an open in b.opens, unless the broker is closing.
+func (b *Broker) beginOpen() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
+	}
+	b.opens.Add(1)
+	return nil
+}
+
+// openPartition opens partition p of t (recovering what earlier owners left
+// in their WAL objects). Partitions open in parallel; partition() makes
+// sure each opens once and that Close sees it.
+func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partition, error) {
 	pc := ingest.DefaultPartitionConfig()
 	pc.Topic, pc.Partition = t.cfg.Name, p
 	pc.Dir = filepath.Join(b.cfg.DataDir, "partitions", t.cfg.Name+"-"+strconv.Itoa(int(p)))
@@ -327,7 +387,6 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 	}
 	part := &partition{log: lp}
 	part.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, lp, lp.Hot())
-	t.parts[p] = part
 	return part, nil
 }
 
@@ -696,6 +755,17 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	b.mu.Lock()
 	delete(b.topics, t.cfg.Name)
 	b.mu.Unlock()
+	// No new opens; the ones under way finish (and join t.parts) first.
+	t.mu.Lock()
+	t.deleted = true
+	var opening []chan struct{}
+	for _, ch := range t.opening {
+		opening = append(opening, ch)
+	}
+	t.mu.Unlock()
+	for _, ch := range opening {
+		<-ch
+	}
 	t.mu.Lock()
 	for p, part := range t.parts {
 		part.log.Abandon()

@@ -3,7 +3,9 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,4 +248,123 @@ func TestStatsCountWALAndColdReads(t *testing.T) {
 			t.Fatalf("second read: hits %d -> %d, GETs %d -> %d; want hits up and no new block GETs", cold.CacheHits, warm.CacheHits, cold.ObjectGets, warm.ObjectGets)
 		}
 	})
+}
+
+// Partitions open in parallel, each once: many first writes at the same
+// time, several to each partition, all land at dense offsets from 0. A
+// DeleteTopic racing with first opens leaves nothing open or stored.
+func TestPartitionsOpenInParallelOnce(t *testing.T) {
+	ctx := context.Background()
+	store := storetest.File(t)
+	c, _, _ := start(t, store, t.TempDir())
+	const parts, writers = 32, 3
+	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "wide", Partitions: parts}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, parts*writers)
+	for p := int32(0); p < parts; p++ {
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "wide", Partition: p, Records: []*stratapb.Record{{Value: []byte("x")}}})
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := c.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "wide"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Partitions {
+		if p.HighWatermark != writers {
+			t.Fatalf("partition %d holds %d records, want %d", p.Partition, p.HighWatermark, writers)
+		}
+	}
+
+	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "doomed", Partitions: parts}}); err != nil {
+		t.Fatal(err)
+	}
+	for p := int32(0); p < parts; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Produce(ctx, &stratapb.ProduceRequest{Topic: "doomed", Partition: p, Records: []*stratapb.Record{{Value: []byte("x")}}})
+		}()
+	}
+	if _, err := c.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: "doomed"}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if _, err := c.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "doomed"}); code(err) != codes.NotFound {
+		t.Fatalf("describe after delete: %v, want NotFound", err)
+	}
+}
+
+// barrierStore holds each manifest GET until n of them wait together (or
+// a second passes), and records the most that ever waited at once.
+type barrierStore struct {
+	tier.Store
+	n       int
+	mu      sync.Mutex
+	waiting int
+	most    int
+	release chan struct{}
+}
+
+func (s *barrierStore) Get(ctx context.Context, key string) (io.ReadCloser, tier.ObjectInfo, error) {
+	if strings.HasSuffix(key, "/manifest.json") {
+		s.mu.Lock()
+		s.waiting++
+		s.most = max(s.most, s.waiting)
+		if s.waiting == s.n {
+			close(s.release)
+		}
+		release := s.release
+		s.mu.Unlock()
+		select {
+		case <-release:
+		case <-time.After(time.Second):
+		}
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
+	}
+	return s.Store.Get(ctx, key)
+}
+
+// First writes to different partitions open them at the same time: all
+// four manifest loads are in flight together.
+func TestPartitionOpensOverlap(t *testing.T) {
+	ctx := context.Background()
+	const parts = 4
+	bs := &barrierStore{Store: storetest.File(t), n: parts, release: make(chan struct{})}
+	c, _, _ := start(t, bs, t.TempDir())
+	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "four", Partitions: parts}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for p := int32(0); p < parts; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "four", Partition: p, Records: []*stratapb.Record{{Value: []byte("x")}}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.most != parts {
+		t.Fatalf("at most %d partition opens overlapped, want all %d", bs.most, parts)
+	}
 }
