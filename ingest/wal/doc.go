@@ -28,7 +28,15 @@
 //     Reserve waits for space and gives up with ErrBackpressure when its
 //     context ends.
 //   - An object is deleted (Collect) only once every partition in it is
-//     sealed past the offsets it holds; fences are never deleted.
+//     sealed past the offsets it holds, and never while it is its
+//     incarnation's newest object; fences are never deleted. So at every
+//     moment an incarnation's newest object exists, the highest sequence
+//     Fence lists is at least the highest the incarnation used, and once
+//     Fence returns no write of that incarnation can succeed, whatever
+//     garbage collection deleted before. (Cost: one object per
+//     incarnation stays in the bucket.)
+//   - The Reader's header cache is bounded and drops the headers of
+//     collected objects.
 //
 // Every decoder here is fuzzed and returns an error wrapping ErrCorrupt
 // on bad input, never a panic.

@@ -34,9 +34,14 @@ type Reader struct {
 	clock func() time.Time
 
 	mu      sync.Mutex
-	headers map[string]*Header // key -> header; nil entry: a fence
+	headers map[string]*Header // key -> header; nil entry: a fence; at most maxCachedHeaders
 	fenced  map[string]uint64  // incarnation -> sequence of its fence
 }
+
+// maxCachedHeaders bounds the header cache. Headers of objects that are
+// gone are dropped at every Collect (pruneCache); past the bound, an
+// arbitrary entry is evicted (a miss costs one ranged GET).
+const maxCachedHeaders = 16384
 
 // NewReader returns a reader acting for incarnation self.
 func NewReader(store tier.Store, self string, clock func() time.Time) *Reader {
@@ -169,8 +174,37 @@ func (r *Reader) header(ctx context.Context, key string) (*Header, error) {
 
 func (r *Reader) cache(key string, h *Header) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.headers[key]; !ok && len(r.headers) >= maxCachedHeaders {
+		for k := range r.headers {
+			delete(r.headers, k)
+			break
+		}
+	}
 	r.headers[key] = h
-	r.mu.Unlock()
+}
+
+// pruneCache drops the cached headers of objects not in objs (a full
+// listing): they were deleted.
+func (r *Reader) pruneCache(objs []Object) {
+	live := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		live[o.Key] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.headers {
+		if !live[k] {
+			delete(r.headers, k)
+		}
+	}
+}
+
+// CachedHeaders is how many object headers the reader holds.
+func (r *Reader) CachedHeaders() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.headers)
 }
 
 // Forget drops cached headers of deleted objects.
@@ -205,6 +239,12 @@ func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int3
 	}
 	for _, o := range objs {
 		h, err := r.header(ctx, o.Key)
+		if errors.Is(err, tier.ErrNotFound) {
+			// Collected since the listing: sealed, so below from for an
+			// owner (whose from is at least the sealed end); a reader
+			// without ownership sees the gap in the offsets it gets.
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -216,6 +256,10 @@ func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int3
 			continue
 		}
 		data, err := r.getRange(ctx, o.Key, h.DataStart+int64(e.Pos), int64(e.Len))
+		if errors.Is(err, tier.ErrNotFound) {
+			r.forget(o.Key)
+			continue // collected since the listing, as above
+		}
 		if err != nil {
 			return err
 		}
@@ -250,18 +294,25 @@ func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int3
 type SealedEnd func(ctx context.Context, topic string, partition int32) (int64, error)
 
 // Collect deletes every WAL object all of whose entries are sealed (each
-// entry's last offset is below its partition's sealed end). Fences stay:
-// deleting one could let a stalled incarnation store an object again. It
-// returns how many objects it deleted. A crash midway leaves only objects a
-// later Collect deletes.
+// entry's last offset is below its partition's sealed end), except the
+// newest object of each incarnation: Fence puts its fence after the newest
+// object it lists, so deleting an incarnation's newest object could let a
+// later fence land at a sequence number the incarnation has used already,
+// and its next object would then succeed (split brain). Fences stay for
+// the same reason. It returns how many objects it deleted. A crash midway
+// leaves only objects a later Collect deletes.
 func (r *Reader) Collect(ctx context.Context, sealed SealedEnd) (int, error) {
 	objs, err := r.list(ctx, Prefix)
 	if err != nil {
 		return 0, err
 	}
+	r.pruneCache(objs)
 	ends := map[pkey]int64{}
 	deleted := 0
-	for _, o := range objs {
+	for i, o := range objs {
+		if i+1 == len(objs) || objs[i+1].Incarnation != o.Incarnation {
+			continue // the newest object of its incarnation stays
+		}
 		h, err := r.header(ctx, o.Key)
 		if errors.Is(err, tier.ErrNotFound) {
 			continue

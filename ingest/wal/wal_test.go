@@ -356,3 +356,61 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+// Collect never deletes an incarnation's newest object, so a fence placed
+// after GC still lands above every sequence number the incarnation used:
+// its next write fails (issue 11, defect 1: GC deleted all of a live
+// writer's objects, the fence went to sequence 0 and the writer's next
+// object was stored and acked).
+func TestFenceAfterCollectStopsWriter(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
+		ctx := context.Background()
+		w, err := NewWriter(Config{Store: s, Incarnation: "a", FlushInterval: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close(ctx)
+		ac := newAcks()
+		for i := int64(0); i < 3; i++ {
+			add(t, w, "t", 0, batch(i, 1, "v"), ac.sink("p"))
+			waitFor(t, "ack", func() bool { return ac.get("p") == i+1 })
+		}
+		gc := NewReader(s, "a", nil) // the writer's own collector
+		allSealed := func(context.Context, string, int32) (int64, error) { return math.MaxInt64, nil }
+		n, err := gc.Collect(ctx, allSealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, _ := gc.List(ctx, "a")
+		if n != 2 || len(objs) != 1 || objs[0].Seq != 2 {
+			t.Fatalf("collect deleted %d and left %+v; want objects 0 and 1 deleted and the newest (2) kept", n, objs)
+		}
+		seq, err := NewReader(s, "b", nil).Fence(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq != 3 {
+			t.Fatalf("fence at %d, want 3 (after every object the writer stored)", seq)
+		}
+		add(t, w, "t", 0, batch(3, 1, "v"), ac.sink("p"))
+		select {
+		case <-w.Failed():
+		case <-time.After(20 * time.Second):
+			t.Fatal("writer stored an object after it was fenced")
+		}
+		if !errors.Is(w.Err(), ErrFenced) || ac.get("p") != 3 {
+			t.Fatalf("writer error %v, acked to %d; want ErrFenced and no ack past 3", w.Err(), ac.get("p"))
+		}
+		// A second collect keeps the fence and the object below it.
+		if _, err := gc.Collect(ctx, allSealed); err != nil {
+			t.Fatal(err)
+		}
+		objs, _ = gc.List(ctx, "a")
+		if len(objs) == 0 || objs[len(objs)-1].Seq != 3 {
+			t.Fatalf("after a second collect %+v; want the fence at 3 kept", objs)
+		}
+		if gc.CachedHeaders() > len(objs) {
+			t.Fatalf("reader caches %d headers for %d objects", gc.CachedHeaders(), len(objs))
+		}
+	})
+}
