@@ -173,11 +173,17 @@ type Partition struct {
 	closeErr  error
 }
 
-// OpenPartition claims ownership of the partition (by bumping the manifest's
-// owner epoch with a CAS, creating the manifest when absent), recovers the
-// local log and, with a WAL, the records earlier owners stored in their WAL
-// objects, rebuilds the idempotent producer state, and starts the
-// background sealer.
+// OpenPartition takes the partition over and makes it ready for writes,
+// in an order chosen so that a failed open claims nothing:
+//
+//  1. load the manifest (read only; create it when absent);
+//  2. decide whether the local directory's data can be trusted
+//     (adoptLocalDir) and open the local log;
+//  3. claim: bump the owner epoch by CAS, naming this incarnation the owner
+//     and keeping the previous owner among the WAL owners to recover from;
+//  4. fence the earlier owners' WAL incarnations and recover the records
+//     they stored but never sealed, rebuild the idempotent producer state,
+//     seal what was recovered, and start the background sealer.
 func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -191,11 +197,10 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 		done:      make(chan struct{}),
 	}
 	p.mu.changed = make(chan struct{})
-	m, etag, err := p.claim(ctx)
+	m, etag, created, err := p.loadOrCreate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p.mu.manifest, p.mu.etag = m, etag
 	if cfg.WAL != nil {
 		if err := p.adoptLocalDir(m); err != nil {
 			return nil, err
@@ -214,6 +219,16 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	if rep.TruncatedBytes > 0 {
 		p.log.Warn("local log tail was torn; truncated", "file", rep.TruncatedFile, "bytes", rep.TruncatedBytes)
 	}
+	if !created {
+		if m, etag, err = p.claim(ctx, m, etag); err != nil {
+			local.Close()
+			return nil, err
+		}
+	}
+	if cfg.WAL != nil {
+		p.dropOtherMarkers()
+	}
+	p.mu.manifest, p.mu.etag = m, etag
 	p.local = local
 	if err := p.recover(ctx, m); err != nil {
 		local.Close()
@@ -225,26 +240,36 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	return p, nil
 }
 
-// claim loads (or creates) the manifest and bumps its epoch by CAS. With a
-// WAL it names this incarnation the owner and keeps the earlier owners
-// whose WAL objects may hold unsealed records.
-func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
-	self := ""
+func (p *Partition) self() string {
 	if p.cfg.WAL != nil {
-		self = p.cfg.WAL.Incarnation()
+		return p.cfg.WAL.Incarnation()
 	}
-	m, etag, err := p.manifests.Load(ctx)
+	return ""
+}
+
+// loadOrCreate reads the manifest, or creates the partition's first one
+// (owned by this incarnation: created reports that, and no claim is needed).
+func (p *Partition) loadOrCreate(ctx context.Context) (m *tier.Manifest, etag string, created bool, err error) {
+	m, etag, err = p.manifests.Load(ctx)
 	if errors.Is(err, tier.ErrNotFound) {
-		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1, Owner: self}
+		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1, Owner: p.self()}
 		etag, err = p.manifests.Create(ctx, m)
 		if err != nil {
-			return nil, "", fmt.Errorf("ingest: create manifest of %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+			return nil, "", false, fmt.Errorf("ingest: create manifest of %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
 		}
-		return m, etag, nil
+		return m, etag, true, nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("ingest: open %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+		return nil, "", false, fmt.Errorf("ingest: open %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
 	}
+	return m, etag, false, nil
+}
+
+// claim bumps the manifest's epoch by CAS. With a WAL it names this
+// incarnation the owner and keeps the earlier owners whose WAL objects
+// may hold unsealed records.
+func (p *Partition) claim(ctx context.Context, m *tier.Manifest, etag string) (*tier.Manifest, string, error) {
+	self := p.self()
 	next := m.Clone()
 	next.Epoch++
 	next.Generation++
@@ -254,7 +279,7 @@ func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
 		}
 		next.Owner = self
 	}
-	etag, err = p.manifests.Update(ctx, etag, next)
+	etag, err := p.manifests.Update(ctx, etag, next)
 	if err != nil {
 		return nil, "", fmt.Errorf("ingest: claim %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
 	}
@@ -263,12 +288,20 @@ func (p *Partition) claim(ctx context.Context) (*tier.Manifest, string, error) {
 
 const ownerMarkerPrefix = "owner-"
 
-// adoptLocalDir decides whether the local directory's data can be trusted:
-// only if the incarnation that wrote it is in the manifest's owner chain
-// (its records agree with its WAL objects). Otherwise (another broker owned
-// the partition since) the data is stale and removed. Then the directory is
-// marked as this incarnation's: the new marker is made durable before the
-// old ones are removed.
+// adoptLocalDir decides, before the claim, whether the local directory's
+// data can be trusted, and removes it when not. It is trusted only when it
+// is provably part of the durable log: the incarnation that last adopted
+// the directory (its owner marker) is the manifest's current owner, so no
+// other broker has claimed the partition since that incarnation wrote the
+// data, and everything it wrote is either in its WAL objects (which the
+// claim below fences and recovery reads) or only on this disk. A marker
+// naming an earlier owner is not enough: a later owner may have
+// acknowledged other records at the same offsets. Data without any marker
+// is trusted only for a manifest that never had an owner (before the
+// object-store WAL). Then the directory is marked as this incarnation's
+// too; the old markers are removed only after the claim succeeded
+// (dropOtherMarkers), so an open that fails before its claim leaves the
+// data as trusted as it was.
 func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
 	fs, dir := p.cfg.FS, p.cfg.Dir
 	if err := fs.MkdirAll(dir); err != nil {
@@ -278,25 +311,26 @@ func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
 	if err != nil {
 		return fmt.Errorf("ingest: local dir %s: %w", dir, err)
 	}
-	self := p.cfg.WAL.Incarnation()
+	self := p.self()
 	var markers []string
 	trusted := false
 	hasData := false
 	for _, n := range names {
 		if inc, ok := strings.CutPrefix(n, ownerMarkerPrefix); ok {
 			markers = append(markers, n)
-			if inc == self || slices.Contains(m.WALOwners, inc) {
+			if inc == m.Owner {
 				trusted = true
 			}
 		} else if strings.HasSuffix(n, logSuffix) {
 			hasData = true
 		}
 	}
-	if len(markers) == 0 && len(m.WALOwners) == 0 {
+	if len(markers) == 0 && m.Owner == "" && len(m.WALOwners) == 0 {
 		trusted = true // data from before the WAL existed (no owner was recorded)
 	}
 	if hasData && !trusted {
-		p.log.Warn("local data was written by an owner the partition has had since; dropping it and recovering from the bucket", "dir", dir)
+		p.log.Warn("local data was written by an incarnation that is not the partition's current owner; dropping it and recovering from the bucket",
+			"dir", dir, "markers", markers, "owner", m.Owner)
 		for _, n := range names {
 			if strings.HasSuffix(n, logSuffix) {
 				if err := fs.Remove(filepath.Join(dir, n)); err != nil {
@@ -316,12 +350,22 @@ func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
 	if err := fs.SyncDir(dir); err != nil {
 		return fmt.Errorf("ingest: mark %s: %w", dir, err)
 	}
-	for _, n := range markers {
-		if n != mine {
-			fs.Remove(filepath.Join(dir, n))
+	return nil
+}
+
+// dropOtherMarkers removes every owner marker but this incarnation's, once
+// its claim is committed.
+func (p *Partition) dropOtherMarkers() {
+	names, err := p.cfg.FS.List(p.cfg.Dir)
+	if err != nil {
+		return // stale markers only widen nothing: trust needs the current owner's
+	}
+	mine := ownerMarkerPrefix + p.self()
+	for _, n := range names {
+		if strings.HasPrefix(n, ownerMarkerPrefix) && n != mine {
+			p.cfg.FS.Remove(filepath.Join(p.cfg.Dir, n))
 		}
 	}
-	return nil
 }
 
 // recover completes the local log from earlier owners' WAL objects, seals

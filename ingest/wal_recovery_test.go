@@ -353,3 +353,86 @@ func TestWriteWaitsForOvertakenBatch(t *testing.T) {
 		t.Fatalf("refused batch still holds %d buffered WAL bytes", st.Buffered)
 	}
 }
+
+// Issue 11, defect 2: a's local records past its sealed end never reached
+// its WAL; b took over (recovering nothing, so a stayed among the WAL
+// owners) and acked other records at those offsets; a restarting on its
+// old disk must not trust that disk: b's acked records stay.
+func TestStaleLocalDataOfAnEarlierOwnerDropped(t *testing.T) {
+	s := storetest.File(t)
+	faulty := tier.NewFaultStore(s, tier.FaultConfig{})
+	ctx := context.Background()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := newWALBroker(t, faulty, "a")
+	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dirA, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, pa, idemBatch(1, 0, 2, "a"))
+	if err := pa.SealNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	faulty.SetDown(true) // a's next records reach only its disk
+	res, err := pa.Write(ctx, idemBatch(1, 2, 2, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.Local().Sync(); err != nil || res.End != 4 {
+		t.Fatalf("local append: end %d, %v", res.End, err)
+	}
+	b := newWALBroker(t, s, "b")
+	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dirB, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := pb.Manifest(ctx); len(m.WALOwners) != 1 || m.WALOwners[0] != "a" {
+		t.Fatalf("b's manifest WAL owners %v, want [a] (nothing recovered, nothing sealed)", m.WALOwners)
+	}
+	write(t, pb, idemBatch(2, 0, 3, "b")) // offsets 2-4, durable, unsealed
+	a2 := newWALBroker(t, s, "a2")
+	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dirA, a2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa2.Close(ctx)
+	got := readValues(t, pa2, s)
+	want := []string{"a-0", "a-1", "b-0", "b-1", "b-2"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a restarts on its old disk the log is %v, want %v", got, want)
+	}
+}
+
+// A restart on the same disk trusts it when no other broker claimed the
+// partition since: records acked with local acks only (never in the WAL)
+// survive.
+func TestLocalDataOfTheCurrentOwnerTrusted(t *testing.T) {
+	s := storetest.File(t)
+	faulty := tier.NewFaultStore(s, tier.FaultConfig{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := newWALBroker(t, faulty, "a")
+	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dir, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, pa, idemBatch(1, 0, 2, "a"))
+	faulty.SetDown(true)
+	res, err := pa.Write(ctx, idemBatch(1, 2, 2, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.Local().Sync(); err != nil || res.End != 4 {
+		t.Fatalf("local append: end %d, %v", res.End, err)
+	}
+	a2 := newWALBroker(t, s, "a2")
+	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa2.Close(ctx)
+	got := readValues(t, pa2, s)
+	want := []string{"a-0", "a-1", "a-2", "a-3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a restarts on its disk the log is %v, want %v", got, want)
+	}
+}
