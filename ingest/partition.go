@@ -830,8 +830,17 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	return nil
 }
 
-// commit CASes the manifest and records the result; a lost CAS fences the
-// partition for good.
+// errResync is wrapped when a commit found the manifest changed by an
+// earlier write of ours whose answer was lost: the partition adopts it and
+// the caller retries from it.
+var errResync = errors.New("ingest: the manifest holds an earlier write of ours whose answer was lost; adopted it, retry")
+
+// commit CASes the manifest and records the result. A lost CAS fences the
+// partition for good, unless the manifest that beat us carries our epoch
+// and owner: only this Partition writes at its epoch (a new owner bumps
+// it), so that manifest is the result of an earlier write of ours whose
+// answer was lost (and whose read-back failed too, as in a store outage).
+// It is adopted and the commit fails with errResync, to be redone from it.
 func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Manifest) error {
 	// Recovery sealed everything earlier owners' WAL objects held before
 	// the partition took writes, so they are no longer needed.
@@ -845,6 +854,23 @@ func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Mani
 			etag, err = curETag, nil
 		}
 		cancel()
+	}
+	if errors.Is(err, tier.ErrFenced) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		cur, curETag, lerr := p.manifests.Load(rctx)
+		cancel()
+		if lerr == nil && cur.Epoch == next.Epoch && cur.Owner == next.Owner {
+			p.mu.Lock()
+			p.mu.manifest, p.mu.etag = cur, curETag
+			p.mu.Unlock()
+			p.advance(cur.NextOffset())
+			p.log.Warn("manifest changed by an earlier write of ours whose answer was lost; adopted it", "generation", cur.Generation)
+			return fmt.Errorf("%w (generation %d)", errResync, cur.Generation)
+		}
+		if lerr != nil {
+			// Cannot tell ours from a new owner's now: not fenced yet.
+			return fmt.Errorf("ingest: %s/%d: manifest changed and cannot be read back now (%v); will retry: %w", p.cfg.Topic, p.cfg.Partition, lerr, tier.ErrUnavailable)
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

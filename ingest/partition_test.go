@@ -554,3 +554,62 @@ func TestPartitionRefusesNewerManifest(t *testing.T) {
 		t.Fatal("the newer manifest was rewritten")
 	}
 }
+
+// outageAfterPut applies the next armed PutIfMatch, then takes the store
+// down (so the answer and every read-back are lost, as in a store
+// outage) and returns an error.
+type outageAfterPut struct {
+	*tier.FaultStore
+	armed atomic.Bool
+}
+
+func (s *outageAfterPut) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	if !s.armed.CompareAndSwap(true, false) {
+		return s.FaultStore.PutIfMatch(ctx, key, etag, r, size)
+	}
+	if _, err := s.FaultStore.PutIfMatch(ctx, key, etag, r, size); err != nil {
+		return tier.ObjectInfo{}, err
+	}
+	s.SetDown(true)
+	return tier.ObjectInfo{}, fmt.Errorf("connection reset after the write applied: %w", tier.ErrUnavailable)
+}
+
+// Issue 11, defect 5: a seal whose manifest commit applied but whose
+// answer and read-back were lost (a store outage) must not fence the
+// partition: the next commit sees a manifest at our own epoch and owner
+// and adopts it.
+func TestPartitionAmbiguousCommitDoesNotFenceItself(t *testing.T) {
+	s := &outageAfterPut{FaultStore: tier.NewFaultStore(storetest.File(t), tier.FaultConfig{})}
+	ctx := context.Background()
+	cfg := testConfig(t, s, t.TempDir(), nil)
+	p, err := ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	appendN(t, p, 20, 1000)
+	s.armed.Store(true)
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err = p.SealNow(sctx)
+	cancel()
+	if err == nil {
+		t.Fatal("seal during the outage succeeded")
+	}
+	s.SetDown(false)
+	appendN(t, p, 20, 2000)
+	for i := 0; i < 3; i++ { // the first may adopt the applied write and ask for a retry
+		if err = p.SealNow(ctx); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("seal after the outage: %v; the partition fenced itself", err)
+	}
+	if _, err := p.Append(ctx, &segment.Batch{ProducerID: segment.NoProducer, Records: []segment.Record{{Timestamp: 3000, Value: value(40)}}}); err != nil {
+		t.Fatalf("append after the outage: %v", err)
+	}
+	m, _ := p.Manifest(ctx)
+	if m.NextOffset() != 40 {
+		t.Fatalf("sealed to %d, want 40", m.NextOffset())
+	}
+}
