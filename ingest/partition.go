@@ -399,13 +399,14 @@ func (p *Partition) recover(ctx context.Context, m *tier.Manifest) error {
 	}
 	p.producers = producersFrom(m.Producers)
 	sealedEnd := m.NextOffset()
+	nowMs := p.cfg.Clock().UnixMilli() // the tail's append times are unknown: count its expiry from now
 	for _, f := range p.local.Files() {
 		if f.EndOffset <= sealedEnd {
 			continue
 		}
 		err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 			if b.LastOffset() >= sealedEnd {
-				p.producers.record(b, b.MaxTimestamp())
+				p.producers.record(b, nowMs)
 			}
 			return nil
 		})
@@ -778,6 +779,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	var buf bytes.Buffer
 	w := segment.NewWriter(&buf, p.cfg.Segment)
 	prods := producersFrom(m.Producers)
+	nowMs := p.cfg.Clock().UnixMilli() // broker time, never the records' own
 	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 		if b.LastOffset() < from {
 			return nil
@@ -785,7 +787,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 		if b.BaseOffset < from {
 			return fmt.Errorf("ingest: local batch %d-%d straddles the sealed end %d", b.BaseOffset, b.LastOffset(), from)
 		}
-		prods.record(b, b.MaxTimestamp())
+		prods.record(b, nowMs)
 		return w.Append(b)
 	})
 	if err != nil {

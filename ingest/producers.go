@@ -26,8 +26,10 @@ import (
 )
 
 // rememberBatches is how many recent batches per producer a partition can
-// recognize as retries (as Kafka's five in-flight batches).
-const rememberBatches = 5
+// recognize as retries: at least as many as a producer may have in flight
+// to one partition (the Go client caps that at this number), in memory
+// and in the manifest's snapshot alike.
+const rememberBatches = 8
 
 // maxSnapshotProducers bounds the producers a manifest snapshot keeps (the
 // most recently active ones).
@@ -65,7 +67,15 @@ type producers map[int64]*producerEntry
 func producersFrom(snap []tier.ProducerState) producers {
 	ps := producers{}
 	for _, s := range snap {
-		ps[s.ID] = &producerEntry{epoch: s.Epoch, batches: []batchMeta{{firstSeq: s.FirstSeq, count: s.Count, base: s.BaseOffset, atMs: s.LastMs}}}
+		e := &producerEntry{epoch: s.Epoch}
+		for _, b := range s.Earlier {
+			e.batches = append(e.batches, batchMeta{firstSeq: b.FirstSeq, count: b.Count, base: b.BaseOffset, atMs: s.LastMs})
+		}
+		e.batches = append(e.batches, batchMeta{firstSeq: s.FirstSeq, count: s.Count, base: s.BaseOffset, atMs: s.LastMs})
+		if len(e.batches) > rememberBatches {
+			e.batches = e.batches[len(e.batches)-rememberBatches:]
+		}
+		ps[s.ID] = e
 	}
 	return ps
 }
@@ -111,7 +121,9 @@ func (ps producers) check(b *segment.Batch) (int64, bool, error) {
 	return 0, false, fmt.Errorf("%w: producer %d sent sequence %d but the partition expects %d: an earlier batch is missing", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, last.firstSeq+last.count)
 }
 
-// record notes an appended batch (with its offsets assigned).
+// record notes an appended batch (with its offsets assigned) at broker
+// time nowMs; never pass a record's own timestamp, which a producer sets
+// (a backfill sends event times weeks old).
 func (ps producers) record(b *segment.Batch, nowMs int64) {
 	if b.ProducerID == segment.NoProducer {
 		return
@@ -127,8 +139,9 @@ func (ps producers) record(b *segment.Batch, nowMs int64) {
 	}
 }
 
-// snapshot returns each producer's last batch, most recently active first
-// kept when over the limit, dropping producers idle since before expireMs.
+// snapshot returns each producer's remembered batches, most recently
+// active first kept when over the limit, dropping producers idle (by
+// broker time) since before expireMs.
 func (ps producers) snapshot(expireMs int64) []tier.ProducerState {
 	out := make([]tier.ProducerState, 0, len(ps))
 	for id, e := range ps {
@@ -139,7 +152,11 @@ func (ps producers) snapshot(expireMs int64) []tier.ProducerState {
 		if l.atMs < expireMs {
 			continue
 		}
-		out = append(out, tier.ProducerState{ID: id, Epoch: e.epoch, FirstSeq: l.firstSeq, Count: l.count, BaseOffset: l.base, LastMs: l.atMs})
+		st := tier.ProducerState{ID: id, Epoch: e.epoch, FirstSeq: l.firstSeq, Count: l.count, BaseOffset: l.base, LastMs: l.atMs}
+		for _, m := range e.batches[:len(e.batches)-1] {
+			st.Earlier = append(st.Earlier, tier.ProducerBatch{FirstSeq: m.firstSeq, Count: m.count, BaseOffset: m.base})
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].LastMs != out[j].LastMs {

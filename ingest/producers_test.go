@@ -27,23 +27,27 @@ func TestProducerSequenceRules(t *testing.T) {
 	if _, _, err := ps.check(pbatch(1, 0, 10, 1)); !errors.Is(err, ErrOutOfOrderSequence) {
 		t.Fatalf("an unknown producer starting at 10: %v, want out of order", err)
 	}
-	for i := int32(0); i < 8; i++ {
-		appendB(pbatch(1, 0, i*3, 3)) // offsets 0..23
+	for i := int32(0); i < 10; i++ {
+		appendB(pbatch(1, 0, i*3, 3)) // offsets 0..29
 	}
-	// A retry of any of the last 5 batches answers with its offsets.
-	for i := int32(3); i < 8; i++ {
-		base, dup, err := ps.check(pbatch(1, 0, i*3, 3))
-		if err != nil || !dup || base != int64(i*3) {
-			t.Fatalf("retry of seq %d: base %d dup %v err %v", i*3, base, dup, err)
+	// A retry of any of the last rememberBatches (8) batches answers with
+	// its offsets, also after a snapshot round trip (a restart or a
+	// takeover: issue 11, defect 4).
+	for name, ps := range map[string]producers{"memory": ps, "snapshot": producersFrom(ps.snapshot(-1))} {
+		for i := int32(10 - rememberBatches); i < 10; i++ {
+			base, dup, err := ps.check(pbatch(1, 0, i*3, 3))
+			if err != nil || !dup || base != int64(i*3) {
+				t.Fatalf("%s: retry of seq %d: base %d dup %v err %v", name, i*3, base, dup, err)
+			}
 		}
 	}
 	if _, _, err := ps.check(pbatch(1, 0, 0, 3)); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("retry of a forgotten batch: %v, want stale", err)
 	}
-	if _, _, err := ps.check(pbatch(1, 0, 30, 3)); !errors.Is(err, ErrOutOfOrderSequence) {
+	if _, _, err := ps.check(pbatch(1, 0, 33, 3)); !errors.Is(err, ErrOutOfOrderSequence) {
 		t.Fatalf("a gap: %v, want out of order", err)
 	}
-	if _, _, err := ps.check(pbatch(1, 0, 21, 2)); !errors.Is(err, ErrStaleSequence) {
+	if _, _, err := ps.check(pbatch(1, 0, 27, 2)); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("a batch overlapping the last one with another size: %v, want stale", err)
 	}
 	// A new epoch starts at 0 and fences the old one.
@@ -51,7 +55,7 @@ func TestProducerSequenceRules(t *testing.T) {
 		t.Fatalf("new epoch at 5: %v", err)
 	}
 	appendB(pbatch(1, 1, 0, 1))
-	if _, _, err := ps.check(pbatch(1, 0, 24, 1)); !errors.Is(err, ErrProducerFenced) {
+	if _, _, err := ps.check(pbatch(1, 0, 30, 1)); !errors.Is(err, ErrProducerFenced) {
 		t.Fatalf("old epoch after a new one: %v, want fenced", err)
 	}
 	// Non-idempotent batches are never checked.
@@ -61,7 +65,7 @@ func TestProducerSequenceRules(t *testing.T) {
 	// The snapshot keeps each producer's last batch and survives a round trip.
 	snap := ps.snapshot(-1)
 	back := producersFrom(snap)
-	if base, dup, err := back.check(pbatch(1, 1, 0, 1)); err != nil || !dup || base != 24 {
+	if base, dup, err := back.check(pbatch(1, 1, 0, 1)); err != nil || !dup || base != 30 {
 		t.Fatalf("retry after a snapshot round trip: base %d dup %v err %v", base, dup, err)
 	}
 }

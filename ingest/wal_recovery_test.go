@@ -436,3 +436,47 @@ func TestLocalDataOfTheCurrentOwnerTrusted(t *testing.T) {
 		t.Fatalf("after a restarts on its disk the log is %v, want %v", got, want)
 	}
 }
+
+// Issue 11, defect 4: idempotent-producer state expires by broker time,
+// never by the records' own timestamps: a backfill with event times a
+// month old keeps its dedup state across a seal and a restart, and a
+// retry of any of its in-flight batches is recognized.
+func TestProducerStateOfABackfillSurvivesSealAndRestart(t *testing.T) {
+	s := storetest.File(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := time.Now().Add(-30 * 24 * time.Hour).UnixMilli()
+	batchAt := func(seq int32) *segment.Batch {
+		b := idemBatch(7, seq, 2, "backfill")
+		for i := range b.Records {
+			b.Records[i].Timestamp = old
+		}
+		return b
+	}
+	p, err := ingest.OpenPartition(ctx, testConfig(t, s, dir, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := int32(0); seq < 16; seq += 2 {
+		if _, err := p.Write(ctx, batchAt(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(ctx); err != nil { // seals
+		t.Fatal(err)
+	}
+	p2, err := ingest.OpenPartition(ctx, testConfig(t, s, t.TempDir(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close(ctx)
+	for seq := int32(0); seq < 16; seq += 2 {
+		res, err := p2.Write(ctx, batchAt(seq))
+		if err != nil || !res.Duplicate || res.Base != int64(seq) {
+			t.Fatalf("retry of batch at sequence %d after a restart: %+v, %v; want a duplicate at offset %d", seq, res, err, seq)
+		}
+	}
+	if n := p2.NextOffset(); n != 16 {
+		t.Fatalf("log ends at %d after the retries, want 16", n)
+	}
+}

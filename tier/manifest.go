@@ -67,20 +67,32 @@ type Manifest struct {
 	// the list.
 	WALOwners []string `json:"wal_owners,omitempty"`
 	// Producers is the idempotent producers' state as of the sealed end:
-	// each producer's last sealed batch, so a retry of it after a
-	// takeover is still recognized.
+	// each producer's last sealed batches (as many as a producer may have
+	// in flight), so a retry of any of them after a takeover or restart is
+	// still recognized.
 	Producers []ProducerState `json:"producers,omitempty"`
 }
 
 // ProducerState is an idempotent producer's last sealed batch in one
-// partition.
+// partition, and the batches before it.
 type ProducerState struct {
 	ID         int64 `json:"id"`
 	Epoch      int16 `json:"epoch"`
-	FirstSeq   int32 `json:"first_seq"`   // sequence of the batch's first record
-	Count      int32 `json:"count"`       // records in the batch
-	BaseOffset int64 `json:"base_offset"` // offset of the batch's first record
-	LastMs     int64 `json:"last_ms"`     // broker time the batch was appended; for expiry
+	FirstSeq   int32 `json:"first_seq"`   // sequence of the last batch's first record
+	Count      int32 `json:"count"`       // records in the last batch
+	BaseOffset int64 `json:"base_offset"` // offset of the last batch's first record
+	// LastMs is broker time (never a record's own timestamp) no earlier
+	// than when the last batch was appended; expiry counts from it.
+	LastMs int64 `json:"last_ms"`
+	// Earlier are the batches before the last one, oldest first.
+	Earlier []ProducerBatch `json:"earlier,omitempty"`
+}
+
+// ProducerBatch is one remembered batch of an idempotent producer.
+type ProducerBatch struct {
+	FirstSeq   int32 `json:"first_seq"`
+	Count      int32 `json:"count"`
+	BaseOffset int64 `json:"base_offset"`
 }
 
 // NextOffset is the offset after the last sealed record (the log start when
@@ -114,6 +126,9 @@ func (m *Manifest) Clone() *Manifest {
 	c.Segments = append([]SegmentRef(nil), m.Segments...)
 	c.WALOwners = append([]string(nil), m.WALOwners...)
 	c.Producers = append([]ProducerState(nil), m.Producers...)
+	for i := range c.Producers {
+		c.Producers[i].Earlier = append([]ProducerBatch(nil), c.Producers[i].Earlier...)
+	}
 	return &c
 }
 
@@ -156,6 +171,15 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	for i, p := range m.Producers {
+		for _, e := range p.Earlier {
+			if e.Count <= 0 || e.FirstSeq < 0 || e.BaseOffset < 0 {
+				return fmt.Errorf("%w: producer state %d (id %d) has an earlier batch with count %d, first sequence %d, base offset %d; want a positive count and no negative values",
+					ErrManifestCorrupt, i, p.ID, e.Count, e.FirstSeq, e.BaseOffset)
+			}
+		}
+		if len(p.Earlier) > 64 {
+			return fmt.Errorf("%w: producer state %d (id %d) remembers %d batches, over 64", ErrManifestCorrupt, i, p.ID, len(p.Earlier)+1)
+		}
 		if p.Count <= 0 || p.FirstSeq < 0 || p.BaseOffset < 0 || p.Epoch < 0 {
 			return fmt.Errorf("%w: producer state %d (id %d) has count %d, first sequence %d, base offset %d, epoch %d; want a positive count and no negative values",
 				ErrManifestCorrupt, i, p.ID, p.Count, p.FirstSeq, p.BaseOffset, p.Epoch)
