@@ -255,7 +255,7 @@ func statusOf(err error) error {
 	case errors.Is(err, ingest.ErrClosed):
 		return status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
 	case errors.Is(err, wal.ErrBackpressure):
-		return status.Errorf(codes.Unavailable, "%v; nothing was written, retry after a backoff", err)
+		return status.Errorf(codes.Unavailable, "%v; this batch was not appended (in a request that spans partitions, the batches of the partitions before it may have been): retry after a backoff, with the same producer sequence so stored batches are recognized", err)
 	case errors.Is(err, wal.ErrFenced), errors.Is(err, wal.ErrClosed):
 		return status.Errorf(codes.Unavailable, "%v; retry on another broker", err)
 	case errors.Is(err, ingest.ErrOutOfOrderSequence):

@@ -453,11 +453,17 @@ func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, 
 	if len(b.Records) == 0 {
 		return AppendResult{}, errors.New("ingest: empty batch: a batch needs at least one record")
 	}
+	// A retry of a stored batch is answered before anything waits for
+	// buffer space: under backpressure it must learn it is stored, not be
+	// refused (issue 11, defect 16).
+	if res, done, err := p.duplicate(b); done {
+		return res, err
+	}
 	var reserved int64
 	if p.cfg.WAL != nil {
 		reserved = wal.EstimateSize(b)
 		if err := p.cfg.WAL.Reserve(ctx, reserved); err != nil {
-			return AppendResult{}, err
+			return AppendResult{}, fmt.Errorf("ingest: %s/%d: batch not appended: %w", p.cfg.Topic, p.cfg.Partition, err)
 		}
 	}
 	// An idempotent batch that overtook an earlier batch of its producer
@@ -492,6 +498,29 @@ func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, 
 		}
 		return res, err
 	}
+}
+
+// duplicate answers a batch that needs no append: a retry of a stored
+// idempotent batch (its offsets, Duplicate) or one the producer state
+// refuses for good (stale sequence, fenced producer epoch). done is false
+// when the batch must go on to write (new, or out of order for now).
+func (p *Partition) duplicate(b *segment.Batch) (res AppendResult, done bool, err error) {
+	if b.ProducerID == segment.NoProducer {
+		return AppendResult{}, false, nil
+	}
+	if err := p.usable(); err != nil {
+		return AppendResult{}, true, err
+	}
+	p.writeMu.Lock()
+	base, dup, err := p.producers.check(b)
+	p.writeMu.Unlock()
+	switch {
+	case dup:
+		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: true}, true, nil
+	case err != nil && !errors.Is(err, ErrOutOfOrderSequence):
+		return AppendResult{}, true, err
+	}
+	return AppendResult{}, false, nil
 }
 
 // write checks b against the producer state and appends it. When b is out

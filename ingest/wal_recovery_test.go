@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -478,5 +479,45 @@ func TestProducerStateOfABackfillSurvivesSealAndRestart(t *testing.T) {
 	}
 	if n := p2.NextOffset(); n != 16 {
 		t.Fatalf("log ends at %d after the retries, want 16", n)
+	}
+}
+
+// Issue 11, defect 16: under backpressure (the WAL buffer is full because
+// the store is down) a retry of a batch already appended is answered as
+// the duplicate it is, with its offsets, instead of "write buffer full".
+func TestRetryOfStoredBatchUnderBackpressureIsADuplicate(t *testing.T) {
+	s := storetest.File(t)
+	faulty := tier.NewFaultStore(s, tier.FaultConfig{})
+	ctx := context.Background()
+	w, err := wal.NewWriter(wal.Config{Store: faulty, Incarnation: "a", FlushInterval: time.Millisecond, FlushBytes: 1000, MaxBufferedBytes: 1000, RetryMax: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		w.Close(cctx)
+	}()
+	cfg := walConfig(t, faulty, t.TempDir(), walBroker{w: w, r: wal.NewReader(faulty, "a", nil)})
+	p, err := ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Abandon()
+	faulty.SetDown(true)
+	first := idemBatch(3, 0, 1, strings.Repeat("x", 900))
+	if _, err := p.Write(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Write(wctx, idemBatch(3, 1, 1, strings.Repeat("y", 900))); !errors.Is(err, wal.ErrBackpressure) {
+		t.Fatalf("a new batch with the buffer full: %v, want backpressure", err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer rcancel()
+	res, err := p.Write(rctx, idemBatch(3, 0, 1, strings.Repeat("x", 900)))
+	if err != nil || !res.Duplicate || res.Base != 0 {
+		t.Fatalf("retry of the appended batch under backpressure: %+v, %v; want a duplicate at offset 0", res, err)
 	}
 }
