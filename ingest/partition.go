@@ -73,6 +73,14 @@ type PartitionConfig struct {
 	// ProducerExpiry: an idempotent producer idle this long is forgotten
 	// by the manifest's producer snapshot. Default 7 days.
 	ProducerExpiry time.Duration
+	// LocalAckLease: a `local` ack is given at the local fsync only while
+	// the WAL stored an object within this long; otherwise (an idle
+	// broker, whose partitions may have been taken over without its
+	// noticing) the ack waits for the next WAL object, which fails at once
+	// if the broker was fenced. It bounds the `local` acks a fenced broker
+	// can give to those accepted within about one flush interval of its
+	// last stored object. Default 1s.
+	LocalAckLease time.Duration
 	// SequenceWait: how long a batch whose producer sequence skips ahead
 	// waits for the earlier batches (that it overtook on the way in)
 	// before it fails with ErrOutOfOrderSequence. Default 2s.
@@ -98,6 +106,7 @@ func DefaultPartitionConfig() PartitionConfig {
 		SealOnClose:         true,
 		ProducerExpiry:      7 * 24 * time.Hour,
 		SequenceWait:        2 * time.Second,
+		LocalAckLease:       time.Second,
 		Clock:               time.Now,
 		Logger:              slog.Default(),
 	}
@@ -652,12 +661,32 @@ func (p *Partition) WaitDurable(ctx context.Context, end int64) error {
 	}
 }
 
-// WaitLocal waits until the records below end are fsynced in the local log.
+// WaitLocal waits until the records below end are fsynced in the local
+// log: the `local` ack. With a WAL it refuses once the partition or its
+// WAL incarnation is known to be fenced, and it waits for the records to
+// be durable instead when the WAL has stored nothing within
+// LocalAckLease, so a broker that was taken over while idle learns it
+// before it acks (issue 11, defect 13).
 func (p *Partition) WaitLocal(ctx context.Context, end int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return p.local.Sync()
+	if err := p.local.Sync(); err != nil {
+		return err
+	}
+	if p.cfg.WAL == nil {
+		return nil
+	}
+	if err := p.usable(); err != nil && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	if err := p.cfg.WAL.Err(); err != nil {
+		return fmt.Errorf("ingest: %s/%d: records below %d are on local disk only and this broker can no longer store them: %w", p.cfg.Topic, p.cfg.Partition, end, err)
+	}
+	if !p.cfg.WAL.StoredWithin(p.cfg.LocalAckLease) {
+		return p.WaitDurable(ctx, end)
+	}
+	return nil
 }
 
 func (p *Partition) usable() error {

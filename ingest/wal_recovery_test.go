@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -519,5 +520,58 @@ func TestRetryOfStoredBatchUnderBackpressureIsADuplicate(t *testing.T) {
 	res, err := p.Write(rctx, idemBatch(3, 0, 1, strings.Repeat("x", 900)))
 	if err != nil || !res.Duplicate || res.Base != 0 {
 		t.Fatalf("retry of the appended batch under backpressure: %+v, %v; want a duplicate at offset 0", res, err)
+	}
+}
+
+// Issue 11, defect 13: a broker taken over while idle must not go on
+// acking `local` writes that can never reach the bucket: once its WAL has
+// stored nothing within LocalAckLease, a local ack waits for the next WAL
+// object, which finds the fence.
+func TestFencedIdleOwnerStopsLocalAcks(t *testing.T) {
+	s := storetest.File(t)
+	ctx := context.Background()
+	var skew atomic.Int64 // the writer's clock runs ahead of real time by this
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	w, err := wal.NewWriter(wal.Config{Store: s, Incarnation: "a", FlushInterval: time.Millisecond, RetryMax: 10 * time.Millisecond, Clock: clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(ctx)
+	cfg := walConfig(t, s, t.TempDir(), walBroker{w: w, r: wal.NewReader(s, "a", nil)})
+	pa, err := ingest.OpenPartition(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Abandon()
+	write(t, pa, idemBatch(1, 0, 2, "a")) // durable: a WAL object stored now
+	res, err := pa.Write(ctx, idemBatch(1, 2, 1, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.WaitLocal(ctx, res.End); err != nil {
+		t.Fatalf("local ack of a busy owner: %v", err)
+	}
+	if err := pa.WaitDurable(ctx, res.End); err != nil {
+		t.Fatal(err)
+	}
+	skew.Add(int64(time.Minute)) // a is idle past its lease
+	b := newWALBroker(t, s, "b")
+	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close(ctx)
+	acked := 0
+	for i := 0; i < 20; i++ {
+		res, err := pa.Write(ctx, idemBatch(1, int32(3+i), 1, "a"))
+		if err != nil {
+			continue
+		}
+		if err := pa.WaitLocal(ctx, res.End); err == nil {
+			acked++
+		}
+	}
+	if acked > 0 {
+		t.Fatalf("the fenced owner acked %d of 20 local writes that can never be stored", acked)
 	}
 }

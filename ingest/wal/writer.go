@@ -141,6 +141,7 @@ type Writer struct {
 	closed       bool
 
 	objects, bytes, attempts, failures atomic.Int64
+	lastStored                         atomic.Int64 // Clock's UnixNano when the newest object was stored; 0 before the first
 }
 
 // NewWriter starts a writer. The first object it stores has sequence 0.
@@ -169,6 +170,15 @@ func (w *Writer) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.failed
+}
+
+// StoredWithin reports whether the writer stored an object within the
+// last d: proof that it was not fenced that recently (a fenced writer
+// never stores again). Used to bound how long local acks may go on
+// after a takeover the writer has not noticed yet.
+func (w *Writer) StoredWithin(d time.Duration) bool {
+	last := w.lastStored.Load()
+	return last != 0 && w.cfg.Clock().UnixNano()-last <= int64(d)
 }
 
 // Stats returns the writer's counters.
@@ -360,6 +370,7 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 		return
 	}
 	failpoint.Hit(failpoint.WALUploaded)
+	w.lastStored.Store(w.cfg.Clock().UnixNano())
 	w.objects.Add(1)
 	w.bytes.Add(size)
 	var reserved int64
