@@ -3,6 +3,8 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +58,10 @@ type Config struct {
 	// WALCollectInterval: how often WAL objects whose records are all
 	// sealed are deleted. Default 30s.
 	WALCollectInterval time.Duration
+	// TopicRefreshInterval: how often the topics this broker has cached
+	// are checked against the bucket (one LIST), so a topic deleted or
+	// re-created through another broker stops taking writes here. Default 5s.
+	TopicRefreshInterval time.Duration
 	// ProduceTimeout: how long a produce request waits for its ack
 	// condition (and for WAL buffer space) when it names no timeout.
 	// Default 30s.
@@ -68,19 +74,20 @@ type Config struct {
 func DefaultConfig() Config {
 	pc := ingest.DefaultPartitionConfig()
 	return Config{
-		Fsync:               pc.Fsync,
-		SealBytes:           pc.SealBytes,
-		SealInterval:        pc.SealInterval,
-		LocalRetentionBytes: pc.LocalRetentionBytes,
-		MaxRecordBytes:      1 << 20,
-		MaxPartitions:       10000,
-		Cache:               fetch.DefaultCacheConfig(),
-		WALFlushInterval:    50 * time.Millisecond,
-		WALFlushBytes:       8 << 20,
-		WALMaxBufferedBytes: 256 << 20,
-		WALCollectInterval:  30 * time.Second,
-		ProduceTimeout:      30 * time.Second,
-		Logger:              slog.Default(),
+		Fsync:                pc.Fsync,
+		SealBytes:            pc.SealBytes,
+		SealInterval:         pc.SealInterval,
+		LocalRetentionBytes:  pc.LocalRetentionBytes,
+		MaxRecordBytes:       1 << 20,
+		MaxPartitions:        10000,
+		Cache:                fetch.DefaultCacheConfig(),
+		WALFlushInterval:     50 * time.Millisecond,
+		WALFlushBytes:        8 << 20,
+		WALMaxBufferedBytes:  256 << 20,
+		WALCollectInterval:   30 * time.Second,
+		TopicRefreshInterval: 5 * time.Second,
+		ProduceTimeout:       30 * time.Second,
+		Logger:               slog.Default(),
 	}
 }
 
@@ -97,8 +104,8 @@ func (c *Config) Validate() error {
 		return errors.New("broker: MaxRecordBytes and MaxPartitions must be positive")
 	case c.Logger == nil:
 		return errors.New("broker: Logger is required")
-	case c.WALFlushInterval <= 0 || c.WALFlushBytes <= 0 || c.WALMaxBufferedBytes <= 0 || c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0:
-		return errors.New("broker: WAL settings and ProduceTimeout must be positive")
+	case c.WALFlushInterval <= 0 || c.WALFlushBytes <= 0 || c.WALMaxBufferedBytes <= 0 || c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0:
+		return errors.New("broker: WAL settings, TopicRefreshInterval and ProduceTimeout must be positive")
 	}
 	return c.Cache.Validate()
 }
@@ -108,26 +115,39 @@ type Broker struct {
 	stratapb.UnimplementedStrataServer
 	cfg   Config
 	cache *fetch.Cache
-	wal   *wal.Writer
-	walr  *wal.Reader
 	ids   idAllocator
-	stop  chan struct{} // closed by Close: stops the WAL collector
+	stop  chan struct{} // closed by Close: stops the background loops
 	bg    sync.WaitGroup
 
 	mu     sync.Mutex
 	topics map[string]*topic // opened topics
 	closed bool
 	opens  sync.WaitGroup // partitions being opened; Added under mu while !closed
+	// wal and walr are the current incarnation's WAL writer and reader.
+	// When another broker fences the incarnation (it took one of our
+	// partitions over), the broker starts a new incarnation (rotate):
+	// partitions opened under the old one are dropped and reopen under
+	// the new one, so the partitions we still own keep taking writes.
+	wal     *wal.Writer
+	walr    *wal.Reader
+	retired []*wal.Writer // fenced writers, closed by Close
 
 	gmu    sync.Mutex        // guards groups and every group's fields
 	groups map[string]*group // consumer groups this broker coordinates
 }
 
 type topic struct {
-	cfg   *stratapb.TopicConfig
-	rr    atomic.Uint32 // round robin for keyless records
-	mu    sync.Mutex
-	parts map[int32]*partition
+	cfg *stratapb.TopicConfig
+	// id is the topic's identity, made when it was created ("" for a
+	// topic created before identities existed); store is its storage
+	// name, name/id, which its manifests, segment keys and WAL entries
+	// carry, so a deleted and re-created topic never sees the old data.
+	id, store string
+	etag      string        // of the config object as loaded
+	rr        atomic.Uint32 // round robin for keyless records
+	mu        sync.Mutex
+	parts     map[int32]*partition
+	views     map[int32]*bucketView // read views of partitions not open here
 	// opening holds a channel per partition being opened, closed when the
 	// open ends; partitions open in parallel, each once.
 	opening map[int32]chan struct{}
@@ -137,6 +157,28 @@ type topic struct {
 type partition struct {
 	log    *ingest.Partition
 	reader *fetch.PartitionReader
+	wal    *wal.Writer // the incarnation it was opened under
+}
+
+func (t *topic) checkPartition(p int32) error {
+	if p < 0 || p >= t.cfg.Partitions {
+		return status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
+	}
+	return nil
+}
+
+// storageName is how a topic's objects and WAL entries name it.
+func storageName(name, id string) string {
+	if id == "" {
+		return name
+	}
+	return name + "/" + id
+}
+
+// splitStorageName undoes storageName.
+func splitStorageName(s string) (name, id string) {
+	name, id, _ = strings.Cut(s, "/")
+	return name, id
 }
 
 // New returns a broker. It opens partitions lazily.
@@ -151,36 +193,146 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := wal.NewWriter(wal.Config{
-		Store: cfg.Store, Incarnation: cfg.Incarnation, Logger: cfg.Logger,
-		FlushInterval: cfg.WALFlushInterval, FlushBytes: cfg.WALFlushBytes, MaxBufferedBytes: cfg.WALMaxBufferedBytes,
-	})
-	if err != nil {
+	b := &Broker{
+		cfg: cfg, cache: cache,
+		topics: map[string]*topic{}, groups: map[string]*group{}, stop: make(chan struct{}),
+	}
+	if err := b.startIncarnation(cfg.Incarnation); err != nil {
 		cache.Close()
 		return nil, err
 	}
-	b := &Broker{
-		cfg: cfg, cache: cache, wal: w, walr: wal.NewReader(cfg.Store, cfg.Incarnation, nil),
-		topics: map[string]*topic{}, groups: map[string]*group{}, stop: make(chan struct{}),
-	}
 	b.ids.store = cfg.Store
-	cfg.Logger.Info("broker incarnation", "incarnation", cfg.Incarnation)
-	b.bg.Add(1)
+	b.bg.Add(2)
 	go b.collectLoop()
+	go b.topicRefreshLoop()
 	return b, nil
 }
 
-// Incarnation names this broker process's WAL prefix.
-func (b *Broker) Incarnation() string { return b.cfg.Incarnation }
+func (b *Broker) newWriter(inc string) (*wal.Writer, error) {
+	return wal.NewWriter(wal.Config{
+		Store: b.cfg.Store, Incarnation: inc, Logger: b.cfg.Logger,
+		FlushInterval: b.cfg.WALFlushInterval, FlushBytes: b.cfg.WALFlushBytes, MaxBufferedBytes: b.cfg.WALMaxBufferedBytes,
+	})
+}
+
+// startIncarnation makes inc the broker's WAL incarnation and watches its
+// writer: when another broker fences it, a new incarnation replaces it.
+func (b *Broker) startIncarnation(inc string) error {
+	w, err := b.newWriter(inc)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.wal, b.walr = w, wal.NewReader(b.cfg.Store, inc, nil)
+	b.mu.Unlock()
+	b.cfg.Logger.Info("broker incarnation", "incarnation", inc)
+	b.bg.Add(1)
+	go b.watchIncarnation(w)
+	return nil
+}
+
+func (b *Broker) walWriter() *wal.Writer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wal
+}
+
+func (b *Broker) walReader() *wal.Reader {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.walr
+}
+
+// watchIncarnation waits for w to fail. Fenced (another broker took one of
+// our partitions over and fenced the whole incarnation), the broker drops
+// every partition opened under w (their unacked writes fail; nothing they
+// acked is lost: it is in w's objects below the fence, or, for `local`
+// acks, on this disk, which a reopen trusts while we are still the owner)
+// and starts a new incarnation, under which the partitions it still owns
+// reopen on their next write.
+func (b *Broker) watchIncarnation(w *wal.Writer) {
+	defer b.bg.Done()
+	select {
+	case <-b.stop:
+		return
+	case <-w.Failed():
+	}
+	if !errors.Is(w.Err(), wal.ErrFenced) {
+		return
+	}
+	b.mu.Lock()
+	if b.closed || b.wal != w {
+		b.mu.Unlock()
+		return
+	}
+	b.retired = append(b.retired, w)
+	topics := make([]*topic, 0, len(b.topics))
+	for _, t := range b.topics {
+		topics = append(topics, t)
+	}
+	b.mu.Unlock()
+	inc := wal.NewIncarnation(time.Now())
+	for {
+		err := b.startIncarnation(inc)
+		if err == nil {
+			break
+		}
+		b.cfg.Logger.Error("cannot start a new WAL incarnation; retrying", "err", err)
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	dropped := 0
+	for _, t := range topics {
+		dropped += b.dropPartitions(t, func(p *partition) bool { return p.wal == w })
+	}
+	b.cfg.Logger.Warn("WAL incarnation fenced by another broker; started a new one, partitions reopen on their next write",
+		"fenced", w.Incarnation(), "incarnation", inc, "partitions_dropped", dropped)
+}
+
+// dropPartitions closes, without sealing, the open partitions of t that
+// match, after the opens under way; later writes reopen them (claiming
+// again), reads fall back to the bucket.
+func (b *Broker) dropPartitions(t *topic, match func(*partition) bool) int {
+	t.mu.Lock()
+	var opening []chan struct{}
+	for _, ch := range t.opening {
+		opening = append(opening, ch)
+	}
+	t.mu.Unlock()
+	for _, ch := range opening {
+		<-ch
+	}
+	t.mu.Lock()
+	var drop []*partition
+	for p, part := range t.parts {
+		if match(part) {
+			drop = append(drop, part)
+			delete(t.parts, p)
+		}
+	}
+	t.mu.Unlock()
+	for _, part := range drop {
+		part.log.Abandon()
+	}
+	return len(drop)
+}
+
+// Incarnation names this broker process's current WAL prefix (a new one
+// after another broker fenced the previous one).
+func (b *Broker) Incarnation() string { return b.walWriter().Incarnation() }
 
 // WALStats returns the WAL writer's counters.
-func (b *Broker) WALStats() wal.Stats { return b.wal.Stats() }
+func (b *Broker) WALStats() wal.Stats { return b.walWriter().Stats() }
 
 // GetStats implements the API.
 func (b *Broker) GetStats(ctx context.Context, _ *stratapb.GetStatsRequest) (*stratapb.BrokerStats, error) {
-	c, w := b.cache.Stats(), b.wal.Stats()
+	ww := b.walWriter()
+	c, w := b.cache.Stats(), ww.Stats()
 	return &stratapb.BrokerStats{
-		Incarnation: b.cfg.Incarnation,
+		Incarnation: ww.Incarnation(),
 		CacheHits:   c.Hits, CacheDiskHits: c.DiskHits, CacheMisses: c.Misses,
 		ObjectGets: c.Gets, ObjectGetBytes: c.BytesFetched, Prefetches: c.Prefetches,
 		CacheMemoryBytes: c.MemoryBytes, CacheDiskBytes: c.DiskBytes,
@@ -214,8 +366,14 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	// Partitions sealed on close; what is still buffered belongs to
 	// partitions that could not seal and must reach the bucket.
-	if err := b.wal.Close(ctx); err != nil {
+	b.mu.Lock()
+	w, retired := b.wal, b.retired
+	b.mu.Unlock()
+	if err := w.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	for _, r := range retired {
+		r.Close(ctx) // fenced: nothing more can be stored
 	}
 	b.cache.Close()
 	return errors.Join(errs...)
@@ -279,7 +437,7 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 	if t, ok := b.topics[name]; ok {
 		return t, nil
 	}
-	rc, _, err := b.cfg.Store.Get(ctx, configKey(name))
+	rc, info, err := b.cfg.Store.Get(ctx, configKey(name))
 	if errors.Is(err, tier.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "topic %q does not exist; create it with `strata topic create %s --partitions N`", name, name)
 	}
@@ -288,21 +446,23 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	var cfg *stratapb.TopicConfig
+	var st *storedTopic
 	if err == nil {
-		cfg, err = decodeTopicConfig(name, data)
+		st, err = decodeTopicConfig(name, data)
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, configKey(name), err)
 	}
-	t := &topic{cfg: cfg, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}
+	t := &topic{cfg: st.TopicConfig, id: st.ID, store: storageName(name, st.ID), etag: info.ETag, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}
 	b.topics[name] = t
 	return t, nil
 }
 
+// partition returns partition p of t open for writes, opening it (which
+// claims it: only the write path calls this) when it is not.
 func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, error) {
-	if p < 0 || p >= t.cfg.Partitions {
-		return nil, status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
+	if err := t.checkPartition(p); err != nil {
+		return nil, err
 	}
 	for {
 		t.mu.Lock()
@@ -339,6 +499,7 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 		close(ch)
 		if err == nil {
 			t.parts[p] = part
+			delete(t.views, p)
 		}
 		t.mu.Unlock()
 		if counted {
@@ -364,8 +525,8 @@ func (b *Broker) beginOpen() error {
 // sure each opens once and that Close sees it.
 func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partition, error) {
 	pc := ingest.DefaultPartitionConfig()
-	pc.Topic, pc.Partition = t.cfg.Name, p
-	pc.Dir = filepath.Join(b.cfg.DataDir, "partitions", t.cfg.Name+"-"+strconv.Itoa(int(p)))
+	pc.Topic, pc.Partition = t.store, p
+	pc.Dir = b.partitionDir(t, p)
 	pc.Store = b.cfg.Store
 	pc.Fsync = b.cfg.Fsync
 	pc.SealBytes, pc.SealInterval, pc.LocalRetentionBytes = b.cfg.SealBytes, b.cfg.SealInterval, b.cfg.LocalRetentionBytes
@@ -380,23 +541,60 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	}
 	pc.Segment.Codec = codec
 	pc.Logger = b.cfg.Logger
+	b.mu.Lock()
 	pc.WAL, pc.WALReader = b.wal, b.walr
+	b.mu.Unlock()
 	lp, err := ingest.OpenPartition(ctx, pc)
 	if err != nil {
 		return nil, statusOf(err)
 	}
-	part := &partition{log: lp}
+	part := &partition{log: lp, wal: pc.WAL}
 	part.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, lp, lp.Hot())
 	return part, nil
 }
 
+// partitionDir is the local directory of partition p of t.
+func (b *Broker) partitionDir(t *topic, p int32) string {
+	name := t.cfg.Name + "-" + strconv.Itoa(int(p))
+	if t.id != "" {
+		name = t.cfg.Name + "-" + t.id + "-" + strconv.Itoa(int(p))
+	}
+	return filepath.Join(b.cfg.DataDir, "partitions", name)
+}
+
+// storedTopic is a topic config as the bucket holds it: the API's config
+// and the topic's identity.
+type storedTopic struct {
+	*stratapb.TopicConfig
+	ID string `json:"topic_id,omitempty"`
+}
+
+// newTopicID makes a topic identity: 16 random bytes in hex.
+func newTopicID() string {
+	var r [16]byte
+	rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
+
 // decodeTopicConfig parses a stored topic config and checks what CreateTopic
 // checked when it wrote it.
-func decodeTopicConfig(name string, data []byte) (*stratapb.TopicConfig, error) {
-	var cfg stratapb.TopicConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
+func decodeTopicConfig(name string, data []byte) (*storedTopic, error) {
+	st := &storedTopic{TopicConfig: &stratapb.TopicConfig{}}
+	if err := json.Unmarshal(data, st); err != nil {
 		return nil, err
 	}
+	if st.TopicConfig == nil {
+		st.TopicConfig = &stratapb.TopicConfig{}
+	}
+	if len(st.ID) > 64 || strings.ContainsAny(st.ID, "/\\") || st.ID == "." || st.ID == ".." {
+		return nil, fmt.Errorf("topic id %q is not a valid identity", st.ID)
+	}
+	for _, c := range st.ID {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return nil, fmt.Errorf("topic id %q is not lowercase hex", st.ID)
+		}
+	}
+	cfg := st.TopicConfig
 	switch {
 	case cfg.Name != name:
 		return nil, fmt.Errorf("it names topic %q", cfg.Name)
@@ -408,7 +606,7 @@ func decodeTopicConfig(name string, data []byte) (*stratapb.TopicConfig, error) 
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, err
 	}
-	return &cfg, nil
+	return st, nil
 }
 
 // maxStoredPartitions bounds the partition count a stored topic config may
@@ -438,7 +636,7 @@ func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	data, _ := json.Marshal(cfg)
+	data, _ := json.Marshal(&storedTopic{TopicConfig: cfg, ID: newTopicID()})
 	_, err := b.cfg.Store.PutIfAbsent(ctx, configKey(cfg.Name), bytes.NewReader(data), int64(len(data)))
 	if errors.Is(err, tier.ErrPreconditionFailed) {
 		return nil, status.Errorf(codes.AlreadyExists, "topic %q already exists", cfg.Name)
@@ -484,14 +682,21 @@ func (b *Broker) DescribeTopic(ctx context.Context, req *stratapb.DescribeTopicR
 	}
 	resp := &stratapb.DescribeTopicResponse{Config: t.cfg}
 	for p := int32(0); p < t.cfg.Partitions; p++ {
-		part, err := b.partition(ctx, t, p)
+		v, err := b.view(ctx, t, p)
 		if err != nil {
 			return nil, err
 		}
-		m, _ := part.log.Manifest(ctx)
+		m, err := v.manifest(ctx)
+		if err != nil {
+			return nil, statusOf(err)
+		}
+		logStart, hw, err := v.bounds(ctx)
+		if err != nil {
+			return nil, statusOf(err)
+		}
 		resp.Partitions = append(resp.Partitions, &stratapb.PartitionInfo{
-			Partition: p, LogStartOffset: m.LogStartOffset, HighWatermark: part.log.HighWatermark(),
-			SealedBytes: m.SealedBytes(), SealedSegments: int64(len(m.Segments)), LocalBytes: part.log.Local().Bytes(),
+			Partition: p, LogStartOffset: logStart, HighWatermark: hw,
+			SealedBytes: m.SealedBytes(), SealedSegments: int64(len(m.Segments)), LocalBytes: v.local(),
 		})
 	}
 	return resp, nil
@@ -503,26 +708,29 @@ func (b *Broker) ListOffsets(ctx context.Context, req *stratapb.ListOffsetsReque
 	if err != nil {
 		return nil, err
 	}
-	part, err := b.partition(ctx, t, req.GetPartition())
+	v, err := b.view(ctx, t, req.GetPartition())
 	if err != nil {
 		return nil, err
 	}
-	off, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.Spec == nil, req.GetTimestampMs(), 0)
+	off, err := b.resolveStart(ctx, v, req.GetEarliest(), req.GetLatest(), req.Spec == nil, req.GetTimestampMs(), 0)
 	if err != nil {
 		return nil, err
 	}
 	return &stratapb.ListOffsetsResponse{Offset: off}, nil
 }
 
-func (b *Broker) resolveStart(ctx context.Context, part *partition, earliest, latest, none bool, ts, offset int64) (int64, error) {
-	m, _ := part.log.Manifest(ctx)
+func (b *Broker) resolveStart(ctx context.Context, v *readView, earliest, latest, none bool, ts, offset int64) (int64, error) {
+	logStart, hw, err := v.bounds(ctx)
+	if err != nil {
+		return 0, statusOf(err)
+	}
 	switch {
 	case earliest || none:
-		return m.LogStartOffset, nil
+		return logStart, nil
 	case latest:
-		return part.log.HighWatermark(), nil
+		return hw, nil
 	case ts != 0:
-		off, err := part.reader.OffsetForTime(ctx, ts)
+		off, err := v.reader.OffsetForTime(ctx, ts)
 		return off, statusOf(err)
 	}
 	return offset, nil
@@ -674,7 +882,7 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 	if err != nil {
 		return err
 	}
-	part, err := b.partition(ctx, t, req.GetPartition())
+	v, err := b.view(ctx, t, req.GetPartition())
 	if err != nil {
 		return err
 	}
@@ -683,7 +891,7 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 			return err
 		}
 	}
-	next, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.Start == nil, req.GetTimestampMs(), req.GetOffset())
+	next, err := b.resolveStart(ctx, v, req.GetEarliest(), req.GetLatest(), req.Start == nil, req.GetTimestampMs(), req.GetOffset())
 	if err != nil {
 		return err
 	}
@@ -696,8 +904,15 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		maxWait = 500 * time.Millisecond
 	}
 	for {
-		wait := part.log.Changed() // before reading: no append is missed
-		res, err := part.reader.Read(ctx, next, maxBytes)
+		if v.stale() {
+			// The partition was opened here (a write claimed it) or
+			// dropped since: switch to what reads use now.
+			if v, err = b.view(ctx, t, req.GetPartition()); err != nil {
+				return err
+			}
+		}
+		wait := v.changed() // before reading: no append is missed
+		res, err := v.reader.Read(ctx, next, maxBytes)
 		if err != nil {
 			return statusOf(err)
 		}
@@ -769,7 +984,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	t.mu.Lock()
 	for p, part := range t.parts {
 		part.log.Abandon()
-		os.RemoveAll(filepath.Join(b.cfg.DataDir, "partitions", t.cfg.Name+"-"+strconv.Itoa(int(p))))
+		os.RemoveAll(b.partitionDir(t, p))
 	}
 	t.parts = map[int32]*partition{}
 	t.mu.Unlock()

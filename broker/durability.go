@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,16 +109,18 @@ func (b *Broker) collectLoop() {
 // earlier incarnations') whose partitions are all sealed past it, and
 // returns how many it deleted.
 func (b *Broker) CollectWAL(ctx context.Context) (int, error) {
-	return b.walr.Collect(ctx, b.sealedEnd)
+	return b.walReader().Collect(ctx, b.sealedEnd)
 }
 
 // sealedEnd is how far a partition is sealed, from the open partition or
-// the bucket; math.MaxInt64 for a partition whose topic is gone.
-func (b *Broker) sealedEnd(ctx context.Context, topic string, p int32) (int64, error) {
+// the bucket; math.MaxInt64 for a partition whose topic is gone, or was
+// re-created since (another identity): its WAL entries are garbage.
+func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, error) {
+	name, id := splitStorageName(store)
 	b.mu.Lock()
-	t := b.topics[topic]
+	t := b.topics[name]
 	b.mu.Unlock()
-	if t != nil {
+	if t != nil && t.store == store {
 		t.mu.Lock()
 		part := t.parts[p]
 		t.mu.Unlock()
@@ -126,17 +129,129 @@ func (b *Broker) sealedEnd(ctx context.Context, topic string, p int32) (int64, e
 			return m.NextOffset(), nil
 		}
 	}
-	m, _, err := tier.NewManifestStore(b.cfg.Store, topic, p).Load(ctx)
-	if err == nil {
-		return m.NextOffset(), nil
-	}
-	if !errors.Is(err, tier.ErrNotFound) {
-		return 0, err
-	}
-	if _, err := b.cfg.Store.Stat(ctx, configKey(topic)); errors.Is(err, tier.ErrNotFound) {
+	rc, _, err := b.cfg.Store.Get(ctx, configKey(name))
+	if errors.Is(err, tier.ErrNotFound) {
 		return math.MaxInt64, nil
-	} else if err != nil {
+	}
+	if err != nil {
 		return 0, err
 	}
-	return 0, nil
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	rc.Close()
+	if err != nil {
+		return 0, err
+	}
+	st, err := decodeTopicConfig(name, data)
+	if err != nil {
+		return 0, fmt.Errorf("broker: topic %q config unreadable, WAL objects holding it are kept: %w", name, err)
+	}
+	if st.ID != id {
+		return math.MaxInt64, nil // deleted and re-created: another topic now
+	}
+	m, _, err := tier.NewManifestStore(b.cfg.Store, store, p).Load(ctx)
+	if errors.Is(err, tier.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.NextOffset(), nil
+}
+
+// topicRefreshLoop checks the cached topics against the bucket.
+func (b *Broker) topicRefreshLoop() {
+	defer b.bg.Done()
+	t := time.NewTicker(b.cfg.TopicRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.TopicRefreshInterval)
+		if err := b.RefreshTopics(ctx); err != nil {
+			b.cfg.Logger.Warn("topic refresh failed; will retry", "err", err)
+		}
+		cancel()
+	}
+}
+
+// RefreshTopics forgets every cached topic whose config object is gone or
+// was replaced (the topic was deleted, or deleted and re-created, through
+// another broker): its open partitions are dropped without sealing, so
+// they stop taking writes, and the next request loads the topic anew.
+func (b *Broker) RefreshTopics(ctx context.Context) error {
+	etags := map[string]string{}
+	err := b.cfg.Store.List(ctx, "topics/", func(o tier.ObjectInfo) error {
+		if rest, ok := strings.CutPrefix(o.Key, "topics/"); ok {
+			if name, ok := strings.CutSuffix(rest, "/config.json"); ok && !strings.Contains(name, "/") {
+				etags[name] = o.ETag
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	var gone, changed []*topic
+	for name, t := range b.topics {
+		etag, ok := etags[name]
+		switch {
+		case !ok:
+			gone = append(gone, t)
+		case etag != t.etag:
+			changed = append(changed, t) // maybe re-created: compare identities
+		}
+	}
+	b.mu.Unlock()
+	for _, t := range changed {
+		id, etag, err := b.topicIdentity(ctx, t.cfg.Name)
+		switch {
+		case errors.Is(err, tier.ErrNotFound):
+			gone = append(gone, t)
+		case err != nil:
+			return err
+		case id != t.id:
+			gone = append(gone, t)
+		default:
+			b.mu.Lock()
+			t.etag = etag
+			b.mu.Unlock()
+		}
+	}
+	b.mu.Lock()
+	for _, t := range gone {
+		if b.topics[t.cfg.Name] == t {
+			delete(b.topics, t.cfg.Name)
+		}
+	}
+	b.mu.Unlock()
+	for _, t := range gone {
+		t.mu.Lock()
+		t.deleted = true
+		t.mu.Unlock()
+		n := b.dropPartitions(t, func(*partition) bool { return true })
+		b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
+	}
+	return nil
+}
+
+// topicIdentity reads a topic's stored identity and the config's ETag.
+func (b *Broker) topicIdentity(ctx context.Context, name string) (id, etag string, err error) {
+	rc, info, err := b.cfg.Store.Get(ctx, configKey(name))
+	if err != nil {
+		return "", "", err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return "", "", err
+	}
+	st, err := decodeTopicConfig(name, data)
+	if err != nil {
+		return "", "", fmt.Errorf("broker: topic %q config unreadable: %w", name, err)
+	}
+	return st.ID, info.ETag, nil
 }

@@ -368,21 +368,23 @@ func (b *Broker) DescribeGroup(ctx context.Context, req *stratapb.DescribeGroupR
 		return nil, err
 	}
 	for p := int32(0); p < t.cfg.Partitions; p++ {
-		part, err := b.partition(ctx, t, p)
+		v, err := b.view(ctx, t, p)
 		if err != nil {
 			return nil, err
 		}
-		hwm := part.log.HighWatermark()
-		m, _ := part.log.Manifest(ctx)
+		logStart, hwm, err := v.bounds(ctx)
+		if err != nil {
+			return nil, statusOf(err)
+		}
 		committed, ok := offsets[p]
 		from := committed
 		if !ok {
-			committed, from = -1, m.LogStartOffset
+			committed, from = -1, logStart
 		}
-		from = max(from, m.LogStartOffset)
+		from = max(from, logStart)
 		lag := &stratapb.PartitionLag{Partition: p, Committed: committed, HighWatermark: hwm, LagRecords: max(hwm-from, 0)}
 		if lag.LagRecords > 0 {
-			if res, err := part.reader.Read(ctx, from, 1); err == nil && len(res.Records) > 0 {
+			if res, err := v.reader.Read(ctx, from, 1); err == nil && len(res.Records) > 0 {
 				lag.LagSeconds = max(time.Since(time.UnixMilli(res.Records[0].Timestamp)).Seconds(), 0)
 			}
 		}
@@ -399,11 +401,11 @@ func (b *Broker) ResetOffsets(ctx context.Context, req *stratapb.ResetOffsetsReq
 	}
 	offsets := map[int32]int64{}
 	for p := int32(0); p < t.cfg.Partitions; p++ {
-		part, err := b.partition(ctx, t, p)
+		v, err := b.view(ctx, t, p)
 		if err != nil {
 			return nil, err
 		}
-		off, err := b.resolveStart(ctx, part, req.GetEarliest(), req.GetLatest(), req.To == nil, req.GetTimestampMs(), req.GetOffset())
+		off, err := b.resolveStart(ctx, v, req.GetEarliest(), req.GetLatest(), req.To == nil, req.GetTimestampMs(), req.GetOffset())
 		if err != nil {
 			return nil, err
 		}
