@@ -32,6 +32,7 @@ func serve(ctx context.Context, args []string) error {
 	walInterval := fs.Duration("wal-flush-interval", 50*time.Millisecond, "longest a received record waits before its WAL object upload starts")
 	walBytes := sizeFlag(fs, "wal-flush-bytes", 8<<20, "start a WAL object upload as soon as this much is buffered")
 	walMax := sizeFlag(fs, "wal-max-buffered", 256<<20, "most data received but not yet in the object store; producers wait (then fail, retryably) beyond it")
+	walCollect := fs.Duration("wal-collect-interval", 30*time.Second, "how often WAL objects whose records are all sealed are deleted")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,6 +62,7 @@ func serve(ctx context.Context, args []string) error {
 	cfg.Fsync, cfg.SealBytes, cfg.SealInterval, cfg.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
 	cfg.MaxRecordBytes = int(*maxRecord)
 	cfg.WALFlushInterval, cfg.WALFlushBytes, cfg.WALMaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
+	cfg.WALCollectInterval = *walCollect
 	cfg.ProduceTimeout = *produceTimeout
 	b, err := broker.New(cfg)
 	if err != nil {
