@@ -227,16 +227,25 @@ func (r *Reader) getRange(ctx context.Context, key string, off, n int64) ([]byte
 	return b, nil
 }
 
-// ReadTail calls fn, in offset order, with every batch of a partition that
-// incarnation inc stored with records at or after from, trimmed to start at
-// from. The incarnation must be fenced first (or be this one), so that the
-// set of its objects is final. Only the objects holding the partition are
-// read, and of them only the partition's byte range.
-func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int32, from int64, fn func(*segment.Batch) error) error {
+// TailEntry is one WAL object's entry for a partition.
+type TailEntry struct {
+	Key   string
+	Data  int64 // object position of the entry's data
+	Entry Entry
+}
+
+// Entries returns, in sequence order, the entries incarnation inc stored
+// for (topic, partition) holding records at or after from, reading only
+// headers (cached). It stops at a fence. Without a fence the answer is
+// the objects stored so far: every record in them is durable, so a
+// reader that owns nothing may serve them. Objects collected since the
+// listing are skipped: they were sealed.
+func (r *Reader) Entries(ctx context.Context, inc, topic string, partition int32, from int64) ([]TailEntry, error) {
 	objs, err := r.List(ctx, inc)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var out []TailEntry
 	for _, o := range objs {
 		h, err := r.header(ctx, o.Key)
 		if errors.Is(err, tier.ErrNotFound) {
@@ -246,40 +255,73 @@ func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int3
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if h == nil {
 			break // the fence: nothing after it
 		}
-		e, ok := h.Find(topic, partition)
-		if !ok || e.Last < from {
-			continue
+		if e, ok := h.Find(topic, partition); ok && e.Last >= from {
+			out = append(out, TailEntry{Key: o.Key, Data: h.DataStart + int64(e.Pos), Entry: e})
 		}
-		data, err := r.getRange(ctx, o.Key, h.DataStart+int64(e.Pos), int64(e.Len))
+	}
+	return out, nil
+}
+
+// ReadEntry reads and decodes one entry's batches. A collected object is
+// tier.ErrNotFound.
+func (r *Reader) ReadEntry(ctx context.Context, te TailEntry) ([]segment.Batch, error) {
+	data, err := r.getRange(ctx, te.Key, te.Data, int64(te.Entry.Len))
+	if err != nil {
 		if errors.Is(err, tier.ErrNotFound) {
-			r.forget(o.Key)
+			r.forget(te.Key)
+		}
+		return nil, err
+	}
+	batches, err := DecodeEntry(te.Entry, data)
+	if err != nil {
+		return nil, fmt.Errorf("wal: %s: %w", te.Key, err)
+	}
+	return batches, nil
+}
+
+// TrimBatch cuts the records before from off b (a batch straddling from),
+// keeping its producer sequence right.
+func TrimBatch(b *segment.Batch, from int64) {
+	if b.BaseOffset >= from {
+		return
+	}
+	cut := int(from - b.BaseOffset)
+	b.Records = b.Records[cut:]
+	b.BaseOffset = from
+	if b.ProducerID != segment.NoProducer {
+		b.BaseSequence += int32(cut)
+	}
+}
+
+// ReadTail calls fn, in offset order, with every batch of a partition that
+// incarnation inc stored with records at or after from, trimmed to start at
+// from. The incarnation must be fenced first (or be this one), so that the
+// set of its objects is final. Only the objects holding the partition are
+// read, and of them only the partition's byte range.
+func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int32, from int64, fn func(*segment.Batch) error) error {
+	entries, err := r.Entries(ctx, inc, topic, partition, from)
+	if err != nil {
+		return err
+	}
+	for _, te := range entries {
+		batches, err := r.ReadEntry(ctx, te)
+		if errors.Is(err, tier.ErrNotFound) {
 			continue // collected since the listing, as above
 		}
 		if err != nil {
 			return err
-		}
-		batches, err := DecodeEntry(e, data)
-		if err != nil {
-			return fmt.Errorf("wal: %s: %w", o.Key, err)
 		}
 		for i := range batches {
 			b := &batches[i]
 			if b.LastOffset() < from {
 				continue
 			}
-			if b.BaseOffset < from {
-				cut := int(from - b.BaseOffset)
-				b.Records = b.Records[cut:]
-				b.BaseOffset = from
-				if b.ProducerID != segment.NoProducer {
-					b.BaseSequence += int32(cut)
-				}
-			}
+			TrimBatch(b, from)
 			if err := fn(b); err != nil {
 				return err
 			}
