@@ -186,7 +186,7 @@ func (b *Broker) admit(g *group, now time.Time) error {
 		}
 	}
 	if n := len(b.groups); n >= b.maxGroups() {
-		return status.Errorf(codes.ResourceExhausted, "group %q: this broker already coordinates %d consumer groups with live members, its limit (MaxGroups %d); the member was not added and nothing was stored: stop the consumers of unused groups (or let their sessions expire) and join again, or coordinate the group on another broker", g.name, n, b.maxGroups())
+		return status.Errorf(codes.ResourceExhausted, "group %q: this broker already coordinates %d consumer groups with live members, its limit of %d; the member was not added and nothing was stored: stop the consumers of unused groups (or let their sessions expire) and join again, or coordinate the group on another broker", g.name, n, b.maxGroups())
 	}
 	b.groups[g.name] = g
 	return nil
@@ -253,7 +253,11 @@ func (b *Broker) saveGroup(ctx context.Context, g *group, apply func(stored map[
 		} else if cur.Topic == g.topic {
 			g.offsets = cur.Offsets
 		}
-		return status.Errorf(codes.Aborted, "group %q: its committed offsets in the bucket were changed by another broker (another coordinator of the group, or an offset reset) since this broker read them; this commit was not stored. The group's members are kept and this broker now has the stored offsets: retry the commit", g.name)
+		outcome := "this commit was not stored"
+		if lost {
+			outcome = fmt.Sprintf("the store's answer to this commit was lost (%v), so it may have been stored and then replaced", err)
+		}
+		return status.Errorf(codes.Aborted, "group %q: its committed offsets in the bucket were changed by another broker (another coordinator of the group, or an offset reset) since this broker read them; %s. The group's members are kept and this broker now has the stored offsets: retry the commit", g.name, outcome)
 	}
 }
 
