@@ -701,6 +701,9 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		if err != nil {
 			return statusOf(err)
 		}
+		if err := b.checkFetch(req); err != nil {
+			return err
+		}
 		if len(res.Records) > 0 {
 			out := &stratapb.FetchResponse{NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
 			for i := range res.Records {

@@ -537,3 +537,28 @@ func TestFetchGroupCheckReadsNoBucket(t *testing.T) {
 		t.Fatalf("the group checks read the bucket %d times", n)
 	}
 }
+
+// A follower from a stale generation stops at its next response: the
+// group check runs before every response, not once per stream.
+func TestFetchStopsAFollowerOfAStaleGeneration(t *testing.T) {
+	ctx := context.Background()
+	c, _, _ := start(t, tier.NewMemStore(), t.TempDir())
+	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "t", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, c, "t", 0, 10)
+	a := joinGroup(t, c, "g", "t")
+	s, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: "t", Partition: 0, Group: "g", MemberId: a.MemberId, Generation: a.Generation,
+		Follow: true, MaxWaitMs: 60_000, Start: &stratapb.FetchRequest_Earliest{Earliest: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Recv(); err != nil || len(r.Records) != 10 {
+		t.Fatalf("first response: %v, %v; want the 10 records", r, err)
+	}
+	joinGroup(t, c, "g", "t") // a new generation: a's is stale
+	produceN(t, c, "t", 0, 10)
+	if r, err := s.Recv(); code(err) != codes.FailedPrecondition {
+		t.Fatalf("the stale follower's next response: %d records, %v; want FailedPrecondition", len(r.GetRecords()), err)
+	}
+}
