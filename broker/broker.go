@@ -47,7 +47,11 @@ type Config struct {
 	MaxRecordBytes int
 	// MaxPartitions bounds a topic's partition count. Default 10,000.
 	MaxPartitions int
-	Cache         fetch.CacheConfig
+	// MaxGroups bounds the consumer groups with live members this broker
+	// coordinates at once; a join past it is refused with
+	// RESOURCE_EXHAUSTED. Default DefaultMaxGroups (10,000).
+	MaxGroups int
+	Cache     fetch.CacheConfig
 
 	// The object-store WAL (docs/durability.md). Incarnation names this
 	// broker process's WAL prefix; default a fresh wal.NewIncarnation.
@@ -80,6 +84,7 @@ func DefaultConfig() Config {
 		LocalRetentionBytes:  pc.LocalRetentionBytes,
 		MaxRecordBytes:       1 << 20,
 		MaxPartitions:        10000,
+		MaxGroups:            DefaultMaxGroups,
 		Cache:                fetch.DefaultCacheConfig(),
 		WALFlushInterval:     50 * time.Millisecond,
 		WALFlushBytes:        8 << 20,
@@ -100,8 +105,8 @@ func (c *Config) Validate() error {
 		return errors.New("broker: Store is required")
 	case c.SealBytes <= 0 || c.SealInterval <= 0 || c.LocalRetentionBytes < 0:
 		return errors.New("broker: SealBytes and SealInterval must be positive, LocalRetentionBytes not negative")
-	case c.MaxRecordBytes <= 0 || c.MaxPartitions <= 0:
-		return errors.New("broker: MaxRecordBytes and MaxPartitions must be positive")
+	case c.MaxRecordBytes <= 0 || c.MaxPartitions <= 0 || c.MaxGroups <= 0:
+		return errors.New("broker: MaxRecordBytes, MaxPartitions and MaxGroups must be positive")
 	case c.Logger == nil:
 		return errors.New("broker: Logger is required")
 	case c.WALFlushInterval <= 0 || c.WALFlushBytes <= 0 || c.WALMaxBufferedBytes <= 0 || c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0:
@@ -915,6 +920,9 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		res, err := v.reader.Read(ctx, next, maxBytes)
 		if err != nil {
 			return statusOf(err)
+		}
+		if err := b.checkFetch(req); err != nil {
+			return err
 		}
 		if len(res.Records) > 0 {
 			out := &stratapb.FetchResponse{NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}

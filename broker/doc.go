@@ -10,6 +10,9 @@
 //   - A produce request is validated whole before anything is appended: a
 //     request with one bad record appends nothing.
 //   - Errors leave as gRPC status codes with a message that says what to do.
+//   - A consumer-group operation (lag, offset checks, resets) never opens
+//     or claims a partition; the groups' own invariants (bounded memory,
+//     members kept through store errors) are listed in groups.go.
 //   - A tailing fetch never busy-polls: it waits on the partition's append
 //     notification, and a slow reader only slows its own stream (gRPC flow
 //     control), never the broker's memory.

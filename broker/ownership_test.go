@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"testing"
@@ -115,18 +116,18 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 // manifestTopic is the storage name of a topic (name/id) from its config.
 func manifestTopic(t *testing.T, s tier.Store, name string) string {
 	t.Helper()
-	var found string
-	s.List(context.Background(), "topics/"+name+"/", func(o tier.ObjectInfo) error {
-		var id string
-		if n, _ := fmt.Sscanf(o.Key, "topics/"+name+"/%32s", &id); n == 1 && len(id) == 32 && found == "" {
-			found = name + "/" + id
-		}
-		return nil
-	})
-	if found == "" {
-		t.Fatalf("no partition objects of topic %s", name)
+	rc, _, err := s.Get(context.Background(), "topics/"+name+"/config.json")
+	if err != nil {
+		t.Fatalf("topic %s config: %v", name, err)
 	}
-	return found
+	defer rc.Close()
+	var cfg struct {
+		ID string `json:"topic_id"`
+	}
+	if err := json.NewDecoder(rc).Decode(&cfg); err != nil || cfg.ID == "" {
+		t.Fatalf("topic %s config has no identity: %v", name, err)
+	}
+	return name + "/" + cfg.ID
 }
 
 // Issue 11, section 1: a broker that loses one partition to another broker

@@ -254,3 +254,13 @@ func (v *bucketView) Read(from int64, maxBytes int) ([]segment.Batch, error) {
 	}
 	return out, nil
 }
+
+// partitionReader returns a reader of partition p that claims nothing (see
+// view); p must be in range.
+func (b *Broker) partitionReader(t *topic, p int32) *fetch.PartitionReader {
+	v, err := b.view(context.Background(), t, p)
+	if err != nil {
+		return fetch.NewPartitionReader(b.cache, b.cfg.Store, fetch.NewBucketManifests(b.cfg.Store, t.store, p, 0), nil)
+	}
+	return v.reader
+}
