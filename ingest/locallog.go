@@ -7,7 +7,8 @@ package ingest
 // frames: u32 payload length | u32 CRC32C of the payload | payload, where
 // the payload is one batch in segment.AppendBatch encoding. Offsets are
 // dense across frames and files. The last file is the active one; the
-// others are closed ("rolled") and never change again.
+// others are closed ("rolled") and never change again, except that
+// recovery may cut one at damage (it then becomes the active one).
 //
 // Invariants:
 //   - Readers see only frames that were completely written (each file's
@@ -15,9 +16,14 @@ package ingest
 //   - After a write or fsync error the log refuses further appends
 //     (ErrLogFailed): the file may hold a partial frame, and after a failed
 //     fsync the kernel may have dropped dirty pages. Reopening recovers.
-//   - Recovery truncates the active file at its first torn or corrupt frame
-//     and fsyncs the truncation; a bad frame in a closed file is reported
-//     as corruption (ErrCorrupt), never silently dropped.
+//   - Recovery (OpenLocalLog) never fails on damaged data and never drops
+//     it silently: it keeps the run of whole, valid, dense frames that
+//     covers the sealed end (the offset below which the object store holds
+//     everything), truncates the file it ends in at the first bad frame
+//     (fsynced), removes every file outside the run (directory fsynced),
+//     and reports each cut with the records and bytes it dropped and how
+//     many of them were unsealed. A torn tail after a crash is the common
+//     case of this.
 //   - With FsyncAlways, Append returns only after its frame is fsynced;
 //     concurrent appenders share fsyncs (group commit).
 
@@ -27,6 +33,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
+	"math"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -75,7 +83,8 @@ func ParseFsyncPolicy(s string) (FsyncPolicy, error) {
 }
 
 var (
-	// ErrCorrupt is wrapped when a closed local file holds a bad frame.
+	// ErrCorrupt is wrapped when a frame fails its check on a read after
+	// the open (damage found by recovery is repaired, not returned).
 	ErrCorrupt = errors.New("ingest: local log corrupt")
 	// ErrLogFailed is wrapped by appends after a write or fsync error.
 	ErrLogFailed = errors.New("ingest: local log failed after an I/O error; reopen it to recover")
@@ -102,15 +111,118 @@ type LocalLogOptions struct {
 	Clock         func() time.Time // default time.Now
 }
 
-// RecoveryReport says what OpenLocalLog found.
+// RecoveryReport says what OpenLocalLog found and what it repaired. The
+// caller logs it (it implements slog.LogValuer; String is one sentence)
+// and refills from its WAL the records that Cuts dropped at or past
+// SealedEnd.
 type RecoveryReport struct {
-	Files          int
-	ValidBytes     int64
-	TruncatedBytes int64  // torn or corrupt tail cut from the active file
-	TruncatedFile  string // which file, when TruncatedBytes > 0
-	DroppedStale   int    // files dropped because they ended below startOffset
-	NextOffset     int64
+	Files          int   // files the log holds after recovery
+	ValidBytes     int64 // bytes in those files
+	TruncatedBytes int64 // damaged bytes cut from the end of the file the log now ends in
+	// TruncatedFile is that file, when TruncatedBytes > 0.
+	TruncatedFile string
+	// DroppedStale counts undamaged files removed whole because everything
+	// in them is below SealedEnd (the bucket holds it) and the log no
+	// longer reaches them: the whole log ended below SealedEnd, or damage
+	// cut them off from the rest.
+	DroppedStale int
+	SealedEnd    int64 // as given to OpenLocalLog
+	NextOffset   int64 // where the log continues after recovery
+	// Cuts lists each place where recovery found damage and cut the log,
+	// in file order; empty when the log was intact.
+	Cuts []Cut
 }
+
+// A Cut is one place where recovery found damage (a torn or corrupt frame,
+// offsets that do not continue, a missing file) and what cutting the log
+// there removed from local disk. Every removed byte and record is counted
+// in exactly one Cut (or in DroppedStale): the Cut just before it in file
+// order, or the first Cut when none is before it.
+type Cut struct {
+	File   string // the file where the damage is
+	Pos    int64  // byte position of the damage in File
+	Reason string // what is wrong there
+	At     int64  // offset where good data stops: the first offset the damage took
+	// From is the lowest offset this cut dropped (below At when a damaged
+	// file below SealedEnd was removed whole).
+	From int64
+	// Records counts the offsets the local log no longer holds because of
+	// this cut: records removed, and records found missing (a missing file,
+	// or frames after the damaged one that still check out). The records
+	// of a damaged frame at the very end of the log cannot be counted.
+	Records int64
+	Bytes   int64 // bytes truncated or removed
+	// Unsealed counts the Records at or past SealedEnd: they are in no
+	// segment, and only the WAL can restore those that were durable.
+	Unsealed int64
+}
+
+func (c Cut) String() string {
+	return fmt.Sprintf("%s in %s at byte %d (offset %d): dropped %d records (%d bytes) from offset %d, %d of them unsealed",
+		c.Reason, c.File, c.Pos, c.At, c.Records, c.Bytes, c.From, c.Unsealed)
+}
+
+// Repaired reports whether recovery cut damaged data.
+func (r RecoveryReport) Repaired() bool { return len(r.Cuts) > 0 }
+
+// Dropped sums the Cuts: records, bytes, unsealed records, and the lowest
+// offset dropped (-1 when nothing was).
+func (r RecoveryReport) Dropped() (records, bytes, unsealed, from int64) {
+	from = -1
+	for _, c := range r.Cuts {
+		records += c.Records
+		bytes += c.Bytes
+		unsealed += c.Unsealed
+		if from < 0 || c.From < from {
+			from = c.From
+		}
+	}
+	return records, bytes, unsealed, from
+}
+
+// String is one sentence for a log line: what was dropped, how much of it
+// is unsealed, and where the log now continues.
+func (r RecoveryReport) String() string {
+	if !r.Repaired() {
+		return fmt.Sprintf("local log intact: %d files, %d bytes, next offset %d", r.Files, r.ValidBytes, r.NextOffset)
+	}
+	records, bytes, unsealed, from := r.Dropped()
+	var why []string
+	for _, c := range r.Cuts {
+		why = append(why, fmt.Sprintf("%s in %s at byte %d", c.Reason, c.File, c.Pos))
+	}
+	return fmt.Sprintf("dropped %d records (%d bytes) of damaged local data from offset %d; %d of them unsealed (at or past the sealed end %d: the WAL holds those that were durable); the local log now continues at %d (%s)",
+		records, bytes, from, unsealed, r.SealedEnd, r.NextOffset, strings.Join(why, "; "))
+}
+
+// LogValue makes the report a group of attributes for log/slog.
+func (r RecoveryReport) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.Int("files", r.Files),
+		slog.Int64("valid_bytes", r.ValidBytes),
+		slog.Int64("sealed_end", r.SealedEnd),
+		slog.Int64("next_offset", r.NextOffset),
+	}
+	if r.DroppedStale > 0 {
+		attrs = append(attrs, slog.Int("dropped_stale_files", r.DroppedStale))
+	}
+	if r.Repaired() {
+		records, bytes, unsealed, from := r.Dropped()
+		cuts := make([]string, len(r.Cuts))
+		for i, c := range r.Cuts {
+			cuts[i] = c.String()
+		}
+		attrs = append(attrs,
+			slog.Int64("dropped_records", records),
+			slog.Int64("dropped_bytes", bytes),
+			slog.Int64("dropped_unsealed", unsealed),
+			slog.Int64("dropped_from", from),
+			slog.Any("cuts", cuts))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+var _ slog.LogValuer = RecoveryReport{}
 
 // FileInfo describes one local file.
 type FileInfo struct {
@@ -160,10 +272,28 @@ type LocalLog struct {
 func fileName(base int64) string { return fmt.Sprintf("%020d%s", base, logSuffix) }
 
 // OpenLocalLog opens (creating if needed) the log in opts.Dir and recovers
-// it. startOffset is where an empty log starts; a log whose data ends below
-// it is stale (the bucket holds newer data) and is dropped.
-func OpenLocalLog(opts LocalLogOptions, startOffset int64) (*LocalLog, RecoveryReport, error) {
-	var rep RecoveryReport
+// it. sealedEnd is where the sealed log ends: every offset below it is in
+// the object store, so local data below it may be dropped (readers go to
+// the bucket). The recovered log covers sealedEnd: it starts at or below it
+// and continues at or past it.
+//
+// Recovery never fails because of damaged data, only on I/O errors (then
+// the files are left as they are and a retry may succeed). It keeps the
+// run of whole, valid, dense frames that covers sealedEnd and removes the
+// rest, durably (a truncated file is fsynced, removals are made durable by
+// a directory fsync), so a crash during repair only repeats it:
+//   - Damage at or past sealedEnd cuts the log at the last good frame: that
+//     file is truncated there and every later file is removed. The records
+//     removed at or past sealedEnd are reported (Cut.Unsealed) for the
+//     caller to refill from its WAL.
+//   - Damage below sealedEnd drops the damaged file and every earlier one:
+//     the bucket has their data. The log continues with the later files
+//     when they reach back to sealedEnd.
+//   - When no run of good data covers sealedEnd (the whole log ends below
+//     it, or data is missing right after it), the log restarts empty at
+//     sealedEnd.
+func OpenLocalLog(opts LocalLogOptions, sealedEnd int64) (*LocalLog, RecoveryReport, error) {
+	rep := RecoveryReport{SealedEnd: sealedEnd}
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
@@ -176,6 +306,9 @@ func OpenLocalLog(opts LocalLogOptions, startOffset int64) (*LocalLog, RecoveryR
 	if opts.Dir == "" {
 		return nil, rep, errors.New("ingest: local log: Dir is required")
 	}
+	if sealedEnd < 0 {
+		return nil, rep, fmt.Errorf("ingest: local log %s: sealed end %d is negative", opts.Dir, sealedEnd)
+	}
 	if err := opts.FS.MkdirAll(opts.Dir); err != nil {
 		return nil, rep, fmt.Errorf("ingest: local log %s: %w", opts.Dir, err)
 	}
@@ -183,58 +316,58 @@ func OpenLocalLog(opts LocalLogOptions, startOffset int64) (*LocalLog, RecoveryR
 	if err != nil {
 		return nil, rep, fmt.Errorf("ingest: local log %s: %w", opts.Dir, err)
 	}
-	l := &LocalLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
 	var bases []int64
 	for _, n := range names {
-		if !strings.HasSuffix(n, logSuffix) {
-			continue
-		}
 		b, err := strconv.ParseInt(strings.TrimSuffix(n, logSuffix), 10, 64)
-		if err != nil || b < 0 {
-			continue
+		if err != nil || b < 0 || n != fileName(b) {
+			continue // not a log file of ours
 		}
 		bases = append(bases, b)
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	var scans []*fileScan
+	closeAll := func() {
+		for _, s := range scans {
+			s.f.Close()
+		}
+	}
+	for _, base := range bases {
+		s, err := scanFile(opts.FS, opts.Dir, base)
+		if err != nil {
+			closeAll()
+			return nil, rep, fmt.Errorf("%w; nothing was changed in the local log: check the disk, then open it again", err)
+		}
+		scans = append(scans, s)
+	}
+	plan := planRepair(scans, sealedEnd)
+	if err := plan.apply(opts.FS, opts.Dir, scans); err != nil {
+		closeAll()
+		return nil, rep, fmt.Errorf("ingest: repair local log %s: %w; the repair runs again at the next open", opts.Dir, err)
+	}
+	l := &LocalLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	rep.Cuts, rep.DroppedStale = plan.cuts, plan.stale
+	if plan.kept >= 0 {
+		for _, s := range scans[plan.first : plan.last+1] {
+			l.files = append(l.files, &logFile{name: s.name, base: s.base, end: s.end, size: s.good, synced: s.good, index: s.index, f: s.f})
+			rep.Files++
+			rep.ValidBytes += s.good
+		}
+		if last := scans[plan.last]; last.good < last.size {
+			rep.TruncatedBytes, rep.TruncatedFile = last.size-last.good, last.name
+		}
+	} else {
+		name := fileName(sealedEnd)
+		f, err := opts.FS.Create(filepath.Join(opts.Dir, name))
+		if err != nil {
+			return nil, rep, fmt.Errorf("ingest: local log %s: %w", opts.Dir, err)
+		}
+		l.files = []*logFile{{name: name, base: sealedEnd, end: sealedEnd, f: f}}
+	}
 	fail := func(err error) (*LocalLog, RecoveryReport, error) {
 		for _, f := range l.files {
 			f.f.Close()
 		}
 		return nil, rep, err
-	}
-	for i, base := range bases {
-		last := i == len(bases)-1
-		lf, err := l.recoverFile(base, last, &rep)
-		if err != nil {
-			return fail(err)
-		}
-		if len(l.files) > 0 && l.files[len(l.files)-1].end != lf.base {
-			lf.f.Close()
-			return fail(fmt.Errorf("%w: %s starts at %d but the previous file ends at %d", ErrCorrupt, lf.name, lf.base, l.files[len(l.files)-1].end))
-		}
-		l.files = append(l.files, lf)
-		rep.Files++
-		rep.ValidBytes += lf.size
-	}
-	// Reconcile with where the bucket says the log continues.
-	if n := len(l.files); n > 0 && l.files[n-1].end < startOffset {
-		rep.DroppedStale = n
-		for _, f := range l.files {
-			f.f.Close()
-			if err := opts.FS.Remove(filepath.Join(opts.Dir, f.name)); err != nil {
-				return nil, rep, fmt.Errorf("ingest: drop stale %s: %w", f.name, err)
-			}
-		}
-		l.files = nil
-	} else if n > 0 && l.files[0].base > startOffset {
-		return fail(fmt.Errorf("%w: local data starts at %d but the sealed log ends at %d: records in between are missing", ErrCorrupt, l.files[0].base, startOffset))
-	}
-	if len(l.files) == 0 {
-		f, err := opts.FS.Create(filepath.Join(opts.Dir, fileName(startOffset)))
-		if err != nil {
-			return nil, rep, fmt.Errorf("ingest: local log %s: %w", opts.Dir, err)
-		}
-		l.files = []*logFile{{name: fileName(startOffset), base: startOffset, end: startOffset, f: f}}
 	}
 	if err := opts.FS.SyncDir(opts.Dir); err != nil {
 		return fail(fmt.Errorf("ingest: local log %s: %w", opts.Dir, err))
@@ -248,12 +381,27 @@ func OpenLocalLog(opts LocalLogOptions, startOffset int64) (*LocalLog, RecoveryR
 	return l, rep, nil
 }
 
-// recoverFile scans one file, building its index. In the last file a bad
-// frame truncates the file; elsewhere it is corruption.
-func (l *LocalLog) recoverFile(base int64, last bool, rep *RecoveryReport) (*logFile, error) {
+// fileScan is what recovery learned about one local file.
+type fileScan struct {
+	name  string
+	base  int64
+	f     vfs.File
+	size  int64 // bytes in the file
+	good  int64 // bytes of whole, valid, dense frames from the start
+	end   int64 // offset after the last of them
+	index []indexEntry
+	bad   string // why the frame at byte `good` is not valid; "" when good == size
+	// seen is the highest offset + 1 that a valid frame of the file shows,
+	// looking past the damage too (>= end): the file held at least up to it.
+	seen int64
+}
+
+// scanFile opens one file and checks its frames. Damage is recorded in the
+// scan; only I/O errors are returned.
+func scanFile(fs vfs.FS, dir string, base int64) (*fileScan, error) {
 	name := fileName(base)
-	path := filepath.Join(l.opts.Dir, name)
-	f, err := l.opts.FS.OpenAppend(path)
+	path := filepath.Join(dir, name)
+	f, err := fs.OpenAppend(path)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: open %s: %w", path, err)
 	}
@@ -262,64 +410,218 @@ func (l *LocalLog) recoverFile(base int64, last bool, rep *RecoveryReport) (*log
 		f.Close()
 		return nil, fmt.Errorf("ingest: open %s: %w", path, err)
 	}
-	lf := &logFile{name: name, base: base, end: base, f: f}
-	var pos int64
-	hdr := make([]byte, frameHeader)
-	var bad string
+	s := &fileScan{name: name, base: base, f: f, size: size, end: base}
+	var pos, badLen int64
 	for pos < size {
-		if size-pos < frameHeader {
-			bad = "short frame header"
+		n, b, bad, err := frameAt(f, pos, size)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("ingest: read %s at byte %d: %w", path, pos, err)
+		}
+		if bad == "" && b.BaseOffset != s.end {
+			bad = fmt.Sprintf("batch at offset %d where %d was expected", b.BaseOffset, s.end)
+		}
+		if bad != "" {
+			s.bad, badLen = bad, n
 			break
 		}
-		if _, err := f.ReadAt(hdr, pos); err != nil {
-			bad = err.Error()
-			break
-		}
-		n := int64(binary.LittleEndian.Uint32(hdr))
-		if n == 0 || n > maxFrameSize || n > size-pos-frameHeader {
-			bad = fmt.Sprintf("frame length %d", n)
-			break
-		}
-		payload := make([]byte, n)
-		if _, err := f.ReadAt(payload, pos+frameHeader); err != nil && !errors.Is(err, io.EOF) {
-			bad = err.Error()
-			break
-		}
-		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
-			bad = "crc mismatch"
-			break
-		}
-		b, used, err := segment.DecodeBatch(payload)
-		if err != nil || int64(used) != n || len(b.Records) == 0 {
-			bad = fmt.Sprintf("undecodable batch (%v)", err)
-			break
-		}
-		if b.BaseOffset != lf.end {
-			bad = fmt.Sprintf("batch at offset %d where %d was expected", b.BaseOffset, lf.end)
-			break
-		}
-		lf.index = append(lf.index, indexEntry{offset: b.BaseOffset, pos: pos})
-		lf.end = b.LastOffset() + 1
+		s.index = append(s.index, indexEntry{offset: b.BaseOffset, pos: pos})
+		s.end = b.LastOffset() + 1
 		pos += frameHeader + n
 	}
-	if bad != "" {
-		if !last {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s at byte %d: %s", ErrCorrupt, path, pos, bad)
-		}
-		if err := f.Truncate(pos); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("ingest: truncate torn tail of %s: %w", path, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("ingest: truncate torn tail of %s: %w", path, err)
-		}
-		rep.TruncatedBytes += size - pos
-		rep.TruncatedFile = name
+	s.good, s.seen = pos, s.end
+	if s.bad == "" {
+		return s, nil
 	}
-	lf.size, lf.synced = pos, pos
-	return lf, nil
+	// Past the bad frame, frames whose length is sane are stepped over,
+	// and those that still check out show how far the file went (for the
+	// report only: nothing past the damage is kept).
+	if badLen == 0 {
+		return s, nil
+	}
+	for pos += frameHeader + badLen; pos < size; {
+		n, b, bad, err := frameAt(f, pos, size)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("ingest: read %s at byte %d: %w", path, pos, err)
+		}
+		if n == 0 {
+			break
+		}
+		if bad == "" && b.BaseOffset >= s.seen && b.LastOffset() >= b.BaseOffset {
+			s.seen = b.LastOffset() + 1
+		}
+		pos += frameHeader + n
+	}
+	return s, nil
+}
+
+// frameAt checks the frame at pos of a file of size bytes. It returns the
+// payload length when the header's length is plausible (0 otherwise), the
+// decoded batch, and why the frame is not valid ("" when it is); err is
+// for read errors only.
+func frameAt(f vfs.File, pos, size int64) (n int64, b segment.Batch, bad string, err error) {
+	if size-pos < frameHeader {
+		return 0, b, fmt.Sprintf("short frame header (%d bytes)", size-pos), nil
+	}
+	var hdr [frameHeader]byte
+	if _, err := f.ReadAt(hdr[:], pos); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, b, "file ends inside a frame header", nil
+		}
+		return 0, b, "", err
+	}
+	n = int64(binary.LittleEndian.Uint32(hdr[:]))
+	if n == 0 || n > maxFrameSize || n > size-pos-frameHeader {
+		return 0, b, fmt.Sprintf("frame length %d with %d bytes left in the file", n, size-pos-frameHeader), nil
+	}
+	payload := make([]byte, n)
+	if _, err := f.ReadAt(payload, pos+frameHeader); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, b, "file ends inside a frame", nil
+		}
+		return 0, b, "", err
+	}
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
+		return n, b, "crc mismatch", nil
+	}
+	b, used, derr := segment.DecodeBatch(payload)
+	if derr != nil || int64(used) != n || len(b.Records) == 0 {
+		return n, segment.Batch{}, fmt.Sprintf("undecodable batch (%v)", derr), nil
+	}
+	return n, b, "", nil
+}
+
+// repairPlan is what recovery keeps: files first..last (of the scans),
+// the last one truncated at its first bad frame, or nothing (kept < 0:
+// the log restarts empty at sealedEnd).
+type repairPlan struct {
+	kept        int // index of the kept run, -1 for none
+	first, last int // its files
+	cuts        []Cut
+	stale       int
+	remove      []int // scans to remove
+}
+
+// planRepair splits the files into runs of good, dense data (a run ends at
+// a bad frame or where the next file does not continue it), keeps the run
+// that covers sealedEnd, and counts what the rest held.
+func planRepair(scans []*fileScan, sealedEnd int64) repairPlan {
+	type run struct{ first, last, cutBefore, cutAfter int }
+	var runs []run
+	for i, s := range scans {
+		if i == 0 || scans[i-1].bad != "" || s.base != scans[i-1].end {
+			runs = append(runs, run{first: i, last: i, cutBefore: -1, cutAfter: -1})
+		} else {
+			runs[len(runs)-1].last = i
+		}
+	}
+	p := repairPlan{kept: -1}
+	covering := -1 // the first run that reaches sealedEnd
+	for j, r := range runs {
+		if scans[r.last].end >= sealedEnd {
+			covering = j
+			if scans[r.first].base <= sealedEnd {
+				p.kept, p.first, p.last = j, r.first, r.last
+			}
+			break
+		}
+	}
+	if covering == 0 && p.kept < 0 {
+		// Data is missing right after sealedEnd.
+		s := scans[0]
+		p.cuts = append(p.cuts, Cut{File: s.name, Reason: fmt.Sprintf("local data starts at offset %d, after the sealed end %d", s.base, sealedEnd), At: sealedEnd, From: sealedEnd})
+		runs[0].cutBefore = 0
+	}
+	for j := range runs {
+		r := &runs[j]
+		if j > 0 {
+			r.cutBefore = runs[j-1].cutAfter
+		}
+		if last := scans[r.last]; last.bad != "" {
+			p.cuts = append(p.cuts, Cut{File: last.name, Pos: last.good, Reason: last.bad, At: last.end, From: last.end})
+			r.cutAfter = len(p.cuts) - 1
+		} else if j+1 < len(runs) {
+			next := scans[runs[j+1].first]
+			p.cuts = append(p.cuts, Cut{File: next.name, Reason: fmt.Sprintf("file starts at offset %d but the previous file ends at %d", next.base, last.end), At: last.end, From: last.end})
+			r.cutAfter = len(p.cuts) - 1
+		}
+	}
+	// drop counts offsets [lo, hi) and bytes in cut c. Offsets missing
+	// between files count like removed ones; counted keeps overlapping
+	// files from being counted twice.
+	counted := int64(math.MinInt64)
+	drop := func(c int, lo, hi, bytes int64) {
+		lo = max(lo, counted)
+		cut := &p.cuts[c]
+		if hi > lo {
+			cut.Records += hi - lo
+			cut.Unsealed += max(0, hi-max(lo, sealedEnd))
+			cut.From = min(cut.From, lo)
+			counted = hi
+		}
+		cut.Bytes += bytes
+	}
+	if covering == 0 && p.kept < 0 {
+		drop(0, sealedEnd, scans[0].base, 0)
+	}
+	for j, r := range runs {
+		for i := r.first; i <= r.last; i++ {
+			s := scans[i]
+			known := s.seen // the file held at least up to here
+			if i+1 < len(scans) {
+				known = max(known, scans[i+1].base)
+			}
+			switch {
+			case j == p.kept:
+				counted = max(counted, s.end)
+				if i == r.last && (s.good < s.size || known > s.end) {
+					drop(r.cutAfter, s.end, known, s.size-s.good)
+				}
+			case s.bad == "" && known <= sealedEnd:
+				p.stale++
+				p.remove = append(p.remove, i)
+				counted = max(counted, known)
+			default:
+				c := r.cutBefore
+				if c < 0 {
+					c = r.cutAfter
+				}
+				p.remove = append(p.remove, i)
+				if c < 0 { // not reached: a lone, intact run is kept or stale
+					p.stale++
+					continue
+				}
+				drop(c, s.base, known, s.size)
+			}
+		}
+	}
+	return p
+}
+
+// apply carries the plan out: the kept run's last file is truncated at its
+// first bad frame and fsynced, then every other file is closed and removed.
+// The caller fsyncs the directory. A crash at any step leaves files that
+// the next open repairs to the same log.
+func (p repairPlan) apply(fs vfs.FS, dir string, scans []*fileScan) error {
+	if p.kept >= 0 {
+		if s := scans[p.last]; s.good < s.size {
+			if err := s.f.Truncate(s.good); err != nil {
+				return fmt.Errorf("truncate %s at byte %d: %w", s.name, s.good, err)
+			}
+			if err := s.f.Sync(); err != nil {
+				return fmt.Errorf("fsync %s after truncating it: %w", s.name, err)
+			}
+		}
+	}
+	for _, i := range p.remove {
+		s := scans[i]
+		s.f.Close()
+		if err := fs.Remove(filepath.Join(dir, s.name)); err != nil {
+			return fmt.Errorf("remove %s: %w", s.name, err)
+		}
+	}
+	return nil
 }
 
 func (l *LocalLog) syncLoop() {
