@@ -225,7 +225,11 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: open %s/%d: %w", cfg.Topic, cfg.Partition, err)
 	}
-	if rep.TruncatedBytes > 0 {
+	if rep.Repaired() {
+		// Sealed data that was dropped is read from the bucket; unsealed
+		// data that was durable is refilled from the WAL by recover.
+		p.log.Warn("local log damaged; repaired: "+rep.String(), "local_log", rep)
+	} else if rep.TruncatedBytes > 0 {
 		p.log.Warn("local log tail was torn; truncated", "file", rep.TruncatedFile, "bytes", rep.TruncatedBytes)
 	}
 	if !created {

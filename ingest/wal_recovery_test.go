@@ -575,3 +575,72 @@ func TestFencedIdleOwnerStopsLocalAcks(t *testing.T) {
 		t.Fatalf("the fenced owner acked %d of 20 local writes that can never be stored", acked)
 	}
 }
+
+// flipByte flips one byte in the middle of a file.
+func flipByte(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func localFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no local files in %s: %v", dir, err)
+	}
+	return names
+}
+
+// Issue 11, defect 12: damaged local data never makes a partition
+// unopenable. Damage in sealed data is dropped and read from the bucket;
+// damage in unsealed, durable data is cut at the last good frame and
+// refilled from the WAL; the open claims only once it can serve.
+func TestDamagedLocalDataIsRepaired(t *testing.T) {
+	s := storetest.File(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := newWALBroker(t, s, "a")
+	pa, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := int32(0); i < 6; i += 2 {
+		write(t, pa, idemBatch(1, i, 2, "sealed"))
+		want = append(want, fmt.Sprintf("sealed-%d", i), fmt.Sprintf("sealed-%d", i+1))
+	}
+	if err := pa.SealNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := int32(6); i < 12; i += 2 {
+		write(t, pa, idemBatch(1, i, 2, "tail"))
+		want = append(want, fmt.Sprintf("tail-%d", i), fmt.Sprintf("tail-%d", i+1))
+	}
+	files := localFiles(t, dir)
+	if len(files) < 2 {
+		t.Fatalf("want a sealed and an active file, have %v", files)
+	}
+	for _, f := range files {
+		flipByte(t, f) // the closed (sealed) file and the active (unsealed) one
+	}
+	a2 := newWALBroker(t, s, "a2")
+	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a2))
+	if err != nil {
+		t.Fatalf("open with damaged local files: %v", err)
+	}
+	defer pa2.Close(ctx)
+	if got := readValues(t, pa2, s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after the repair the log is %v, want %v", got, want)
+	}
+	res, err := pa2.Write(ctx, idemBatch(1, 12, 1, "after"))
+	if err != nil || res.Base != 12 {
+		t.Fatalf("append after the repair: %+v, %v; want offset 12", res, err)
+	}
+}
