@@ -4,6 +4,16 @@
 // hashing, and fetch with long polling.
 //
 // Invariants:
+//   - Only the write path (Produce) opens a partition, which claims it.
+//     Fetch, ListOffsets, DescribeTopic, DescribeGroup and ResetOffsets
+//     never claim: a partition not open here is read from the bucket
+//     (sealed segments plus the owners' durable WAL tail, unfenced).
+//   - When another broker fences this broker's WAL incarnation, the broker
+//     drops the partitions opened under it and starts a new incarnation;
+//     the partitions it still owns reopen on their next write.
+//   - Every topic has an identity made at creation (storage name
+//     name/id); a deleted and re-created topic never sees the old data,
+//     and a topic deleted elsewhere is dropped at the next topic refresh.
 //   - A topic exists once its config object exists in the bucket; creation
 //     is PutIfAbsent, so two brokers cannot both create one topic with
 //     different settings.

@@ -1,6 +1,6 @@
 // Package ingest owns a partition's write path on one broker: the local log
 // on disk (LocalLog: dense offsets, CRC-framed batches, fsync by policy,
-// torn-tail recovery) and the Partition that seals closed local files into
+// repair of torn or damaged files at open) and the Partition that seals closed local files into
 // compressed segments in the object store, commits them to the partition's
 // manifest by compare-and-swap, applies retention, and sweeps garbage.
 //
@@ -12,6 +12,20 @@
 //   - The manifest is changed only by the partition's owner, by CAS. A failed
 //     CAS means another owner took over (tier.ErrFenced): the Partition stops
 //     sealing and reports the error; it never retries blindly.
+//   - Opening a partition claims it (bumps the epoch) only after the local
+//     log is open and checked: a failed open claims nothing. Reads never
+//     open a partition.
+//   - Local data is trusted only when the incarnation that wrote it is the
+//     manifest's current owner; otherwise another owner may have acked
+//     other records at its offsets, and it is removed.
+//   - A manifest that beat our CAS but carries our epoch and owner is the
+//     result of our own earlier write (its answer lost): it is adopted,
+//     never taken for a takeover.
+//   - Idempotent-producer state expires by broker time, never by record
+//     timestamps, and remembers as many batches per producer as a client
+//     may have in flight (rememberBatches).
+//   - A `local` ack is refused once the WAL incarnation is fenced, and
+//     waits for the WAL when it stored nothing within LocalAckLease.
 //   - Retention moves the log start in the manifest first and deletes objects
 //     second, so a crash in between leaves only unreferenced objects, which
 //     Sweep deletes later.
