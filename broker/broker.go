@@ -228,6 +228,11 @@ func (b *Broker) startIncarnation(inc string) error {
 		return err
 	}
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		w.Close(context.Background())
+		return nil
+	}
 	b.wal, b.walr = w, wal.NewReader(b.cfg.Store, inc, nil)
 	b.mu.Unlock()
 	b.cfg.Logger.Info("broker incarnation", "incarnation", inc)
