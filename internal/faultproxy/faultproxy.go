@@ -12,6 +12,13 @@
 //     after the write applied (SetLoseRate);
 //   - held: while a blackhole is on (SetBlackhole), nothing is answered;
 //     held requests are dropped (their connection aborted) when it lifts;
+//   - hung: while a hang is on (SetHang), the connection goes silent, as
+//     one does whose NAT or load-balancer state was lost: the request is
+//     never answered, not even after the hang is turned off, until the
+//     client gives up (closes the connection) or the proxy closes. With
+//     HangRequests it is never forwarded; with HangResponses it is
+//     forwarded and completed by the backend (the write applies) and only
+//     the answer is withheld;
 //   - forwarded: passed through untouched.
 //
 // Invariants:
@@ -20,8 +27,8 @@
 //     (status and whole body received) before the client connection was
 //     aborted; if forwarding itself failed, the client gets that 502
 //     instead and nothing counts as lost.
-//   - A request held at arrival is never forwarded, not even when the
-//     blackhole lifts. A request already forwarded when the blackhole came
+//   - A request held at arrival, or hung with HangRequests, is never
+//     forwarded, not even when the blackhole or hang lifts. A request already forwarded when the blackhole came
 //     on (in flight) gets no more of its answer, and is dropped too.
 //   - A forwarded request reaches the backend as the client sent it: the
 //     same method, path, query, Host header (S3 signatures cover it),
@@ -30,6 +37,10 @@
 //     buffered whole. Only hop-by-hop headers and client-sent Forwarded /
 //     X-Forwarded-* headers are dropped (httputil.ReverseProxy's Rewrite
 //     mode; none is signed by S3 clients), and none is added.
+//   - A hung request never gets an answer; only the client closing its
+//     connection or Close ends it. A request hung with HangResponses was
+//     forwarded, and the backend's whole answer received, before it hung
+//     (if forwarding failed it hangs all the same: silence either way).
 //   - Decisions come from one math/rand/v2 source seeded by Config.Seed,
 //     one draw per request the fail/lose faults apply to, so a sequential
 //     run makes the same decisions every time.
@@ -66,9 +77,10 @@ type Config struct {
 }
 
 // Stats counts what the proxy did. Every request received counts in
-// Requests and then in exactly one of Failed, Blackholed (held at arrival)
-// and Forwarded. A forwarded request may also count in Lost, in
-// BackendErrors, or in Blackholed (its answer held in flight).
+// Requests and then in exactly one of Failed, Blackholed (held at arrival),
+// Hung without Forwarded (HangRequests) and Forwarded. A forwarded request
+// may also count in Lost, in BackendErrors, in Blackholed (its answer held
+// in flight) or in Hung (HangResponses).
 type Stats struct {
 	Requests      map[string]int64 // requests received, by HTTP method
 	Forwarded     int64            // requests sent on to the backend, lost ones included
@@ -76,6 +88,7 @@ type Stats struct {
 	Lost          int64            // forwarded and answered by the backend, then the client connection aborted
 	Blackholed    int64            // held by a blackhole (counted when held; dropped when it lifts)
 	BackendErrors int64            // forwarded but the backend could not be reached or failed: answered 502
+	Hung          int64            // left unanswered by a hang, forwarded (HangResponses) or not (HangRequests)
 }
 
 // Total is the number of requests received.
@@ -105,6 +118,7 @@ type Proxy struct {
 	only      map[string]bool // nil: faults apply to every method
 	blackhole bool
 	lifted    chan struct{} // while blackhole: closed when it lifts
+	hang      Hang
 	closed    bool
 	stats     Stats
 	requestID int64
@@ -247,12 +261,38 @@ func (p *Proxy) SetBlackhole(on bool) {
 	}
 }
 
-// Heal stops injecting faults: both rates go to 0 and the blackhole is
-// turned off (dropping the requests it held). The method filter is kept.
+// Hang says what a hang does to the requests that arrive while it is on.
+type Hang int
+
+const (
+	// NoHang: requests are served (the default).
+	NoHang Hang = iota
+	// HangRequests: a request is read but never forwarded nor answered.
+	HangRequests
+	// HangResponses: a request is forwarded and completed by the backend,
+	// and its answer is never sent.
+	HangResponses
+)
+
+// SetHang sets what happens to requests that arrive from now on, whatever
+// their method: NoHang serves them; HangRequests and HangResponses make
+// them hang (see the package comment). Requests already hung stay hung
+// after SetHang(NoHang): only the client giving up, or Close, ends them,
+// as with a connection that went silent. A blackhole takes precedence.
+func (p *Proxy) SetHang(h Hang) {
+	p.mu.Lock()
+	p.hang = h
+	p.mu.Unlock()
+}
+
+// Heal stops injecting faults: both rates go to 0, the blackhole is turned
+// off (dropping the requests it held) and so is the hang (requests already
+// hung stay so). The method filter is kept.
 func (p *Proxy) Heal() {
 	p.SetFailRate(0)
 	p.SetLoseRate(0)
 	p.SetBlackhole(false)
+	p.SetHang(NoHang)
 }
 
 // Stats returns a snapshot of the counts.
@@ -293,6 +333,8 @@ const (
 	fail
 	lose
 	hold
+	hangRequest
+	hangResponse
 )
 
 // admit counts the request and decides its fate; ok is false once the
@@ -308,6 +350,14 @@ func (p *Proxy) admit(r *http.Request) (o outcome, lifted <-chan struct{}, ok bo
 	if p.blackhole {
 		p.stats.Blackholed++
 		return hold, p.lifted, true
+	}
+	switch p.hang {
+	case HangRequests:
+		p.stats.Hung++
+		return hangRequest, nil, true
+	case HangResponses:
+		p.stats.Forwarded++
+		return hangResponse, nil, true
 	}
 	if p.only != nil && !p.only[r.Method] {
 		return forward, nil, true
@@ -344,6 +394,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.slowDown(w, r)
 	case lose:
 		p.lose(w, r)
+	case hangRequest:
+		p.holdArrival(w, r, nil) // nil: never lifts
+	case hangResponse:
+		p.hangResponse(r)
 	default:
 		p.count(&p.stats.Forwarded)
 		p.rp.ServeHTTP(&guardWriter{ResponseWriter: w, p: p, r: r}, r)
@@ -403,6 +457,15 @@ func (p *Proxy) lose(w http.ResponseWriter, r *http.Request) {
 	abort()
 }
 
+// hangResponse forwards the request, takes the backend's whole answer,
+// and then sends nothing until the client leaves or the proxy closes.
+func (p *Proxy) hangResponse(r *http.Request) {
+	p.rp.ServeHTTP(&discardWriter{header: http.Header{}}, r)
+	p.count(&p.stats.Hung)
+	p.wait(r, nil)
+	abort()
+}
+
 // backendError is the ReverseProxy's ErrorHandler: forwarding failed.
 func (p *Proxy) backendError(w http.ResponseWriter, _ *http.Request, err error) {
 	p.count(&p.stats.BackendErrors)
@@ -418,7 +481,8 @@ func (p *Proxy) writeBadGateway(w http.ResponseWriter, err error) {
 }
 
 // holdArrival holds a request that arrived during a blackhole until the
-// blackhole lifts, the proxy closes or the client leaves, then drops it.
+// blackhole lifts (never when lifted is nil: a hang), the proxy closes or
+// the client leaves, then drops it.
 // It reads and discards the request body meanwhile, so that the client's
 // leaving is noticed (the server watches the connection only once the body
 // has been read).

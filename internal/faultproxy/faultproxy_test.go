@@ -609,3 +609,84 @@ func TestConcurrentChanges(t *testing.T) {
 		t.Errorf("proxy saw %d requests, want at least the 400 sent", st.Total())
 	}
 }
+
+// TestHangStaysSilent: a request hung with HangRequests is never forwarded
+// and never answered, not even after the hang is turned off; the client
+// ends it by giving up. Requests that arrive later are served.
+func TestHangStaysSilent(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		hang      faultproxy.Hang
+		forwarded bool // the backend sees (and applies) the hung request
+	}{
+		{"requests", faultproxy.HangRequests, false},
+		{"responses", faultproxy.HangResponses, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackend(t)
+			p := startProxy(t, b.srv.URL, 1)
+			c := newClient(t)
+			p.SetHang(tc.hang)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPut, p.URL()+"/bucket/hung", strings.NewReader("payload"))
+				resp, err := c.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			eventually(t, "the request to hang", func() bool { return p.Stats().Hung == 1 })
+			p.SetHang(faultproxy.NoHang)
+			// Served after the hang: a new request on a new connection.
+			if code, _, err := do(t, c, http.MethodPut, p.URL()+"/bucket/after", strings.NewReader("v"), nil); err != nil || code != http.StatusOK {
+				t.Fatalf("PUT after the hang: %d %v", code, err)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("the hung request ended after the hang was turned off (err %v), want it silent", err)
+			default:
+			}
+			cancel() // the client gives up
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("hung request: %v, want the client's cancellation", err)
+			}
+			if _, ok := b.object("/bucket/hung"); ok != tc.forwarded {
+				t.Errorf("backend has the hung object: %v, want %v", ok, tc.forwarded)
+			}
+			st := p.Stats()
+			wantForwarded := int64(1)
+			if tc.forwarded {
+				wantForwarded = 2
+			}
+			if st.Hung != 1 || st.Forwarded != wantForwarded || st.Total() != 2 {
+				t.Errorf("stats %+v, want 1 hung and %d forwarded of 2", st, wantForwarded)
+			}
+		})
+	}
+}
+
+// TestHangReleasedByClose: Close ends hung requests.
+func TestHangReleasedByClose(t *testing.T) {
+	b := newBackend(t)
+	p, err := faultproxy.Start(faultproxy.Config{Target: b.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	p.SetHang(faultproxy.HangResponses)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := do(t, c, http.MethodGet, p.URL()+"/k", nil, nil)
+		done <- err
+	}()
+	eventually(t, "the request to hang", func() bool { return p.Stats().Hung == 1 })
+	if err := p.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := <-done; err == nil {
+		t.Error("hung request answered at Close")
+	}
+}
