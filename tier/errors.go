@@ -49,7 +49,7 @@ var retryableCodes = map[string]bool{
 }
 
 // IsRetryable reports whether err is transient, so the same call may
-// succeed later: a timeout (including context.DeadlineExceeded of a
+// succeed later: a timeout (ErrTimeout, and context.DeadlineExceeded of a
 // per-attempt deadline), a connection failure, a 5xx answer (500
 // InternalError, 503 SlowDown, ...), 408, 429, or ErrUnavailable.
 //
@@ -60,6 +60,8 @@ func IsRetryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
+	case errors.Is(err, ErrTimeout):
+		return true // first: it never wraps a final error
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrPreconditionFailed), errors.Is(err, ErrFenced),
 		errors.Is(err, ErrInvalidKey), errors.Is(err, ErrInvalidRange), errors.Is(err, ErrSizeMismatch),
 		errors.Is(err, context.Canceled), errors.Is(err, errClosed):

@@ -237,3 +237,11 @@ func (f *FaultStore) Delete(ctx context.Context, key string) error {
 
 // Close closes the inner store.
 func (f *FaultStore) Close() error { return f.inner.Close() }
+
+var _ Deadliner = (*FaultStore)(nil)
+
+// RequestTimeout implements Deadliner: the inner store's deadline (see
+// tier.RequestTimeout) plus the injected Latency.
+func (f *FaultStore) RequestTimeout(size int64) time.Duration {
+	return RequestTimeout(f.inner, size) + f.cfg.Latency
+}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -60,10 +62,25 @@ type S3Config struct {
 	// Retry is the policy for transient failures (see S3Store). Default
 	// DefaultBackoff(); Attempts 1 turns retries off.
 	Retry Backoff
+	// Deadline bounds every request (each attempt of a retried call):
+	// Deadline.Base plus its size at Deadline.MinThroughput. Default
+	// Deadline{} (5 s plus 1 s per 8 MiB).
+	Deadline Deadline
 	// Transport carries the HTTP requests. Default: minio-go's default
-	// transport, owned by the store (Close closes its idle connections).
+	// transport with the timeouts set for a nearby store (dial, TLS
+	// handshake and response header each Deadline.Base, where minio-go
+	// waits up to a minute for a header; idle connections closed after
+	// IdleConnTimeout, before a NAT or load balancer forgets them), owned
+	// by the store (Close closes its idle connections). A Transport given
+	// here is used as it is; the request deadlines apply all the same.
 	Transport http.RoundTripper
 }
+
+// IdleConnTimeout is how long the store's own transport keeps an idle
+// connection: 30 s, under the idle timeouts of common NATs and load
+// balancers (60 s and more), which drop a connection's state silently, so
+// that a pooled connection is closed before it can go silent.
+const IdleConnTimeout = 30 * time.Second
 
 // S3Store is a Store on S3 or MinIO through minio-go.
 //
@@ -75,6 +92,20 @@ type S3Config struct {
 // If-None-Match: * (PutIfAbsent) and If-Match: <etag> (PutIfMatch) and are
 // never multipart (conditional multipart completion is not supported
 // everywhere); a conditional body of unknown size is buffered in memory.
+//
+// Deadlines: every request (each attempt of a retried call) gets
+// S3Config.Deadline: Base plus its size at MinThroughput, counted from its
+// start until its answer is complete (for Get and GetRange, until the body
+// is read: read it promptly). A Get's deadline is Base until the answer's
+// header, then again Base plus the object's size; a List's is Base for
+// each page (the clock stops while fn runs); a Put of unknown size gets
+// 2*Base plus one part's worth after every read of its body (the clock
+// stops while the body is read). A request past its deadline is canceled
+// and fails with a *TimeoutError (ErrTimeout, retryable); so does one that
+// hits the transport's response header timeout. For a write, that outcome
+// is unknown, and a conditional put that timed out is never retried by
+// the store nor reported as success or ErrPreconditionFailed: the caller
+// reads the object back.
 //
 // Retries: minio-go's own retries are off; the store retries with
 // S3Config.Retry, and only where a repeat is safe. Get, GetRange, Stat,
@@ -107,11 +138,15 @@ type S3Store struct {
 	prefix    string
 	partSize  int64
 	retry     Backoff
+	deadline  Deadline
 	transport *http.Transport // ours to close; nil when the caller gave one
 	closeOnce sync.Once
 }
 
-var _ Store = (*S3Store)(nil)
+var (
+	_ Store     = (*S3Store)(nil)
+	_ Deadliner = (*S3Store)(nil)
+)
 
 // normalize fills defaults and checks the config.
 func (cfg S3Config) normalize() (S3Config, error) {
@@ -161,6 +196,7 @@ func (cfg S3Config) normalize() (S3Config, error) {
 		return cfg, fmt.Errorf("tier: s3 store: PartSize %d is under S3's minimum of 5 MiB", cfg.PartSize)
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
+	cfg.Deadline = cfg.Deadline.withDefaults()
 	return cfg, nil
 }
 
@@ -178,12 +214,19 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	case cfg.PathStyle == nil && strings.HasSuffix(cfg.Endpoint, "amazonaws.com"):
 		lookup = minio.BucketLookupAuto
 	}
-	s := &S3Store{bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: cfg.PartSize, retry: cfg.Retry}
+	s := &S3Store{bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: cfg.PartSize, retry: cfg.Retry, deadline: cfg.Deadline}
 	transport := cfg.Transport
 	if transport == nil {
 		if s.transport, err = minio.DefaultTransport(!cfg.Insecure); err != nil {
 			return nil, fmt.Errorf("tier: s3 store %s: %w", cfg.Endpoint, err)
 		}
+		// A nearby store dials, shakes hands and starts answering in
+		// milliseconds: waiting longer than a request's Base is waiting
+		// on a dead connection.
+		s.transport.DialContext = (&net.Dialer{Timeout: cfg.Deadline.Base, KeepAlive: 15 * time.Second}).DialContext
+		s.transport.TLSHandshakeTimeout = cfg.Deadline.Base
+		s.transport.ResponseHeaderTimeout = cfg.Deadline.Base
+		s.transport.IdleConnTimeout = IdleConnTimeout
 		transport = s.transport
 	}
 	s.client, err = minio.New(cfg.Endpoint, &minio.Options{
@@ -201,9 +244,11 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	s.core = minio.Core{Client: s.client}
 	var exists bool
 	err = s.retry.Do(ctx, func(ctx context.Context) error {
+		a := startAttempt(ctx, s.deadline.For(0))
+		defer a.done()
 		var err error
-		exists, err = s.client.BucketExists(ctx, cfg.Bucket)
-		return s.mapErr("bucket-exists", cfg.Bucket, err)
+		exists, err = s.client.BucketExists(a.ctx, cfg.Bucket)
+		return s.attemptErr(a, "bucket-exists", cfg.Bucket, err)
 	})
 	if err != nil {
 		s.Close()
@@ -215,11 +260,13 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 			return nil, fmt.Errorf("tier: s3 store %s: bucket %q does not exist; create it first", cfg.Endpoint, cfg.Bucket)
 		}
 		err := s.retry.Do(ctx, func(ctx context.Context) error {
-			err := s.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region})
+			a := startAttempt(ctx, s.deadline.For(0))
+			defer a.done()
+			err := s.client.MakeBucket(a.ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region})
 			if minio.ToErrorResponse(err).Code == "BucketAlreadyOwnedByYou" {
 				return nil // created meanwhile by another process
 			}
-			return s.mapErr("create-bucket", cfg.Bucket, err)
+			return s.attemptErr(a, "create-bucket", cfg.Bucket, err)
 		})
 		if err != nil {
 			s.Close()
@@ -234,6 +281,10 @@ func (s *S3Store) Bucket() string { return s.bucket }
 
 // Prefix is the prefix of every key in the bucket ("" or ending in '/').
 func (s *S3Store) Prefix() string { return s.prefix }
+
+// RequestTimeout implements Deadliner: the deadline of a request that
+// moves size bytes.
+func (s *S3Store) RequestTimeout(size int64) time.Duration { return s.deadline.For(size) }
 
 // Close implements Store: it closes the idle connections of the store's
 // own transport. It is idempotent.
@@ -277,6 +328,29 @@ func (s *S3Store) mapErr(op, key string, err error) error {
 	return &StatusError{Op: op, Key: key, Status: r.StatusCode, Code: r.Code, Err: err}
 }
 
+// attemptErr maps the error of a request made under attempt a: a request
+// canceled by its deadline, or one that hit a transport timeout while the
+// caller's context is alive, is a *TimeoutError (unless the store had
+// answered with a status, which then decides); everything else as mapErr.
+func (s *S3Store) attemptErr(a *attempt, op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if a.parent.Err() == nil && minio.ToErrorResponse(err).StatusCode == 0 {
+		if a.timedOut() {
+			return a.timeoutErr(op, key)
+		}
+		var ne net.Error
+		var oe *net.OpError
+		if errors.As(err, &ne) && ne.Timeout() && !(errors.As(err, &oe) && oe.Op == "dial") {
+			// The response header timeout, or a read or write that
+			// timed out. A dial timeout is not: nothing was sent.
+			return &TimeoutError{Op: op, Key: key, Err: err}
+		}
+	}
+	return s.mapErr(op, key, err)
+}
+
 // final marks an error that must end a retry loop although it may be
 // retryable; do unwraps it again.
 type final struct{ err error }
@@ -311,11 +385,14 @@ func (s *S3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInf
 		oi   ObjectInfo
 	)
 	err = s.do(ctx, func(ctx context.Context) error {
-		rc, st, _, err := s.core.GetObject(ctx, s.bucket, k, minio.GetObjectOptions{})
+		a := startAttempt(ctx, s.deadline.For(0))
+		rc, st, _, err := s.core.GetObject(a.ctx, s.bucket, k, minio.GetObjectOptions{})
 		if err != nil {
-			return s.mapErr("get", key, err)
+			a.done()
+			return s.attemptErr(a, "get", key, err)
 		}
-		body, oi = rc, info(key, st)
+		a.reset(s.deadline.For(st.Size)) // now the body's turn
+		body, oi = &timedBody{rc: rc, a: a, op: "get", key: key}, info(key, st)
 		return nil
 	})
 	if err != nil {
@@ -343,14 +420,16 @@ func (s *S3Store) GetRange(ctx context.Context, key string, off, length int64) (
 			if err := opts.SetRange(off, off+length-1); err != nil {
 				return &final{err}
 			}
-			rc, _, _, err := s.core.GetObject(ctx, s.bucket, k, opts)
+			a := startAttempt(ctx, s.deadline.For(length))
+			rc, _, _, err := s.core.GetObject(a.ctx, s.bucket, k, opts)
 			if err != nil {
+				a.done()
 				if minio.ToErrorResponse(err).Code == "InvalidRange" {
 					return nil // decided below
 				}
-				return s.mapErr("get", key, err)
+				return s.attemptErr(a, "get", key, err)
 			}
-			body = rc
+			body = &timedBody{rc: rc, a: a, op: "get", key: key}
 			return nil
 		})
 		if err != nil || body != nil {
@@ -377,9 +456,11 @@ func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	}
 	var oi ObjectInfo
 	err = s.do(ctx, func(ctx context.Context) error {
-		st, err := s.client.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+		a := startAttempt(ctx, s.deadline.For(0))
+		defer a.done()
+		st, err := s.client.StatObject(a.ctx, s.bucket, k, minio.StatObjectOptions{})
 		if err != nil {
-			return s.mapErr("stat", key, err)
+			return s.attemptErr(a, "stat", key, err)
 		}
 		oi = info(key, st)
 		return nil
@@ -399,20 +480,27 @@ func (s *S3Store) List(ctx context.Context, prefix string, fn func(ObjectInfo) e
 	}
 	after := ""
 	return s.do(ctx, func(ctx context.Context) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel() // stops the listing goroutine when we return early
-		for o := range s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{
+		// A deadline of Base per page: reset after each key, stopped
+		// while fn runs.
+		a := startAttempt(ctx, s.deadline.For(0))
+		defer a.done() // also stops the listing goroutine when we return early
+		for o := range s.client.ListObjectsIter(a.ctx, s.bucket, minio.ListObjectsOptions{
 			Prefix: s.prefix + prefix, Recursive: true, StartAfter: after,
 		}) {
 			if o.Err != nil {
-				return s.mapErr("list", prefix, o.Err)
+				return s.attemptErr(a, "list", prefix, o.Err)
 			}
+			a.pause()
 			if err := fn(info(strings.TrimPrefix(o.Key, s.prefix), o)); err != nil {
 				return &final{err}
 			}
+			a.reset(s.deadline.For(0))
 			after = o.Key
 		}
-		return ctx.Err() // the listing ends quietly when ctx does
+		if a.timedOut() {
+			return a.timeoutErr("list", prefix) // the listing ends quietly when its context does
+		}
+		return ctx.Err()
 	})
 }
 
@@ -462,16 +550,28 @@ func (s *S3Store) put(ctx context.Context, op, key string, r io.Reader, size int
 		body = &sized
 	}
 	var oi ObjectInfo
-	attempt := 0
+	n := 0
 	err = s.do(ctx, func(ctx context.Context) error {
-		if attempt++; attempt > 1 {
+		if n++; n > 1 {
 			if _, err := body.(io.Seeker).Seek(0, io.SeekStart); err != nil {
 				return &final{fmt.Errorf("tier: %s %s: rewinding the body: %w", op, key, err)}
 			}
 		}
-		up, err := s.client.PutObject(ctx, s.bucket, k, body, size, opts)
+		var a *attempt
+		b := body
+		if size >= 0 {
+			a = startAttempt(ctx, s.deadline.For(size))
+		} else {
+			// A stream: after each read of the body, time for one part
+			// to go out and the upload to complete.
+			d := s.deadline.For(s.partSize) + s.deadline.Base
+			a = startAttempt(ctx, d)
+			b = onlyReader{&pacedReader{r: body, a: a, d: d}}
+		}
+		up, err := s.client.PutObject(a.ctx, s.bucket, k, b, size, opts)
+		a.done()
 		if err != nil {
-			err = s.mapErr(op, key, err)
+			err = s.attemptErr(a, op, key, err)
 			switch {
 			case cond != nil && errors.Is(err, ErrNotFound):
 				// If-Match on a missing object: S3 answers 404; the
@@ -516,10 +616,50 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	return s.do(ctx, func(ctx context.Context) error {
-		err := s.mapErr("delete", key, s.client.RemoveObject(ctx, s.bucket, k, minio.RemoveObjectOptions{}))
+		a := startAttempt(ctx, s.deadline.For(0))
+		defer a.done()
+		err := s.attemptErr(a, "delete", key, s.client.RemoveObject(a.ctx, s.bucket, k, minio.RemoveObjectOptions{}))
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
 		return err
 	})
+}
+
+// timedBody is the body of a Get or GetRange, read under its attempt's
+// deadline: a read cut off by it fails with a *TimeoutError. Close ends
+// the attempt.
+type timedBody struct {
+	rc      io.ReadCloser
+	a       *attempt
+	op, key string
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.a.timedOut() {
+		err = b.a.timeoutErr(b.op, b.key)
+	}
+	return n, err
+}
+
+func (b *timedBody) Close() error {
+	err := b.rc.Close()
+	b.a.done()
+	return err
+}
+
+// pacedReader is the body of a streamed upload: the clock of its attempt
+// stops while the caller's reader is read, and restarts with d after.
+type pacedReader struct {
+	r io.Reader
+	a *attempt
+	d time.Duration
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	p.a.pause()
+	n, err := p.r.Read(b)
+	p.a.reset(p.d)
+	return n, err
 }

@@ -11,16 +11,22 @@
 //     conditional writers of one key, exactly one succeeds; the others get
 //     ErrPreconditionFailed. This is the only coordination strata relies on.
 //   - Backend errors are mapped to this package's sentinels (ErrNotFound,
-//     ErrPreconditionFailed, ErrInvalidKey, ErrInvalidRange) so callers
-//     test them with errors.Is; other failures are *StatusError, and
-//     IsRetryable tells transient ones from final ones.
+//     ErrPreconditionFailed, ErrInvalidKey, ErrInvalidRange, ErrTimeout)
+//     so callers test them with errors.Is; other failures are
+//     *StatusError, and IsRetryable tells transient ones from final ones.
+//   - Every request of a networked store (S3Store) ends by its deadline
+//     (Deadline: a base plus its size at a floor throughput), whatever the
+//     connection does; past it the call fails with a retryable
+//     *TimeoutError (ErrTimeout). RequestTimeout tells callers that bound
+//     attempts themselves the same deadline.
 //   - Keys are '/'-separated paths; every backend refuses the keys
 //     ValidateKey refuses (the file store two more kinds, see FileStore).
 //     List yields keys in lexical byte order.
-//   - A write that fails with a retryable error or the context's error may
-//     or may not have applied (the response was lost, or the request was
-//     canceled in flight): the caller resolves that by reading the object
-//     back.
+//   - A write that fails with a retryable error (ErrTimeout included) or
+//     the context's error may or may not have applied (the response was
+//     lost, or the request was canceled in flight): the caller resolves
+//     that by reading the object back. A conditional write that timed out
+//     is never reported as success or ErrPreconditionFailed.
 //     ErrPreconditionFailed means the write did not apply because another
 //     version won (on S3 this includes 409: another conditional write of
 //     the key was in flight); the stores never report it for a write of

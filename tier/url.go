@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const urlUsage = "use file:///abs/dir or s3://bucket/prefix"
@@ -14,11 +15,14 @@ const urlUsage = "use file:///abs/dir or s3://bucket/prefix"
 // Open opens a store from a URL:
 //
 //	file:///abs/dir       the embedded file store rooted at /abs/dir
-//	s3://bucket[/prefix][?endpoint=HOST:PORT&insecure=true&region=R&path-style=true&create=true]
+//	s3://bucket[/prefix][?endpoint=HOST:PORT&insecure=true&region=R&path-style=true&create=true
+//	                     &request-timeout=5s&min-throughput=8MiB]
 //
 // For s3: endpoint defaults to AWS S3; insecure=true uses plain HTTP;
 // path-style overrides S3Config.PathStyle's default; create=true creates a
-// missing bucket. Credentials come from AWS_ACCESS_KEY_ID,
+// missing bucket; request-timeout (a Go duration) and min-throughput
+// (bytes per second: a number, or one with a KiB, MiB or GiB suffix) set
+// S3Config.Deadline's Base and MinThroughput (default 5s and 8MiB). Credentials come from AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, never from the URL.
 func Open(ctx context.Context, rawURL string) (Store, error) {
 	loc, err := parseURL(rawURL)
@@ -86,6 +90,18 @@ func parseURL(rawURL string) (location, error) {
 				cfg.Endpoint = v
 			case "region":
 				cfg.Region = v
+			case "request-timeout":
+				d, err := time.ParseDuration(v)
+				if err != nil || d <= 0 {
+					return location{}, bad("request-timeout=%q is not a positive duration such as 5s or 500ms", v)
+				}
+				cfg.Deadline.Base = d
+			case "min-throughput":
+				n, ok := parseBytes(v)
+				if !ok || n <= 0 {
+					return location{}, bad("min-throughput=%q is not a positive number of bytes per second such as 8MiB or 1048576", v)
+				}
+				cfg.Deadline.MinThroughput = n
 			case "insecure", "create", "path-style":
 				b, err := strconv.ParseBool(v)
 				if err != nil {
@@ -100,7 +116,7 @@ func parseURL(rawURL string) (location, error) {
 					cfg.PathStyle = &b
 				}
 			default:
-				return location{}, bad("unknown parameter %q (known: endpoint, region, insecure, path-style, create)", k)
+				return location{}, bad("unknown parameter %q (known: endpoint, region, insecure, path-style, create, request-timeout, min-throughput)", k)
 			}
 		}
 		return location{s3: cfg}, nil
@@ -109,4 +125,24 @@ func parseURL(rawURL string) (location, error) {
 	default:
 		return location{}, fmt.Errorf("tier: object store URL %q: scheme %q not supported; %s", shown, u.Scheme, urlUsage)
 	}
+}
+
+// parseBytes parses a byte count: digits, optionally followed by KiB, MiB
+// or GiB.
+func parseBytes(v string) (int64, bool) {
+	mul := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mul    int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mul = strings.TrimSuffix(v, u.suffix), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mul {
+		return 0, false
+	}
+	return n * mul, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseURL(t *testing.T) {
@@ -27,6 +28,10 @@ func TestParseURL(t *testing.T) {
 		{url: "s3://b?endpoint=minio.local:9000&create=1&path-style=false",
 			s3: S3Config{Bucket: "b", Endpoint: "minio.local:9000", CreateBucket: true}, path: &no},
 		{url: "s3://b?path-style=true", s3: S3Config{Bucket: "b"}, path: &yes},
+		{url: "s3://b?request-timeout=750ms&min-throughput=2MiB",
+			s3: S3Config{Bucket: "b", Deadline: Deadline{Base: 750 * time.Millisecond, MinThroughput: 2 << 20}}},
+		{url: "s3://b?min-throughput=1048576", s3: S3Config{Bucket: "b", Deadline: Deadline{MinThroughput: 1 << 20}}},
+		{url: "s3://b?min-throughput=512KiB&request-timeout=1m", s3: S3Config{Bucket: "b", Deadline: Deadline{Base: time.Minute, MinThroughput: 512 << 10}}},
 	} {
 		loc, err := parseURL(tc.url)
 		if err != nil {
@@ -63,6 +68,12 @@ func TestParseURLErrors(t *testing.T) {
 		{"s3://b/p?colour=blue", `unknown parameter "colour"`},
 		{"s3://b/p?region=a&region=b", "given 2 times"},
 		{"s3://key:secret@b/p", "credentials in the URL are not supported"},
+		{"s3://b?request-timeout=5", `request-timeout="5" is not a positive duration`},
+		{"s3://b?request-timeout=-1s", "not a positive duration"},
+		{"s3://b?min-throughput=fast", `min-throughput="fast" is not a positive number of bytes per second`},
+		{"s3://b?min-throughput=0", "not a positive number"},
+		{"s3://b?min-throughput=8MB", "not a positive number"},
+		{"s3://b?min-throughput=99999999999GiB", "not a positive number"},
 		{"%zz", "object store URL"},
 	} {
 		_, err := parseURL(tc.url)
