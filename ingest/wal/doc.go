@@ -20,7 +20,10 @@
 //     Everything it ever acked as durable is in an object below the fence.
 //   - A lost PUT response is resolved by reading the object back: a WAL
 //     object at our key is ours (nobody else writes WAL objects under our
-//     prefix); a fence means we are fenced.
+//     prefix); a fence means we are fenced. Each PUT attempt ends by the
+//     store's deadline for its size (tier.RequestTimeout), so a hung
+//     connection costs one deadline; the timed-out attempt is resolved the
+//     same way by the next one.
 //   - Each object's header lists, per partition, the offset range and byte
 //     range it holds, so recovery fetches only the header and the ranges of
 //     the partitions it recovers.

@@ -342,10 +342,16 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 		}
 		return io.MultiReader(parts...)
 	}
+	// Each attempt gets its own deadline, the store's for this size: a
+	// PUT on a connection that went silent costs one deadline, and the
+	// next attempt goes out on a new connection. A timed-out attempt may
+	// have applied; the next one then finds our object at the key
+	// (ErrPreconditionFailed) and resolveExisting reads it back as ours.
+	timeout := tier.RequestTimeout(w.cfg.Store, size)
 	var err error
 	for attempt := 0; ; attempt++ {
 		w.attempts.Add(1)
-		_, err = w.cfg.Store.PutIfAbsent(w.ctx, key, body(), size)
+		err = w.putAttempt(key, body(), size, timeout)
 		if errors.Is(err, tier.ErrPreconditionFailed) {
 			err = w.resolveExisting(key)
 		}
@@ -382,6 +388,19 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 	w.seq = seq + 1
 	w.release(reserved)
 	w.mu.Unlock()
+}
+
+// putAttempt is one PutIfAbsent of a WAL object under its own deadline.
+// An attempt cut off by that deadline fails with a retryable
+// *tier.TimeoutError: its outcome is unknown.
+func (w *Writer) putAttempt(key string, body io.Reader, size int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeoutCause(w.ctx, timeout, &tier.TimeoutError{Op: "put-if-absent", Key: key, After: timeout})
+	defer cancel()
+	_, err := w.cfg.Store.PutIfAbsent(ctx, key, body, size)
+	if err != nil && ctx.Err() != nil && w.ctx.Err() == nil {
+		return context.Cause(ctx)
+	}
+	return err
 }
 
 // resolveExisting decides what an existing object at our key is: our own
