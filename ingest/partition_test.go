@@ -107,7 +107,7 @@ func replayAll(t *testing.T, store tier.Store, topic string, from int64) int64 {
 func TestPartitionSealsAndAFreshReaderReplays(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
 		ctx := context.Background()
-		p, err := ingest.OpenPartition(ctx, testConfig(t, store, t.TempDir(), nil))
+		p, err := openPartition(t, ctx, testConfig(t, store, t.TempDir(), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestPartitionReopenContinuesOffsets(t *testing.T) {
 			dir := t.TempDir()
 			cfg := testConfig(t, store, dir, nil)
 			cfg.SealOnClose = tc.sealOnClose
-			p, err := ingest.OpenPartition(ctx, cfg)
+			p, err := openPartition(t, ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -174,7 +174,7 @@ func TestPartitionReopenContinuesOffsets(t *testing.T) {
 			if !tc.keepDir {
 				cfg.Dir = t.TempDir()
 			}
-			p2, err := ingest.OpenPartition(ctx, cfg)
+			p2, err := openPartition(t, ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,7 +199,7 @@ func TestPartitionReopenContinuesOffsets(t *testing.T) {
 func TestPartitionFencedByNewOwner(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, store tier.Store) {
 		ctx := context.Background()
-		old, err := ingest.OpenPartition(ctx, testConfig(t, store, t.TempDir(), nil))
+		old, err := openPartition(t, ctx, testConfig(t, store, t.TempDir(), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +210,7 @@ func TestPartitionFencedByNewOwner(t *testing.T) {
 		// A second broker takes the partition over (bumps the epoch).
 		cfg := testConfig(t, store, t.TempDir(), nil)
 		cfg.SealOnClose = false
-		newer, err := ingest.OpenPartition(ctx, cfg)
+		newer, err := openPartition(t, ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestPartitionRetentionAndSweep(t *testing.T) {
 		cfg := testConfig(t, store, t.TempDir(), clk)
 		cfg.RetentionTime = time.Hour
 		cfg.SweepGrace = time.Minute
-		p, err := ingest.OpenPartition(ctx, cfg)
+		p, err := openPartition(t, ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,7 +317,7 @@ func TestPartitionRetentionBytes(t *testing.T) {
 	cfg := testConfig(t, store, t.TempDir(), nil)
 	cfg.RetentionTime = 0
 	cfg.RetentionBytes = 1 // keep only the newest segment
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestPartitionSealsByAge(t *testing.T) {
 	clk := &fakeClock{now: time.Now()}
 	cfg := testConfig(t, storetest.File(t), t.TempDir(), clk)
 	cfg.SealInterval = 10 * time.Minute
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestPartitionLocalRetentionKeepsHotCache(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t, storetest.File(t), t.TempDir(), nil)
 	cfg.LocalRetentionBytes = 100 << 10
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 		dir := t.TempDir()
 		cfg := testConfig(t, store, dir, nil)
 		cfg.SealOnClose = false
-		p, err := ingest.OpenPartition(ctx, cfg)
+		p, err := openPartition(t, ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,7 +460,7 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 		}
 		store.on.Store(false)
 		cfg.SweepGrace = 0
-		p2, err := ingest.OpenPartition(ctx, cfg)
+		p2, err := openPartition(t, ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,7 +490,7 @@ func TestPartitionStoreOutageThenHeal(t *testing.T) {
 	ctx := context.Background()
 	fault := tier.NewFaultStore(tier.NewMemStore(), tier.FaultConfig{})
 	cfg := testConfig(t, fault, t.TempDir(), nil)
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +544,7 @@ func TestPartitionRefusesNewerManifest(t *testing.T) {
 	store := tier.NewMemStore()
 	body := `{"version":2,"topic":"orders","partition":0,"epoch":1,"generation":1}`
 	store.Put(ctx, tier.ManifestKey("orders", 0), strings.NewReader(body), int64(len(body)))
-	_, err := ingest.OpenPartition(ctx, testConfig(t, store, t.TempDir(), nil))
+	_, err := openPartition(t, ctx, testConfig(t, store, t.TempDir(), nil))
 	if !errors.Is(err, tier.ErrManifestVersion) {
 		t.Fatalf("open over a newer manifest: %v, want ErrManifestVersion", err)
 	}
@@ -582,7 +582,7 @@ func TestPartitionAmbiguousCommitDoesNotFenceItself(t *testing.T) {
 	s := &outageAfterPut{FaultStore: tier.NewFaultStore(storetest.File(t), tier.FaultConfig{})}
 	ctx := context.Background()
 	cfg := testConfig(t, s, t.TempDir(), nil)
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -612,4 +612,15 @@ func TestPartitionAmbiguousCommitDoesNotFenceItself(t *testing.T) {
 	if m.NextOffset() != 40 {
 		t.Fatalf("sealed to %d, want 40", m.NextOffset())
 	}
+}
+
+// openPartition opens a partition that is abandoned (closed without
+// sealing, if still open) when the test ends.
+func openPartition(t *testing.T, ctx context.Context, cfg ingest.PartitionConfig) (*ingest.Partition, error) {
+	t.Helper()
+	p, err := ingest.OpenPartition(ctx, cfg)
+	if err == nil {
+		t.Cleanup(p.Abandon)
+	}
+	return p, err
 }

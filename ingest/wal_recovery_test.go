@@ -105,7 +105,7 @@ func TestWALRecoveryAfterDiskLoss(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
 		a := newWALBroker(t, s, "a")
-		pa, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), a))
+		pa, err := openPartition(t, ctx, walConfig(t, s, t.TempDir(), a))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestWALRecoveryAfterDiskLoss(t *testing.T) {
 		}
 		// Broker a dies with its disk: pa is never closed, its dir is gone.
 		b := newWALBroker(t, s, "b")
-		pb, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), b))
+		pb, err := openPartition(t, ctx, walConfig(t, s, t.TempDir(), b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +168,7 @@ func TestHighWatermarkIsDurable(t *testing.T) {
 	s := tier.NewFaultStore(storetest.File(t), tier.FaultConfig{})
 	ctx := context.Background()
 	a := newWALBroker(t, s, "a")
-	p, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), a))
+	p, err := openPartition(t, ctx, walConfig(t, s, t.TempDir(), a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestLocalAckSurvivesRestartWithDisk(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a := newWALBroker(t, s, "a")
-	pa, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a))
+	pa, err := openPartition(t, ctx, walConfig(t, s, dir, a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestLocalAckSurvivesRestartWithDisk(t *testing.T) {
 	// Crash: pa is abandoned without closing; the store comes back.
 	s.SetDown(false)
 	b := newWALBroker(t, s, "b")
-	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, b))
+	pb, err := openPartition(t, ctx, walConfig(t, s, dir, b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestStaleLocalDataDropped(t *testing.T) {
 	ctx := context.Background()
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := newWALBroker(t, faulty, "a")
-	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dirA, a))
+	pa, err := openPartition(t, ctx, walConfig(t, faulty, dirA, a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,13 +267,13 @@ func TestStaleLocalDataDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := newWALBroker(t, s, "b")
-	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dirB, b))
+	pb, err := openPartition(t, ctx, walConfig(t, s, dirB, b))
 	if err != nil {
 		t.Fatal(err)
 	}
 	write(t, pb, idemBatch(2, 0, 3, "b")) // offsets 2-4, unsealed
 	c := newWALBroker(t, s, "c")
-	pc, err := ingest.OpenPartition(ctx, walConfig(t, s, dirA, c))
+	pc, err := openPartition(t, ctx, walConfig(t, s, dirA, c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestWriteWaitsForOvertakenBatch(t *testing.T) {
 	b := newWALBroker(t, s, "a")
 	cfg := walConfig(t, s, t.TempDir(), b)
 	cfg.SequenceWait = 10 * time.Second
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestWriteWaitsForOvertakenBatch(t *testing.T) {
 
 	p.Close(ctx)
 	cfg.SequenceWait = 50 * time.Millisecond
-	p, err = ingest.OpenPartition(ctx, cfg)
+	p, err = openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestStaleLocalDataOfAnEarlierOwnerDropped(t *testing.T) {
 	ctx := context.Background()
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := newWALBroker(t, faulty, "a")
-	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dirA, a))
+	pa, err := openPartition(t, ctx, walConfig(t, faulty, dirA, a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func TestStaleLocalDataOfAnEarlierOwnerDropped(t *testing.T) {
 		t.Fatalf("local append: end %d, %v", res.End, err)
 	}
 	b := newWALBroker(t, s, "b")
-	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, dirB, b))
+	pb, err := openPartition(t, ctx, walConfig(t, s, dirB, b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func TestStaleLocalDataOfAnEarlierOwnerDropped(t *testing.T) {
 	}
 	write(t, pb, idemBatch(2, 0, 3, "b")) // offsets 2-4, durable, unsealed
 	a2 := newWALBroker(t, s, "a2")
-	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dirA, a2))
+	pa2, err := openPartition(t, ctx, walConfig(t, s, dirA, a2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestLocalDataOfTheCurrentOwnerTrusted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a := newWALBroker(t, faulty, "a")
-	pa, err := ingest.OpenPartition(ctx, walConfig(t, faulty, dir, a))
+	pa, err := openPartition(t, ctx, walConfig(t, faulty, dir, a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func TestLocalDataOfTheCurrentOwnerTrusted(t *testing.T) {
 		t.Fatalf("local append: end %d, %v", res.End, err)
 	}
 	a2 := newWALBroker(t, s, "a2")
-	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a2))
+	pa2, err := openPartition(t, ctx, walConfig(t, s, dir, a2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestProducerStateOfABackfillSurvivesSealAndRestart(t *testing.T) {
 		}
 		return b
 	}
-	p, err := ingest.OpenPartition(ctx, testConfig(t, s, dir, nil))
+	p, err := openPartition(t, ctx, testConfig(t, s, dir, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestProducerStateOfABackfillSurvivesSealAndRestart(t *testing.T) {
 	if err := p.Close(ctx); err != nil { // seals
 		t.Fatal(err)
 	}
-	p2, err := ingest.OpenPartition(ctx, testConfig(t, s, t.TempDir(), nil))
+	p2, err := openPartition(t, ctx, testConfig(t, s, t.TempDir(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +500,7 @@ func TestRetryOfStoredBatchUnderBackpressureIsADuplicate(t *testing.T) {
 		w.Close(cctx)
 	}()
 	cfg := walConfig(t, faulty, t.TempDir(), walBroker{w: w, r: wal.NewReader(faulty, "a", nil)})
-	p, err := ingest.OpenPartition(ctx, cfg)
+	p, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,7 +538,7 @@ func TestFencedIdleOwnerStopsLocalAcks(t *testing.T) {
 	}
 	defer w.Close(ctx)
 	cfg := walConfig(t, s, t.TempDir(), walBroker{w: w, r: wal.NewReader(s, "a", nil)})
-	pa, err := ingest.OpenPartition(ctx, cfg)
+	pa, err := openPartition(t, ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +556,7 @@ func TestFencedIdleOwnerStopsLocalAcks(t *testing.T) {
 	}
 	skew.Add(int64(time.Minute)) // a is idle past its lease
 	b := newWALBroker(t, s, "b")
-	pb, err := ingest.OpenPartition(ctx, walConfig(t, s, t.TempDir(), b))
+	pb, err := openPartition(t, ctx, walConfig(t, s, t.TempDir(), b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +607,7 @@ func TestDamagedLocalDataIsRepaired(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a := newWALBroker(t, s, "a")
-	pa, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a))
+	pa, err := openPartition(t, ctx, walConfig(t, s, dir, a))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +631,7 @@ func TestDamagedLocalDataIsRepaired(t *testing.T) {
 		flipByte(t, f) // the closed (sealed) file and the active (unsealed) one
 	}
 	a2 := newWALBroker(t, s, "a2")
-	pa2, err := ingest.OpenPartition(ctx, walConfig(t, s, dir, a2))
+	pa2, err := openPartition(t, ctx, walConfig(t, s, dir, a2))
 	if err != nil {
 		t.Fatalf("open with damaged local files: %v", err)
 	}
