@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -60,32 +61,62 @@ func WithSessionTimeout(d time.Duration) ConsumerOption {
 	return func(c *consumerConfig) { c.session = d }
 }
 
-// Consumer reads a topic.
-type Consumer struct {
-	c     *Client
-	topic string
-	cfg   consumerConfig
-	stop  chan struct{}
-	done  chan struct{}
+// ErrConsumerClosed is returned by Poll after Close.
+var ErrConsumerClosed = errors.New("client: consumer closed")
 
-	mu         sync.Mutex
-	memberID   string
-	generation int64
+// A member the broker forgot (its session expired, or the broker
+// restarted) joins again at once; after a failed join the next waits
+// rejoinBackoff, doubling per failure up to maxRejoinBackoff, with full
+// jitter.
+const (
+	rejoinBackoff    = 100 * time.Millisecond
+	maxRejoinBackoff = 5 * time.Second
+)
+
+// Consumer reads a topic.
+//
+// In group mode, the heartbeat goroutine and Poll share the membership:
+// whichever first learns that it changed (a heartbeat answer with a new
+// generation, a fetch or commit refused for a stale generation, a member
+// id the broker no longer knows) heartbeats or joins again and adopts the
+// new assignment, under syncMu, so there is one live member id per
+// Consumer and each change is adopted once.
+type Consumer struct {
+	c      *Client
+	topic  string
+	cfg    consumerConfig
+	bg     context.Context    // ended by Close: stops heartbeats and joins
+	stopBG context.CancelFunc // ends bg
+	done   chan struct{}      // closed when the heartbeat goroutine has returned
+
+	syncMu sync.Mutex // serializes Heartbeat and JoinGroup calls and adopting their answers
+	// Guarded by syncMu:
+	joinFailures int       // failed joins in a row
+	nextJoin     time.Time // no join before this (backoff after failed joins)
+
+	mu         sync.Mutex // guards the fields below
+	memberID   string     // "": not a member (the broker forgot it); the next Poll or heartbeat joins
+	generation int64      // of the assignment; -1: none adopted yet for memberID
+	epoch      uint64     // counts adopted assignments (generations start over with a broker)
 	assigned   []int32
 	positions  map[int32]int64 // next offset per assigned partition; -1: not started
 	processed  map[int32]int64 // returned by Poll, not yet committed (AtLeastOnce)
-	reassigned bool
+	changed    chan struct{}   // closed (and replaced) when the assignment changes
 	closed     bool
 }
 
 // NewConsumer returns a consumer of topic. In group mode it joins the group
-// now and heartbeats until Close.
+// now and heartbeats until Close; when the broker forgets the member (its
+// session expired, or the broker restarted), the consumer joins again by
+// itself and resumes from the group's committed offsets.
 func (c *Client) NewConsumer(ctx context.Context, topic string, opts ...ConsumerOption) (*Consumer, error) {
 	cfg := consumerConfig{earliest: true, session: 10 * time.Second, maxBytes: 1 << 20, maxWait: 500 * time.Millisecond}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	k := &Consumer{c: c, topic: topic, cfg: cfg, stop: make(chan struct{}), done: make(chan struct{}), positions: map[int32]int64{}, processed: map[int32]int64{}}
+	k := &Consumer{c: c, topic: topic, cfg: cfg, done: make(chan struct{}), generation: -1,
+		positions: map[int32]int64{}, processed: map[int32]int64{}, changed: make(chan struct{})}
+	k.bg, k.stopBG = context.WithCancel(context.Background())
 	switch {
 	case cfg.group != "" && len(cfg.partitions) > 0:
 		return nil, errors.New("client: use WithGroup or WithPartitions, not both")
@@ -106,24 +137,37 @@ func (c *Client) NewConsumer(ctx context.Context, topic string, opts ...Consumer
 	if err != nil {
 		return nil, fmt.Errorf("client: join group %s: %w", cfg.group, err)
 	}
-	k.memberID = a.MemberId
-	if err := k.adopt(ctx, a); err != nil {
+	if err := k.adopt(ctx, a.MemberId, a); err != nil {
+		c.api.LeaveGroup(ctx, &stratapb.LeaveGroupRequest{Group: cfg.group, MemberId: a.MemberId})
 		return nil, err
 	}
 	go k.heartbeats()
 	return k, nil
 }
 
-// adopt takes a (new) assignment and loads committed positions.
-func (k *Consumer) adopt(ctx context.Context, a *stratapb.GroupAssignment) error {
+// changedLocked records a new assignment. Caller holds mu.
+func (k *Consumer) changedLocked() {
+	k.epoch++
+	close(k.changed)
+	k.changed = make(chan struct{})
+}
+
+// adopt takes member's (new) assignment a and the committed positions of
+// its partitions. When those cannot be read, the member keeps no
+// assignment until the next heartbeat or Poll adopts one. Caller holds
+// syncMu.
+func (k *Consumer) adopt(ctx context.Context, member string, a *stratapb.GroupAssignment) error {
 	committed, err := k.c.api.FetchCommitted(ctx, &stratapb.FetchCommittedRequest{Group: k.cfg.group})
-	if err != nil {
-		return fmt.Errorf("client: committed offsets of %s: %w", k.cfg.group, err)
-	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.generation, k.assigned = a.Generation, a.Partitions
+	k.memberID = member
 	k.positions, k.processed = map[int32]int64{}, map[int32]int64{}
+	defer k.changedLocked()
+	if err != nil {
+		k.generation, k.assigned = -1, nil
+		return fmt.Errorf("client: committed offsets of group %s: %w; the consumer reads nothing until it has them (it asks again at the next Poll or heartbeat)", k.cfg.group, err)
+	}
+	k.generation, k.assigned = a.Generation, a.Partitions
 	for _, p := range a.Partitions {
 		if o, ok := committed.Offsets[p]; ok {
 			k.positions[p] = o
@@ -134,33 +178,111 @@ func (k *Consumer) adopt(ctx context.Context, a *stratapb.GroupAssignment) error
 	return nil
 }
 
+// forget drops member, which the broker no longer knows, with its
+// assignment; records it returned but did not commit are delivered again
+// (from the committed offsets). Caller holds syncMu.
+func (k *Consumer) forget(member string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.memberID == member {
+		k.memberID, k.generation, k.assigned = "", -1, nil
+		k.positions, k.processed = map[int32]int64{}, map[int32]int64{}
+		k.changedLocked()
+	}
+}
+
+// resync learns the current assignment, unless one newer than epoch seen
+// was adopted meanwhile: it heartbeats, adopts a new generation, and joins
+// again when the broker no longer knows the member. Poll calls it when a
+// fetch or commit is refused, the heartbeat goroutine on every tick.
+func (k *Consumer) resync(ctx context.Context, seen uint64) error {
+	k.syncMu.Lock()
+	defer k.syncMu.Unlock()
+	k.mu.Lock()
+	epoch, member, gen := k.epoch, k.memberID, k.generation
+	k.mu.Unlock()
+	if epoch != seen {
+		return nil
+	}
+	if member != "" {
+		a, err := k.c.api.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: k.cfg.group, MemberId: member})
+		switch {
+		case err == nil && a.Generation == gen:
+			return nil
+		case err == nil:
+			return k.adopt(ctx, member, a)
+		case status.Code(err) != codes.NotFound:
+			return fmt.Errorf("client: heartbeat to group %s: %w", k.cfg.group, err)
+		}
+		k.forget(member)
+	}
+	return k.join(ctx)
+}
+
+// join joins the group as a new member and adopts its assignment, after
+// the backoff that earlier failed joins set. Caller holds syncMu.
+func (k *Consumer) join(ctx context.Context) error {
+	if wait := time.Until(k.nextJoin); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-k.bg.Done():
+			t.Stop()
+		}
+	}
+	if k.bg.Err() != nil {
+		return ErrConsumerClosed
+	}
+	a, err := k.c.api.JoinGroup(ctx, &stratapb.JoinGroupRequest{Group: k.cfg.group, Topic: k.topic, SessionTimeoutMs: int32(k.cfg.session.Milliseconds())})
+	if err != nil {
+		k.joinFailures++
+		k.nextJoin = time.Now().Add(jitter(backoff(rejoinBackoff, k.joinFailures-1, maxRejoinBackoff)))
+		return fmt.Errorf("client: join group %s again (the broker no longer knew this member: its session expired or the broker restarted): %w; the consumer tries again, with backoff, at the next Poll or heartbeat", k.cfg.group, err)
+	}
+	k.joinFailures, k.nextJoin = 0, time.Time{}
+	return k.adopt(ctx, a.MemberId, a)
+}
+
+// backoff is base doubled n times, at most ceiling.
+func backoff(base time.Duration, n int, ceiling time.Duration) time.Duration {
+	return min(base<<min(n, 20), ceiling)
+}
+
+// jitter is a random duration in [0, bound] (full jitter).
+func jitter(bound time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(int64(bound) + 1))
+}
+
 func (k *Consumer) heartbeats() {
 	defer close(k.done)
-	t := time.NewTicker(k.cfg.session / 3)
+	interval := k.cfg.session / 3
+	t := time.NewTimer(interval)
 	defer t.Stop()
-	for {
+	for failures := 0; ; {
 		select {
-		case <-k.stop:
+		case <-k.bg.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), k.cfg.session/3)
-		a, err := k.c.api.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: k.cfg.group, MemberId: k.memberID})
-		cancel()
-		if err != nil {
-			continue // transient; the session timeout decides
-		}
 		k.mu.Lock()
-		changed := a.Generation != k.generation
-		if changed {
-			k.reassigned = true
-		}
+		epoch := k.epoch
 		k.mu.Unlock()
-		if changed {
-			ctx, cancel := context.WithTimeout(context.Background(), k.cfg.session/3)
-			k.adopt(ctx, a)
-			cancel()
+		ctx, cancel := context.WithTimeout(k.bg, interval)
+		err := k.resync(ctx, epoch)
+		cancel()
+		next := interval
+		if err != nil {
+			// Try again soon: one lost heartbeat must not cost the
+			// session.
+			failures++
+			next = min(interval, jitter(backoff(rejoinBackoff, failures-1, maxRejoinBackoff)))
+		} else {
+			failures = 0
 		}
+		t.Reset(next)
 	}
 }
 
@@ -171,26 +293,130 @@ func (k *Consumer) Assignment() []int32 {
 	return append([]int32(nil), k.assigned...)
 }
 
+// refused reports whether a group member's fetch or commit was turned
+// down because its view of the group is stale: an old generation or a
+// partition no longer its own (FAILED_PRECONDITION), or a member id the
+// broker forgot (NOT_FOUND).
+func refused(err error) bool {
+	c := status.Code(err)
+	return c == codes.FailedPrecondition || c == codes.NotFound
+}
+
+// wait blocks until ch is closed, d passes or ctx ends.
+func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
 // Poll returns the next records from the assigned partitions, waiting up
-// to about maxWait per partition when there are none.
+// to about maxWait per partition when there are none. In group mode, a
+// fetch refused because the group rebalanced (or forgot this member)
+// makes Poll heartbeat, or join again, at once and read the new
+// assignment; Poll never repeats a refused fetch without learning
+// something new first, and waits up to maxWait when it learns nothing.
 func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 	if k.cfg.group != "" && k.cfg.delivery == AtLeastOnce {
 		if err := k.Commit(ctx); err != nil {
 			return nil, err
 		}
 	}
-	k.mu.Lock()
-	gen := k.generation
-	member := k.memberID
-	var parts []int32
-	starts := map[int32]int64{}
-	for _, p := range k.assigned {
-		parts = append(parts, p)
-		starts[p] = k.positions[p]
+	// A round after the first reads an assignment adopted in the round
+	// before.
+	for range 3 {
+		k.mu.Lock()
+		if k.closed {
+			k.mu.Unlock()
+			return nil, ErrConsumerClosed
+		}
+		epoch, member, gen, changed := k.epoch, k.memberID, k.generation, k.changed
+		parts := append([]int32(nil), k.assigned...)
+		starts := make(map[int32]int64, len(parts))
+		for _, p := range parts {
+			starts[p] = k.positions[p]
+		}
+		k.mu.Unlock()
+		if k.cfg.group != "" && gen < 0 {
+			if err := k.resync(ctx, epoch); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if len(parts) == 0 {
+			return nil, wait(ctx, changed, k.cfg.maxWait)
+		}
+		out, next, err := k.fetch(ctx, member, gen, parts, starts)
+		if k.cfg.group != "" && refused(err) {
+			if err := k.resync(ctx, epoch); err != nil {
+				return nil, err
+			}
+			k.mu.Lock()
+			learned := k.epoch != epoch
+			k.mu.Unlock()
+			switch {
+			case learned:
+				continue
+			case status.Code(err) == codes.NotFound:
+				return nil, err // the member is known: something else is missing (the topic?)
+			}
+			// Refused, but the broker has nothing newer: wait, never spin.
+			return nil, wait(ctx, changed, k.cfg.maxWait)
+		}
+		if err != nil {
+			return nil, err
+		}
+		k.mu.Lock()
+		if k.epoch != epoch {
+			k.mu.Unlock()
+			continue // reassigned meanwhile: drop these, read again from the new positions
+		}
+		if k.cfg.delivery != AtMostOnce {
+			for p, o := range next {
+				k.positions[p] = o
+				if k.cfg.group != "" {
+					k.processed[p] = o
+				}
+			}
+			k.mu.Unlock()
+			return out, nil
+		}
+		k.mu.Unlock()
+		// AtMostOnce: return only the records whose positions are
+		// committed; the others are read again by whoever owns their
+		// partition now.
+		committed, err := k.commitOffsets(ctx, member, gen, epoch, next)
+		if err != nil {
+			return nil, err
+		}
+		k.mu.Lock()
+		if k.epoch == epoch {
+			for p := range committed {
+				k.positions[p] = next[p]
+			}
+		}
+		k.mu.Unlock()
+		kept := out[:0]
+		for _, r := range out {
+			if committed[r.Partition] {
+				kept = append(kept, r)
+			}
+		}
+		return kept, nil
 	}
-	k.mu.Unlock()
+	return nil, nil
+}
+
+// fetch reads each partition once from its start position and returns the
+// records and the next position of each partition.
+func (k *Consumer) fetch(ctx context.Context, member string, gen int64, parts []int32, starts map[int32]int64) ([]Record, map[int32]int64, error) {
 	var out []Record
-	next := map[int32]int64{}
+	next := make(map[int32]int64, len(parts))
 	for _, p := range parts {
 		req := &stratapb.FetchRequest{Topic: k.topic, Partition: p, MaxBytes: k.cfg.maxBytes, MaxWaitMs: int32(k.cfg.maxWait.Milliseconds()),
 			Group: k.cfg.group, MemberId: member, Generation: gen}
@@ -202,83 +428,131 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 		default:
 			req.Start = &stratapb.FetchRequest_Latest{Latest: true}
 		}
-		s, err := k.c.api.Fetch(ctx, req)
+		resp, err := k.fetchOne(ctx, req)
 		if err != nil {
-			return out, err
-		}
-		resp, err := s.Recv()
-		if status.Code(err) == codes.FailedPrecondition {
-			return nil, nil // rebalanced meanwhile: the heartbeat brings the new assignment
-		}
-		if err != nil {
-			return out, err
+			return nil, nil, err
 		}
 		for _, r := range resp.Records {
 			out = append(out, fromProto(k.topic, r))
 		}
 		next[p] = resp.NextOffset
 	}
-	k.mu.Lock()
-	if k.generation != gen {
-		k.mu.Unlock()
-		return nil, nil // reassigned meanwhile: drop these, read again from the new positions
-	}
-	for p, o := range next {
-		k.positions[p] = o
-		k.processed[p] = o
-	}
-	k.mu.Unlock()
-	if k.cfg.group != "" && k.cfg.delivery == AtMostOnce {
-		if err := k.Commit(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return out, next, nil
 }
 
-// Commit commits the positions after every record Poll has returned.
+// fetchOne reads one response. The stream is canceled when it returns:
+// gRPC keeps an unfinished stream (and a goroutine) until its context ends.
+func (k *Consumer) fetchOne(ctx context.Context, req *stratapb.FetchRequest) (*stratapb.FetchResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := k.c.api.Fetch(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return s.Recv()
+}
+
+// Commit commits the positions after every record Poll has returned. When
+// the group rebalanced meanwhile, the positions of partitions that are
+// still this consumer's are committed in the new generation; those of
+// partitions that moved are dropped (their new owner reads from the last
+// commit: at-least-once).
 func (k *Consumer) Commit(ctx context.Context) error {
 	if k.cfg.group == "" {
 		return nil
 	}
 	k.mu.Lock()
-	offs := k.processed
-	gen := k.generation
+	offs, member, gen, epoch := k.processed, k.memberID, k.generation, k.epoch
 	k.processed = map[int32]int64{}
 	k.mu.Unlock()
 	if len(offs) == 0 {
 		return nil
 	}
-	_, err := k.c.api.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: k.cfg.group, MemberId: k.memberID, Generation: gen, Offsets: offs})
-	if status.Code(err) == codes.FailedPrecondition {
-		// A rebalance started a new generation. Partitions that are still
-		// ours were read by nobody else: commit those in the new
-		// generation. Partitions that moved resume from their last commit
-		// at their new owner (delivered again: at-least-once).
-		a, herr := k.c.api.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: k.cfg.group, MemberId: k.memberID})
-		if herr != nil {
-			return nil
-		}
-		kept := map[int32]int64{}
-		for _, p := range a.Partitions {
-			if o, ok := offs[p]; ok {
-				kept[p] = o
+	if _, err := k.commitOffsets(ctx, member, gen, epoch, offs); err != nil {
+		// Not committed: keep them for the next Commit, unless newer
+		// positions replaced them meanwhile.
+		k.mu.Lock()
+		if k.epoch == epoch {
+			for p, o := range offs {
+				if _, ok := k.processed[p]; !ok {
+					k.processed[p] = o
+				}
 			}
 		}
-		if len(kept) > 0 {
-			_, err = k.c.api.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: k.cfg.group, MemberId: k.memberID, Generation: a.Generation, Offsets: kept})
-		}
-		if err == nil || status.Code(err) == codes.FailedPrecondition {
-			return nil
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("client: commit %s: %w", k.cfg.group, err)
+		k.mu.Unlock()
+		return err
 	}
 	return nil
 }
 
-// Close commits (AtLeastOnce), leaves the group, and stops heartbeats. It
+// commitOffsets commits offs as member in generation gen (the assignment
+// of epoch) and returns the partitions whose offsets are committed. When
+// the commit is refused because the group moved on, it heartbeats (or
+// joins again), commits the partitions that are still this member's in the
+// new generation, and adopts the new assignment.
+func (k *Consumer) commitOffsets(ctx context.Context, member string, gen int64, epoch uint64, offs map[int32]int64) (map[int32]bool, error) {
+	all := make(map[int32]bool, len(offs))
+	for p := range offs {
+		all[p] = true
+	}
+	if member == "" {
+		return map[int32]bool{}, nil
+	}
+	_, err := k.c.api.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: k.cfg.group, MemberId: member, Generation: gen, Offsets: offs})
+	switch {
+	case err == nil:
+		return all, nil
+	case !refused(err):
+		return nil, fmt.Errorf("client: commit %s: %w", k.cfg.group, err)
+	}
+	k.syncMu.Lock()
+	defer k.syncMu.Unlock()
+	k.mu.Lock()
+	now, cur := k.epoch, k.memberID
+	k.mu.Unlock()
+	if now != epoch || cur != member {
+		// A new assignment was adopted meanwhile, its positions read
+		// from the committed offsets: these records are read again.
+		return map[int32]bool{}, nil
+	}
+	a, err := k.c.api.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: k.cfg.group, MemberId: member})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		k.forget(member)
+		if err := k.join(ctx); err != nil && !errors.Is(err, ErrConsumerClosed) {
+			return map[int32]bool{}, err
+		}
+		return map[int32]bool{}, nil
+	case err != nil:
+		return nil, fmt.Errorf("client: commit %s: heartbeat after a refused commit: %w", k.cfg.group, err)
+	}
+	kept := map[int32]int64{}
+	for _, p := range a.Partitions {
+		if o, ok := offs[p]; ok {
+			kept[p] = o
+		}
+	}
+	committed := map[int32]bool{}
+	if len(kept) > 0 {
+		_, err := k.c.api.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: k.cfg.group, MemberId: member, Generation: a.Generation, Offsets: kept})
+		switch {
+		case err == nil:
+			for p := range kept {
+				committed[p] = true
+			}
+		case !refused(err):
+			return nil, fmt.Errorf("client: commit %s: %w", k.cfg.group, err)
+		}
+	}
+	if a.Generation != gen {
+		// After the commit, so the adopted positions include it. A
+		// failure leaves no assignment; the next Poll adopts one.
+		k.adopt(ctx, member, a)
+	}
+	return committed, nil
+}
+
+// Close stops heartbeats, commits (AtLeastOnce) and leaves the group. It
 // is idempotent.
 func (k *Consumer) Close(ctx context.Context) error {
 	k.mu.Lock()
@@ -291,13 +565,22 @@ func (k *Consumer) Close(ctx context.Context) error {
 	if k.cfg.group == "" {
 		return nil
 	}
+	k.stopBG()
+	<-k.done
 	var errs []error
 	if k.cfg.delivery == AtLeastOnce {
 		errs = append(errs, k.Commit(ctx))
 	}
-	close(k.stop)
-	<-k.done
-	_, err := k.c.api.LeaveGroup(ctx, &stratapb.LeaveGroupRequest{Group: k.cfg.group, MemberId: k.memberID})
-	errs = append(errs, err)
+	k.syncMu.Lock() // a join under way ends first, so its member leaves too
+	k.mu.Lock()
+	member := k.memberID
+	k.mu.Unlock()
+	k.syncMu.Unlock()
+	if member != "" {
+		_, err := k.c.api.LeaveGroup(ctx, &stratapb.LeaveGroupRequest{Group: k.cfg.group, MemberId: member})
+		if status.Code(err) != codes.NotFound { // NOT_FOUND: its session already expired
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
