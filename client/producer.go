@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -37,6 +36,11 @@ func WithBatchSize(n int) ProducerOption { return func(c *producerConfig) { c.ba
 func WithLinger(d time.Duration) ProducerOption { return func(c *producerConfig) { c.linger = d } }
 
 // WithMaxInFlight sets how many requests may be outstanding. Default 4.
+// With the idempotent producer (the default), at most 8 of them are
+// batches of one partition, counted from the partition's oldest batch not
+// yet acknowledged: the broker recognizes a retry only among a producer's
+// last 8 batches in a partition, so a larger value helps only across
+// partitions.
 func WithMaxInFlight(n int) ProducerOption {
 	return func(c *producerConfig) { c.maxInFlight = max(n, 1) }
 }
@@ -94,33 +98,105 @@ func (r *Result) Wait(ctx context.Context) error {
 // Done is closed when the outcome is known.
 func (r *Result) Done() <-chan struct{} { return r.done }
 
-// pending is the batch being filled for one partition (-1: the broker
-// partitions, in the non-idempotent mode).
-type pending struct {
+// maxPartitionInFlight bounds, for the idempotent producer, the batches of
+// one partition sent from the oldest one not resolved yet to the newest:
+// the broker remembers a producer's last 8 batches per partition, so the
+// retry of any batch still unresolved is recognized (answered with its
+// offsets) and never refused as "too old".
+const maxPartitionInFlight = 8
+
+// batch is the records of one request. Once cut from pending, its fields
+// are guarded by Producer.mu.
+type batch struct {
+	part    int32 // -1: the broker partitions (idempotence off)
 	recs    []*stratapb.Record
 	results []*Result
+	due     bool // lingered or flushed: send it as soon as allowed
+
+	req        *stratapb.ProduceRequest // set when first sent
+	retrying   bool                     // an attempt failed and the outcome is not known yet
+	attempting bool                     // an attempt is under way
+	resolved   bool
+	done       chan struct{} // closed when every result is
+}
+
+func (b *batch) fail(err error) {
+	for _, res := range b.results {
+		res.Err, res.Partition, res.Offset = err, max(b.part, 0), -1
+		close(res.done)
+	}
+	close(b.done)
+}
+
+// partState is what the idempotent producer knows of one partition under
+// its current producer id.
+type partState struct {
+	seq    int32    // base sequence of the partition's next batch
+	window []*batch // sent, oldest first, from the oldest unresolved one
+}
+
+// canSend reports whether a new batch of the partition may go out: the
+// window has room and no batch of it is retrying (a later batch never
+// passes a retrying one).
+func (ps *partState) canSend() bool {
+	if len(ps.window) >= maxPartitionInFlight {
+		return false
+	}
+	for _, b := range ps.window {
+		if b.retrying {
+			return false
+		}
+	}
+	return true
+}
+
+// mayResend reports whether retrying batch b may be sent again: no earlier
+// batch of the partition still waits to be sent again (retries go out in
+// sequence order).
+func (ps *partState) mayResend(b *batch) bool {
+	for _, e := range ps.window {
+		if e == b {
+			return true
+		}
+		if e.retrying && !e.attempting {
+			return false
+		}
+	}
+	return true
 }
 
 // Producer sends records to one topic.
+//
+// Batches are cut and sent by dispatch, under mu, whenever something
+// changes (a batch fills, the linger ends, Flush, a request resolves, a
+// producer id arrives); each sent batch has one goroutine that attempts
+// it until it resolves. In the idempotent mode a batch gets its producer
+// id and sequence numbers when it is sent, never before and never
+// without an id: after a batch fails for good, nothing more is sent until
+// every batch under the old id is resolved and a new id is taken.
 type Producer struct {
-	c     *Client
-	topic string
-	cfg   producerConfig
-	slots chan struct{} // in-flight requests: holding all of them means none is outstanding
+	c        *Client
+	topic    string
+	cfg      producerConfig
+	lookupMu sync.Mutex // serializes looking up the partition count
 
-	sendMu  sync.Mutex // orders slot taking and sequence assignment
-	mu      sync.Mutex
-	pending map[int32]*pending
-	timer   *time.Timer
+	mu      sync.Mutex          // guards every field below
+	pending map[int32]*batch    // being filled, per partition (-1: the broker partitions)
+	sent    map[*batch]struct{} // sent and not resolved: at most cfg.maxInFlight
+	changed chan struct{}       // closed and replaced when a batch is sent or resolved or the producer id changes
+	timer   *time.Timer         // lingers for the pending batches
 	closed  bool
-	// Idempotent state, guarded by mu.
-	ready      bool
-	producerID int64
-	epoch      int32
-	seq        map[int32]int32 // next sequence per partition
+	// partitions is the topic's partition count (idempotent mode; 0: not
+	// looked up yet); written under lookupMu and mu.
 	partitions int32
 	rr         uint32
 	sticky     int32 // partition of keyless records until its batch is cut; -1: pick one
+	// Idempotent state:
+	producerID int64 // 0: none yet
+	epoch      int32
+	needID     bool // send nothing until a (new) producer id is taken
+	initing    bool // InitProducer is under way
+	parts      map[int32]*partState
 }
 
 // ErrProducerClosed is returned by Send after Close.
@@ -133,42 +209,49 @@ func (c *Client) NewProducer(topic string, opts ...ProducerOption) *Producer {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return &Producer{c: c, topic: topic, cfg: cfg, slots: make(chan struct{}, cfg.maxInFlight), pending: map[int32]*pending{}, sticky: -1}
+	return &Producer{c: c, topic: topic, cfg: cfg, pending: map[int32]*batch{}, sent: map[*batch]struct{}{},
+		changed: make(chan struct{}), sticky: -1, needID: cfg.idempotent, parts: map[int32]*partState{}}
 }
 
 // ProducerID is the id the broker gave this producer (0 before the first
-// idempotent send, or when idempotence is off).
+// idempotent batch is sent, or when idempotence is off).
 func (p *Producer) ProducerID() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.producerID
 }
 
-// initIdempotent gets a producer id and the topic's partition count.
-// Caller holds mu.
-func (p *Producer) initIdempotent(ctx context.Context) error {
-	if p.ready {
+// lookup learns the topic's partition count, once.
+func (p *Producer) lookup(ctx context.Context) error {
+	p.mu.Lock()
+	n := p.partitions
+	p.mu.Unlock()
+	if n > 0 {
 		return nil
 	}
-	if p.partitions == 0 {
-		resp, err := p.c.api.ListTopics(ctx, &stratapb.ListTopicsRequest{})
-		if err != nil {
-			return fmt.Errorf("client: look up topic %q: %w", p.topic, err)
-		}
-		for _, t := range resp.Topics {
-			if t.Name == p.topic {
-				p.partitions = t.Partitions
-			}
-		}
-		if p.partitions == 0 {
-			return status.Errorf(codes.NotFound, "client: topic %q does not exist", p.topic)
-		}
+	p.lookupMu.Lock()
+	defer p.lookupMu.Unlock()
+	p.mu.Lock()
+	n = p.partitions
+	p.mu.Unlock()
+	if n > 0 {
+		return nil
 	}
-	resp, err := p.c.api.InitProducer(ctx, &stratapb.InitProducerRequest{})
+	resp, err := p.c.api.ListTopics(ctx, &stratapb.ListTopicsRequest{})
 	if err != nil {
-		return fmt.Errorf("client: init producer: %w", err)
+		return fmt.Errorf("client: look up topic %q: %w", p.topic, err)
 	}
-	p.producerID, p.epoch, p.seq, p.ready = resp.ProducerId, resp.ProducerEpoch, map[int32]int32{}, true
+	for _, t := range resp.Topics {
+		if t.Name == p.topic {
+			n = t.Partitions
+		}
+	}
+	if n <= 0 {
+		return status.Errorf(codes.NotFound, "client: topic %q does not exist", p.topic)
+	}
+	p.mu.Lock()
+	p.partitions = n
+	p.mu.Unlock()
 	return nil
 }
 
@@ -183,7 +266,7 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 		h.Write(r.Key)
 		return int32(h.Sum32() % uint32(p.partitions))
 	}
-	// Keyless records stick to one partition until its batch is sent, so
+	// Keyless records stick to one partition until its batch is cut, so
 	// they make full batches rather than one small request per partition.
 	if p.sticky < 0 {
 		p.rr++
@@ -192,123 +275,170 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 	return p.sticky
 }
 
-// Send queues a record and returns its Result. It blocks only while
-// MaxInFlight requests are outstanding and a batch is full.
+// Send queues a record and returns its Result. It blocks only while the
+// record's partition has a full batch that cannot be sent yet (MaxInFlight
+// requests are outstanding; or, idempotent, the partition's batches wait
+// for a retry or fill its window, or a producer id is being taken); then
+// it returns ctx's error if ctx ends first, and the record is not queued.
 func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
-	res := &Result{done: make(chan struct{})}
 	rec := toProto(&r)
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, ErrProducerClosed
-	}
-	part := p.cfg.partition
 	if p.cfg.idempotent {
-		if err := p.initIdempotent(ctx); err != nil {
-			p.mu.Unlock()
+		if err := p.lookup(ctx); err != nil {
 			return nil, err
 		}
-		part = p.partitionOf(rec)
 	}
-	b := p.pending[part]
-	if b == nil {
-		b = &pending{}
-		p.pending[part] = b
-	}
-	b.recs = append(b.recs, rec)
-	b.results = append(b.results, res)
-	full := len(b.recs) >= p.cfg.batchSize
-	if !full && p.timer == nil {
-		p.timer = time.AfterFunc(p.cfg.linger, func() { p.flush(context.Background(), false) })
-	}
-	p.mu.Unlock()
-	if full {
-		if err := p.flush(ctx, true); err != nil {
-			return res, err
-		}
-	}
-	return res, nil
-}
-
-type request struct {
-	req     *stratapb.ProduceRequest
-	results []*Result
-}
-
-// flush sends the pending batches: only the full ones when fullOnly, else
-// all, each after taking an in-flight slot. Slots are taken and sequence
-// numbers assigned in one order under sendMu, so a partition's batches hold
-// slots in sequence order and an earlier batch never waits behind a later
-// one.
-func (p *Producer) flush(ctx context.Context, fullOnly bool) error {
-	p.sendMu.Lock()
-	defer p.sendMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for {
-		p.mu.Lock()
-		part, found := int32(0), false
-		for q, b := range p.pending {
-			if !fullOnly || len(b.recs) >= p.cfg.batchSize {
-				part, found = q, true
-				break
-			}
+		if p.closed {
+			return nil, ErrProducerClosed
 		}
-		if !found && !fullOnly && p.timer != nil {
-			p.timer.Stop()
-			p.timer = nil
+		part := p.cfg.partition
+		if p.cfg.idempotent {
+			part = p.partitionOf(rec)
 		}
-		p.mu.Unlock()
-		if !found {
-			return nil
-		}
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		p.mu.Lock()
 		b := p.pending[part]
 		if b == nil {
-			p.mu.Unlock()
-			<-p.slots
+			b = &batch{part: part, done: make(chan struct{})}
+			p.pending[part] = b
+		}
+		if len(b.recs) < p.cfg.batchSize {
+			res := &Result{done: make(chan struct{})}
+			b.recs = append(b.recs, rec)
+			b.results = append(b.results, res)
+			if len(b.recs) >= p.cfg.batchSize {
+				if part == p.sticky {
+					p.sticky = -1
+				}
+				p.dispatch()
+			} else if p.timer == nil {
+				p.timer = time.AfterFunc(p.cfg.linger, p.lingered)
+			}
+			return res, nil
+		}
+		// The partition's batch is full and cannot go out yet: wait, so
+		// memory stays bounded.
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+			p.mu.Lock()
+		case <-ctx.Done():
+			p.mu.Lock()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// lingered makes every pending batch due when the linger ends.
+func (p *Producer) lingered() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timer = nil
+	for _, b := range p.pending {
+		b.due = true
+	}
+	p.dispatch()
+}
+
+// signal wakes whoever waits for a change. Caller holds mu.
+func (p *Producer) signal() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// dispatch sends every pending batch that is full or due, as far as the
+// in-flight bounds allow, or starts taking a producer id when one is
+// needed. It never blocks. Caller holds mu.
+func (p *Producer) dispatch() {
+	ready := func(b *batch) bool { return b.due || len(b.recs) >= p.cfg.batchSize }
+	if p.cfg.idempotent && p.needID {
+		if p.initing || len(p.sent) > 0 {
+			return // the batches sent under the old id are resolved first
+		}
+		for _, b := range p.pending {
+			if ready(b) {
+				p.initing = true
+				go p.takeID()
+				return
+			}
+		}
+		return
+	}
+	sent := false
+	for part, b := range p.pending {
+		if len(p.sent) >= p.cfg.maxInFlight {
+			break
+		}
+		if !ready(b) {
 			continue
+		}
+		req := &stratapb.ProduceRequest{Topic: p.topic, Partition: part, Records: b.recs, Acks: p.cfg.acks, TimeoutMs: int32(p.cfg.timeout / time.Millisecond)}
+		if p.cfg.idempotent {
+			ps := p.parts[part]
+			if ps == nil {
+				ps = &partState{}
+				p.parts[part] = ps
+			}
+			if !ps.canSend() {
+				continue
+			}
+			req.ProducerId, req.ProducerEpoch, req.BaseSequence = p.producerID, p.epoch, ps.seq
+			ps.seq += int32(len(b.recs))
+			ps.window = append(ps.window, b)
 		}
 		delete(p.pending, part)
 		if part == p.sticky {
 			p.sticky = -1
 		}
-		req := &stratapb.ProduceRequest{Topic: p.topic, Partition: part, Records: b.recs, Acks: p.cfg.acks, TimeoutMs: int32(p.cfg.timeout / time.Millisecond)}
-		if p.cfg.idempotent && p.ready {
-			req.ProducerId, req.ProducerEpoch, req.BaseSequence = p.producerID, p.epoch, p.seq[part]
-			p.seq[part] += int32(len(b.recs))
-		}
-		p.mu.Unlock()
-		r := request{req, b.results}
-		go func() {
-			defer func() { <-p.slots }()
-			resp, err := p.send(r.req)
-			p.finish(r, resp, err)
-		}()
+		b.req, b.attempting = req, true
+		p.sent[b] = struct{}{}
+		sent = true
+		go p.run(b)
+	}
+	if sent {
+		p.signal()
 	}
 }
 
-func (p *Producer) finish(r request, resp *stratapb.ProduceResponse, err error) {
-	if err != nil && r.req.ProducerId != 0 {
-		// A batch that failed for good leaves a gap in this partition's
-		// sequence: later batches would be refused. Start over with a new
-		// producer id.
-		p.mu.Lock()
-		if p.producerID == r.req.ProducerId {
-			p.ready = false
+// takeID gets a producer id for the batches waiting to be sent. If none
+// can be had, those batches fail: none of them was sent.
+func (p *Producer) takeID() {
+	var (
+		resp *stratapb.InitProducerResponse
+		err  error
+	)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.timeout)
+		resp, err = p.c.api.InitProducer(ctx, &stratapb.InitProducerRequest{})
+		cancel()
+		if err == nil || !retryable(err) || attempt >= p.cfg.retries {
+			break
 		}
-		p.mu.Unlock()
+		time.Sleep(jitter(backoff(p.cfg.backoff, attempt, maxBackoff)))
 	}
-	for i, res := range r.results {
-		if err != nil {
-			res.Err = err
-		} else {
-			res.Partition, res.Offset = resp.Partitions[i], resp.Offsets[i]
+	var failed []*batch
+	p.mu.Lock()
+	p.initing = false
+	if err == nil {
+		p.producerID, p.epoch, p.needID, p.parts = resp.ProducerId, resp.ProducerEpoch, false, map[int32]*partState{}
+	} else {
+		for part, b := range p.pending {
+			if b.due || len(b.recs) >= p.cfg.batchSize {
+				failed = append(failed, b)
+				delete(p.pending, part)
+				if part == p.sticky {
+					p.sticky = -1
+				}
+			}
 		}
-		close(res.done)
+		err = fmt.Errorf("client: %s: could not get a producer id (InitProducer: %w), so these records were not sent and none of them is stored; send them again", p.topic, err)
+	}
+	p.dispatch()
+	p.signal()
+	p.mu.Unlock()
+	for _, b := range failed {
+		b.fail(err)
 	}
 }
 
@@ -320,39 +450,101 @@ func retryable(err error) bool {
 	return false
 }
 
-func (p *Producer) send(req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
-	var err error
-	for attempt := 0; ; attempt++ {
+// run attempts b until it is acknowledged, fails for good or runs out of
+// retries, then resolves it.
+func (p *Producer) run(b *batch) {
+	var (
+		resp *stratapb.ProduceResponse
+		err  error
+	)
+	attempts := 0
+	for {
+		attempts++
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.timeout+5*time.Second)
-		var resp *stratapb.ProduceResponse
-		resp, err = p.c.api.Produce(ctx, req)
+		resp, err = p.c.api.Produce(ctx, b.req)
 		cancel()
-		if err == nil {
-			return resp, nil
+		if err == nil || !retryable(err) || attempts > p.cfg.retries {
+			break
 		}
-		if !retryable(err) || attempt >= p.cfg.retries {
-			return nil, err
+		p.mu.Lock()
+		b.retrying, b.attempting = true, false // later batches of the partition wait
+		p.mu.Unlock()
+		time.Sleep(jitter(backoff(p.cfg.backoff, attempts-1, maxBackoff)))
+		p.mu.Lock()
+		if p.cfg.idempotent {
+			for ps := p.parts[b.part]; !ps.mayResend(b); {
+				ch := p.changed
+				p.mu.Unlock()
+				<-ch
+				p.mu.Lock()
+			}
 		}
-		bound := min(p.cfg.backoff<<min(attempt, 10), maxBackoff)
-		time.Sleep(time.Duration(rand.Int64N(int64(bound) + 1)))
+		b.attempting = true
+		p.signal() // a later retrying batch may go now
+		p.mu.Unlock()
 	}
+	p.resolve(b, resp, err, attempts)
 }
 
-// Flush sends what is pending and waits for every outstanding request.
-func (p *Producer) Flush(ctx context.Context) error {
-	if err := p.flush(ctx, false); err != nil {
-		return err
-	}
-	// Taking every slot waits out every outstanding request.
-	taken := 0
-	defer func() {
-		for ; taken > 0; taken-- {
-			<-p.slots
+// resolve delivers b's outcome.
+func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, attempts int) {
+	p.mu.Lock()
+	delete(p.sent, b)
+	b.resolved, b.retrying, b.attempting = true, false, false
+	if p.cfg.idempotent {
+		ps := p.parts[b.part]
+		for len(ps.window) > 0 && ps.window[0].resolved {
+			ps.window[0] = nil
+			ps.window = ps.window[1:]
 		}
-	}()
-	for ; taken < cap(p.slots); taken++ {
+		if err != nil {
+			// A gap in the partition's sequence: its later batches would
+			// be refused. Take a new producer id once every batch sent
+			// under this one is resolved.
+			p.needID = true
+		}
+	}
+	p.dispatch()
+	p.signal()
+	p.mu.Unlock()
+	if err != nil {
+		where := p.topic
+		if b.part >= 0 {
+			where = fmt.Sprintf("%s/%d", p.topic, b.part)
+		}
+		if retryable(err) {
+			err = fmt.Errorf("client: %s: %d records not acknowledged after %d attempts; they may or may not be stored: %w", where, len(b.recs), attempts, err)
+		} else {
+			err = fmt.Errorf("client: %s: %d records failed: %w", where, len(b.recs), err)
+		}
+		b.fail(err)
+		return
+	}
+	for i, res := range b.results {
+		res.Partition, res.Offset = resp.Partitions[i], resp.Offsets[i]
+		close(res.done)
+	}
+	close(b.done)
+}
+
+// Flush sends what is pending and waits until every batch pending or
+// outstanding when it was called is resolved (acknowledged or failed: see
+// each Result).
+func (p *Producer) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	var wait []*batch
+	for _, b := range p.pending {
+		b.due = true
+		wait = append(wait, b)
+	}
+	for b := range p.sent {
+		wait = append(wait, b)
+	}
+	p.dispatch()
+	p.mu.Unlock()
+	for _, b := range wait {
 		select {
-		case p.slots <- struct{}{}:
+		case <-b.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -369,5 +561,12 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	return p.Flush(ctx)
+	err := p.Flush(ctx)
+	p.mu.Lock()
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	p.mu.Unlock()
+	return err
 }
