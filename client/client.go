@@ -1,26 +1,47 @@
 // Package client is the Go client of a strata broker: a Producer that
 // batches, lingers, pipelines and retries, and a Consumer that reads
 // assigned partitions or joins a consumer group (heartbeats in the
-// background, commits per an explicitly chosen delivery mode).
+// background, joins again when the broker forgets it, commits per an
+// explicitly chosen delivery mode).
 //
 // Invariants and caveats:
-//   - A Producer keeps at most MaxInFlight requests in flight and at most
-//     BatchSize records per request; Send blocks (honouring its context)
-//     when MaxInFlight requests are outstanding, so memory is bounded.
+//   - A Producer keeps at most MaxInFlight requests in flight, at most
+//     BatchSize records per request and at most one batch being filled
+//     per partition; Send blocks (honouring its context) while the
+//     record's partition has a full batch that cannot go out yet, so
+//     memory is bounded.
 //   - Retries resend a whole request after a transient failure (gRPC
 //     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED). The
 //     producer is idempotent by default: it numbers each partition's
 //     records, so a retry after a lost response is stored once and batches
 //     land in order. With WithIdempotence(false), a retry can store a record
 //     twice and a retried batch can land after a later one.
+//   - The idempotent producer sends no batch without a producer id, and a
+//     batch gets its sequence numbers when it is sent. While a batch of a
+//     partition waits for its retry, no later batch of that partition is
+//     sent, and retries go out in sequence order. At most 8 batches of a
+//     partition are outstanding, counted from its oldest unresolved one
+//     (the broker recognizes a retry among a producer's last 8 batches of a
+//     partition). After a batch fails for good (a gap in its partition's
+//     sequence), nothing more is sent until every batch sent under the old
+//     producer id is resolved; then the producer takes a new id.
 //   - A produce is acknowledged per WithAcks: durable (the default) once
 //     the records are in the object store; see docs/durability.md.
 //   - A group Consumer never commits an offset for a record it has not
 //     returned from Poll. AtLeastOnce commits a Poll's records at the next
-//     Poll (or Commit/Close); AtMostOnce commits them before Poll returns.
+//     Poll (or Commit/Close); AtMostOnce commits them before Poll returns
+//     and returns only the records whose commit succeeded.
+//   - A group Consumer learns a rebalance from its heartbeat or at once
+//     from a fetch or commit refused for a stale generation; it never
+//     repeats a refused fetch without having learned something new, and
+//     Poll waits (up to the max wait) rather than spin. When the broker no
+//     longer knows the member (its session expired, or the broker
+//     restarted), the consumer joins again (jittered backoff between failed
+//     joins) and resumes from the group's committed offsets.
 //
 // Concurrency: Client, Producer and Consumer are safe for concurrent use;
-// each owns its goroutines and stops them in Close.
+// each owns its goroutines (a Producer's per-request goroutines end when
+// their requests resolve; a Consumer's heartbeat goroutine ends in Close).
 package client
 
 import (
