@@ -2,10 +2,7 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -16,33 +13,13 @@ import (
 	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/client"
 	"github.com/stratalog/strata/internal/brokertest"
+	"github.com/stratalog/strata/internal/leakcheck"
 	"github.com/stratalog/strata/tier"
 )
 
 // TestMain fails the package's tests if they leave goroutines behind
 // (heartbeats of a closed consumer, requests of a closed producer, ...).
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		code = checkGoroutines(before)
-	}
-	os.Exit(code)
-}
-
-func checkGoroutines(before int) int {
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "leaked goroutines: %d at start, %d at the end:\n%s\n", before, runtime.NumGoroutine(), buf)
-			return 1
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return 0
-}
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 // testBroker is a real broker serving gRPC on a loopback port, with the
 // test's server interceptors, that can be restarted on the same address
