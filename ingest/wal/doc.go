@@ -37,7 +37,12 @@
 //     Fence lists is at least the highest the incarnation used, and once
 //     Fence returns no write of that incarnation can succeed, whatever
 //     garbage collection deleted before. (Cost: one object per
-//     incarnation stays in the bucket.)
+//     incarnation stays in the bucket.) Listing and putting a fence are
+//     not atomic (the collector may free the slot a fence aims at while
+//     the writer stores past it), so Fence lists again after each attempt
+//     and is done only when a fence is the incarnation's newest object;
+//     readers read past a lower fence, since objects above it were
+//     stored before the fence that holds.
 //   - The Reader's header cache is bounded and drops the headers of
 //     collected objects.
 //

@@ -78,8 +78,18 @@ func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
 
 // Fence makes sure incarnation inc can never store another WAL object, by
 // creating a fence object at its next sequence number. It returns the
-// fence's sequence: every WAL object inc ever stored has a smaller one and
-// exists already. Fencing an incarnation twice is harmless.
+// fence's sequence: every WAL object inc ever stored has a smaller one.
+// Fencing an incarnation twice is harmless.
+//
+// The fence holds once it is the incarnation's newest object: the writer
+// stores sequence n+1 only after n, and garbage collection never deletes
+// an incarnation's newest object, so when a listing shows a fence as the
+// newest, no object of inc lies above it and inc's next PUT hits it.
+// Listing and putting are not atomic: between them the writer may store
+// more objects and the collector delete the slot the fence was aimed at,
+// so a fence can land below objects inc stored (a low fence). Fence
+// therefore lists again after every attempt and fences above the newest
+// object until the newest is a fence.
 func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 	if inc == r.self {
 		return 0, errors.New("wal: an incarnation cannot fence itself")
@@ -90,45 +100,60 @@ func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 	if ok {
 		return seq, nil
 	}
-	objs, err := r.List(ctx, inc)
-	if err != nil {
-		return 0, err
-	}
-	next := uint64(0)
-	if n := len(objs); n > 0 {
-		next = objs[n-1].Seq + 1
-		if h, err := r.header(ctx, objs[n-1].Key); err == nil && h == nil {
-			next = objs[n-1].Seq // already fenced
-			r.remember(inc, next)
-			return next, nil
-		}
-	}
 	body := fenceBody(r.self, r.clock().UnixMilli())
 	for tries := 0; ; tries++ {
-		_, err := r.store.PutIfAbsent(ctx, Key(inc, next), bytes.NewReader(body), int64(len(body)))
-		if err == nil {
-			break
+		objs, err := r.List(ctx, inc)
+		if err != nil {
+			return 0, err
 		}
-		// A retryable error leaves the outcome unknown: the read back
-		// below settles it, as it settles a lost race.
-		if !errors.Is(err, tier.ErrPreconditionFailed) && (!tier.IsRetryable(err) || ctx.Err() != nil) {
+		next := uint64(0)
+		if n := len(objs); n > 0 {
+			newest := objs[n-1]
+			h, herr := r.header(ctx, newest.Key)
+			switch {
+			case herr == nil && h == nil:
+				r.remember(inc, newest.Seq)
+				return newest.Seq, nil // the newest object is a fence
+			case herr != nil && !errors.Is(herr, tier.ErrNotFound) && !tier.IsRetryable(herr):
+				return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
+			case herr != nil:
+				// Collected since the listing (so no longer the newest),
+				// or unreadable for now: list again.
+				if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
+					return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
+				}
+				continue
+			}
+			next = newest.Seq + 1
+		}
+		_, err = r.store.PutIfAbsent(ctx, Key(inc, next), bytes.NewReader(body), int64(len(body)))
+		switch {
+		case err == nil, errors.Is(err, tier.ErrPreconditionFailed):
+			// Placed, or the slot is taken (by the writer, or another
+			// recoverer's fence): the next listing tells whether a fence
+			// is now the newest object.
+		case tier.IsRetryable(err) && ctx.Err() == nil:
+			// The outcome is unknown: the next listing settles it.
+			if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
+				return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
+			}
+		default:
 			return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
 		}
-		h, herr := r.header(ctx, Key(inc, next))
-		switch {
-		case herr == nil && h == nil:
-			r.remember(inc, next)
-			return next, nil // a fence (ours, or another recoverer's)
-		case herr == nil:
-			next++ // the incarnation stored one more object first
-		case errors.Is(herr, tier.ErrNotFound):
-			time.Sleep(tier.Backoff{}.Wait(min(tries, 6)))
-		default:
-			return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
-		}
 	}
-	r.remember(inc, next)
-	return next, nil
+}
+
+// sleepCtx waits d, or less when ctx ends first (then it returns ctx's
+// error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Reader) remember(inc string, seq uint64) {
@@ -236,7 +261,9 @@ type TailEntry struct {
 
 // Entries returns, in sequence order, the entries incarnation inc stored
 // for (topic, partition) holding records at or after from, reading only
-// headers (cached). It stops at a fence. Without a fence the answer is
+// headers (cached). It reads past fences: objects above a fence exist only
+// when that fence landed low (see Fence), and they were stored, maybe
+// acked, before the fence that holds. Without a fence the answer is
 // the objects stored so far: every record in them is durable, so a
 // reader that owns nothing may serve them. Objects collected since the
 // listing are skipped: they were sealed.
@@ -258,7 +285,7 @@ func (r *Reader) Entries(ctx context.Context, inc, topic string, partition int32
 			return nil, err
 		}
 		if h == nil {
-			break // the fence: nothing after it
+			continue // a fence; a low one may have objects above it
 		}
 		if e, ok := h.Find(topic, partition); ok && e.Last >= from {
 			out = append(out, TailEntry{Key: o.Key, Data: h.DataStart + int64(e.Pos), Entry: e})
