@@ -304,7 +304,10 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 
 // dropPartitions closes, without sealing, the open partitions of t that
 // match, after the opens under way; later writes reopen them (claiming
-// again), reads fall back to the bucket.
+// again), reads fall back to the bucket. A dropped partition counts as
+// being opened until it is closed, so a reopen waits: two Partitions
+// never share a local directory (the old one's sealer may still be
+// committing, rolling or trimming files while it stops).
 func (b *Broker) dropPartitions(t *topic, match func(*partition) bool) int {
 	t.mu.Lock()
 	var opening []chan struct{}
@@ -315,17 +318,28 @@ func (b *Broker) dropPartitions(t *topic, match func(*partition) bool) int {
 	for _, ch := range opening {
 		<-ch
 	}
+	type dropped struct {
+		p    int32
+		part *partition
+		done chan struct{}
+	}
+	var drop []dropped
 	t.mu.Lock()
-	var drop []*partition
 	for p, part := range t.parts {
 		if match(part) {
-			drop = append(drop, part)
+			d := dropped{p, part, make(chan struct{})}
+			drop = append(drop, d)
 			delete(t.parts, p)
+			t.opening[p] = d.done // an open of p is only in t.opening when p is not in t.parts
 		}
 	}
 	t.mu.Unlock()
-	for _, part := range drop {
-		part.log.Abandon()
+	for _, d := range drop {
+		d.part.log.Abandon()
+		t.mu.Lock()
+		delete(t.opening, d.p)
+		close(d.done)
+		t.mu.Unlock()
 	}
 	return len(drop)
 }

@@ -1,0 +1,138 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/tier"
+)
+
+// hangStore makes one manifest write hang until its caller gives up, and
+// then the read that settles it (tier's read-back after a canceled write,
+// which runs on a context of its own for up to 10 s): a partition whose
+// seal was in flight when it was dropped takes that long to close. It
+// records a manifest write (a claim) that arrives meanwhile.
+type hangStore struct {
+	tier.Store
+	armed    atomic.Bool   // the next manifest PutIfMatch hangs
+	holdNext atomic.Bool   // the next manifest Get hangs
+	holding  atomic.Bool   // that Get is hanging
+	putHung  chan struct{} // closed when the armed put hangs
+	held     chan struct{} // closed when the Get hangs
+
+	mu            sync.Mutex
+	claimedMidway []string // manifest writes while the Get hung
+}
+
+func isManifest(key string) bool { return strings.HasSuffix(key, "/manifest.json") }
+
+func (s *hangStore) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	if isManifest(key) {
+		if s.holding.Load() {
+			s.mu.Lock()
+			s.claimedMidway = append(s.claimedMidway, key)
+			s.mu.Unlock()
+		}
+		if s.armed.CompareAndSwap(true, false) {
+			close(s.putHung)
+			<-ctx.Done()
+			s.holdNext.Store(true)
+			return tier.ObjectInfo{}, ctx.Err()
+		}
+	}
+	return s.Store.PutIfMatch(ctx, key, etag, r, size)
+}
+
+func (s *hangStore) Get(ctx context.Context, key string) (io.ReadCloser, tier.ObjectInfo, error) {
+	if isManifest(key) && s.holdNext.CompareAndSwap(true, false) {
+		s.holding.Store(true)
+		close(s.held)
+		<-ctx.Done()
+		s.holding.Store(false)
+		return nil, tier.ObjectInfo{}, ctx.Err()
+	}
+	return s.Store.Get(ctx, key)
+}
+
+func testBroker(t *testing.T, s tier.Store) *Broker {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.Store = t.TempDir(), s
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.SealBytes = 1 // every produce rolls the active file and wakes the sealer
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// createTopic makes a one-partition topic. Its segments are not
+// compressed: the zstd encoder is a process-wide pool whose goroutines
+// must not start inside a synctest bubble.
+func createTopic(t *testing.T, b *Broker, name string) {
+	t.Helper()
+	cfg := &stratapb.TopicConfig{Name: name, Partitions: 1, Compression: "none"}
+	if _, err := b.CreateTopic(context.Background(), &stratapb.CreateTopicRequest{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func produce(ctx context.Context, b *Broker, topic string, p int32, v string) error {
+	_, err := b.Produce(ctx, &stratapb.ProduceRequest{Topic: topic, Partition: p, Acks: stratapb.Acks_ACKS_DURABLE,
+		Records: []*stratapb.Record{{Value: []byte(v)}}})
+	return err
+}
+
+// When a fenced incarnation's partitions are dropped, a partition still
+// closing (its sealer stuck in a store call) must not be reopened on the
+// same local directory until it is closed: two Partitions on one
+// directory each append, roll and trim the same files, and the reopened
+// one may claim and recover while the old one still seals.
+func TestDroppedPartitionIsNotReopenedWhileItCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := &hangStore{Store: tier.NewMemStore(), putHung: make(chan struct{}), held: make(chan struct{})}
+		b := testBroker(t, s)
+		defer b.Close(ctx)
+		createTopic(t, b, "t")
+		if err := produce(ctx, b, "t", 0, "v0"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // its seal is committed
+		s.armed.Store(true)
+		if err := produce(ctx, b, "t", 0, "v1"); err != nil {
+			t.Fatal(err)
+		}
+		<-s.putHung // the sealer is stuck committing v1's segment
+
+		// Another broker fences this incarnation; the next write learns
+		// it, and the broker drops the partition to reopen it under a
+		// new incarnation. The drop stops the sealer, whose settling read
+		// then hangs.
+		if _, err := wal.NewReader(s, "another-broker", nil).Fence(ctx, b.Incarnation()); err != nil {
+			t.Fatal(err)
+		}
+		if err := produce(ctx, b, "t", 0, "v2"); err == nil {
+			t.Fatal("a write acked by a fenced incarnation")
+		}
+		<-s.held
+
+		if err := produce(ctx, b, "t", 0, "v3"); err != nil {
+			t.Fatalf("write after the partition reopened: %v", err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.claimedMidway) > 0 {
+			t.Fatalf("the partition was reopened and claimed (%v) while its previous Partition was still closing on the same directory", s.claimedMidway)
+		}
+	})
+}
