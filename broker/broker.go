@@ -276,11 +276,10 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 		return
 	}
 	b.retired = append(b.retired, w)
-	topics := make([]*topic, 0, len(b.topics))
-	for _, t := range b.topics {
-		topics = append(topics, t)
-	}
 	b.mu.Unlock()
+	if testHookFenceNoticed != nil {
+		testHookFenceNoticed()
+	}
 	inc := wal.NewIncarnation(time.Now())
 	for {
 		err := b.startIncarnation(inc)
@@ -294,6 +293,15 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 		case <-time.After(time.Second):
 		}
 	}
+	// The topics are listed only now that new opens get the new writer:
+	// a topic loaded before this point may have opened a partition under
+	// w (its open is then among t.opening or already in t.parts).
+	b.mu.Lock()
+	topics := make([]*topic, 0, len(b.topics))
+	for _, t := range b.topics {
+		topics = append(topics, t)
+	}
+	b.mu.Unlock()
 	dropped := 0
 	for _, t := range topics {
 		dropped += b.dropPartitions(t, func(p *partition) bool { return p.wal == w })
@@ -301,6 +309,10 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 	b.cfg.Logger.Warn("WAL incarnation fenced by another broker; started a new one, partitions reopen on their next write",
 		"fenced", w.Incarnation(), "incarnation", inc, "partitions_dropped", dropped)
 }
+
+// testHookFenceNoticed, when set by a test, runs in watchIncarnation
+// after the fence was noticed and before the new incarnation starts.
+var testHookFenceNoticed func()
 
 // dropPartitions closes, without sealing, the open partitions of t that
 // match, after the opens under way; later writes reopen them (claiming

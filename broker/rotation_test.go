@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/ingest/wal"
@@ -133,6 +134,50 @@ func TestDroppedPartitionIsNotReopenedWhileItCloses(t *testing.T) {
 		defer s.mu.Unlock()
 		if len(s.claimedMidway) > 0 {
 			t.Fatalf("the partition was reopened and claimed (%v) while its previous Partition was still closing on the same directory", s.claimedMidway)
+		}
+	})
+}
+
+// A partition opened while the broker is replacing its fenced
+// incarnation (here: of a topic first used at that moment, so not among
+// the topics the broker had) gets the fenced writer; it must be dropped
+// and reopened like the others, or it refuses every write until the
+// broker restarts.
+func TestPartitionOpenedDuringRotationIsReopened(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := tier.NewMemStore()
+		b := testBroker(t, s)
+		defer b.Close(ctx)
+		createTopic(t, b, "a")
+		createTopic(t, b, "b")
+		if err := produce(ctx, b, "a", 0, "a0"); err != nil {
+			t.Fatal(err)
+		}
+		fenced := b.Incarnation()
+		testHookFenceNoticed = func() {
+			// Topic b is loaded now and its partition opened under the
+			// fenced writer, which refuses the write.
+			produce(ctx, b, "b", 0, "b0")
+		}
+		defer func() { testHookFenceNoticed = nil }()
+		if _, err := wal.NewReader(s, "another-broker", nil).Fence(ctx, fenced); err != nil {
+			t.Fatal(err)
+		}
+		// The next WAL write finds the fence (the record may still be
+		// acked: the sealer commits it to a segment, which the fence does
+		// not stop while the partition is ours).
+		produce(ctx, b, "a", 0, "a1")
+		time.Sleep(time.Second) // fake time: the WAL flush runs and fails
+		synctest.Wait()         // the new incarnation runs and the partitions are dropped
+		if b.Incarnation() == fenced {
+			t.Fatal("the broker still runs its fenced incarnation")
+		}
+		if err := produce(ctx, b, "a", 0, "a2"); err != nil {
+			t.Fatalf("write to a/0 under the new incarnation: %v", err)
+		}
+		if err := produce(ctx, b, "b", 0, "b1"); err != nil {
+			t.Fatalf("write to b/0, opened while the incarnation was replaced: %v", err)
 		}
 	})
 }
