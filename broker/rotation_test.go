@@ -63,12 +63,14 @@ func (s *hangStore) Get(ctx context.Context, key string) (io.ReadCloser, tier.Ob
 	return s.Store.Get(ctx, key)
 }
 
-func testBroker(t *testing.T, s tier.Store) *Broker {
+// testBroker starts a broker on s whose partitions seal a file once it
+// holds sealBytes (1: at every produce).
+func testBroker(t *testing.T, s tier.Store, sealBytes int64) *Broker {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.Store = t.TempDir(), s
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.SealBytes = 1 // every produce rolls the active file and wakes the sealer
+	cfg.SealBytes = sealBytes
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +104,7 @@ func TestDroppedPartitionIsNotReopenedWhileItCloses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		s := &hangStore{Store: tier.NewMemStore(), putHung: make(chan struct{}), held: make(chan struct{})}
-		b := testBroker(t, s)
+		b := testBroker(t, s, 1)
 		defer b.Close(ctx)
 		createTopic(t, b, "t")
 		if err := produce(ctx, b, "t", 0, "v0"); err != nil {
@@ -147,7 +149,7 @@ func TestPartitionOpenedDuringRotationIsReopened(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		s := tier.NewMemStore()
-		b := testBroker(t, s)
+		b := testBroker(t, s, 1)
 		defer b.Close(ctx)
 		createTopic(t, b, "a")
 		createTopic(t, b, "b")
@@ -178,6 +180,56 @@ func TestPartitionOpenedDuringRotationIsReopened(t *testing.T) {
 		}
 		if err := produce(ctx, b, "b", 0, "b1"); err != nil {
 			t.Fatalf("write to b/0, opened while the incarnation was replaced: %v", err)
+		}
+	})
+}
+
+// A durable write that fails because the incarnation was fenced is on
+// this broker's disk, and when the broker still owns the partition its
+// next incarnation keeps and seals it: the error must say the outcome is
+// unknown, not that the records can no longer be stored.
+func TestFencedWriteErrorSaysOutcomeUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := tier.NewMemStore()
+		b := testBroker(t, s, 64<<20) // no seal before the fence is noticed
+		defer b.Close(ctx)
+		createTopic(t, b, "t")
+		if err := produce(ctx, b, "t", 0, "v0"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wal.NewReader(s, "another-broker", nil).Fence(ctx, b.Incarnation()); err != nil {
+			t.Fatal(err)
+		}
+		failed := produce(ctx, b, "t", 0, "v1")
+		if failed == nil {
+			t.Fatal("a write acked by a fenced incarnation")
+		}
+		synctest.Wait() // the new incarnation runs and the partition is dropped
+		if err := produce(ctx, b, "t", 0, "v2"); err != nil {
+			t.Fatal(err)
+		}
+		b.mu.Lock()
+		top := b.topics["t"]
+		b.mu.Unlock()
+		v, err := b.view(ctx, top, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.reader.Read(ctx, 0, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range res.Records {
+			got = append(got, string(r.Value))
+		}
+		if strings.Join(got, " ") != "v0 v1 v2" {
+			t.Fatalf("the partition reads %v, want [v0 v1 v2] (v1 kept from the disk)", got)
+		}
+		msg := failed.Error()
+		if strings.Contains(msg, "can no longer be stored") || !strings.Contains(msg, "outcome is unknown") {
+			t.Fatalf("the refused write was stored, but its error says %q; want it to say the outcome is unknown", msg)
 		}
 	})
 }

@@ -658,7 +658,7 @@ func (p *Partition) WaitDurable(ctx context.Context, end int64) error {
 			if hw := p.HighWatermark(); hw >= end {
 				return nil
 			}
-			return fmt.Errorf("ingest: %s/%d: records below %d can no longer be stored: %w", p.cfg.Topic, p.cfg.Partition, end, p.cfg.WAL.Err())
+			return fmt.Errorf("ingest: %s/%d: records below %d are not in the object store and this WAL incarnation can no longer store them; they are on this broker's disk, which a reopen keeps and seals while this broker still owns the partition, so the outcome is unknown: %w", p.cfg.Topic, p.cfg.Partition, end, p.cfg.WAL.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -685,7 +685,7 @@ func (p *Partition) WaitLocal(ctx context.Context, end int64) error {
 		return err
 	}
 	if err := p.cfg.WAL.Err(); err != nil {
-		return fmt.Errorf("ingest: %s/%d: records below %d are on local disk only and this broker can no longer store them: %w", p.cfg.Topic, p.cfg.Partition, end, err)
+		return fmt.Errorf("ingest: %s/%d: records below %d are fsynced on this broker's disk only and this WAL incarnation can no longer store them; a reopen keeps and seals them while this broker still owns the partition, so the outcome is unknown: %w", p.cfg.Topic, p.cfg.Partition, end, err)
 	}
 	if !p.cfg.WAL.StoredWithin(p.cfg.LocalAckLease) {
 		return p.WaitDurable(ctx, end)
