@@ -175,10 +175,12 @@ func (w *Writer) Err() error {
 // StoredWithin reports whether the writer stored an object within the
 // last d: proof that it was not fenced that recently (a fenced writer
 // never stores again). Used to bound how long local acks may go on
-// after a takeover the writer has not noticed yet.
+// after a takeover the writer has not noticed yet. Across a backward step
+// of the wall clock the time since the last object is unknown: no lease.
 func (w *Writer) StoredWithin(d time.Duration) bool {
 	last := w.lastStored.Load()
-	return last != 0 && w.cfg.Clock().UnixNano()-last <= int64(d)
+	elapsed := w.cfg.Clock().UnixNano() - last
+	return last != 0 && elapsed >= 0 && elapsed <= int64(d)
 }
 
 // Stats returns the writer's counters.
