@@ -165,6 +165,14 @@ type partition struct {
 	wal    *wal.Writer // the incarnation it was opened under
 }
 
+// isDeleted reports that the topic was deleted (here, or elsewhere and
+// noticed by a topic refresh): its readers stop.
+func (t *topic) isDeleted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.deleted
+}
+
 func (t *topic) checkPartition(p int32) error {
 	if p < 0 || p >= t.cfg.Partitions {
 		return status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
@@ -940,6 +948,9 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		maxWait = 500 * time.Millisecond
 	}
 	for {
+		if t.isDeleted() {
+			return status.Errorf(codes.NotFound, "topic %q was deleted", t.cfg.Name)
+		}
 		if v.stale() {
 			// The partition was opened here (a write claimed it) or
 			// dropped since: switch to what reads use now.

@@ -10,10 +10,13 @@
 //     (sealed segments plus the owners' durable WAL tail, unfenced).
 //   - When another broker fences this broker's WAL incarnation, the broker
 //     drops the partitions opened under it and starts a new incarnation;
-//     the partitions it still owns reopen on their next write.
+//     the partitions it still owns reopen on their next write. A dropped
+//     partition is reopened only once its old Partition is closed, so two
+//     never share a local directory.
 //   - Every topic has an identity made at creation (storage name
 //     name/id); a deleted and re-created topic never sees the old data,
-//     and a topic deleted elsewhere is dropped at the next topic refresh.
+//     and a topic deleted elsewhere is dropped at the next topic refresh
+//     (its follow streams then end with NOT_FOUND).
 //   - A topic exists once its config object exists in the bucket; creation
 //     is PutIfAbsent, so two brokers cannot both create one topic with
 //     different settings.
