@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,5 +119,21 @@ func testFenceRace(t *testing.T, putErr error) {
 	}
 	if fmt.Sprint(got) != "[2]" {
 		t.Fatalf("recovery read offsets %v; want [2] (object 2, the only one not collected)", got)
+	}
+}
+
+// An unreadable newest object (not a WAL object, not a fence) is no
+// fence: Fence puts its fence above it rather than refusing, so the
+// partitions to recover stay openable.
+func TestFenceAboveCorruptNewestObject(t *testing.T) {
+	ctx := context.Background()
+	s := tier.NewMemStore()
+	junk := []byte("not a WAL object at all, and not a fence either")
+	if _, err := s.PutIfAbsent(ctx, Key("a", 0), bytes.NewReader(junk), int64(len(junk))); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := NewReader(s, "b", nil).Fence(ctx, "a")
+	if err != nil || seq != 1 {
+		t.Fatalf("Fence = %d, %v; want a fence at 1, above the corrupt object", seq, err)
 	}
 }

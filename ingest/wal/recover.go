@@ -114,17 +114,18 @@ func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 			case herr == nil && h == nil:
 				r.remember(inc, newest.Seq)
 				return newest.Seq, nil // the newest object is a fence
-			case herr != nil && !errors.Is(herr, tier.ErrNotFound) && !tier.IsRetryable(herr):
-				return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
-			case herr != nil:
+			case herr == nil, errors.Is(herr, ErrCorrupt):
+				next = newest.Seq + 1 // a WAL object (a corrupt one is no fence either)
+			case errors.Is(herr, tier.ErrNotFound), tier.IsRetryable(herr):
 				// Collected since the listing (so no longer the newest),
 				// or unreadable for now: list again.
 				if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
 					return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
 				}
 				continue
+			default:
+				return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
 			}
-			next = newest.Seq + 1
 		}
 		_, err = r.store.PutIfAbsent(ctx, Key(inc, next), bytes.NewReader(body), int64(len(body)))
 		switch {
