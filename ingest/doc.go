@@ -28,7 +28,10 @@
 //     waits for the WAL when it stored nothing within LocalAckLease.
 //   - Retention moves the log start in the manifest first and deletes objects
 //     second, so a crash in between leaves only unreferenced objects, which
-//     Sweep deletes later.
+//     Sweep deletes later. Sweep deletes without a CAS, so it deletes only
+//     while the bucket's manifest (read after its listing) still carries
+//     our epoch and owner, and keeps what either manifest references: an
+//     owner taken over while idle never deletes the new owner's segments.
 //
 // Concurrency: LocalLog and Partition are safe for concurrent use. A
 // Partition's background sealer is owned by the Partition and stopped by

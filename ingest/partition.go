@@ -1030,21 +1030,54 @@ func (p *Partition) Sweep(ctx context.Context) (int, error) {
 	return p.sweep(ctx, p.cfg.Clock())
 }
 
+// Unlike a commit, a sweep deletes without a compare-and-swap, so it
+// first checks, against the bucket's manifest read after the listing, that
+// the partition is still ours: an owner taken over while idle has not
+// noticed yet, and its own manifest does not reference the segments the
+// new owner sealed since. It keeps every segment either manifest
+// references (ours may lag the bucket after a lost commit answer).
 func (p *Partition) sweep(ctx context.Context, now time.Time) (int, error) {
 	m, _ := p.Manifest(ctx)
-	live := make(map[string]bool, len(m.Segments))
-	for _, s := range m.Segments {
-		live[s.Key] = true
-	}
-	var garbage []string
+	var candidates []string
 	err := p.cfg.Store.List(ctx, tier.SegmentPrefix(p.cfg.Topic, p.cfg.Partition), func(o tier.ObjectInfo) error {
-		if !live[o.Key] && now.Sub(o.LastModified) >= p.cfg.SweepGrace {
-			garbage = append(garbage, o.Key)
+		if now.Sub(o.LastModified) >= p.cfg.SweepGrace {
+			candidates = append(candidates, o.Key)
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("ingest: sweep %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	if len(candidates) == 0 {
+		return 0, nil
+	}
+	cur, _, err := p.manifests.Load(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ingest: sweep %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	if cur.Epoch != m.Epoch || cur.Owner != m.Owner {
+		p.mu.Lock()
+		if p.mu.fenced == nil {
+			p.mu.fenced = fmt.Errorf("ingest: %s/%d: another broker owns this partition now (manifest epoch %d owner %q; ours %d %q), nothing swept: %w",
+				p.cfg.Topic, p.cfg.Partition, cur.Epoch, cur.Owner, m.Epoch, m.Owner, tier.ErrFenced)
+			p.log.Error("partition fenced; stopping writes", "err", p.mu.fenced)
+		}
+		err := p.mu.fenced
+		p.mu.Unlock()
+		return 0, err
+	}
+	live := make(map[string]bool, len(m.Segments)+len(cur.Segments))
+	for _, s := range m.Segments {
+		live[s.Key] = true
+	}
+	for _, s := range cur.Segments {
+		live[s.Key] = true
+	}
+	var garbage []string
+	for _, k := range candidates {
+		if !live[k] {
+			garbage = append(garbage, k)
+		}
 	}
 	for i, k := range garbage {
 		if err := p.cfg.Store.Delete(ctx, k); err != nil {
