@@ -15,8 +15,9 @@
 //     So an incarnation's stored objects are always a prefix of its
 //     sequence, and two processes can never both store the same object.
 //   - A recoverer fences an incarnation by creating a fence object at its
-//     next sequence number; the incarnation's next PUT then fails, it
-//     learns it is fenced (ErrFenced), and it never acks anything again.
+//     next sequence number; the incarnation's next PUT then fails (an idle
+//     writer also looks for it every ProbeInterval), it learns it is
+//     fenced (ErrFenced), and it never acks anything again.
 //     Everything it ever acked as durable is in an object below the fence.
 //   - A lost PUT response is resolved by reading the object back: a WAL
 //     object at our key is ours (nobody else writes WAL objects under our

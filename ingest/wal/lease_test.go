@@ -2,8 +2,10 @@ package wal
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stratalog/strata/tier"
@@ -49,4 +51,35 @@ func TestStoredWithinAcrossClockStepBack(t *testing.T) {
 	if w.StoredWithin(time.Hour) {
 		t.Fatal("lease given after the clock stepped back: the time since the last stored object is unknown")
 	}
+}
+
+// A writer with nothing to write learns within ProbeInterval that another
+// broker fenced it, so a broker taken over while idle stops (and its
+// broker replaces the incarnation) without waiting for a write.
+func TestIdleWriterNoticesItsFence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := tier.NewMemStore()
+		w, err := NewWriter(Config{Store: s, Incarnation: "a", FlushInterval: time.Millisecond, ProbeInterval: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close(ctx)
+		ac := newAcks()
+		add(t, w, "t", 0, batch(0, 1, "v"), ac.sink("p"))
+		<-ac.ch
+		time.Sleep(3 * time.Second) // idle, unfenced: probes find nothing
+		synctest.Wait()
+		if err := w.Err(); err != nil {
+			t.Fatalf("an unfenced idle writer failed: %v", err)
+		}
+		if _, err := NewReader(s, "b", nil).Fence(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !errors.Is(w.Err(), ErrFenced) {
+			t.Fatalf("an idle writer fenced a probe interval ago reports %v, want ErrFenced", w.Err())
+		}
+	})
 }

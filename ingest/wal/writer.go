@@ -56,8 +56,13 @@ type Config struct {
 	MaxBufferedBytes int64
 	// RetryMax caps the wait between attempts of a failing PUT. Default 2s.
 	RetryMax time.Duration
-	Clock    func() time.Time // default time.Now
-	Logger   *slog.Logger     // default slog.Default()
+	// ProbeInterval: how often an idle writer (nothing to flush) looks for
+	// a fence at its next sequence number (one ranged GET), so a broker
+	// taken over while idle learns it, and stops, without waiting for a
+	// write. Default 5s.
+	ProbeInterval time.Duration
+	Clock         func() time.Time // default time.Now
+	Logger        *slog.Logger     // default slog.Default()
 }
 
 func (c *Config) defaults() error {
@@ -81,6 +86,9 @@ func (c *Config) defaults() error {
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = 2 * time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 5 * time.Second
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -278,6 +286,8 @@ func (w *Writer) run() {
 	defer close(w.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	probe := time.NewTicker(w.cfg.ProbeInterval)
+	defer probe.Stop()
 	for {
 		w.mu.Lock()
 		stopping := w.closed
@@ -286,6 +296,7 @@ func (w *Writer) run() {
 			return
 		}
 		if len(w.order) == 0 {
+			seq := w.seq
 			w.mu.Unlock()
 			if stopping {
 				return
@@ -293,6 +304,8 @@ func (w *Writer) run() {
 			select {
 			case <-w.kick:
 			case <-w.stop:
+			case <-probe.C:
+				w.probe(seq)
 			}
 			continue
 		}
@@ -403,6 +416,25 @@ func (w *Writer) putAttempt(key string, body io.Reader, size int64, timeout time
 		return context.Cause(ctx)
 	}
 	return err
+}
+
+// probe looks for a fence at seq, the next sequence number, while the
+// writer is idle (run calls it, so no flush is in flight): a fence there
+// fails the writer as its next PUT would. Any error (no object: not
+// fenced) leaves the question to the next probe or PUT.
+func (w *Writer) probe(seq uint64) {
+	key := Key(w.cfg.Incarnation, seq)
+	ctx, cancel := context.WithTimeout(w.ctx, tier.RequestTimeout(w.cfg.Store, int64(len(magicFence))))
+	defer cancel()
+	rc, err := w.cfg.Store.GetRange(ctx, key, 0, int64(len(magicFence)))
+	if err != nil {
+		return
+	}
+	head, err := io.ReadAll(rc)
+	rc.Close()
+	if err == nil && IsFence(head) {
+		w.fail(fmt.Errorf("%w: found a fence at %s while idle", ErrFenced, key))
+	}
 }
 
 // resolveExisting decides what an existing object at our key is: our own
