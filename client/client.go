@@ -30,7 +30,9 @@
 //   - A group Consumer never commits an offset for a record it has not
 //     returned from Poll. AtLeastOnce commits a Poll's records at the next
 //     Poll (or Commit/Close); AtMostOnce commits them before Poll returns
-//     and returns only the records whose commit succeeded.
+//     and returns only the records whose commit succeeded. Seek moves a
+//     group consumer's position back only, so that a caller can hand back
+//     records it Polled but did not handle.
 //   - A group Consumer learns a rebalance from its heartbeat or at once
 //     from a fetch or commit refused for a stale generation; it never
 //     repeats a refused fetch without having learned something new, and

@@ -315,6 +315,38 @@ func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) error {
 	return nil
 }
 
+// Seek makes the next Poll read partition p from offset; p must be
+// assigned to this consumer now (Assignment). A consumer without a group
+// seeks anywhere. A group consumer seeks only back, to at most the offset
+// after the last record Poll returned from p, so it still never commits an
+// offset past a record it did not return; with AtLeastOnce, offset is also
+// p's position for the next commit: records from offset on count as not
+// processed. So a caller that Polled more records than it handled Seeks
+// each partition back to its first unhandled record, and Close commits no
+// further than that. Call Seek between Polls: a Poll running meanwhile may
+// move the position past it. On an error nothing changed.
+func (k *Consumer) Seek(p int32, offset int64) error {
+	if offset < 0 {
+		return fmt.Errorf("client: seek partition %d of %s to offset %d: offsets are not negative; nothing changed", p, k.topic, offset)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	pos, ok := k.positions[p]
+	switch {
+	case !ok:
+		return fmt.Errorf("client: seek partition %d of %s: not assigned to this consumer (assigned: %v); nothing changed", p, k.topic, k.assigned)
+	case k.cfg.group != "" && pos < 0:
+		return fmt.Errorf("client: seek partition %d of %s to offset %d: a group consumer seeks only back, and it has no position in this partition yet (no committed offset, nothing Polled); nothing changed", p, k.topic, offset)
+	case k.cfg.group != "" && offset > pos:
+		return fmt.Errorf("client: seek partition %d of %s to offset %d: a group consumer seeks only back, and its position in this partition is %d; nothing changed", p, k.topic, offset, pos)
+	}
+	k.positions[p] = offset
+	if k.cfg.group != "" && k.cfg.delivery == AtLeastOnce {
+		k.processed[p] = offset
+	}
+	return nil
+}
+
 // Poll returns the next records from the assigned partitions, waiting up
 // to about maxWait per partition when there are none. In group mode, a
 // fetch refused because the group rebalanced (or forgot this member)

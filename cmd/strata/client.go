@@ -17,19 +17,22 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/client"
 )
 
 var stdout io.Writer = os.Stdout
 var stdin io.Reader = os.Stdin
 var errOut io.Writer = os.Stderr
 
-func dial(addr string) (stratapb.StrataClient, func(), error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+// dial connects to the broker at addr with the Go client; every command
+// talks to the broker through it (admin calls through its API).
+func dial(addr string) (*client.Client, error) {
+	c, err := client.Dial(addr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))
 	if err != nil {
-		return nil, nil, fmt.Errorf("broker %s: %w", addr, err)
+		return nil, fmt.Errorf("broker %s: %w", addr, err)
 	}
-	return stratapb.NewStrataClient(conn), func() { conn.Close() }, nil
+	return c, nil
 }
 
 // rpcErr turns a gRPC status into a plain error message.
@@ -70,11 +73,12 @@ func topicCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := dial(*brokerAddr)
+	cl, err := dial(*brokerAddr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
+	defer cl.Close()
+	c := cl.API()
 	switch args[0] {
 	case "create":
 		if len(pos) != 1 {
@@ -133,11 +137,12 @@ func statsCmd(ctx context.Context, args []string) error {
 	} else if len(pos) != 0 {
 		return errors.New("usage: strata stats --broker HOST:PORT")
 	}
-	c, closeConn, err := dial(*brokerAddr)
+	cl, err := dial(*brokerAddr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
+	defer cl.Close()
+	c := cl.API()
 	st, err := c.GetStats(ctx, &stratapb.GetStatsRequest{})
 	if err != nil {
 		return rpcErr(err)
@@ -169,10 +174,23 @@ func parseAcks(s string) (stratapb.Acks, error) {
 
 func produceCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: strata produce TOPIC --broker HOST:PORT [--key-separator SEP] [--partition P] [--acks none|local|durable]
+
+Sends one record per stdin line and prints how many were acknowledged. It
+is the Go client's idempotent producer: a request whose answer is lost
+(a dropped connection, a broker restart) is retried, up to 5 times with
+backoff, and the broker stores it once and answers the retry with the
+first attempt's offsets. On a failure it stops reading stdin, prints the
+count, and says which records may or may not be stored.
+
+`)
+		fs.PrintDefaults()
+	}
 	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
 	sep := fs.String("key-separator", "", "split each line into key<SEP>value")
-	partition := fs.Int("partition", -1, "partition; -1 partitions by key (round robin without a key)")
-	batch := fs.Int("batch", 500, "lines per produce request")
+	partition := fs.Int("partition", -1, "partition; -1 partitions by key (FNV-1a of the key, as the broker does); keyless records fill one partition's batch, then the next partition's")
+	batch := fs.Int("batch", 500, "most records per produce request (a request holds one partition's records)")
 	acksFlag := fs.String("acks", "durable", "when the broker acknowledges: none, local (after its fsync) or durable (in the object store)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -185,59 +203,125 @@ func produceCmd(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return errors.New("usage: strata produce TOPIC --broker HOST:PORT [--key-separator SEP]   (one record per stdin line)")
 	}
-	c, closeConn, err := dial(*brokerAddr)
+	if *partition < -1 {
+		return fmt.Errorf("--partition %d: use a partition number, or -1 to partition by key", *partition)
+	}
+	topic := pos[0]
+	c, err := dial(*brokerAddr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	acked := 0
-	var recs []*stratapb.Record
-	flush := func() error {
-		if len(recs) == 0 {
-			return nil
+	defer c.Close()
+	p := c.NewProducer(topic, client.WithPartition(int32(*partition)), client.WithBatchSize(*batch), client.WithAcks(acks))
+
+	// The outcomes are counted in send order by one goroutine; the first
+	// failure stops the sending.
+	sendCtx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	results := make(chan *client.Result, 4*max(*batch, 1))
+	var (
+		acked, unacked int
+		firstErr       error // of the first record that failed
+	)
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		for r := range results {
+			if err := r.Wait(ctx); err != nil {
+				unacked++
+				if firstErr == nil {
+					firstErr = err
+					stopSending()
+				}
+				continue
+			}
+			acked++
 		}
-		resp, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: pos[0], Partition: int32(*partition), Records: recs, Acks: acks})
-		if err != nil {
-			return rpcErr(err)
-		}
-		acked += len(resp.Offsets)
-		recs = nil
-		return nil
-	}
+	}()
+	sent := 0
+	var sendErr error // a record Send refused: it and what follows were not sent
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	for sc.Scan() {
+	for sendCtx.Err() == nil && sc.Scan() {
 		line := sc.Text()
-		r := &stratapb.Record{Value: []byte(line)}
+		r := client.Record{Value: []byte(line)}
 		if *sep != "" {
 			if k, v, ok := strings.Cut(line, *sep); ok {
 				r.Key, r.Value = []byte(k), []byte(v)
 			}
 		}
-		recs = append(recs, r)
-		if len(recs) >= *batch {
-			if err := flush(); err != nil {
-				fmt.Fprintln(stdout, acked)
-				return err
+		res, err := p.Send(sendCtx, r)
+		if res != nil {
+			// Queued (even when err says the wait for a free request
+			// slot was cut short): Close sends it.
+			results <- res
+			sent++
+		}
+		if err != nil {
+			if res == nil && sendCtx.Err() == nil {
+				sendErr = err
 			}
+			break
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	err = flush()
+	readErr := sc.Err()
+	closeErr := p.Close(ctx) // sends what is queued, waits for every answer
+	close(results)
+	<-counted
 	fmt.Fprintln(stdout, acked)
-	return err
+
+	var what error
+	switch {
+	case ctx.Err() != nil:
+		what = errors.New("interrupted")
+	case firstErr != nil:
+		what = rpcErr(firstErr)
+	case sendErr != nil:
+		what = rpcErr(sendErr)
+	case readErr != nil:
+		what = fmt.Errorf("reading stdin: %w", readErr)
+	case closeErr != nil:
+		what = rpcErr(closeErr)
+	default:
+		return nil
+	}
+	if sent == 0 {
+		return fmt.Errorf("produce to %s: %w; no record was sent", topic, what)
+	}
+	stored := fmt.Sprintf("%d of the first %d lines acknowledged (stored)", acked, sent)
+	if unacked > 0 {
+		stored += fmt.Sprintf(", %d not acknowledged (each may or may not be stored)", unacked)
+	}
+	if sendErr != nil || readErr != nil || firstErr != nil || ctx.Err() != nil {
+		stored += fmt.Sprintf("; lines after line %d were not sent", sent)
+	}
+	return fmt.Errorf("produce to %s: %w; %s", topic, what, stored)
 }
 
 func consumeCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]
+       strata consume TOPIC --group G --broker HOST:PORT [--from earliest|latest] [--max N] [--format text|json]
+
+Prints records, one per line. Without --partition it reads every partition
+of the topic: the records of one partition in order, partitions
+interleaved (as kcat and kafka-console-consumer do); --partition P reads
+only P. --max N stops after N records in total. With --group G it is a
+member of consumer group G: the broker assigns the partitions, and what
+was printed is committed (at-least-once: a crash between printing and
+committing prints those records again; with --max, nothing past the
+last printed record is committed).
+
+`)
+		fs.PrintDefaults()
+	}
 	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
-	partition := fs.Int("partition", 0, "partition")
-	fromOffset := fs.Int64("from-offset", -1, "start at this offset")
-	fromTime := fs.String("from-time", "", "start at the first record at or after this RFC3339 time")
-	from := fs.String("from", "earliest", "start at earliest or latest (when no --from-offset/--from-time)")
-	maxN := fs.Int("max", 0, "exit after this many records; 0 follows the log until interrupted")
+	partition := fs.Int("partition", -1, "read only this partition; -1 reads every partition")
+	fromOffset := fs.Int64("from-offset", -1, "start at this offset (of the partition --partition names)")
+	fromTime := fs.String("from-time", "", "start each partition at its first record at or after this RFC3339 time")
+	from := fs.String("from", "earliest", "start at earliest or latest (when no --from-offset/--from-time); with --group, where partitions without a committed offset start")
+	maxN := fs.Int("max", 0, "exit after this many records in total; 0 follows the log until interrupted")
 	format := fs.String("format", "text", "text (one value per line) or json (one object per line)")
 	group := fs.String("group", "", "consume as a member of this consumer group (partitions assigned by the broker; offsets committed after printing)")
 	pos, err := parseArgs(fs, args)
@@ -247,48 +331,113 @@ func consumeCmd(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return errors.New("usage: strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]")
 	}
+	topic := pos[0]
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("--format %q: use text or json", *format)
 	}
-	req := &stratapb.FetchRequest{Topic: pos[0], Partition: int32(*partition), Follow: true, MaxWaitMs: 1000}
+	if *partition < -1 {
+		return fmt.Errorf("--partition %d: use a partition number, or -1 for every partition", *partition)
+	}
+	var startTime time.Time
+	latest := false
 	switch {
 	case *fromOffset >= 0:
-		req.Start = &stratapb.FetchRequest_Offset{Offset: *fromOffset}
+		if *partition < 0 && *group == "" {
+			return fmt.Errorf("--from-offset %d is an offset in one partition: add --partition P (without it, consume reads every partition; start them all with --from earliest|latest or --from-time)", *fromOffset)
+		}
 	case *fromTime != "":
-		ts, err := time.Parse(time.RFC3339, *fromTime)
-		if err != nil {
+		if startTime, err = time.Parse(time.RFC3339, *fromTime); err != nil {
 			return fmt.Errorf("--from-time %q: %v (use RFC3339, like 2026-11-22T10:00:00Z)", *fromTime, err)
 		}
-		req.Start = &stratapb.FetchRequest_TimestampMs{TimestampMs: ts.UnixMilli()}
 	case *from == "earliest":
-		req.Start = &stratapb.FetchRequest_Earliest{Earliest: true}
 	case *from == "latest":
-		req.Start = &stratapb.FetchRequest_Latest{Latest: true}
+		latest = true
 	default:
 		return fmt.Errorf("--from %q: use earliest or latest", *from)
 	}
-	c, closeConn, err := dial(*brokerAddr)
+	if *group != "" {
+		if *fromOffset >= 0 || *fromTime != "" {
+			return errors.New("--group resumes from the group's committed offsets; use `strata group reset` instead of --from-offset/--from-time")
+		}
+		if *partition >= 0 {
+			return errors.New("--group: the broker assigns the group's partitions; drop --partition")
+		}
+	}
+	c, err := dial(*brokerAddr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer c.Close()
+	var opts []client.ConsumerOption
+	if latest {
+		opts = append(opts, client.WithStartLatest())
+	}
+	var parts []int32
+	switch {
+	case *group != "":
+		opts = append(opts, client.WithGroup(*group, client.AtLeastOnce))
+	case *partition >= 0:
+		parts = []int32{int32(*partition)}
+	default:
+		d, err := c.API().DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: topic})
+		if err != nil {
+			return rpcErr(err)
+		}
+		for p := int32(0); p < d.Config.Partitions; p++ {
+			parts = append(parts, p)
+		}
+	}
+	if parts != nil {
+		opts = append(opts, client.WithPartitions(parts...))
+	}
+	k, err := c.NewConsumer(ctx, topic, opts...)
+	if err != nil {
+		return rpcErr(err)
+	}
+	closed := false
+	closeConsumer := func() error {
+		if closed {
+			return nil
+		}
+		closed = true
+		// Commits what was printed, also after an interrupt.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return k.Close(cctx)
+	}
+	defer closeConsumer()
+	for _, p := range parts {
+		off := *fromOffset
+		if !startTime.IsZero() {
+			resp, err := c.API().ListOffsets(ctx, &stratapb.ListOffsetsRequest{Topic: topic, Partition: p,
+				Spec: &stratapb.ListOffsetsRequest_TimestampMs{TimestampMs: startTime.UnixMilli()}})
+			if err != nil {
+				return fmt.Errorf("partition %d: first offset at or after %s: %w", p, *fromTime, rpcErr(err))
+			}
+			off = resp.Offset
+		}
+		if off >= 0 {
+			if err := k.Seek(p, off); err != nil {
+				return err
+			}
+		}
+	}
+
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
-	emit := func(r *stratapb.Record) {
+	emit := func(r client.Record) {
 		if *format == "json" {
 			hs := map[string]string{}
-			for _, h := range r.Headers {
-				hs[h.Key] = string(h.Value)
+			for k, v := range r.Headers {
+				hs[k] = string(v)
 			}
 			var key any
 			if r.Key != nil {
 				key = string(r.Key)
 			}
 			line, _ := json.Marshal(map[string]any{
-				"topic": pos[0], "partition": r.Partition, "offset": r.Offset,
-				"timestamp": time.UnixMilli(r.TimestampMs).UTC().Format(time.RFC3339Nano),
+				"topic": topic, "partition": r.Partition, "offset": r.Offset,
+				"timestamp": time.UnixMilli(r.Timestamp).UTC().Format(time.RFC3339Nano),
 				"key":       key, "value": string(r.Value), "headers": hs,
 			})
 			w.Write(line)
@@ -298,33 +447,53 @@ func consumeCmd(ctx context.Context, args []string) error {
 			w.WriteByte('\n')
 		}
 	}
-	if *group != "" {
-		if *fromOffset >= 0 || *fromTime != "" {
-			return errors.New("--group resumes from the group's committed offsets; use `strata group reset` instead of --from-offset/--from-time")
+	finish := func() error {
+		// Printed before committed: at-least-once.
+		if err := w.Flush(); err != nil {
+			return err
 		}
-		defer w.Flush()
-		return consumeGroup(ctx, c, pos[0], *group, *from == "earliest", *maxN, func(r *stratapb.Record) { emit(r); w.Flush() })
-	}
-	stream, err := c.Fetch(ctx, req)
-	if err != nil {
-		return rpcErr(err)
+		if err := closeConsumer(); err != nil && *group != "" {
+			return fmt.Errorf("group %s: %v; the records printed since the last commit may be printed again by the group's next member", *group, rpcErr(err))
+		}
+		return nil
 	}
 	n := 0
 	for {
-		resp, err := stream.Recv()
+		recs, err := k.Poll(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) {
-				return nil
+			if ctx.Err() != nil {
+				return finish()
 			}
 			return rpcErr(err)
 		}
-		for _, r := range resp.Records {
+		for i, r := range recs {
+			if *maxN > 0 && n >= *maxN {
+				handBack(k, recs[i:])
+				return finish()
+			}
 			emit(r)
 			n++
-			if *maxN > 0 && n >= *maxN {
-				return nil
-			}
 		}
-		w.Flush()
+		// Flushed before the next Poll commits these records.
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if *maxN > 0 && n >= *maxN {
+			return finish()
+		}
+	}
+}
+
+// handBack seeks each partition of the Polled but unprinted records recs
+// back to its first one, so the group's commit stops there. A partition
+// that moved to another member meanwhile refuses the seek: its new owner
+// reads from the last commit, so the records are not lost either way.
+func handBack(k *client.Consumer, recs []client.Record) {
+	seen := map[int32]bool{}
+	for _, r := range recs {
+		if !seen[r.Partition] {
+			seen[r.Partition] = true
+			k.Seek(r.Partition, r.Offset)
+		}
 	}
 }

@@ -8,9 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/stratalog/strata/api/stratapb"
 )
 
@@ -26,11 +23,12 @@ func groupCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := dial(*brokerAddr)
+	cl, err := dial(*brokerAddr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
+	defer cl.Close()
+	c := cl.API()
 	switch args[0] {
 	case "list":
 		resp, err := c.ListGroups(ctx, &stratapb.ListGroupsRequest{})
@@ -90,104 +88,6 @@ func groupCmd(ctx context.Context, args []string) error {
 		}
 	default:
 		return fmt.Errorf("unknown group command %q: use list, describe or reset", args[0])
-	}
-	return nil
-}
-
-// consumeGroup consumes as a member of a consumer group: the broker assigns
-// partitions; records are printed and then committed (at-least-once: a
-// crash between printing and committing prints them again).
-func consumeGroup(ctx context.Context, c stratapb.StrataClient, topic, group string, startEarliest bool, maxN int, emit func(*stratapb.Record)) error {
-	a, err := c.JoinGroup(ctx, &stratapb.JoinGroupRequest{Group: group, Topic: topic})
-	if err != nil {
-		return rpcErr(err)
-	}
-	defer c.LeaveGroup(context.WithoutCancel(ctx), &stratapb.LeaveGroupRequest{Group: group, MemberId: a.MemberId})
-	positions := map[int32]int64{}
-	loadPositions := func() error {
-		committed, err := c.FetchCommitted(ctx, &stratapb.FetchCommittedRequest{Group: group})
-		if err != nil {
-			return rpcErr(err)
-		}
-		positions = map[int32]int64{}
-		for _, p := range a.Partitions {
-			if o, ok := committed.Offsets[p]; ok {
-				positions[p] = o
-			} else {
-				positions[p] = -1 // start per --from
-			}
-		}
-		return nil
-	}
-	if err := loadPositions(); err != nil {
-		return err
-	}
-	n := 0
-	for ctx.Err() == nil {
-		for _, p := range a.Partitions {
-			req := &stratapb.FetchRequest{Topic: topic, Partition: p, MaxWaitMs: 200, MaxBytes: 1 << 20,
-				Group: group, MemberId: a.MemberId, Generation: a.Generation}
-			switch {
-			case positions[p] >= 0:
-				req.Start = &stratapb.FetchRequest_Offset{Offset: positions[p]}
-			case startEarliest:
-				req.Start = &stratapb.FetchRequest_Earliest{Earliest: true}
-			default:
-				req.Start = &stratapb.FetchRequest_Latest{Latest: true}
-			}
-			s, err := c.Fetch(ctx, req)
-			if err != nil {
-				return rpcErr(err)
-			}
-			resp, err := s.Recv()
-			if status.Code(err) == codes.FailedPrecondition {
-				break // rebalanced: the heartbeat below brings the new assignment
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return rpcErr(err)
-			}
-			for _, r := range resp.Records {
-				if maxN > 0 && n >= maxN {
-					break
-				}
-				emit(r)
-				n++
-				positions[p] = r.Offset + 1
-			}
-			if len(resp.Records) == 0 && positions[p] < 0 {
-				positions[p] = resp.NextOffset
-			}
-		}
-		commit := map[int32]int64{}
-		for p, o := range positions {
-			if o >= 0 {
-				commit[p] = o
-			}
-		}
-		if _, err := c.CommitOffsets(ctx, &stratapb.CommitOffsetsRequest{Group: group, MemberId: a.MemberId, Generation: a.Generation, Offsets: commit}); err != nil && ctx.Err() == nil {
-			// A rebalance happened: the new assignment comes with the
-			// heartbeat below; uncommitted records will be read again.
-			fmt.Fprintln(errOut, "strata: commit rejected, rebalancing:", rpcErr(err))
-		}
-		if maxN > 0 && n >= maxN {
-			return nil
-		}
-		next, err := c.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: group, MemberId: a.MemberId})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return rpcErr(err)
-		}
-		if next.Generation != a.Generation {
-			a = next
-			if err := loadPositions(); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }

@@ -1,10 +1,13 @@
 // Command strata is the strata binary. It is thin: flags and wiring; the
-// work lives in the library packages (bench, ingest, fetch, tier).
+// work lives in the library packages (bench, ingest, fetch, tier). Every
+// command that talks to a broker does so through the Go client (client/):
+// produce is its idempotent, retrying Producer, consume its Consumer (over
+// every partition of the topic, one partition, or as a group member).
 //
 //	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL ...
 //	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT
-//	strata produce TOPIC --broker HOST:PORT [--key-separator SEP]
-//	strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time T | --from earliest|latest] [--max N] [--format text|json]
+//	strata produce TOPIC --broker HOST:PORT [--key-separator SEP] [--partition P] [--acks none|local|durable]
+//	strata consume TOPIC --broker HOST:PORT [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
 //	strata group   list|describe|reset GROUP --broker HOST:PORT
 //	strata stats   --broker HOST:PORT
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
@@ -29,8 +32,9 @@ const usage = `strata: a tiered-storage streaming log
 usage:
   strata serve   [flags]                 run a broker (gRPC)
   strata topic   create|delete|list|describe  manage topics
-  strata produce TOPIC                   one record per stdin line; prints the number acknowledged
-  strata consume TOPIC                   print records (text or json); --group G to consume as a group member
+  strata produce TOPIC                   one record per stdin line (idempotent, retried); prints the number acknowledged
+  strata consume TOPIC                   print records of every partition (text or json); --partition P for one,
+                                         --max N to stop after N in total, --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
   strata stats                           a broker's read-cache and WAL counters
   strata demo    [flags]                 write a log, seal it into the object store, replay it
