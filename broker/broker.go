@@ -278,6 +278,17 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 	if !errors.Is(w.Err(), wal.ErrFenced) {
 		return
 	}
+	b.retire(w, "WAL incarnation fenced by another broker")
+}
+
+// retire replaces incarnation w (if it is still the current one) by a new
+// one and drops every partition opened under w; the partitions this
+// broker still owns reopen under the new incarnation on their next
+// write, and their claim fences w and recovers from its objects, so
+// nothing w stored is skipped. A partition is never reopened under the
+// incarnation it was dropped from: w may still hold its unstored records
+// in the write buffer, and recovery never reads its own incarnation.
+func (b *Broker) retire(w *wal.Writer, why string) {
 	b.mu.Lock()
 	if b.closed || b.wal != w {
 		b.mu.Unlock()
@@ -314,8 +325,13 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 	for _, t := range topics {
 		dropped += b.dropPartitions(t, func(p *partition) bool { return p.wal == w })
 	}
-	b.cfg.Logger.Warn("WAL incarnation fenced by another broker; started a new one, partitions reopen on their next write",
-		"fenced", w.Incarnation(), "incarnation", inc, "partitions_dropped", dropped)
+	b.cfg.Logger.Warn(why+"; started a new incarnation, partitions reopen on their next write",
+		"retired", w.Incarnation(), "incarnation", inc, "partitions_dropped", dropped)
+	// Store what w still buffers (records of the dropped partitions, below
+	// any fence the reopens put on w) and stop it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w.Close(ctx)
 }
 
 // testHookFenceNoticed, when set by a test, runs in watchIncarnation
@@ -393,7 +409,10 @@ func (b *Broker) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
-	topics := b.topics
+	topics := make([]*topic, 0, len(b.topics))
+	for _, t := range b.topics {
+		topics = append(topics, t)
+	}
 	b.mu.Unlock()
 	close(b.stop)
 	b.bg.Wait()
@@ -730,11 +749,11 @@ func (b *Broker) DescribeTopic(ctx context.Context, req *stratapb.DescribeTopicR
 		if err != nil {
 			return nil, err
 		}
-		m, err := v.manifest(ctx)
+		logStart, hw, err := v.bounds(ctx) // fresh from the bucket for a view
 		if err != nil {
 			return nil, statusOf(err)
 		}
-		logStart, hw, err := v.bounds(ctx)
+		m, err := v.manifest(ctx)
 		if err != nil {
 			return nil, statusOf(err)
 		}
@@ -885,6 +904,14 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 		}
 		res, err := part.log.Write(ctx, batches[p])
 		if err != nil {
+			if errors.Is(err, tier.ErrFenced) {
+				// Another broker claimed the partition (its manifest CAS
+				// beat ours) but may not have fenced our WAL (it may have
+				// crashed first). Retire our incarnation: the next write
+				// here claims the partition again under a new one and
+				// recovers what we and the other stored.
+				go b.retire(part.wal, "a partition's manifest was claimed by another broker")
+			}
 			return nil, statusOf(err)
 		}
 		resp.Duplicate = resp.Duplicate || res.Duplicate

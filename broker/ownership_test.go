@@ -220,3 +220,54 @@ func TestTopicDeletedElsewhereStopsTakingWrites(t *testing.T) {
 		t.Fatalf("produce to a topic deleted through another broker: %v, want NotFound", err)
 	}
 }
+
+// A partition whose manifest CAS lost to a claimer that never fenced our
+// WAL (it crashed first) is not stuck refusing writes: the write after the
+// refusal claims it again.
+func TestLostManifestCASDoesNotStickThePartition(t *testing.T) {
+	s := storetest.File(t)
+	a, _, _ := start(t, s, t.TempDir())
+	mustCreate(t, a, "t", 1)
+	produceTo(t, a, "t", 0, "first")
+	ms := tier.NewManifestStore(s, manifestTopic(t, s, "t"), 0)
+	m, etag, err := ms.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := m.Clone()
+	next.Epoch++
+	next.Generation++
+	next.WALOwners = append(next.WALOwners, m.Owner)
+	next.Owner = "crashed-claimer"
+	if _, err := ms.Update(context.Background(), etag, next); err != nil {
+		t.Fatal(err)
+	}
+	big := string(make([]byte, 900))
+	refused := false
+	deadline := time.Now().Add(20 * time.Second)
+	for !refused && time.Now().Before(deadline) {
+		// 32 KiB segments: these writes make the partition seal, and its
+		// manifest CAS then finds the other claim.
+		req := &stratapb.ProduceRequest{Topic: "t", Partition: 0}
+		for i := 0; i < 40; i++ {
+			req.Records = append(req.Records, &stratapb.Record{Value: []byte(big)})
+		}
+		_, err := a.Produce(context.Background(), req)
+		refused = err != nil
+	}
+	if !refused {
+		t.Fatal("the partition never noticed the other claim")
+	}
+	var last error
+	for i := 0; i < 3; i++ {
+		if _, last = a.Produce(context.Background(), &stratapb.ProduceRequest{Topic: "t", Partition: 0, Records: []*stratapb.Record{{Value: []byte("after")}}}); last == nil {
+			break
+		}
+	}
+	if last != nil {
+		t.Fatalf("writes after the lost CAS keep failing: %v", last)
+	}
+	if got := readAll(t, a, "t", 0); got[0] != "first" || got[len(got)-1] != "after" {
+		t.Fatalf("log after the reclaim starts %q and ends %q", got[0], got[len(got)-1])
+	}
+}
