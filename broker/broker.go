@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"math"
@@ -29,6 +28,7 @@ import (
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/partitioner"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -807,13 +807,6 @@ func recordSize(r *stratapb.Record) int {
 	return n
 }
 
-// partitionFor is the stable partitioner: FNV-1a 32 of the key mod n.
-func partitionFor(key []byte, n int32) int32 {
-	h := fnv.New32a()
-	h.Write(key)
-	return int32(h.Sum32() % uint32(n))
-}
-
 // Produce implements the API: validate every record, append per
 // partition, then wait for the ack condition (docs/durability.md).
 func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
@@ -865,7 +858,7 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 		p := req.Partition
 		if p < 0 {
 			if r.Key != nil {
-				p = partitionFor(r.Key, t.cfg.Partitions)
+				p = partitioner.ForKey(r.Key, t.cfg.Partitions)
 			} else {
 				p = int32(t.rr.Add(1) % uint32(t.cfg.Partitions))
 			}

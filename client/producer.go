@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/partitioner"
 )
 
 // ProducerOption configures a Producer.
@@ -262,9 +262,7 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 	case p.cfg.partition >= 0:
 		return p.cfg.partition
 	case r.Key != nil:
-		h := fnv.New32a()
-		h.Write(r.Key)
-		return int32(h.Sum32() % uint32(p.partitions))
+		return partitioner.ForKey(r.Key, p.partitions)
 	}
 	// Keyless records stick to one partition until its batch is cut, so
 	// they make full batches rather than one small request per partition.
