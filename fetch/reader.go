@@ -59,11 +59,14 @@ func NewPartitionReader(cache *Cache, src tier.BucketReader, manifests ManifestS
 	return r
 }
 
-// recordSize is the byte count maxBytes is measured in.
+// recordSize is the byte count maxBytes is measured in: key, value and
+// headers plus 64 bytes per record and 32 per header, what the broker's
+// limits charge (broker.RecordOverheadBytes, HeaderOverheadBytes), so a
+// read of empty records is bounded too.
 func recordSize(r *segment.Record) int {
-	n := len(r.Key) + len(r.Value) + 16
+	n := len(r.Key) + len(r.Value) + 64
 	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
+		n += len(h.Key) + len(h.Value) + 32
 	}
 	return n
 }
