@@ -412,7 +412,7 @@ type budget struct {
 	used    int64         // bytes held by leases
 	freed   chan struct{} // closed and replaced when bytes are released
 	waiting int           // streams blocked in acquire
-	sending int           // streams inside SendMsg
+	sending int           // streams inside SendMsg with their response encoded (handed to the transport)
 	changed chan struct{} // closed and replaced on any change above (for watchers, never for waiters)
 }
 
@@ -600,17 +600,14 @@ type leasedResponse struct {
 // garbage once encoded (the caller must not use it after); otherwise the
 // lease ends when SendMsg returns.
 func (s *fetchStream) sendLeased(stream grpc.ServerStream, out *stratapb.FetchResponse, l *lease) error {
-	s.b.mu.Lock()
-	s.b.sending++
-	s.b.changedLocked()
-	s.b.mu.Unlock()
 	m := &leasedResponse{FetchResponse: out, lease: l}
 	err := stream.SendMsg(m)
 	if !m.transferred {
 		l.release()
+		return err
 	}
 	s.b.mu.Lock()
-	s.b.sending--
+	s.b.sending-- // counted by serverCodec.Marshal
 	s.b.changedLocked()
 	s.b.mu.Unlock()
 	return err
@@ -712,6 +709,10 @@ func (c *serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, err
 	}
 	lr.lease.resize(int64(cap(*buf)))
+	lr.lease.b.mu.Lock()
+	lr.lease.b.sending++
+	lr.lease.b.changedLocked()
+	lr.lease.b.mu.Unlock()
 	lr.transferred = true
 	// Drop the message tree: a send blocked on a reader that does not
 	// read then holds the encoded bytes (which the lease counts) and not

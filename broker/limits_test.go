@@ -25,7 +25,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -422,6 +424,24 @@ func TestCodecLeaseFollowsEncodedBytes(t *testing.T) {
 	}
 }
 
+// fitRecords keeps a response within its budget, counting the per-record
+// overhead, and always keeps one record.
+func TestFitRecords(t *testing.T) {
+	res := &fetch.Result{NextOffset: 10}
+	for i := int64(0); i < 10; i++ {
+		res.Records = append(res.Records, segment.Record{Offset: i})
+	}
+	fitRecords(res, 3*RecordOverheadBytes)
+	if len(res.Records) != 3 || res.NextOffset != 3 {
+		t.Fatalf("%d records, next %d; want 3 empty records in 192 bytes, next 3", len(res.Records), res.NextOffset)
+	}
+	big := &fetch.Result{Records: []segment.Record{{Offset: 5, Value: make([]byte, 1000)}, {Offset: 6}}, NextOffset: 7}
+	fitRecords(big, 10)
+	if len(big.Records) != 1 || big.NextOffset != 6 {
+		t.Fatalf("%d records, next %d; want the first record alone", len(big.Records), big.NextOffset)
+	}
+}
+
 // A negative fetch offset is the caller's mistake: INVALID_ARGUMENT, not
 // INTERNAL.
 func TestNegativeFetchOffsetIsInvalidArgument(t *testing.T) {
@@ -650,6 +670,8 @@ func TestProduceBudgetRefusesWhenFull(t *testing.T) {
 		case <-st.changed:
 		case err := <-done:
 			t.Fatalf("the first request ended: %v", err)
+		case <-time.After(time.Minute): // a guard against a hang, not a timing assertion
+			t.Fatal("the first request never took its share of the produce budget")
 		}
 	}
 	_, err := c.Produce(ctx, &stratapb.ProduceRequest{Topic: "t", Partition: 0, Records: big})
@@ -708,8 +730,9 @@ func TestStalledFollowersCostBoundedMemory(t *testing.T) {
 				}
 			}
 			// Measure once every stream is blocked (waiting for budget, or
-			// inside a send its reader never takes) and stays so: no
-			// budget change between the snapshot and the measurement.
+			// inside a send of an encoded response its reader never takes)
+			// and stays so: no budget change between the snapshot and the
+			// measurement.
 			var stalled runtime.MemStats
 			var st budgetState
 			for {
@@ -753,7 +776,11 @@ func TestStalledFollowersCostBoundedMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if size, limit := proto.Size(m), int(cfg.Limits.clampFetchBytes(maxBytes))+cfg.MaxRecordBytes; len(m.Records) == 0 || size > limit {
+			limit := 1<<20 + cfg.MaxRecordBytes // max_bytes 0: 1 MiB
+			if maxBytes > 0 {
+				limit = int(cfg.Limits.MaxFetchBytes) + cfg.MaxRecordBytes
+			}
+			if size := proto.Size(m); len(m.Records) == 0 || size > limit {
 				t.Fatalf("a fetch with max_bytes %d: %d records in %d bytes, want 1 to %d bytes", maxBytes, len(m.Records), size, limit)
 			}
 			roundTrip(t, c)
