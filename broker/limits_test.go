@@ -546,11 +546,13 @@ func TestReadRacingRetentionIsOutOfRange(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A second broker with an empty disk: every read of the sealed data is
-	// cold.
+	// A second broker with an empty disk owns the partition (a write
+	// claimed it; its reads then use the owner's manifest): every read of
+	// the sealed data is cold.
 	cfg.DataDir = t.TempDir()
 	_, addr2 := serveLoopback(t, cfg)
 	_, c2 := dialLoopback(t, addr2)
+	produce(c2, 1)
 	d, err := c2.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "t"})
 	if err != nil {
 		t.Fatal(err)
@@ -735,10 +737,15 @@ func TestStalledFollowersCostBoundedMemory(t *testing.T) {
 			// measurement.
 			var stalled runtime.MemStats
 			var st budgetState
+			guard := time.After(2 * time.Minute) // against a hang, not a timing assertion
 			for {
 				st = b.lim.fetch.state()
 				if st.waiting+st.sending < streams {
-					<-st.changed
+					select {
+					case <-st.changed:
+					case <-guard:
+						t.Fatalf("the streams never all blocked: %+v", st)
+					}
 					continue
 				}
 				stalled = heapNow()
