@@ -43,7 +43,8 @@ type Config struct {
 	SealInterval        time.Duration      // default 10 min
 	LocalRetentionBytes int64              // per partition; default 1 GiB
 
-	// MaxRecordBytes bounds one record's key+value+headers. Default 1 MiB.
+	// MaxRecordBytes bounds one record's cost: key+value+headers plus
+	// RecordOverheadBytes, and HeaderOverheadBytes per header. Default 1 MiB.
 	MaxRecordBytes int
 	// MaxPartitions bounds a topic's partition count. Default 10,000.
 	MaxPartitions int
@@ -70,6 +71,9 @@ type Config struct {
 	// condition (and for WAL buffer space) when it names no timeout.
 	// Default 30s.
 	ProduceTimeout time.Duration
+	// Limits bounds what clients can make the broker hold in memory
+	// (limits.go).
+	Limits Limits
 
 	Logger *slog.Logger
 }
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		WALCollectInterval:   30 * time.Second,
 		TopicRefreshInterval: 5 * time.Second,
 		ProduceTimeout:       30 * time.Second,
+		Limits:               DefaultLimits(),
 		Logger:               slog.Default(),
 	}
 }
@@ -112,6 +117,9 @@ func (c *Config) Validate() error {
 	case c.WALFlushInterval <= 0 || c.WALFlushBytes <= 0 || c.WALMaxBufferedBytes <= 0 || c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0:
 		return errors.New("broker: WAL settings, TopicRefreshInterval and ProduceTimeout must be positive")
 	}
+	if err := c.validateBounds(); err != nil {
+		return err
+	}
 	return c.Cache.Validate()
 }
 
@@ -121,6 +129,7 @@ type Broker struct {
 	cfg   Config
 	cache *fetch.Cache
 	ids   idAllocator
+	lim   *limiter
 	stop  chan struct{} // closed by Close: stops the background loops
 	bg    sync.WaitGroup
 
@@ -207,7 +216,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg: cfg, cache: cache,
+		cfg: cfg, cache: cache, lim: newLimiter(cfg.Limits),
 		topics: map[string]*topic{}, groups: map[string]*group{}, stop: make(chan struct{}),
 	}
 	if err := b.startIncarnation(cfg.Incarnation); err != nil {
@@ -465,6 +474,8 @@ func statusOf(err error) error {
 	switch {
 	case errors.As(err, &oor):
 		return status.Error(codes.OutOfRange, oor.Error())
+	case errors.Is(err, fetch.ErrInvalidOffset):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -663,8 +674,9 @@ func decodeTopicConfig(name string, data []byte) (*storedTopic, error) {
 		return nil, fmt.Errorf("it names topic %q", cfg.Name)
 	case cfg.Partitions <= 0 || cfg.Partitions > maxStoredPartitions:
 		return nil, fmt.Errorf("partitions %d is not in 1-%d", cfg.Partitions, maxStoredPartitions)
-	case cfg.RetentionMs < 0 || cfg.RetentionBytes < 0 || cfg.SegmentBytes < 0:
-		return nil, errors.New("negative retention or segment size")
+	}
+	if err := checkTopicSizes(cfg); err != nil {
+		return nil, err
 	}
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, err
@@ -690,8 +702,9 @@ func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 		return nil, status.Errorf(codes.InvalidArgument, "partitions must be at least 1 (got %d)", cfg.Partitions)
 	case int(cfg.Partitions) > b.cfg.MaxPartitions:
 		return nil, status.Errorf(codes.InvalidArgument, "partitions %d is over the broker's limit of %d", cfg.Partitions, b.cfg.MaxPartitions)
-	case cfg.RetentionMs < 0 || cfg.RetentionBytes < 0 || cfg.SegmentBytes < 0:
-		return nil, status.Error(codes.InvalidArgument, "retention and segment sizes must not be negative")
+	}
+	if err := checkTopicSizes(cfg); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v; nothing was created", err)
 	}
 	if cfg.Compression == "" {
 		cfg.Compression = "zstd"
@@ -799,17 +812,14 @@ func (b *Broker) resolveStart(ctx context.Context, v *readView, earliest, latest
 	return offset, nil
 }
 
-func recordSize(r *stratapb.Record) int {
-	n := len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
-}
-
 // Produce implements the API: validate every record, append per
 // partition, then wait for the ack condition (docs/durability.md).
 func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*stratapb.ProduceResponse, error) {
+	admitted, err := b.lim.admitProduce(req) // the request's share of the produce budget
+	if err != nil {
+		return nil, err
+	}
+	defer admitted.release()
 	t, err := b.loadTopic(ctx, req.GetTopic())
 	if err != nil {
 		return nil, err
@@ -852,8 +862,8 @@ func (b *Broker) Produce(ctx context.Context, req *stratapb.ProduceRequest) (*st
 	index := map[int32][]int{}
 	var order []int32
 	for i, r := range req.Records {
-		if s := recordSize(r); s > b.cfg.MaxRecordBytes {
-			return nil, status.Errorf(codes.InvalidArgument, "record %d is %d bytes, over the %d-byte limit; split it or raise --max-record-bytes", i, s, b.cfg.MaxRecordBytes)
+		if err := checkRecordCost(i, r, b.cfg.MaxRecordBytes); err != nil {
+			return nil, err
 		}
 		p := req.Partition
 		if p < 0 {
@@ -959,14 +969,13 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 	if err != nil {
 		return err
 	}
-	maxBytes := int(req.MaxBytes)
-	if maxBytes <= 0 {
-		maxBytes = 1 << 20
-	}
+	maxBytes := b.cfg.Limits.clampFetchBytes(req.MaxBytes)
 	maxWait := time.Duration(req.MaxWaitMs) * time.Millisecond
 	if maxWait <= 0 {
 		maxWait = 500 * time.Millisecond
 	}
+	budget := b.lim.fetch.stream(ctx, b.cfg.Limits.FetchStreamBytes)
+	defer budget.finish(ctx)
 	for {
 		if t.isDeleted() {
 			return status.Errorf(codes.NotFound, "topic %q was deleted", t.cfg.Name)
@@ -979,27 +988,37 @@ func (b *Broker) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 			}
 		}
 		wait := v.changed() // before reading: no append is missed
-		res, err := v.reader.Read(ctx, next, maxBytes)
+		// The response's share of the fetch budget: waits while this
+		// stream or the broker has too much outstanding.
+		lease, err := budget.acquire(ctx, int64(maxBytes))
 		if err != nil {
 			return statusOf(err)
 		}
+		res, err := v.reader.Read(ctx, next, maxBytes)
+		if err != nil {
+			lease.release()
+			return statusOf(err)
+		}
 		if err := b.checkFetch(req); err != nil {
+			lease.release()
 			return err
 		}
 		if len(res.Records) > 0 {
+			fitRecords(res, lease.size())
 			out := &stratapb.FetchResponse{NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
 			for i := range res.Records {
 				out.Records = append(out.Records, toProto(&res.Records[i], req.Partition))
 			}
-			if err := stream.Send(out); err != nil {
+			next = res.NextOffset // res is garbage from here: a blocked send holds only the encoded bytes
+			if err := budget.sendLeased(stream, out, lease); err != nil {
 				return err
 			}
-			next = res.NextOffset
 			if !req.Follow {
 				return nil
 			}
 			continue
 		}
+		lease.release()
 		timer := time.NewTimer(maxWait)
 		select {
 		case <-ctx.Done():

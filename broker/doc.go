@@ -29,6 +29,16 @@
 //   - A tailing fetch never busy-polls: it waits on the partition's append
 //     notification, and a slow reader only slows its own stream (gRPC flow
 //     control), never the broker's memory.
+//   - Memory a client can make the broker hold is bounded (limits.go,
+//     docs/limits.md): messages by Limits.MaxMessageBytes; a produce request
+//     by records, headers per record and cost (every record and header
+//     costs a fixed overhead on top of its bytes), refused before it is
+//     decoded; all produce requests together by ProduceBufferBytes (beyond
+//     it: RESOURCE_EXHAUSTED, nothing written); fetch response bytes built
+//     or queued for a socket per stream by FetchStreamBytes and broker-wide
+//     by FetchBufferBytes (beyond them a stream waits, blocked).
+//   - Topic configs hold only sizes and durations in range (checkTopicSizes),
+//     checked on create and on load.
 //
 // Concurrency: Broker is safe for concurrent use; Close is idempotent and
 // seals every open partition.

@@ -8,7 +8,10 @@
 //     one, and returns records in offset order.
 //   - A read below the log start fails with *OutOfRangeError carrying the
 //     current log start; a read at or past the high watermark returns no
-//     records and no error.
+//     records and no error. A segment that vanishes under a read because
+//     retention deleted it is reported the same way, once the manifest
+//     shows the new log start. A negative offset fails with
+//     ErrInvalidOffset.
 //   - Cold reads fetch only the block ranges they need: opening a segment
 //     costs one ranged GET of its tail (two when the footer is large), a
 //     block span costs one ranged GET. Concurrent readers of one block cause

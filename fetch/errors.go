@@ -1,6 +1,13 @@
 package fetch
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrInvalidOffset: a read from an offset that can never exist (a
+// negative one). It is the caller's mistake, not the log's state.
+var ErrInvalidOffset = errors.New("fetch: invalid offset")
 
 // OutOfRangeError reports a read below the partition's log start (data
 // deleted by retention, or never written).

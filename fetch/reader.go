@@ -59,11 +59,14 @@ func NewPartitionReader(cache *Cache, src tier.BucketReader, manifests ManifestS
 	return r
 }
 
-// recordSize is the byte count maxBytes is measured in.
+// recordSize is the byte count maxBytes is measured in: key, value and
+// headers plus 64 bytes per record and 32 per header, what the broker's
+// limits charge (broker.RecordOverheadBytes, HeaderOverheadBytes), so a
+// read of empty records is bounded too.
 func recordSize(r *segment.Record) int {
-	n := len(r.Key) + len(r.Value) + 16
+	n := len(r.Key) + len(r.Value) + 64
 	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value)
+		n += len(h.Key) + len(h.Value) + 32
 	}
 	return n
 }
@@ -72,7 +75,7 @@ func recordSize(r *segment.Record) int {
 // least one record when one exists at or after from).
 func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*Result, error) {
 	if from < 0 {
-		return nil, fmt.Errorf("fetch: negative offset %d", from)
+		return nil, fmt.Errorf("%w: %d is negative; offsets start at 0", ErrInvalidOffset, from)
 	}
 	if maxBytes <= 0 {
 		maxBytes = 1
@@ -104,12 +107,14 @@ func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*
 	defer func() { r.lastNext.Store(res.NextOffset) }()
 	if err := r.readCold(ctx, m, res, from, maxBytes, sequential); err != nil {
 		if errors.Is(err, tier.ErrNotFound) {
-			// A segment vanished: retention moved the log start.
+			// A segment vanished: retention moved the log start (it
+			// commits the manifest before it deletes the objects), so
+			// the current manifest says where the log starts now.
 			if rf, ok := r.manifests.(refresher); ok {
 				rf.Refresh()
-				if m2, err2 := r.manifests.Manifest(ctx); err2 == nil && from < m2.LogStartOffset {
-					return nil, &OutOfRangeError{Offset: from, LogStartOffset: m2.LogStartOffset, HighWatermark: res.HighWatermark}
-				}
+			}
+			if m2, err2 := r.manifests.Manifest(ctx); err2 == nil && from < m2.LogStartOffset {
+				return nil, &OutOfRangeError{Offset: from, LogStartOffset: m2.LogStartOffset, HighWatermark: res.HighWatermark}
 			}
 		}
 		return nil, err

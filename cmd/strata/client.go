@@ -11,8 +11,10 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -35,12 +37,29 @@ func dial(addr string) (*client.Client, error) {
 	return c, nil
 }
 
-// rpcErr turns a gRPC status into a plain error message.
+// rpcErr turns a gRPC status into a plain error message: "out of range:
+// ...", "not found: ...".
 func rpcErr(err error) error {
 	if s, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s: %s", strings.ToLower(s.Code().String()), s.Message())
+		return fmt.Errorf("%s: %s", codeWords(s.Code()), s.Message())
 	}
 	return err
+}
+
+// codeWords spells a status code as lower-case words: OutOfRange is
+// "out of range".
+func codeWords(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // parseArgs parses flags that may come before or after positional args.

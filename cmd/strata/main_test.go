@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestRunDemo(t *testing.T) {
@@ -27,6 +30,21 @@ func TestRunBadInput(t *testing.T) {
 		}
 		if strings.TrimSpace(err.Error()) == "" {
 			t.Errorf("%v: empty error", args)
+		}
+	}
+}
+
+// Status codes read as words in the CLI's messages.
+func TestRPCErrorsReadAsWords(t *testing.T) {
+	for code, want := range map[codes.Code]string{
+		codes.OutOfRange:        "out of range: x",
+		codes.InvalidArgument:   "invalid argument: x",
+		codes.ResourceExhausted: "resource exhausted: x",
+		codes.NotFound:          "not found: x",
+		codes.Unavailable:       "unavailable: x",
+	} {
+		if got := rpcErr(status.Error(code, "x")).Error(); got != want {
+			t.Errorf("%v: %q, want %q", code, got, want)
 		}
 	}
 }

@@ -30,9 +30,12 @@ func serve(ctx context.Context, args []string) error {
 	maxRecord := sizeFlag(fs, "max-record-bytes", 1<<20, "largest record accepted")
 	fsync := fs.String("fsync", "interval", "local log fsync policy: always, interval or never")
 	walInterval := fs.Duration("wal-flush-interval", 50*time.Millisecond, "longest a received record waits before its WAL object upload starts")
-	walBytes := sizeFlag(fs, "wal-flush-bytes", 8<<20, "start a WAL object upload as soon as this much is buffered")
+	walBytes := sizeFlag(fs, "wal-flush-bytes", 8<<20, "start a WAL object upload as soon as this much is buffered (at most 1GiB; default 8MiB, or --wal-max-buffered when that is smaller)")
 	walMax := sizeFlag(fs, "wal-max-buffered", 256<<20, "most data received but not yet in the object store; producers wait (then fail, retryably) beyond it")
 	walCollect := fs.Duration("wal-collect-interval", 30*time.Second, "how often WAL objects whose records are all sealed are deleted")
+	maxMessage := sizeFlag(fs, "max-message-bytes", 16<<20, "largest gRPC message accepted (a produce request is one); larger ones are refused before they are decoded")
+	maxProduce := sizeFlag(fs, "produce-buffer-bytes", 256<<20, "most produce requests held in memory at once (counted with 64 bytes per record); beyond it requests are refused, retryably")
+	maxFetch := sizeFlag(fs, "fetch-buffer-bytes", 256<<20, "most fetch response bytes built or waiting for slow readers at once; beyond it fetches wait")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,7 +66,14 @@ func serve(ctx context.Context, args []string) error {
 	cfg.MaxRecordBytes = int(*maxRecord)
 	cfg.WALFlushInterval, cfg.WALFlushBytes, cfg.WALMaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
 	cfg.WALCollectInterval = *walCollect
+	if !flagSet(fs, "wal-flush-bytes") && cfg.WALFlushBytes > cfg.WALMaxBufferedBytes {
+		cfg.WALFlushBytes = cfg.WALMaxBufferedBytes // a small buffer flushes when full
+	}
 	cfg.ProduceTimeout = *produceTimeout
+	cfg.Limits.MaxMessageBytes, cfg.Limits.ProduceBufferBytes, cfg.Limits.FetchBufferBytes = int(*maxMessage), int64(*maxProduce), int64(*maxFetch)
+	if cfg.Limits.MaxProduceBytes < 2*int64(*maxMessage) {
+		cfg.Limits.MaxProduceBytes = 2 * int64(*maxMessage) // a full message of payload plus its per-record overhead
+	}
 	b, err := broker.New(cfg)
 	if err != nil {
 		return err
@@ -72,7 +82,9 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxConcurrentStreams(1000))
+	// Message size, flow-control windows, stream cap and the codec that
+	// enforces the broker's memory limits (broker/limits.go).
+	srv := grpc.NewServer(b.ServerOptions()...)
 	stratapb.RegisterStrataServer(srv, b)
 	log.Info("strata broker listening", "addr", lis.Addr().String(), "data_dir", dir, "object_store", *store)
 	errc := make(chan error, 1)
@@ -101,4 +113,11 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// flagSet reports whether the command line set the flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

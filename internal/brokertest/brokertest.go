@@ -26,7 +26,7 @@ func Config(t testing.TB, store tier.Store) broker.Config {
 }
 
 // Start serves a broker with cfg on 127.0.0.1 and returns it with its
-// address. The server stops and the broker closes when the test ends.
+// address, with the broker's own server options (its limits). The server stops and the broker closes when the test ends.
 func Start(t testing.TB, cfg broker.Config) (*broker.Broker, string) {
 	t.Helper()
 	b, err := broker.New(cfg)
@@ -37,7 +37,7 @@ func Start(t testing.TB, cfg broker.Config) (*broker.Broker, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(b.ServerOptions()...)
 	stratapb.RegisterStrataServer(srv, b)
 	go srv.Serve(lis)
 	t.Cleanup(func() {
