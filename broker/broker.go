@@ -485,7 +485,7 @@ func statusOf(err error) error {
 	case tier.IsRetryable(err):
 		return status.Errorf(codes.Unavailable, "%v; the object store is unavailable, retry later", err)
 	case errors.Is(err, ingest.ErrClosed):
-		return status.Error(codes.Unavailable, "broker is shutting down; retry on another broker")
+		return status.Error(codes.Unavailable, "the partition was closed while the request was in flight (the broker is shutting down, or the partition is being reopened after a takeover); the request's outcome is unknown: retry with the same producer sequence")
 	case errors.Is(err, wal.ErrBackpressure):
 		return status.Errorf(codes.Unavailable, "%v; this batch was not appended (in a request that spans partitions, the batches of the partitions before it may have been): retry after a backoff, with the same producer sequence so stored batches are recognized", err)
 	case errors.Is(err, wal.ErrFenced), errors.Is(err, wal.ErrClosed):
