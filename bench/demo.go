@@ -12,6 +12,7 @@ import (
 
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -122,7 +123,7 @@ func Demo(ctx context.Context, cfg DemoConfig, out io.Writer) (*DemoReport, erro
 	}
 	rep.AppendTime = time.Since(t0)
 	for p := 0; p < cfg.Partitions; p++ {
-		m, _, err := tier.NewManifestStore(cfg.Store, cfg.Topic, int32(p)).Load(ctx)
+		m, _, err := meta.NewManifestStore(cfg.Store, cfg.Topic, int32(p)).Load(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -3,8 +3,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,10 +10,8 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +24,7 @@ import (
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/partitioner"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
@@ -187,20 +184,6 @@ func (t *topic) checkPartition(p int32) error {
 		return status.Errorf(codes.InvalidArgument, "partition %d out of range: topic %q has partitions 0-%d", p, t.cfg.Name, t.cfg.Partitions-1)
 	}
 	return nil
-}
-
-// storageName is how a topic's objects and WAL entries name it.
-func storageName(name, id string) string {
-	if id == "" {
-		return name
-	}
-	return name + "/" + id
-}
-
-// splitStorageName undoes storageName.
-func splitStorageName(s string) (name, id string) {
-	name, id, _ = strings.Cut(s, "/")
-	return name, id
 }
 
 // New returns a broker. It opens partitions lazily.
@@ -460,8 +443,6 @@ func validName(name string) error {
 	return nil
 }
 
-func configKey(name string) string { return "topics/" + name + "/config.json" }
-
 // statusOf maps internal errors to gRPC status errors.
 func statusOf(err error) error {
 	if err == nil {
@@ -511,7 +492,7 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 	if t, ok := b.topics[name]; ok {
 		return t, nil
 	}
-	rc, info, err := b.cfg.Store.Get(ctx, configKey(name))
+	rc, info, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
 	if errors.Is(err, tier.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "topic %q does not exist; create it with `strata topic create %s --partitions N`", name, name)
 	}
@@ -525,9 +506,9 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 		st, err = decodeTopicConfig(name, data)
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, configKey(name), err)
+		return nil, status.Errorf(codes.Internal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, meta.TopicConfigKey(name), err)
 	}
-	t := &topic{cfg: st.TopicConfig, id: st.ID, store: storageName(name, st.ID), etag: info.ETag, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}
+	t := &topic{cfg: st.TopicConfig, id: st.ID, store: meta.StorageName(name, st.ID), etag: info.ETag, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}
 	b.topics[name] = t
 	return t, nil
 }
@@ -629,11 +610,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 
 // partitionDir is the local directory of partition p of t.
 func (b *Broker) partitionDir(t *topic, p int32) string {
-	name := t.cfg.Name + "-" + strconv.Itoa(int(p))
-	if t.id != "" {
-		name = t.cfg.Name + "-" + t.id + "-" + strconv.Itoa(int(p))
-	}
-	return filepath.Join(b.cfg.DataDir, "partitions", name)
+	return meta.PartitionDir(b.cfg.DataDir, t.cfg.Name, t.id, p)
 }
 
 // storedTopic is a topic config as the bucket holds it: the API's config
@@ -641,13 +618,6 @@ func (b *Broker) partitionDir(t *topic, p int32) string {
 type storedTopic struct {
 	*stratapb.TopicConfig
 	ID string `json:"topic_id,omitempty"`
-}
-
-// newTopicID makes a topic identity: 16 random bytes in hex.
-func newTopicID() string {
-	var r [16]byte
-	rand.Read(r[:])
-	return hex.EncodeToString(r[:])
 }
 
 // decodeTopicConfig parses a stored topic config and checks what CreateTopic
@@ -712,8 +682,8 @@ func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	data, _ := json.Marshal(&storedTopic{TopicConfig: cfg, ID: newTopicID()})
-	_, err := b.cfg.Store.PutIfAbsent(ctx, configKey(cfg.Name), bytes.NewReader(data), int64(len(data)))
+	data, _ := json.Marshal(&storedTopic{TopicConfig: cfg, ID: meta.NewTopicID()})
+	_, err := b.cfg.Store.PutIfAbsent(ctx, meta.TopicConfigKey(cfg.Name), bytes.NewReader(data), int64(len(data)))
 	if errors.Is(err, tier.ErrPreconditionFailed) {
 		return nil, status.Errorf(codes.AlreadyExists, "topic %q already exists", cfg.Name)
 	}
@@ -727,11 +697,9 @@ func (b *Broker) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 // ListTopics implements the API.
 func (b *Broker) ListTopics(ctx context.Context, _ *stratapb.ListTopicsRequest) (*stratapb.ListTopicsResponse, error) {
 	var names []string
-	err := b.cfg.Store.List(ctx, "topics/", func(o tier.ObjectInfo) error {
-		if rest, ok := strings.CutPrefix(o.Key, "topics/"); ok {
-			if name, ok := strings.CutSuffix(rest, "/config.json"); ok && !strings.Contains(name, "/") {
-				names = append(names, name)
-			}
+	err := b.cfg.Store.List(ctx, meta.TopicsPrefix, func(o tier.ObjectInfo) error {
+		if name, ok := meta.TopicNameOfConfigKey(o.Key); ok {
+			names = append(names, name)
 		}
 		return nil
 	})
@@ -1053,7 +1021,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	if err != nil {
 		return nil, err
 	}
-	if err := b.cfg.Store.Delete(ctx, configKey(t.cfg.Name)); err != nil {
+	if err := b.cfg.Store.Delete(ctx, meta.TopicConfigKey(t.cfg.Name)); err != nil {
 		return nil, statusOf(err)
 	}
 	b.mu.Lock()
@@ -1078,7 +1046,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	t.parts = map[int32]*partition{}
 	t.mu.Unlock()
 	var keys []string
-	if err := b.cfg.Store.List(ctx, "topics/"+t.cfg.Name+"/", func(o tier.ObjectInfo) error {
+	if err := b.cfg.Store.List(ctx, meta.TopicPrefix(t.cfg.Name), func(o tier.ObjectInfo) error {
 		keys = append(keys, o.Key)
 		return nil
 	}); err != nil {

@@ -8,21 +8,18 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
-
-// producerIDKey holds the next unallocated producer id block.
-const producerIDKey = "producers/next-id.json"
 
 // idBlock is how many producer ids a broker takes from the bucket at once.
 const idBlock = 1000
 
 // idAllocator hands out producer ids unique in the bucket: it takes blocks
-// of idBlock ids by compare-and-swap on producerIDKey, so no two brokers
+// of idBlock ids by compare-and-swap on meta.ProducerIDKey, so no two brokers
 // (or incarnations) ever hand out the same id. Ids start at 1.
 type idAllocator struct {
 	store tier.Store
@@ -45,7 +42,7 @@ func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		cur := idState{Next: 1}
 		etag := ""
-		rc, info, err := a.store.Get(ctx, producerIDKey)
+		rc, info, err := a.store.Get(ctx, meta.ProducerIDKey)
 		switch {
 		case err == nil:
 			data, rerr := io.ReadAll(io.LimitReader(rc, 1<<10))
@@ -54,7 +51,7 @@ func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
 				return 0, rerr
 			}
 			if err := json.Unmarshal(data, &cur); err != nil || cur.Next < 1 {
-				return 0, fmt.Errorf("broker: %s is corrupt (%q): fix or delete it", producerIDKey, data)
+				return 0, fmt.Errorf("broker: %s is corrupt (%q): fix or delete it", meta.ProducerIDKey, data)
 			}
 			etag = info.ETag
 		case !errors.Is(err, tier.ErrNotFound):
@@ -65,9 +62,9 @@ func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
 		}
 		data, _ := json.Marshal(idState{Next: cur.Next + idBlock})
 		if etag == "" {
-			_, err = a.store.PutIfAbsent(ctx, producerIDKey, bytes.NewReader(data), int64(len(data)))
+			_, err = a.store.PutIfAbsent(ctx, meta.ProducerIDKey, bytes.NewReader(data), int64(len(data)))
 		} else {
-			_, err = a.store.PutIfMatch(ctx, producerIDKey, etag, bytes.NewReader(data), int64(len(data)))
+			_, err = a.store.PutIfMatch(ctx, meta.ProducerIDKey, etag, bytes.NewReader(data), int64(len(data)))
 		}
 		if errors.Is(err, tier.ErrPreconditionFailed) {
 			continue // another broker took a block first
@@ -80,7 +77,7 @@ func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
 		a.next, a.limit = cur.Next+1, cur.Next+idBlock
 		return cur.Next, nil
 	}
-	return 0, errors.New("broker: could not allocate a producer id block: too much contention on " + producerIDKey)
+	return 0, errors.New("broker: could not allocate a producer id block: too much contention on " + meta.ProducerIDKey)
 }
 
 // collectLoop deletes WAL objects whose records are all sealed.
@@ -116,7 +113,7 @@ func (b *Broker) CollectWAL(ctx context.Context) (int, error) {
 // the bucket; math.MaxInt64 for a partition whose topic is gone, or was
 // re-created since (another identity): its WAL entries are garbage.
 func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, error) {
-	name, id := splitStorageName(store)
+	name, id := meta.SplitStorageName(store)
 	b.mu.Lock()
 	t := b.topics[name]
 	b.mu.Unlock()
@@ -129,7 +126,7 @@ func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, e
 			return m.NextOffset(), nil
 		}
 	}
-	rc, _, err := b.cfg.Store.Get(ctx, configKey(name))
+	rc, _, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
 	if errors.Is(err, tier.ErrNotFound) {
 		return math.MaxInt64, nil
 	}
@@ -148,7 +145,7 @@ func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, e
 	if st.ID != id {
 		return math.MaxInt64, nil // deleted and re-created: another topic now
 	}
-	m, _, err := tier.NewManifestStore(b.cfg.Store, store, p).Load(ctx)
+	m, _, err := meta.NewManifestStore(b.cfg.Store, store, p).Load(ctx)
 	if errors.Is(err, tier.ErrNotFound) {
 		return 0, nil
 	}
@@ -183,11 +180,9 @@ func (b *Broker) topicRefreshLoop() {
 // they stop taking writes, and the next request loads the topic anew.
 func (b *Broker) RefreshTopics(ctx context.Context) error {
 	etags := map[string]string{}
-	err := b.cfg.Store.List(ctx, "topics/", func(o tier.ObjectInfo) error {
-		if rest, ok := strings.CutPrefix(o.Key, "topics/"); ok {
-			if name, ok := strings.CutSuffix(rest, "/config.json"); ok && !strings.Contains(name, "/") {
-				etags[name] = o.ETag
-			}
+	err := b.cfg.Store.List(ctx, meta.TopicsPrefix, func(o tier.ObjectInfo) error {
+		if name, ok := meta.TopicNameOfConfigKey(o.Key); ok {
+			etags[name] = o.ETag
 		}
 		return nil
 	})
@@ -240,7 +235,7 @@ func (b *Broker) RefreshTopics(ctx context.Context) error {
 
 // topicIdentity reads a topic's stored identity and the config's ETag.
 func (b *Broker) topicIdentity(ctx context.Context, name string) (id, etag string, err error) {
-	rc, info, err := b.cfg.Store.Get(ctx, configKey(name))
+	rc, info, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
 	if err != nil {
 		return "", "", err
 	}

@@ -12,13 +12,13 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -116,8 +116,6 @@ func decodeGroupState(data []byte) (groupState, error) {
 
 var groupName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
 
-func groupKey(name string) string { return "groups/" + name + "/state.json" }
-
 func newUpdateID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
@@ -134,7 +132,7 @@ func validGroupName(name string) error {
 // readGroupState reads a group's stored state; found is false when none is
 // stored.
 func (b *Broker) readGroupState(ctx context.Context, name string) (st groupState, etag string, found bool, err error) {
-	rc, info, err := b.cfg.Store.Get(ctx, groupKey(name))
+	rc, info, err := b.cfg.Store.Get(ctx, meta.GroupKey(name))
 	if errors.Is(err, tier.ErrNotFound) {
 		return groupState{}, "", false, nil
 	}
@@ -148,7 +146,7 @@ func (b *Broker) readGroupState(ctx context.Context, name string) (st groupState
 	}
 	st, err = decodeGroupState(data)
 	if err != nil {
-		return groupState{}, "", false, status.Errorf(codes.Internal, "group %q: stored state %s is unreadable: %v; restore or delete it", name, groupKey(name), err)
+		return groupState{}, "", false, status.Errorf(codes.Internal, "group %q: stored state %s is unreadable: %v; restore or delete it", name, meta.GroupKey(name), err)
 	}
 	return st, info.ETag, true, nil
 }
@@ -195,9 +193,9 @@ func (b *Broker) admit(g *group, now time.Time) error {
 // putGroupState writes data conditionally on the state g was read at.
 func (b *Broker) putGroupState(ctx context.Context, g *group, data []byte) (tier.ObjectInfo, error) {
 	if g.etag == "" {
-		return b.cfg.Store.PutIfAbsent(ctx, groupKey(g.name), bytes.NewReader(data), int64(len(data)))
+		return b.cfg.Store.PutIfAbsent(ctx, meta.GroupKey(g.name), bytes.NewReader(data), int64(len(data)))
 	}
-	return b.cfg.Store.PutIfMatch(ctx, groupKey(g.name), g.etag, bytes.NewReader(data), int64(len(data)))
+	return b.cfg.Store.PutIfMatch(ctx, meta.GroupKey(g.name), g.etag, bytes.NewReader(data), int64(len(data)))
 }
 
 // saveGroup stores the committed offsets apply makes of the stored ones,
@@ -519,8 +517,8 @@ func (b *Broker) FetchCommitted(ctx context.Context, req *stratapb.FetchCommitte
 // ListGroups implements the API: every group with state in the bucket.
 func (b *Broker) ListGroups(ctx context.Context, _ *stratapb.ListGroupsRequest) (*stratapb.ListGroupsResponse, error) {
 	seen := map[string]bool{}
-	err := b.cfg.Store.List(ctx, "groups/", func(o tier.ObjectInfo) error {
-		if name, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, "groups/"), "/state.json"); ok {
+	err := b.cfg.Store.List(ctx, meta.GroupsPrefix, func(o tier.ObjectInfo) error {
+		if name, ok := meta.GroupNameOfKey(o.Key); ok {
 			seen[name] = true
 		}
 		return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -401,10 +402,10 @@ func TestGroupReadsClaimNoPartition(t *testing.T) {
 		etags := map[int32]string{}
 		cold := manifestTopic(t, store, "cold")
 		for p := int32(0); p < 2; p++ {
-			m := &tier.Manifest{Topic: cold, Partition: p, Epoch: 1, LogStartOffset: 5, Segments: []tier.SegmentRef{
-				{Key: tier.SegmentKey(cold, p, 0, 1), BaseOffset: 0, LastOffset: 9, Records: 10, Size: 100, Codec: "zstd"},
+			m := &meta.Manifest{Topic: cold, Partition: p, Epoch: 1, LogStartOffset: 5, Segments: []meta.SegmentRef{
+				{Key: meta.SegmentKey(cold, p, 0, 1), BaseOffset: 0, LastOffset: 9, Records: 10, Size: 100, Codec: "zstd"},
 			}}
-			etag, err := tier.NewManifestStore(store, cold, p).Create(ctx, m)
+			etag, err := meta.NewManifestStore(store, cold, p).Create(ctx, m)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -437,7 +438,7 @@ func TestGroupReadsClaimNoPartition(t *testing.T) {
 			}
 		}
 		for p := int32(0); p < 2; p++ {
-			m, etag, err := tier.NewManifestStore(store, cold, p).Load(ctx)
+			m, etag, err := meta.NewManifestStore(store, cold, p).Load(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

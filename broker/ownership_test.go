@@ -10,6 +10,7 @@ import (
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -102,7 +103,7 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 			}
 		}
 		for p := int32(0); p < 2; p++ {
-			m, _, err := tier.NewManifestStore(s, manifestTopic(t, s, "t"), p).Load(context.Background())
+			m, _, err := meta.NewManifestStore(s, manifestTopic(t, s, "t"), p).Load(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +230,7 @@ func TestLostManifestCASDoesNotStickThePartition(t *testing.T) {
 	a, _, _ := start(t, s, t.TempDir())
 	mustCreate(t, a, "t", 1)
 	produceTo(t, a, "t", 0, "first")
-	ms := tier.NewManifestStore(s, manifestTopic(t, s, "t"), 0)
+	ms := meta.NewManifestStore(s, manifestTopic(t, s, "t"), 0)
 	m, etag, err := ms.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)

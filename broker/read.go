@@ -27,6 +27,7 @@ import (
 
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -47,7 +48,7 @@ type readView struct {
 	// local is the bytes on this broker's disk (0 for a bucket view).
 	local func() int64
 	// manifest is the view's manifest.
-	manifest func(ctx context.Context) (*tier.Manifest, error)
+	manifest func(ctx context.Context) (*meta.Manifest, error)
 	// stale reports that the view is no longer what reads should use: the
 	// partition was opened here since, or the open one was dropped.
 	stale func() bool
@@ -134,7 +135,7 @@ type bucketView struct {
 	reader    *fetch.PartitionReader
 
 	mu      sync.Mutex
-	m       *tier.Manifest  // nil: the partition has no manifest yet
+	m       *meta.Manifest  // nil: the partition has no manifest yet
 	tail    []wal.TailEntry // contiguous durable entries from m.NextOffset()
 	end     int64           // offset after the tail
 	fetched time.Time
@@ -148,7 +149,7 @@ var (
 // Manifest returns the manifest, refreshing it and the WAL tail when
 // older than viewRefresh. A partition never written has an empty
 // manifest.
-func (v *bucketView) Manifest(ctx context.Context) (*tier.Manifest, error) {
+func (v *bucketView) Manifest(ctx context.Context) (*meta.Manifest, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.fetched.IsZero() && time.Since(v.fetched) < viewRefresh {
@@ -169,9 +170,9 @@ func (v *bucketView) Refresh() {
 }
 
 func (v *bucketView) refreshLocked(ctx context.Context) error {
-	m, _, err := tier.NewManifestStore(v.store, v.topic, v.partition).Load(ctx)
+	m, _, err := meta.NewManifestStore(v.store, v.topic, v.partition).Load(ctx)
 	if errors.Is(err, tier.ErrNotFound) {
-		m, err = &tier.Manifest{Version: tier.ManifestVersion, Topic: v.topic, Partition: v.partition}, nil
+		m, err = &meta.Manifest{Version: meta.ManifestVersion, Topic: v.topic, Partition: v.partition}, nil
 	}
 	if err != nil {
 		return err

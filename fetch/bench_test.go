@@ -13,6 +13,7 @@ import (
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -31,7 +32,7 @@ func benchValue(rng *rand.Rand, off int64) []byte {
 
 // seedBench writes rawBytes of records into sealed segments and returns the
 // manifest.
-func seedBench(b *testing.B, store tier.Store, rawBytes int, codec segment.Codec) *tier.Manifest {
+func seedBench(b *testing.B, store tier.Store, rawBytes int, codec segment.Codec) *meta.Manifest {
 	b.Helper()
 	ctx := context.Background()
 	cfg := ingest.DefaultPartitionConfig()
@@ -64,7 +65,7 @@ func seedBench(b *testing.B, store tier.Store, rawBytes int, codec segment.Codec
 	if err := p.Close(ctx); err != nil { // seals everything
 		b.Fatal(err)
 	}
-	m, _, err := tier.NewManifestStore(store, topic, 0).Load(ctx)
+	m, _, err := meta.NewManifestStore(store, topic, 0).Load(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,6 +206,6 @@ func BenchmarkPointRead(b *testing.B) {
 	}
 }
 
-type staticManifest struct{ m *tier.Manifest }
+type staticManifest struct{ m *meta.Manifest }
 
-func (s staticManifest) Manifest(context.Context) (*tier.Manifest, error) { return s.m, nil }
+func (s staticManifest) Manifest(context.Context) (*meta.Manifest, error) { return s.m, nil }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -255,7 +256,7 @@ func (c *Cache) doGet(ctx context.Context, src tier.BucketReader, key string, of
 
 // Footer returns the footer of a sealed segment, loading it (one or two
 // ranged GETs) on a miss.
-func (c *Cache) Footer(ctx context.Context, src tier.BucketReader, seg tier.SegmentRef) (*segment.Footer, error) {
+func (c *Cache) Footer(ctx context.Context, src tier.BucketReader, seg meta.SegmentRef) (*segment.Footer, error) {
 	c.mu.Lock()
 	if el, ok := c.mu.footer[seg.Key]; ok {
 		c.mu.footLRU.MoveToFront(el)

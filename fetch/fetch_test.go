@@ -17,6 +17,7 @@ import (
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -327,7 +328,7 @@ func TestReadBelowLogStartIsOutOfRange(t *testing.T) {
 	store := storetest.File(t)
 	seed(t, store, 10, 0, 1<<20)
 	ctx := context.Background()
-	ms := tier.NewManifestStore(store, topic, 0)
+	ms := meta.NewManifestStore(store, topic, 0)
 	m, etag, err := ms.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +353,7 @@ func TestCorruptSegmentIsAnErrorNotAPanic(t *testing.T) {
 	store := storetest.File(t)
 	seed(t, store, 500, 0, 1<<20)
 	ctx := context.Background()
-	m, _, err := tier.NewManifestStore(store, topic, 0).Load(ctx)
+	m, _, err := meta.NewManifestStore(store, topic, 0).Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

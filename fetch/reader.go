@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -16,7 +17,7 @@ import (
 // ManifestSource gives the partition's current manifest. The owning
 // broker's ingest.Partition is one; BucketManifests reads it from the bucket.
 type ManifestSource interface {
-	Manifest(ctx context.Context) (*tier.Manifest, error)
+	Manifest(ctx context.Context) (*meta.Manifest, error)
 }
 
 // refresher is an optional capability of a ManifestSource: drop any cached
@@ -148,7 +149,7 @@ func appendRecords(res *Result, batches []segment.Batch, from int64, maxBytes in
 }
 
 // readCold reads sealed segments from the block holding `from` on.
-func (r *PartitionReader) readCold(ctx context.Context, m *tier.Manifest, res *Result, from int64, maxBytes int, sequential bool) error {
+func (r *PartitionReader) readCold(ctx context.Context, m *meta.Manifest, res *Result, from int64, maxBytes int, sequential bool) error {
 	blocks := 0
 	for si := m.FindSegment(from); si < len(m.Segments); si++ {
 		seg := m.Segments[si]
@@ -183,7 +184,7 @@ func (r *PartitionReader) readCold(ctx context.Context, m *tier.Manifest, res *R
 
 // prefetchSegment warms the next segment's footer and first span in the
 // background so a replay crosses segment boundaries without a stall.
-func (r *PartitionReader) prefetchSegment(ctx context.Context, seg tier.SegmentRef) {
+func (r *PartitionReader) prefetchSegment(ctx context.Context, seg meta.SegmentRef) {
 	if r.cache.cfg.ReadAheadSpans == 0 || r.cache.ctx.Err() != nil {
 		return
 	}
@@ -280,18 +281,18 @@ type BucketManifests struct {
 	ttl time.Duration
 
 	mu      sync.Mutex
-	cached  *tier.Manifest
+	cached  *meta.Manifest
 	fetched time.Time
 }
 
 // NewBucketManifests returns a manifest source for (topic, partition). A ttl
 // of 0 reads the bucket on every call.
 func NewBucketManifests(src tier.BucketReader, topic string, partition int32, ttl time.Duration) *BucketManifests {
-	return &BucketManifests{src: src, key: tier.ManifestKey(topic, partition), ttl: ttl}
+	return &BucketManifests{src: src, key: meta.ManifestKey(topic, partition), ttl: ttl}
 }
 
 // Manifest returns the cached manifest or reads it from the bucket.
-func (b *BucketManifests) Manifest(ctx context.Context) (*tier.Manifest, error) {
+func (b *BucketManifests) Manifest(ctx context.Context) (*meta.Manifest, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cached != nil && time.Since(b.fetched) < b.ttl {
@@ -306,7 +307,7 @@ func (b *BucketManifests) Manifest(ctx context.Context) (*tier.Manifest, error) 
 	if err != nil {
 		return nil, fmt.Errorf("fetch: read manifest %s: %w", b.key, err)
 	}
-	m, err := tier.DecodeManifest(data)
+	m, err := meta.DecodeManifest(data)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: manifest %s: %w", b.key, err)
 	}

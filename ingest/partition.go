@@ -14,6 +14,7 @@ import (
 
 	"github.com/stratalog/strata/ingest/wal"
 	"github.com/stratalog/strata/internal/failpoint"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 	"github.com/stratalog/strata/vfs"
@@ -145,7 +146,7 @@ var ErrClosed = errors.New("ingest: partition closed")
 // Partition is one partition's write path on its owning broker.
 type Partition struct {
 	cfg       PartitionConfig
-	manifests *tier.ManifestStore
+	manifests *meta.ManifestStore
 	local     *LocalLog
 	log       *slog.Logger
 
@@ -160,7 +161,7 @@ type Partition struct {
 
 	mu struct {
 		sync.Mutex
-		manifest *tier.Manifest // last committed manifest
+		manifest *meta.Manifest // last committed manifest
 		etag     string         // its ETag
 		fenced   error          // non-nil once a CAS failed: we no longer own the partition
 		closed   bool
@@ -199,7 +200,7 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	}
 	p := &Partition{
 		cfg:       cfg,
-		manifests: tier.NewManifestStore(cfg.Store, cfg.Topic, cfg.Partition),
+		manifests: meta.NewManifestStore(cfg.Store, cfg.Topic, cfg.Partition),
 		log:       cfg.Logger.With("topic", cfg.Topic, "partition", cfg.Partition),
 		kick:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
@@ -262,10 +263,10 @@ func (p *Partition) self() string {
 
 // loadOrCreate reads the manifest, or creates the partition's first one
 // (owned by this incarnation: created reports that, and no claim is needed).
-func (p *Partition) loadOrCreate(ctx context.Context) (m *tier.Manifest, etag string, created bool, err error) {
+func (p *Partition) loadOrCreate(ctx context.Context) (m *meta.Manifest, etag string, created bool, err error) {
 	m, etag, err = p.manifests.Load(ctx)
 	if errors.Is(err, tier.ErrNotFound) {
-		m = &tier.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1, Owner: p.self()}
+		m = &meta.Manifest{Topic: p.cfg.Topic, Partition: p.cfg.Partition, Epoch: 1, Generation: 1, Owner: p.self()}
 		etag, err = p.manifests.Create(ctx, m)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("ingest: create manifest of %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
@@ -281,7 +282,7 @@ func (p *Partition) loadOrCreate(ctx context.Context) (m *tier.Manifest, etag st
 // claim bumps the manifest's epoch by CAS. With a WAL it names this
 // incarnation the owner and keeps the earlier owners whose WAL objects
 // may hold unsealed records.
-func (p *Partition) claim(ctx context.Context, m *tier.Manifest, etag string) (*tier.Manifest, string, error) {
+func (p *Partition) claim(ctx context.Context, m *meta.Manifest, etag string) (*meta.Manifest, string, error) {
 	self := p.self()
 	next := m.Clone()
 	next.Epoch++
@@ -315,7 +316,7 @@ const ownerMarkerPrefix = "owner-"
 // too; the old markers are removed only after the claim succeeded
 // (dropOtherMarkers), so an open that fails before its claim leaves the
 // data as trusted as it was.
-func (p *Partition) adoptLocalDir(m *tier.Manifest) error {
+func (p *Partition) adoptLocalDir(m *meta.Manifest) error {
 	fs, dir := p.cfg.FS, p.cfg.Dir
 	if err := fs.MkdirAll(dir); err != nil {
 		return fmt.Errorf("ingest: local dir %s: %w", dir, err)
@@ -384,7 +385,7 @@ func (p *Partition) dropOtherMarkers() {
 // recover completes the local log from earlier owners' WAL objects, seals
 // what was recovered (so the chain of owners never grows), rebuilds the
 // producer state and sets the high watermark.
-func (p *Partition) recover(ctx context.Context, m *tier.Manifest) error {
+func (p *Partition) recover(ctx context.Context, m *meta.Manifest) error {
 	if p.cfg.WAL != nil {
 		for _, inc := range m.WALOwners {
 			if inc == p.cfg.WAL.Incarnation() {
@@ -718,7 +719,7 @@ func (p *Partition) NextOffset() int64 { return p.local.NextOffset() }
 
 // Manifest returns the last committed manifest. The result must not be
 // modified.
-func (p *Partition) Manifest(context.Context) (*tier.Manifest, error) {
+func (p *Partition) Manifest(context.Context) (*meta.Manifest, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.mu.manifest, nil
@@ -865,7 +866,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	if footer.FirstOffset != from {
 		return fmt.Errorf("ingest: seal %s: segment starts at %d but the sealed log ends at %d; refusing to leave a gap", f.Name, footer.FirstOffset, from)
 	}
-	key := tier.SegmentKey(p.cfg.Topic, p.cfg.Partition, footer.FirstOffset, m.Epoch)
+	key := meta.SegmentKey(p.cfg.Topic, p.cfg.Partition, footer.FirstOffset, m.Epoch)
 	size := int64(buf.Len())
 	if _, err := p.cfg.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), size); err != nil {
 		return fmt.Errorf("ingest: upload segment %s: %w", key, err)
@@ -874,7 +875,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	next := m.Clone()
 	next.Generation++
 	next.Producers = prods.snapshot(p.cfg.Clock().Add(-p.cfg.ProducerExpiry).UnixMilli())
-	next.Segments = append(next.Segments, tier.SegmentRef{
+	next.Segments = append(next.Segments, meta.SegmentRef{
 		Key:          key,
 		BaseOffset:   footer.FirstOffset,
 		LastOffset:   footer.LastOffset,
@@ -905,7 +906,7 @@ var errResync = errors.New("ingest: the manifest holds an earlier write of ours 
 // it), so that manifest is the result of an earlier write of ours whose
 // answer was lost (and whose read-back failed too, as in a store outage).
 // It is adopted and the commit fails with errResync, to be redone from it.
-func (p *Partition) commit(ctx context.Context, prevETag string, next *tier.Manifest) error {
+func (p *Partition) commit(ctx context.Context, prevETag string, next *meta.Manifest) error {
 	// Recovery sealed everything earlier owners' WAL objects held before
 	// the partition took writes, so they are no longer needed.
 	next.WALOwners = nil
@@ -1039,7 +1040,7 @@ func (p *Partition) Sweep(ctx context.Context) (int, error) {
 func (p *Partition) sweep(ctx context.Context, now time.Time) (int, error) {
 	m, _ := p.Manifest(ctx)
 	var candidates []string
-	err := p.cfg.Store.List(ctx, tier.SegmentPrefix(p.cfg.Topic, p.cfg.Partition), func(o tier.ObjectInfo) error {
+	err := p.cfg.Store.List(ctx, meta.SegmentPrefix(p.cfg.Topic, p.cfg.Partition), func(o tier.ObjectInfo) error {
 		if now.Sub(o.LastModified) >= p.cfg.SweepGrace {
 			candidates = append(candidates, o.Key)
 		}

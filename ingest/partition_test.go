@@ -16,6 +16,7 @@ import (
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -261,7 +262,7 @@ func TestPartitionRetentionAndSweep(t *testing.T) {
 		}
 		before, _ := p.Manifest(ctx)
 		// An orphan (as left by a crash between upload and commit).
-		orphan := tier.SegmentKey("orders", 0, 5000, 99)
+		orphan := meta.SegmentKey("orders", 0, 5000, 99)
 		if _, err := store.Put(ctx, orphan, strings.NewReader("orphan"), 6); err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +439,7 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 		p.Close(ctx) // the "crash": nothing more committed, local log kept
 		// The upload happened: an object the manifest does not reference.
 		orphans := func() int {
-			m, _, err := tier.NewManifestStore(inner, "orders", 0).Load(ctx)
+			m, _, err := meta.NewManifestStore(inner, "orders", 0).Load(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -447,7 +448,7 @@ func TestPartitionCrashBetweenUploadAndCommit(t *testing.T) {
 				live[s.Key] = true
 			}
 			n := 0
-			inner.List(ctx, tier.SegmentPrefix("orders", 0), func(o tier.ObjectInfo) error {
+			inner.List(ctx, meta.SegmentPrefix("orders", 0), func(o tier.ObjectInfo) error {
 				if !live[o.Key] {
 					n++
 				}
@@ -543,12 +544,12 @@ func TestPartitionRefusesNewerManifest(t *testing.T) {
 	ctx := context.Background()
 	store := tier.NewMemStore()
 	body := `{"version":2,"topic":"orders","partition":0,"epoch":1,"generation":1}`
-	store.Put(ctx, tier.ManifestKey("orders", 0), strings.NewReader(body), int64(len(body)))
+	store.Put(ctx, meta.ManifestKey("orders", 0), strings.NewReader(body), int64(len(body)))
 	_, err := openPartition(t, ctx, testConfig(t, store, t.TempDir(), nil))
-	if !errors.Is(err, tier.ErrManifestVersion) {
+	if !errors.Is(err, meta.ErrManifestVersion) {
 		t.Fatalf("open over a newer manifest: %v, want ErrManifestVersion", err)
 	}
-	rc, _, _ := store.Get(ctx, tier.ManifestKey("orders", 0))
+	rc, _, _ := store.Get(ctx, meta.ManifestKey("orders", 0))
 	data, _ := io.ReadAll(rc)
 	if string(data) != body {
 		t.Fatal("the newer manifest was rewritten")

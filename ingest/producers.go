@@ -21,8 +21,8 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
-	"github.com/stratalog/strata/tier"
 )
 
 // rememberBatches is how many recent batches per producer a partition can
@@ -64,7 +64,7 @@ func (e *producerEntry) last() batchMeta { return e.batches[len(e.batches)-1] }
 
 type producers map[int64]*producerEntry
 
-func producersFrom(snap []tier.ProducerState) producers {
+func producersFrom(snap []meta.ProducerState) producers {
 	ps := producers{}
 	for _, s := range snap {
 		e := &producerEntry{epoch: s.Epoch}
@@ -142,8 +142,8 @@ func (ps producers) record(b *segment.Batch, nowMs int64) {
 // snapshot returns each producer's remembered batches, most recently
 // active first kept when over the limit, dropping producers idle (by
 // broker time) since before expireMs.
-func (ps producers) snapshot(expireMs int64) []tier.ProducerState {
-	out := make([]tier.ProducerState, 0, len(ps))
+func (ps producers) snapshot(expireMs int64) []meta.ProducerState {
+	out := make([]meta.ProducerState, 0, len(ps))
 	for id, e := range ps {
 		if len(e.batches) == 0 {
 			continue
@@ -152,9 +152,9 @@ func (ps producers) snapshot(expireMs int64) []tier.ProducerState {
 		if l.atMs < expireMs {
 			continue
 		}
-		st := tier.ProducerState{ID: id, Epoch: e.epoch, FirstSeq: l.firstSeq, Count: l.count, BaseOffset: l.base, LastMs: l.atMs}
+		st := meta.ProducerState{ID: id, Epoch: e.epoch, FirstSeq: l.firstSeq, Count: l.count, BaseOffset: l.base, LastMs: l.atMs}
 		for _, m := range e.batches[:len(e.batches)-1] {
-			st.Earlier = append(st.Earlier, tier.ProducerBatch{FirstSeq: m.firstSeq, Count: m.count, BaseOffset: m.base})
+			st.Earlier = append(st.Earlier, meta.ProducerBatch{FirstSeq: m.firstSeq, Count: m.count, BaseOffset: m.base})
 		}
 		out = append(out, st)
 	}

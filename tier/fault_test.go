@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -190,8 +191,8 @@ func TestManifestSurvivesFaults(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
 		f := tier.NewFaultStore(s, tier.FaultConfig{Seed: 9, LostResponseRate: 1})
-		ms := tier.NewManifestStore(f, "lost", 0)
-		etag, err := ms.Create(ctx, &tier.Manifest{Topic: "lost", Epoch: 1, Generation: 1})
+		ms := meta.NewManifestStore(f, "lost", 0)
+		etag, err := ms.Create(ctx, &meta.Manifest{Topic: "lost", Epoch: 1, Generation: 1})
 		if err != nil {
 			t.Fatalf("create with a lost response: %v", err)
 		}
@@ -202,7 +203,7 @@ func TestManifestSurvivesFaults(t *testing.T) {
 			}
 			next := cur.Clone()
 			next.Generation++
-			next.Segments = append(next.Segments, tier.SegmentRef{Key: fmt.Sprint("s", i), BaseOffset: int64(i * 10), LastOffset: int64(i*10 + 9)})
+			next.Segments = append(next.Segments, meta.SegmentRef{Key: fmt.Sprint("s", i), BaseOffset: int64(i * 10), LastOffset: int64(i*10 + 9)})
 			if etag, err = ms.Update(ctx, etag, next); err != nil {
 				t.Fatalf("update %d with a lost response: %v", i, err)
 			}
@@ -213,7 +214,7 @@ func TestManifestSurvivesFaults(t *testing.T) {
 		}
 		// Half of all calls fail before reaching the store.
 		g := tier.NewFaultStore(s, tier.FaultConfig{Seed: 10, ErrorRate: 0.5})
-		ms2 := tier.NewManifestStore(g, "lost", 0)
+		ms2 := meta.NewManifestStore(g, "lost", 0)
 		for i := 0; i < 5; i++ {
 			cur, e, err := ms2.Load(ctx)
 			if err != nil {

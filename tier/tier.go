@@ -1,7 +1,7 @@
 // Package tier owns strata's object-store contract and its implementations:
 // the embedded file:// store, S3 (MinIO, AWS) through minio-go, an in-memory
-// store and a fault-injecting wrapper for tests, plus the partition manifest
-// that records which sealed segments exist.
+// store and a fault-injecting wrapper for tests. What strata stores through
+// it (manifests, keys) is package meta's.
 //
 // Invariants:
 //   - Every call takes a context first and honours its cancellation.

@@ -37,6 +37,7 @@ import (
 	"github.com/stratalog/strata/internal/faultproxy"
 	"github.com/stratalog/strata/internal/history"
 	"github.com/stratalog/strata/internal/testenv"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -76,7 +77,7 @@ func incarnation(t *testing.T, addr string) string {
 // its manifest in the bucket (0 before the manifest exists).
 func sealedEnd(t *testing.T, st tier.Store, p int32) int64 {
 	t.Helper()
-	m, _, err := tier.NewManifestStore(st, storedTopicName(t, st, faultTopic), p).Load(context.Background())
+	m, _, err := meta.NewManifestStore(st, storedTopicName(t, st, faultTopic), p).Load(context.Background())
 	if errors.Is(err, tier.ErrNotFound) {
 		return 0
 	}

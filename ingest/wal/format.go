@@ -5,10 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/stratalog/strata/meta"
 	"hash/crc32"
 	"math"
-	"strconv"
-	"strings"
 
 	"github.com/stratalog/strata/segment"
 )
@@ -39,7 +38,6 @@ const (
 	HeadBytes = 64 << 10
 	// maxHeader bounds a header a decoder will believe (about 600k entries).
 	maxHeader = 64 << 20
-	prefix    = "wal/"
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -83,33 +81,18 @@ func (h *Header) Find(topic string, partition int32) (Entry, bool) {
 	return Entry{}, false
 }
 
-// Key is the object key of sequence number seq of an incarnation.
-func Key(incarnation string, seq uint64) string {
-	return prefix + incarnation + "/" + fmt.Sprintf("%020d", seq)
-}
+// Key is the object key of sequence number seq of an incarnation
+// (meta.WALKey: every key is named in package meta).
+func Key(incarnation string, seq uint64) string { return meta.WALKey(incarnation, seq) }
 
 // IncarnationPrefix is the prefix under which an incarnation's objects live.
-func IncarnationPrefix(incarnation string) string { return prefix + incarnation + "/" }
+func IncarnationPrefix(incarnation string) string { return meta.WALIncarnationPrefix(incarnation) }
 
 // Prefix is the prefix of every WAL object.
-const Prefix = prefix
+const Prefix = meta.WALPrefix
 
 // ParseKey splits a WAL object key into incarnation and sequence number.
-func ParseKey(key string) (incarnation string, seq uint64, ok bool) {
-	rest, ok := strings.CutPrefix(key, prefix)
-	if !ok {
-		return "", 0, false
-	}
-	inc, s, ok := strings.Cut(rest, "/")
-	if !ok || inc == "" || len(s) != 20 {
-		return "", 0, false
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return "", 0, false
-	}
-	return inc, n, true
-}
+func ParseKey(key string) (incarnation string, seq uint64, ok bool) { return meta.ParseWALKey(key) }
 
 // encodeHeader returns magic | header length | header | crc for h.
 func encodeHeader(h *Header) []byte {

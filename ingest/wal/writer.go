@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/internal/failpoint"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -69,7 +70,7 @@ func (c *Config) defaults() error {
 	if c.Store == nil || c.Incarnation == "" {
 		return errors.New("wal: Store and Incarnation are required")
 	}
-	if err := tier.ValidateIncarnation(c.Incarnation); err != nil {
+	if err := meta.ValidateIncarnation(c.Incarnation); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
 	if c.FlushInterval <= 0 {

@@ -1,16 +1,14 @@
-package tier
+package meta
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stratalog/strata/tier"
 	"io"
 	"sort"
-	"strconv"
 	"time"
 )
 
@@ -23,11 +21,11 @@ const ManifestVersion = 1
 const maxManifestBytes = 256 << 20
 
 // ErrManifestVersion is wrapped when a manifest was written by a newer strata.
-var ErrManifestVersion = errors.New("tier: manifest format version not supported")
+var ErrManifestVersion = errors.New("meta: manifest format version not supported")
 
 // ErrManifestCorrupt is wrapped when a manifest cannot be decoded or breaks
 // its invariants (segments out of order or overlapping).
-var ErrManifestCorrupt = errors.New("tier: manifest corrupt")
+var ErrManifestCorrupt = errors.New("meta: manifest corrupt")
 
 // SegmentRef is one sealed segment as the manifest records it.
 type SegmentRef struct {
@@ -203,36 +201,6 @@ func ValidateIncarnation(name string) error {
 	return nil
 }
 
-// PartitionPrefix is the key prefix of everything a partition stores.
-func PartitionPrefix(topic string, partition int32) string {
-	return "topics/" + topic + "/partitions/" + strconv.Itoa(int(partition)) + "/"
-}
-
-// ManifestKey is the object key of a partition's manifest.
-func ManifestKey(topic string, partition int32) string {
-	return PartitionPrefix(topic, partition) + "manifest.json"
-}
-
-// SegmentPrefix is the key prefix under which a partition's segments live.
-func SegmentPrefix(topic string, partition int32) string {
-	return PartitionPrefix(topic, partition) + "segments/"
-}
-
-// SegmentKey names a new segment object. The name sorts by base offset and
-// carries the writer's epoch and a random suffix, so an upload by a fenced
-// writer can never replace a segment the manifest references.
-func SegmentKey(topic string, partition int32, baseOffset, epoch int64) string {
-	return fmt.Sprintf("%s%020d-%d-%s.seg", SegmentPrefix(topic, partition), baseOffset, epoch, randomID(4))
-}
-
-func randomID(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic("tier: crypto/rand failed: " + err.Error())
-	}
-	return hex.EncodeToString(b)
-}
-
 // DecodeManifest parses and validates manifest bytes.
 func DecodeManifest(data []byte) (*Manifest, error) {
 	var m Manifest
@@ -258,20 +226,20 @@ func EncodeManifest(m *Manifest) ([]byte, error) {
 // It holds no state besides the key; it is safe for concurrent use, though
 // one partition should have one writer (the owner) at a time.
 type ManifestStore struct {
-	store Store
+	store tier.Store
 	key   string
-	retry Backoff
+	retry tier.Backoff
 }
 
 // NewManifestStore returns the manifest store of (topic, partition).
-func NewManifestStore(store Store, topic string, partition int32) *ManifestStore {
-	return &ManifestStore{store: store, key: ManifestKey(topic, partition), retry: DefaultBackoff()}
+func NewManifestStore(store tier.Store, topic string, partition int32) *ManifestStore {
+	return &ManifestStore{store: store, key: ManifestKey(topic, partition), retry: tier.DefaultBackoff()}
 }
 
 // Key is the manifest's object key.
 func (s *ManifestStore) Key() string { return s.key }
 
-// Load reads the manifest and its ETag. A missing manifest is ErrNotFound.
+// Load reads the manifest and its ETag. A missing manifest is tier.ErrNotFound.
 func (s *ManifestStore) Load(ctx context.Context) (*Manifest, string, error) {
 	var (
 		m    *Manifest
@@ -298,7 +266,7 @@ func (s *ManifestStore) Load(ctx context.Context) (*Manifest, string, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("tier: load manifest %s: %w", s.key, err)
+		return nil, "", fmt.Errorf("meta: load manifest %s: %w", s.key, err)
 	}
 	return m, etag, nil
 }
@@ -312,12 +280,12 @@ func (s *ManifestStore) Create(ctx context.Context, m *Manifest) (string, error)
 // Update replaces the manifest whose ETag is prevETag with m, after setting
 // m's Version, Generation (prev+1 is the caller's job: it must be the loaded
 // generation + 1) and a fresh UpdateID. If the manifest changed since it was
-// loaded, the result wraps ErrFenced and the caller must stop writing the
+// loaded, the result wraps tier.ErrFenced and the caller must stop writing the
 // partition. A write whose response was lost is recognized by its UpdateID
 // and reported as the success it was.
 func (s *ManifestStore) Update(ctx context.Context, prevETag string, m *Manifest) (string, error) {
 	if prevETag == "" {
-		return "", fmt.Errorf("tier: update manifest %s: empty etag; use Create for a new manifest", s.key)
+		return "", fmt.Errorf("meta: update manifest %s: empty etag; use Create for a new manifest", s.key)
 	}
 	return s.write(ctx, prevETag, m)
 }
@@ -327,12 +295,12 @@ func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest)
 	m.UpdateID = randomID(8)
 	data, err := EncodeManifest(m)
 	if err != nil {
-		return "", fmt.Errorf("tier: write manifest %s: %w", s.key, err)
+		return "", fmt.Errorf("meta: write manifest %s: %w", s.key, err)
 	}
 	var etag string
 	attempt := func(ctx context.Context) error {
 		var (
-			info ObjectInfo
+			info tier.ObjectInfo
 			err  error
 		)
 		if prevETag == "" {
@@ -356,7 +324,7 @@ func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest)
 			}
 			return err
 		}
-		if !errors.Is(err, ErrPreconditionFailed) && !IsRetryable(err) {
+		if !errors.Is(err, tier.ErrPreconditionFailed) && !tier.IsRetryable(err) {
 			return err
 		}
 		// The precondition failed, or the outcome is unknown. Either an
@@ -368,23 +336,23 @@ func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest)
 			etag = curETag
 			return nil
 		case lerr == nil && curETag != prevETag:
-			return fmt.Errorf("%w: manifest %s is at generation %d epoch %d (ours was based on %q)", ErrFenced, s.key, cur.Generation, cur.Epoch, prevETag)
+			return fmt.Errorf("%w: manifest %s is at generation %d epoch %d (ours was based on %q)", tier.ErrFenced, s.key, cur.Generation, cur.Epoch, prevETag)
 		case prevETag == "" && lerr == nil:
-			return fmt.Errorf("%w: manifest %s already exists (epoch %d)", ErrFenced, s.key, cur.Epoch)
-		case prevETag == "" && errors.Is(lerr, ErrNotFound), lerr == nil:
+			return fmt.Errorf("%w: manifest %s already exists (epoch %d)", tier.ErrFenced, s.key, cur.Epoch)
+		case prevETag == "" && errors.Is(lerr, tier.ErrNotFound), lerr == nil:
 			// Unchanged: our write did not apply. Retry if that was a
 			// transient failure; a precondition failure on an unchanged
 			// object cannot happen on a linearizable store.
-			if IsRetryable(err) {
+			if tier.IsRetryable(err) {
 				return err
 			}
-			return fmt.Errorf("tier: manifest %s: precondition failed but the object is unchanged: %w", s.key, err)
+			return fmt.Errorf("meta: manifest %s: precondition failed but the object is unchanged: %w", s.key, err)
 		default:
 			return lerr
 		}
 	}
 	if err := s.retry.Do(ctx, attempt); err != nil {
-		return "", fmt.Errorf("tier: write manifest %s: %w", s.key, err)
+		return "", fmt.Errorf("meta: write manifest %s: %w", s.key, err)
 	}
 	return etag, nil
 }

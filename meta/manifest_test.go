@@ -1,4 +1,4 @@
-package tier_test
+package meta_test
 
 import (
 	"context"
@@ -8,28 +8,29 @@ import (
 	"testing"
 
 	"github.com/stratalog/strata/internal/storetest"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
 func TestManifestValidate(t *testing.T) {
-	seg := func(base, last int64) tier.SegmentRef {
-		return tier.SegmentRef{Key: "k", BaseOffset: base, LastOffset: last}
+	seg := func(base, last int64) meta.SegmentRef {
+		return meta.SegmentRef{Key: "k", BaseOffset: base, LastOffset: last}
 	}
 	for _, tc := range []struct {
 		name string
-		m    tier.Manifest
+		m    meta.Manifest
 		want error
 	}{
-		{"empty", tier.Manifest{Version: 1}, nil},
-		{"tiling", tier.Manifest{Version: 1, Segments: []tier.SegmentRef{seg(0, 9), seg(10, 19)}}, nil},
-		{"gap is allowed", tier.Manifest{Version: 1, Segments: []tier.SegmentRef{seg(0, 9), seg(15, 19)}}, nil},
-		{"newer version", tier.Manifest{Version: 2}, tier.ErrManifestVersion},
-		{"version 0", tier.Manifest{Version: 0}, tier.ErrManifestCorrupt},
-		{"overlap", tier.Manifest{Version: 1, Segments: []tier.SegmentRef{seg(0, 9), seg(9, 19)}}, tier.ErrManifestCorrupt},
-		{"reversed", tier.Manifest{Version: 1, Segments: []tier.SegmentRef{seg(10, 5)}}, tier.ErrManifestCorrupt},
-		{"below log start", tier.Manifest{Version: 1, LogStartOffset: 20, Segments: []tier.SegmentRef{seg(0, 9)}}, tier.ErrManifestCorrupt},
-		{"log start past end", tier.Manifest{Version: 1, LogStartOffset: 30, Segments: []tier.SegmentRef{seg(0, 29)}}, tier.ErrManifestCorrupt},
-		{"no key", tier.Manifest{Version: 1, Segments: []tier.SegmentRef{{BaseOffset: 0, LastOffset: 1}}}, tier.ErrManifestCorrupt},
+		{"empty", meta.Manifest{Version: 1}, nil},
+		{"tiling", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{seg(0, 9), seg(10, 19)}}, nil},
+		{"gap is allowed", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{seg(0, 9), seg(15, 19)}}, nil},
+		{"newer version", meta.Manifest{Version: 2}, meta.ErrManifestVersion},
+		{"version 0", meta.Manifest{Version: 0}, meta.ErrManifestCorrupt},
+		{"overlap", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{seg(0, 9), seg(9, 19)}}, meta.ErrManifestCorrupt},
+		{"reversed", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{seg(10, 5)}}, meta.ErrManifestCorrupt},
+		{"below log start", meta.Manifest{Version: 1, LogStartOffset: 20, Segments: []meta.SegmentRef{seg(0, 9)}}, meta.ErrManifestCorrupt},
+		{"log start past end", meta.Manifest{Version: 1, LogStartOffset: 30, Segments: []meta.SegmentRef{seg(0, 29)}}, meta.ErrManifestCorrupt},
+		{"no key", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{{BaseOffset: 0, LastOffset: 1}}}, meta.ErrManifestCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.m.Validate()
@@ -38,7 +39,7 @@ func TestManifestValidate(t *testing.T) {
 			}
 		})
 	}
-	err := (&tier.Manifest{Version: 7}).Validate()
+	err := (&meta.Manifest{Version: 7}).Validate()
 	if !strings.Contains(err.Error(), "upgrade strata") {
 		t.Fatalf("newer-version error should say what to do: %v", err)
 	}
@@ -46,7 +47,7 @@ func TestManifestValidate(t *testing.T) {
 
 func TestDecodeManifestRejectsGarbage(t *testing.T) {
 	for _, in := range []string{"", "{", "null", `{"version":"x"}`, `[1,2]`, `{"version":1,"segments":[{"key":"a","base_offset":5,"last_offset":1}]}`} {
-		if _, err := tier.DecodeManifest([]byte(in)); err == nil {
+		if _, err := meta.DecodeManifest([]byte(in)); err == nil {
 			t.Errorf("DecodeManifest(%q) succeeded", in)
 		}
 	}
@@ -55,16 +56,16 @@ func TestDecodeManifestRejectsGarbage(t *testing.T) {
 func TestManifestCreateLoadUpdate(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
-		ms := tier.NewManifestStore(s, "t", 3)
+		ms := meta.NewManifestStore(s, "t", 3)
 		if _, _, err := ms.Load(ctx); !errors.Is(err, tier.ErrNotFound) {
 			t.Fatalf("load of a missing manifest: %v, want ErrNotFound", err)
 		}
-		m := &tier.Manifest{Topic: "t", Partition: 3, Epoch: 1, Generation: 1}
+		m := &meta.Manifest{Topic: "t", Partition: 3, Epoch: 1, Generation: 1}
 		etag, err := ms.Create(ctx, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ms.Create(ctx, &tier.Manifest{Topic: "t", Partition: 3, Epoch: 1, Generation: 1}); !errors.Is(err, tier.ErrFenced) {
+		if _, err := ms.Create(ctx, &meta.Manifest{Topic: "t", Partition: 3, Epoch: 1, Generation: 1}); !errors.Is(err, tier.ErrFenced) {
 			t.Fatalf("second create: %v, want ErrFenced", err)
 		}
 		got, etag2, err := ms.Load(ctx)
@@ -73,7 +74,7 @@ func TestManifestCreateLoadUpdate(t *testing.T) {
 		}
 		next := got.Clone()
 		next.Generation++
-		next.Segments = append(next.Segments, tier.SegmentRef{Key: "seg-0", BaseOffset: 0, LastOffset: 99, Size: 10})
+		next.Segments = append(next.Segments, meta.SegmentRef{Key: "seg-0", BaseOffset: 0, LastOffset: 99, Size: 10})
 		etag3, err := ms.Update(ctx, etag, next)
 		if err != nil {
 			t.Fatal(err)
@@ -94,8 +95,8 @@ func TestManifestCreateLoadUpdate(t *testing.T) {
 func TestManifestConcurrentUpdatesExactlyOneWins(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
-		ms := tier.NewManifestStore(s, "race", 0)
-		etag, err := ms.Create(ctx, &tier.Manifest{Topic: "race", Epoch: 1, Generation: 1})
+		ms := meta.NewManifestStore(s, "race", 0)
+		etag, err := ms.Create(ctx, &meta.Manifest{Topic: "race", Epoch: 1, Generation: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

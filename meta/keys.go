@@ -1,0 +1,154 @@
+package meta
+
+// Every object key strata writes in the bucket, and every local path it
+// writes under a broker's data directory, is named here and nowhere else.
+//
+// Bucket layout:
+//
+//	topics/<name>/config.json                          topic config and identity
+//	topics/<topic>/partitions/<p>/manifest.json        partition manifest
+//	topics/<topic>/partitions/<p>/segments/<base:020d>-<epoch>-<rand>.seg
+//	wal/<incarnation>/<seq:020d>                       WAL object or fence
+//	groups/<group>/state.json                          consumer-group offsets
+//	producers/next-id.json                             producer-id allocator
+//
+// <topic> is a topic's storage name: <name>/<id> (StorageName), or just
+// <name> for a topic created before topic identities.
+//
+// Local layout: <data dir>/partitions/<name>-<id>-<p>/ (<name>-<p> for a
+// topic without identity) holds a partition's local log.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// TopicsPrefix is the prefix of every topic's objects.
+const TopicsPrefix = "topics/"
+
+// TopicConfigKey is the object key of a topic's config.
+func TopicConfigKey(name string) string { return TopicsPrefix + name + "/config.json" }
+
+// TopicPrefix is the prefix of everything stored for a topic name, every
+// identity it had included.
+func TopicPrefix(name string) string { return TopicsPrefix + name + "/" }
+
+// TopicNameOfConfigKey returns the topic name of a config key, or false
+// for any other key.
+func TopicNameOfConfigKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, TopicsPrefix)
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, "/config.json")
+	if !ok || strings.Contains(name, "/") {
+		return "", false
+	}
+	return name, true
+}
+
+// StorageName is how a topic's objects and WAL entries name it: name/id,
+// or name for a topic without identity (created before identities).
+func StorageName(name, id string) string {
+	if id == "" {
+		return name
+	}
+	return name + "/" + id
+}
+
+// SplitStorageName undoes StorageName.
+func SplitStorageName(s string) (name, id string) {
+	name, id, _ = strings.Cut(s, "/")
+	return name, id
+}
+
+// NewTopicID makes a topic identity: 16 random bytes in hex.
+func NewTopicID() string { return randomID(16) }
+
+// PartitionPrefix is the key prefix of everything a partition stores;
+// topic is the storage name.
+func PartitionPrefix(topic string, partition int32) string {
+	return TopicsPrefix + topic + "/partitions/" + strconv.Itoa(int(partition)) + "/"
+}
+
+// ManifestKey is the object key of a partition's manifest.
+func ManifestKey(topic string, partition int32) string {
+	return PartitionPrefix(topic, partition) + "manifest.json"
+}
+
+// SegmentPrefix is the key prefix under which a partition's segments live.
+func SegmentPrefix(topic string, partition int32) string {
+	return PartitionPrefix(topic, partition) + "segments/"
+}
+
+// SegmentKey names a new segment object. The name sorts by base offset and
+// carries the writer's epoch and a random suffix, so an upload by a fenced
+// writer can never replace a segment the manifest references.
+func SegmentKey(topic string, partition int32, baseOffset, epoch int64) string {
+	return fmt.Sprintf("%s%020d-%d-%s.seg", SegmentPrefix(topic, partition), baseOffset, epoch, randomID(4))
+}
+
+// WALPrefix is the prefix of every WAL object.
+const WALPrefix = "wal/"
+
+// WALKey is the object key of sequence number seq of an incarnation.
+func WALKey(incarnation string, seq uint64) string {
+	return WALPrefix + incarnation + "/" + fmt.Sprintf("%020d", seq)
+}
+
+// WALIncarnationPrefix is the prefix under which an incarnation's objects
+// live.
+func WALIncarnationPrefix(incarnation string) string { return WALPrefix + incarnation + "/" }
+
+// ParseWALKey splits a WAL object key into incarnation and sequence number.
+func ParseWALKey(key string) (incarnation string, seq uint64, ok bool) {
+	rest, ok := strings.CutPrefix(key, WALPrefix)
+	if !ok {
+		return "", 0, false
+	}
+	inc, s, ok := strings.Cut(rest, "/")
+	if !ok || inc == "" || len(s) != 20 {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return inc, n, true
+}
+
+// GroupsPrefix is the prefix of every consumer group's state.
+const GroupsPrefix = "groups/"
+
+// GroupKey is the object key of a consumer group's state.
+func GroupKey(name string) string { return GroupsPrefix + name + "/state.json" }
+
+// GroupNameOfKey returns the group name of a state key, or false.
+func GroupNameOfKey(key string) (string, bool) {
+	return strings.CutSuffix(strings.TrimPrefix(key, GroupsPrefix), "/state.json")
+}
+
+// ProducerIDKey holds the next unallocated producer-id block.
+const ProducerIDKey = "producers/next-id.json"
+
+// PartitionDir is the local directory of a partition's log under a
+// broker's data directory.
+func PartitionDir(dataDir, name, id string, partition int32) string {
+	dir := name + "-" + strconv.Itoa(int(partition))
+	if id != "" {
+		dir = name + "-" + id + "-" + strconv.Itoa(int(partition))
+	}
+	return filepath.Join(dataDir, "partitions", dir)
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("meta: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
