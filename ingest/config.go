@@ -1,0 +1,133 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+	"github.com/stratalog/strata/vfs"
+)
+
+// PartitionConfig configures one partition's write path. Start from
+// DefaultPartitionConfig and set the required fields (Topic, Dir, Store).
+type PartitionConfig struct {
+	Topic     string     // required; a valid topic name
+	Partition int32      // >= 0
+	Dir       string     // required; local directory for this partition's log
+	FS        vfs.FS     // filesystem for the local log; default vfs.Default
+	Store     tier.Store // required; where sealed segments and the manifest live
+
+	Fsync         FsyncPolicy   // local-log fsync policy; default FsyncInterval
+	FsyncInterval time.Duration // period of FsyncInterval; default 50ms
+
+	// SealBytes: the active local file is closed and sealed into a segment
+	// when it reaches this size. Default 64 MiB.
+	SealBytes int64
+	// SealInterval: ... or when its first record is this old, so quiet
+	// partitions still reach the object store. Default 10 minutes.
+	SealInterval time.Duration
+	// LocalRetentionBytes: sealed data kept on local disk as a hot cache for
+	// readers near the tail. Unsealed data is always kept. Default 1 GiB.
+	LocalRetentionBytes int64
+
+	// RetentionTime: sealed segments whose newest record is older than this
+	// are deleted from the object store. 0 keeps them forever. Default 7 days.
+	RetentionTime time.Duration
+	// RetentionBytes: the oldest segments are deleted while the rest still
+	// holds at least this many bytes (a floor, as in Kafka). 0 = no limit.
+	RetentionBytes int64
+
+	Segment segment.WriterOptions // codec and block size of sealed segments
+
+	// SweepInterval: how often unreferenced objects under the partition's
+	// segment prefix are looked for. Default 10 minutes.
+	SweepInterval time.Duration
+	// SweepGrace: unreferenced objects younger than this are left alone,
+	// since a (fenced) writer may still be about to commit them. Default 1h.
+	SweepGrace time.Duration
+	// CheckInterval: period of the background loop that rolls aged files,
+	// seals, and applies retention. Default 1s.
+	CheckInterval time.Duration
+	// SealOnClose: Close seals the unsealed tail, so a graceful shutdown
+	// leaves every record in the object store. Default true.
+	SealOnClose bool
+
+	// WAL, when set, makes appends durable in the object store: each batch
+	// is group-committed into the broker's WAL objects, readers see only
+	// stored records (HighWatermark), and opening the partition recovers
+	// the records earlier owners stored in their WAL objects but never
+	// sealed. WALReader must be set with it.
+	WAL       *wal.Writer
+	WALReader *wal.Reader
+	// ProducerExpiry: an idempotent producer idle this long is forgotten
+	// by the manifest's producer snapshot. Default 7 days.
+	ProducerExpiry time.Duration
+	// LocalAckLease: a `local` ack is given at the local fsync only while
+	// the WAL stored an object within this long; otherwise (an idle
+	// broker, whose partitions may have been taken over without its
+	// noticing) the ack waits for the next WAL object, which fails at once
+	// if the broker was fenced. It bounds the `local` acks a fenced broker
+	// can give to those accepted within about one flush interval of its
+	// last stored object. Default 1s.
+	LocalAckLease time.Duration
+	// SequenceWait: how long a batch whose producer sequence skips ahead
+	// waits for the earlier batches (that it overtook on the way in)
+	// before it fails with ErrOutOfOrderSequence. Default 2s.
+	SequenceWait time.Duration
+
+	Clock  func() time.Time // default time.Now
+	Logger *slog.Logger     // default slog.Default()
+}
+
+// DefaultPartitionConfig returns a config with every default filled in.
+func DefaultPartitionConfig() PartitionConfig {
+	return PartitionConfig{
+		FS:                  vfs.Default,
+		Fsync:               FsyncInterval,
+		FsyncInterval:       50 * time.Millisecond,
+		SealBytes:           64 << 20,
+		SealInterval:        10 * time.Minute,
+		LocalRetentionBytes: 1 << 30,
+		RetentionTime:       7 * 24 * time.Hour,
+		SweepInterval:       10 * time.Minute,
+		SweepGrace:          time.Hour,
+		CheckInterval:       time.Second,
+		SealOnClose:         true,
+		ProducerExpiry:      7 * 24 * time.Hour,
+		SequenceWait:        2 * time.Second,
+		LocalAckLease:       time.Second,
+		Clock:               time.Now,
+		Logger:              slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *PartitionConfig) Validate() error {
+	switch {
+	case c.Topic == "":
+		return errors.New("ingest: partition config: Topic is required")
+	case c.Partition < 0:
+		return fmt.Errorf("ingest: partition config: Partition %d is negative", c.Partition)
+	case c.Dir == "":
+		return errors.New("ingest: partition config: Dir is required")
+	case c.Store == nil:
+		return errors.New("ingest: partition config: Store is required")
+	case c.FS == nil || c.Clock == nil || c.Logger == nil:
+		return errors.New("ingest: partition config: FS, Clock and Logger must be set (start from DefaultPartitionConfig)")
+	case c.SealBytes <= 0:
+		return fmt.Errorf("ingest: partition config: SealBytes %d must be positive", c.SealBytes)
+	case c.SealInterval <= 0 || c.CheckInterval <= 0 || c.SweepInterval <= 0:
+		return errors.New("ingest: partition config: SealInterval, CheckInterval and SweepInterval must be positive")
+	case c.LocalRetentionBytes < 0 || c.RetentionBytes < 0 || c.RetentionTime < 0 || c.SweepGrace < 0:
+		return errors.New("ingest: partition config: retention settings must not be negative")
+	case (c.WAL == nil) != (c.WALReader == nil):
+		return errors.New("ingest: partition config: WAL and WALReader go together")
+	case c.ProducerExpiry <= 0:
+		return errors.New("ingest: partition config: ProducerExpiry must be positive")
+	}
+	return nil
+}
