@@ -35,5 +35,17 @@
 //
 // Concurrency: LocalLog and Partition are safe for concurrent use. A
 // Partition's background sealer is owned by the Partition and stopped by
-// Close.
+// Close. LocalLog holds its lock only to pick what to read: reads from disk
+// run outside it (a read never blocks Append), holding a reference that
+// keeps each file they read open until they are done, even when DropBefore
+// or Close has removed it from the log meanwhile.
+//
+// Files: locallog.go is the local log (format, recovery, appends, reads);
+// the Partition is split by concern: partition.go (the type, Close,
+// accessors), config.go (PartitionConfig), open.go (claim, adoption of local
+// data, recovery from the WAL), write.go (offset assignment, idempotent
+// duplicates, WAL adds), ack.go (high watermark and ack waits), seal.go
+// (sealing and the manifest commit), retention.go (local trim, retention,
+// sweep), hot.go (hot reads cut at the high watermark) and producers.go
+// (idempotent-producer state).
 package ingest

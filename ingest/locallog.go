@@ -26,6 +26,11 @@ package ingest
 //     case of this.
 //   - With FsyncAlways, Append returns only after its frame is fsynced;
 //     concurrent appenders share fsyncs (group commit).
+//   - No lock is held across a read from disk: Read and ReadFile take
+//     the frames' positions and a reference to their files under the lock
+//     and read outside it, so a slow read never blocks Append. A file stays
+//     open until its last reference goes: DropBefore and Close remove it
+//     from the log at once, and the last read in progress closes it.
 
 import (
 	"encoding/binary"
@@ -249,6 +254,28 @@ type logFile struct {
 	first time.Time
 	// synced is the size known to be fsynced; guarded by LocalLog.syncMu.
 	synced int64
+	// refs counts the holders of f: one for the log while the file is in
+	// LocalLog.files, one for each read in progress. The last release
+	// closes f.
+	refs atomic.Int32
+}
+
+// newLogFile returns f holding the log's reference.
+func newLogFile(f *logFile) *logFile {
+	f.refs.Store(1)
+	return f
+}
+
+// acquire takes a reference for a read. Call it only under LocalLog.mu
+// while f is in LocalLog.files (so the log's reference is still held).
+func (f *logFile) acquire() { f.refs.Add(1) }
+
+// release drops a reference and closes the file when it was the last.
+func (f *logFile) release() error {
+	if f.refs.Add(-1) == 0 {
+		return f.f.Close()
+	}
+	return nil
 }
 
 // LocalLog is a partition's local log. Safe for concurrent use.
@@ -257,7 +284,7 @@ type LocalLog struct {
 
 	// syncMu serializes fsyncs and file removal.
 	syncMu sync.Mutex
-	mu     sync.RWMutex // guards files, failed, closed, and logFile fields
+	mu     sync.RWMutex // guards files, failed, closed, and logFile fields (not refs, which is atomic)
 	files  []*logFile
 	failed error
 	closed bool
@@ -348,7 +375,7 @@ func OpenLocalLog(opts LocalLogOptions, sealedEnd int64) (*LocalLog, RecoveryRep
 	rep.Cuts, rep.DroppedStale = plan.cuts, plan.stale
 	if plan.kept >= 0 {
 		for _, s := range scans[plan.first : plan.last+1] {
-			l.files = append(l.files, &logFile{name: s.name, base: s.base, end: s.end, size: s.good, synced: s.good, index: s.index, f: s.f})
+			l.files = append(l.files, newLogFile(&logFile{name: s.name, base: s.base, end: s.end, size: s.good, synced: s.good, index: s.index, f: s.f}))
 			rep.Files++
 			rep.ValidBytes += s.good
 		}
@@ -361,7 +388,7 @@ func OpenLocalLog(opts LocalLogOptions, sealedEnd int64) (*LocalLog, RecoveryRep
 		if err != nil {
 			return nil, rep, fmt.Errorf("ingest: local log %s: %w", opts.Dir, err)
 		}
-		l.files = []*logFile{{name: name, base: sealedEnd, end: sealedEnd, f: f}}
+		l.files = []*logFile{newLogFile(&logFile{name: name, base: sealedEnd, end: sealedEnd, f: f})}
 	}
 	fail := func(err error) (*LocalLog, RecoveryReport, error) {
 		for _, f := range l.files {
@@ -812,7 +839,42 @@ func readFrame(f *logFile, pos, size int64) (segment.Batch, int64, error) {
 
 // Read returns whole batches from the one holding `from` on, until about
 // maxBytes of frames (always at least one batch when data >= from exists).
+// It holds the log's lock only to pick the frames; it reads them after
+// releasing it, so it never blocks Append, and the files it reads stay open
+// until it is done even when DropBefore or Close removes them meanwhile.
 func (l *LocalLog) Read(from int64, maxBytes int) ([]segment.Batch, error) {
+	frames, err := l.pickFrames(from, maxBytes)
+	defer func() {
+		for i, fr := range frames {
+			if i == 0 || frames[i-1].f != fr.f {
+				fr.f.release() // a read-only handle by now: nothing to lose
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	var out []segment.Batch
+	for _, fr := range frames {
+		b, _, err := readFrame(fr.f, fr.pos, fr.size)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// frameRef is a frame that Read will read: its file (holding a reference
+// for the read), its position, and the file's visible size when picked.
+type frameRef struct {
+	f         *logFile
+	pos, size int64
+}
+
+// pickFrames chooses, under the lock, the frames Read returns, and takes
+// one reference on each file they are in (frames of a file are adjacent).
+func (l *LocalLog) pickFrames(from int64, maxBytes int) ([]frameRef, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -822,27 +884,29 @@ func (l *LocalLog) Read(from int64, maxBytes int) ([]segment.Batch, error) {
 		return nil, fmt.Errorf("%w: %d < %d", ErrBelowLocalStart, from, l.files[0].base)
 	}
 	fi := sort.Search(len(l.files), func(i int) bool { return l.files[i].end > from })
-	var out []segment.Batch
+	var frames []frameRef
 	read := 0
 	for ; fi < len(l.files); fi++ {
 		f := l.files[fi]
 		// Last batch starting at or before from.
 		bi := sort.Search(len(f.index), func(i int) bool { return f.index[i].offset > from }) - 1
 		bi = max(bi, 0)
+		if bi < len(f.index) {
+			f.acquire()
+		}
 		for ; bi < len(f.index); bi++ {
-			pos := f.index[bi].pos
-			b, next, err := readFrame(f, pos, f.size)
-			if err != nil {
-				return nil, err
+			pos, next := f.index[bi].pos, f.size
+			if bi+1 < len(f.index) {
+				next = f.index[bi+1].pos
 			}
-			out = append(out, b)
+			frames = append(frames, frameRef{f: f, pos: pos, size: f.size})
 			read += int(next - pos)
 			if read >= maxBytes {
-				return out, nil
+				return frames, nil
 			}
 		}
 	}
-	return out, nil
+	return frames, nil
 }
 
 // ReadFile calls fn for every batch of the file that starts at base.
@@ -859,7 +923,9 @@ func (l *LocalLog) ReadFile(base int64, fn func(b *segment.Batch) error) error {
 		return fmt.Errorf("ingest: no local file starts at %d", base)
 	}
 	idx, size := f.index, f.size
+	f.acquire()
 	l.mu.RUnlock()
+	defer f.release() // a read-only handle by now: nothing to lose
 	// Closed files never change; the active one only grows, and the
 	// snapshot of index and size covers whole frames.
 	for _, e := range idx {
@@ -906,7 +972,7 @@ func (l *LocalLog) Roll() error {
 		l.failed = fmt.Errorf("%w: fsync dir %s: %v", ErrLogFailed, l.opts.Dir, err)
 		return l.failed
 	}
-	l.files = append(l.files, &logFile{name: name, base: a.end, end: a.end, f: f})
+	l.files = append(l.files, newLogFile(&logFile{name: name, base: a.end, end: a.end, f: f}))
 	return nil
 }
 
@@ -923,7 +989,7 @@ func (l *LocalLog) DropBefore(offset int64) (int, error) {
 	n := 0
 	for len(l.files) > 1 && l.files[0].end <= offset {
 		f := l.files[0]
-		f.f.Close()
+		f.release() // a read in progress keeps it open until it is done
 		if err := l.opts.FS.Remove(filepath.Join(l.opts.Dir, f.name)); err != nil {
 			return n, fmt.Errorf("ingest: drop %s: %w", f.name, err)
 		}
@@ -954,7 +1020,8 @@ func (l *LocalLog) Close() error {
 		l.mu.Lock()
 		l.closed = true
 		for _, f := range l.files {
-			if e := f.f.Close(); e != nil && err == nil {
+			// A read in progress closes the file when it is done.
+			if e := f.release(); e != nil && err == nil {
 				err = e
 			}
 		}
