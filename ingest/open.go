@@ -251,6 +251,7 @@ func (p *Partition) recover(ctx context.Context, m *meta.Manifest) error {
 			return err
 		}
 	}
+	p.recoveredEnd = p.local.NextOffset()
 	if p.cfg.WAL != nil && p.local.NextOffset() > sealedEnd {
 		// What was recovered is in no WAL object of ours: seal it now.
 		if err := p.sealAll(ctx); err != nil {

@@ -29,6 +29,13 @@ type Partition struct {
 	// and Close/SealNow take it, so a manifest update never races another.
 	sealMu    sync.Mutex
 	lastSweep time.Time // guarded by sealMu
+	// recoveredEnd is the local end when the open finished recovering:
+	// records below it past the sealed end came from earlier owners' WAL
+	// objects (or from a trusted disk) and are in no WAL object of ours,
+	// so the manifest keeps naming the earlier owners (WALOwners) until a
+	// commit seals past it. Set before the sealer starts; read under
+	// sealMu.
+	recoveredEnd int64
 
 	mu struct {
 		sync.Mutex

@@ -188,9 +188,14 @@ var errResync = errors.New("ingest: the manifest holds an earlier write of ours 
 // answer was lost (and whose read-back failed too, as in a store outage).
 // It is adopted and the commit fails with errResync, to be redone from it.
 func (p *Partition) commit(ctx context.Context, prevETag string, next *meta.Manifest) error {
-	// Recovery sealed everything earlier owners' WAL objects held before
-	// the partition took writes, so they are no longer needed.
-	next.WALOwners = nil
+	// The earlier owners' WAL objects are needed until everything
+	// recovered from them (or from a trusted disk, which is in no WAL
+	// object of ours) is sealed: a recovery seals file by file, and
+	// forgetting the owners after the first file would lose the rest if a
+	// later seal fails and another broker takes over.
+	if next.NextOffset() >= p.recoveredEnd {
+		next.WALOwners = nil
+	}
 	etag, err := p.manifests.Update(ctx, prevETag, next)
 	if err != nil && !errors.Is(err, tier.ErrFenced) {
 		// The outcome may be unknown (canceled, store unreachable): if our

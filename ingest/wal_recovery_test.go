@@ -644,3 +644,59 @@ func TestDamagedLocalDataIsRepaired(t *testing.T) {
 		t.Fatalf("append after the repair: %+v, %v; want offset 12", res, err)
 	}
 }
+
+// segmentPuts fails segment uploads while failing says so.
+type segmentPuts struct {
+	tier.Store
+	failing func(n int) bool // n counts segment uploads from 1
+	n       atomic.Int64
+}
+
+func (s *segmentPuts) Put(ctx context.Context, key string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	if strings.HasSuffix(key, ".seg") && s.failing(int(s.n.Add(1))) {
+		return tier.ObjectInfo{}, fmt.Errorf("segment upload refused by the test: %w", tier.ErrUnavailable)
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+// Found by the simulation (seed 4273): a recovery seals file by file, and
+// the first commit used to clear the earlier owners from the manifest; when
+// a later file failed to seal, the next owner no longer read the earlier
+// owner's WAL and lost its durable acks. The owners stay until a commit
+// seals past everything recovered.
+func TestPartlySealedRecoveryKeepsTheEarlierOwners(t *testing.T) {
+	s := storetest.File(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	noSegments := &segmentPuts{Store: s, failing: func(int) bool { return true }}
+	a := newWALBroker(t, noSegments, "a")
+	cfg := walConfig(t, noSegments, dir, a)
+	cfg.SealBytes = 1 // every batch closes its file
+	pa, err := openPartition(t, ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := int32(0); i < 6; i += 2 {
+		write(t, pa, idemBatch(1, i, 2, "a")) // durable in a's WAL; never sealed
+		want = append(want, fmt.Sprintf("a-%d", i), fmt.Sprintf("a-%d", i+1))
+	}
+	pa.Abandon()
+	if len(localFiles(t, dir)) < 3 {
+		t.Fatalf("want several unsealed local files, have %v", localFiles(t, dir))
+	}
+	secondFails := &segmentPuts{Store: s, failing: func(n int) bool { return n >= 2 }}
+	a2 := newWALBroker(t, secondFails, "a2")
+	cfg2 := walConfig(t, secondFails, dir, a2)
+	if _, err := openPartition(t, ctx, cfg2); err == nil {
+		t.Fatal("the recovery's seal was meant to fail part way")
+	}
+	b := newWALBroker(t, s, "b")
+	pb, err := openPartition(t, ctx, walConfig(t, s, t.TempDir(), b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readValues(t, pb, s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a part-sealed recovery and a takeover the log is %v, want %v", got, want)
+	}
+}
