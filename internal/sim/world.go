@@ -1,0 +1,826 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+	"github.com/stratalog/strata/vfs"
+)
+
+// This file is the world: one shared bucket, broker slots with their
+// disks, broker processes, and the fault wrapper each process reaches the
+// bucket through. It also keeps the god's-eye observations the checker
+// needs (who wrote which manifest when, whose WAL PUTs carried which
+// offsets), stamped with the world's logical clock.
+
+// errKilled is what every store call of a killed process gets. It is not
+// retryable, so the dead broker's loops give up quickly.
+var errKilled = errors.New("sim: this broker process was killed; its calls never reach the bucket")
+
+// errConnLost is what a client gets when its broker died, or its answer
+// never came, while the request was in flight: the outcome is unknown.
+var errConnLost = errors.New("sim: connection to the broker lost while the request was in flight")
+
+// Faults are the per-call fault probabilities of one process's store.
+type Faults struct {
+	Err503 float64 // refused before reaching the bucket (503 SlowDown): nothing applied
+	Lost   float64 // writes applied, then the response is lost (a retryable error)
+	Hang   float64 // held until the caller's context ends or the burst heals, then maybe applied
+}
+
+func (f Faults) String() string {
+	return fmt.Sprintf("503=%.2f lost=%.2f hang=%.2f", f.Err503, f.Lost, f.Hang)
+}
+
+// brokerTuning is the broker configuration of every simulated process:
+// small intervals and sizes so that seals, WAL garbage collection and
+// their races happen within seconds of fake time.
+type brokerTuning struct {
+	SealBytes          int64
+	SealInterval       time.Duration
+	WALFlushInterval   time.Duration
+	WALCollectInterval time.Duration
+	ProduceTimeout     time.Duration
+}
+
+var tuning = brokerTuning{
+	SealBytes:          2 << 10,
+	SealInterval:       2 * time.Second,
+	WALFlushInterval:   20 * time.Millisecond,
+	WALCollectInterval: 500 * time.Millisecond,
+	ProduceTimeout:     3 * time.Second,
+}
+
+// World is the simulated cluster. Its methods are called by the runner's
+// goroutine; the brokers' goroutines only reach it through their stores
+// (observe) and the logical clock.
+type World struct {
+	seed   uint64
+	noGC   bool // the brokers' own WAL collector never runs
+	bucket *tier.MemStore
+	logger *slog.Logger
+	clock  atomic.Int64 // logical time: orders every event the checker compares
+
+	mu    sync.Mutex // guards slots and every slot's fields
+	slots []*slot
+
+	closers sync.WaitGroup // Close of killed brokers
+
+	obs observations
+}
+
+// slot is one broker "machine": a disk that outlives processes.
+type slot struct {
+	id    int
+	disk  *vfs.Mem
+	lives int
+	proc  *Process // nil while down
+}
+
+// Process is one broker process (one incarnation as started; the broker
+// may start others internally).
+type Process struct {
+	Name  string // "b<slot>.<life>", or "drain<n>"
+	Slot  int    // -1 for drain brokers
+	B     *broker.Broker
+	store *procStore
+}
+
+// Now is the world's logical clock: every call returns a larger number.
+func (w *World) Now() int64 { return w.clock.Add(1) }
+
+// NewWorld returns a world of n broker slots, each with an empty disk, on
+// one empty bucket. No process runs yet.
+func NewWorld(seed uint64, n int, logs io.Writer) *World {
+	if logs == nil {
+		logs = io.Discard
+	}
+	w := &World{
+		seed:   seed,
+		bucket: tier.NewMemStore(),
+		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	for i := range n {
+		w.slots = append(w.slots, &slot{id: i, disk: vfs.NewMem()})
+	}
+	w.obs.kills, w.obs.incs = map[string]int64{}, map[string]string{}
+	return w
+}
+
+// Start starts a new process in a slot that is down, on the slot's disk.
+func (w *World) Start(s int) (*Process, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sl := w.slots[s]
+	if sl.proc != nil {
+		return nil, fmt.Errorf("sim: slot %d already runs %s", s, sl.proc.Name)
+	}
+	sl.lives++
+	p, err := w.newProcess(fmt.Sprintf("b%d.%d", s, sl.lives), s, sl.disk)
+	if err != nil {
+		return nil, err
+	}
+	sl.proc = p
+	return p, nil
+}
+
+// StartFresh starts a process outside the slots, on a fresh disk, with a
+// healthy store: the final drain's readers.
+func (w *World) StartFresh(name string) (*Process, error) {
+	return w.newProcess(name, -1, vfs.NewMem())
+}
+
+// newStore returns the store wrapper of a new process.
+func (w *World) newStore(name string) *procStore {
+	st := &procStore{w: w, proc: name, inner: w.bucket, dead: make(chan struct{})}
+	h := uint64(0)
+	for _, c := range name {
+		h = h*131 + uint64(c)
+	}
+	st.mu.rng = rand.New(rand.NewPCG(w.seed, h))
+	st.mu.heal = make(chan struct{})
+	return st
+}
+
+func (w *World) newProcess(name string, s int, disk vfs.FS) (*Process, error) {
+	st := w.newStore(name)
+	cfg := broker.DefaultConfig()
+	cfg.DataDir = "data"
+	cfg.Store = st
+	cfg.FS = disk
+	// Incarnation names sort by start time, like wal.NewIncarnation's,
+	// but are deterministic.
+	cfg.Incarnation = fmt.Sprintf("%013d-%s", time.Now().UnixMilli(), strings.ReplaceAll(name, ".", "-"))
+	cfg.SealBytes, cfg.SealInterval = tuning.SealBytes, tuning.SealInterval
+	cfg.WALFlushInterval, cfg.WALCollectInterval = tuning.WALFlushInterval, tuning.WALCollectInterval
+	if w.noGC {
+		cfg.WALCollectInterval = 1000 * time.Hour
+	}
+	cfg.ProduceTimeout = tuning.ProduceTimeout
+	cfg.Cache = fetch.DefaultCacheConfig()
+	cfg.Cache.MemoryBytes, cfg.Cache.DecodedBytes = 4<<20, 4<<20
+	cfg.Logger = w.logger.With("proc", name)
+	b, err := broker.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sim: start %s: %w", name, err)
+	}
+	w.obs.mu.Lock()
+	w.obs.incs[cfg.Incarnation] = name
+	w.obs.mu.Unlock()
+	return &Process{Name: name, Slot: s, B: b, store: st}, nil
+}
+
+// Proc returns the process running in slot s, or nil.
+func (w *World) Proc(s int) *Process {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.slots[s].proc
+}
+
+// Kill kills slot s's process: its store is cut off for good (every later
+// call fails, and so do calls held by a pause or a hang, none of them
+// applied), its disk keeps only what was fsynced (keepDisk; torn, when not
+// nil, also keeps a random torn prefix of unsynced appends) or is lost,
+// and the broker is closed with a canceled context so its goroutines
+// exit. It returns the killed process's name, or "" if the slot was down.
+func (w *World) Kill(s int, keepDisk bool, torn *rand.Rand) string {
+	w.mu.Lock()
+	sl := w.slots[s]
+	p := sl.proc
+	if p == nil {
+		w.mu.Unlock()
+		return ""
+	}
+	sl.proc = nil
+	w.obs.kill(p.Name, w.Now())
+	p.store.kill()
+	if keepDisk {
+		sl.disk = sl.disk.Crash(torn)
+	} else {
+		sl.disk = vfs.NewMem()
+	}
+	w.mu.Unlock()
+	w.closers.Add(1)
+	go func() {
+		defer w.closers.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.B.Close(ctx)
+	}()
+	return p.Name
+}
+
+// WaitKilled waits until every killed broker's Close returned.
+func (w *World) WaitKilled() { w.closers.Wait() }
+
+// Live returns the processes running in the slots, in slot order.
+func (w *World) Live() []*Process {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*Process
+	for _, sl := range w.slots {
+		if sl.proc != nil {
+			out = append(out, sl.proc)
+		}
+	}
+	return out
+}
+
+// ConfigExists reports, from the bucket itself, whether topic's config
+// object exists: whether the topic exists.
+func (w *World) ConfigExists(topic string) bool {
+	_, err := w.bucket.Stat(context.Background(), "topics/"+topic+"/config.json")
+	return err == nil
+}
+
+// Pause models SIGSTOP: the process's store calls, those in flight and
+// new ones, are held and applied only at Resume; its client requests
+// wait too.
+func (p *Process) Pause() { p.store.pause() }
+
+// Resume ends a Pause.
+func (p *Process) Resume() { p.store.resume() }
+
+// Paused reports whether the process is paused.
+func (p *Process) Paused() bool { return p.store.paused() != nil }
+
+// SetFaults sets the process's store fault probabilities; the zero Faults
+// heals it (and releases its hung calls).
+func (p *Process) SetFaults(f Faults) { p.store.setFaults(f) }
+
+// Killed reports whether the process was killed.
+func (p *Process) Killed() bool {
+	select {
+	case <-p.store.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// Call runs fn as a client request to the process: it waits while the
+// process is paused (the request sits in its socket), and the answer
+// reaches the client only if the process is alive and running when fn
+// returns. sent is false when the request never reached the broker (it
+// was dead, or ctx ended first); err is errConnLost when the answer was
+// lost.
+func (p *Process) Call(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	if err := p.store.gate(ctx); err != nil {
+		return false, err
+	}
+	err = fn(ctx)
+	if gerr := p.store.gate(ctx); gerr != nil {
+		return true, fmt.Errorf("%w (%v)", errConnLost, gerr)
+	}
+	return true, err
+}
+
+// procStore is one process's way to the bucket: tier.Store with faults,
+// pause and kill. Decisions come from a PCG seeded by the run's seed and
+// the process name; which call gets which decision depends on goroutine
+// interleaving.
+type procStore struct {
+	w     *World
+	proc  string
+	inner tier.Store
+	dead  chan struct{} // closed by kill
+
+	mu struct {
+		sync.Mutex
+		rng    *rand.Rand
+		faults Faults
+		hold   chan struct{} // non-nil while paused; closed by resume
+		heal   chan struct{} // closed (and replaced) when faults are cleared
+	}
+}
+
+var _ tier.Store = (*procStore)(nil)
+
+func (s *procStore) kill() {
+	select {
+	case <-s.dead:
+	default:
+		close(s.dead)
+	}
+}
+
+func (s *procStore) pause() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.hold == nil {
+		s.mu.hold = make(chan struct{})
+	}
+}
+
+func (s *procStore) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.hold != nil {
+		close(s.mu.hold)
+		s.mu.hold = nil
+	}
+}
+
+func (s *procStore) paused() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.hold
+}
+
+func (s *procStore) setFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.faults = f
+	if f == (Faults{}) {
+		close(s.mu.heal)
+		s.mu.heal = make(chan struct{})
+	}
+}
+
+// running waits while the process is paused; it fails once it is killed.
+func (s *procStore) running() error {
+	for {
+		select {
+		case <-s.dead:
+			return errKilled
+		default:
+		}
+		h := s.paused()
+		if h == nil {
+			return nil
+		}
+		select {
+		case <-h:
+		case <-s.dead:
+			return errKilled
+		}
+	}
+}
+
+// gate is running for client requests, which also give up when ctx ends.
+func (s *procStore) gate(ctx context.Context) error {
+	for {
+		select {
+		case <-s.dead:
+			return errKilled
+		default:
+		}
+		h := s.paused()
+		if h == nil {
+			return nil
+		}
+		select {
+		case <-h:
+		case <-s.dead:
+			return errKilled
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+type fault int
+
+const (
+	noFault fault = iota
+	fault503
+	faultLost
+	faultHang
+)
+
+// roll draws the fault of one call, and a small latency.
+func (s *procStore) roll(write bool) (fault, time.Duration, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.mu.faults
+	x := s.mu.rng.Float64()
+	lat := time.Duration(s.mu.rng.IntN(3)) * time.Millisecond
+	switch {
+	case x < f.Err503:
+		return fault503, lat, s.mu.heal
+	case x < f.Err503+f.Hang:
+		return faultHang, lat, s.mu.heal
+	case write && x < f.Err503+f.Hang+f.Lost:
+		return faultLost, lat, s.mu.heal
+	}
+	return noFault, lat, s.mu.heal
+}
+
+func (s *procStore) coin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.rng.IntN(2) == 0
+}
+
+// do runs one store call through the faults. fn makes the call on the
+// bucket; body is a write's payload (for the observations).
+//
+//   - A call whose context has ended is not sent.
+//   - A sent call takes a small latency (cut short if its context ends:
+//     then it is not applied); while the process is paused it is held,
+//     and it applies when the process resumes, whatever its context says
+//     by then (the request was on the wire). The answer, too, waits for
+//     the process to run.
+//   - 503: refused, nothing applied. Lost: applied, then a retryable
+//     error. Hang: held until the context ends or the faults heal, then a
+//     write applies or not (a coin), and the caller gets an error.
+//   - Once the process is killed every call fails with errKilled, held
+//     calls included, and none of them applies.
+//   - Calls on keys the broker reads or writes while holding a lock that
+//     client requests wait for (lockedKey) are never held or delayed.
+func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte, fn func(ctx context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	wait := s.running
+	if lockedKey(key) {
+		wait = s.alive
+	}
+	if err := wait(); err != nil {
+		return err
+	}
+	write := op >= tier.OpPut
+	f, lat, heal := s.roll(write)
+	if lockedKey(key) {
+		lat = 0
+		if f == faultHang {
+			f = fault503
+		}
+	}
+	if lat > 0 {
+		t := time.NewTimer(lat)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-s.dead:
+			t.Stop()
+			return errKilled
+		}
+	}
+	switch f {
+	case fault503:
+		return &tier.StatusError{Op: op.String(), Key: key, Status: 503, Code: "SlowDown", Err: fmt.Errorf("sim: injected 503, not applied: %w", tier.ErrUnavailable)}
+	case faultHang:
+		select {
+		case <-ctx.Done():
+		case <-heal:
+		case <-s.dead:
+			return errKilled
+		}
+		if err := wait(); err != nil {
+			return err
+		}
+		applied := false
+		if write && s.coin() {
+			err := fn(context.WithoutCancel(ctx))
+			s.observe(ctx, op, key, body, err)
+			applied = err == nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("sim: hung %s %s (applied: %v): %w", op, key, applied, err)
+		}
+		return &tier.StatusError{Op: op.String(), Key: key, Code: "RequestTimeout", Err: fmt.Errorf("sim: hung request released (applied: %v): %w", applied, tier.ErrUnavailable)}
+	}
+	if err := wait(); err != nil {
+		return err
+	}
+	err := fn(context.WithoutCancel(ctx))
+	s.observe(ctx, op, key, body, err)
+	if rerr := wait(); rerr != nil {
+		return rerr
+	}
+	if err == nil && f == faultLost {
+		return &tier.StatusError{Op: op.String(), Key: key, Code: "ResponseLost", Err: fmt.Errorf("sim: injected lost response (the write applied): %w", tier.ErrUnavailable)}
+	}
+	return err
+}
+
+// lockedKey reports whether the broker calls the store for key while
+// holding a mutex that client requests also take: the topic config (read
+// under the broker-wide lock in loadTopic) and the producer-id block
+// (under the id allocator's lock). Such calls are never held or delayed:
+// goroutines blocked on a sync.Mutex are not "durably blocked" for
+// synctest, so the bubble's clock would stop and the run would hang.
+// (In a real deployment one slow config GET stalls every request of the
+// broker, to every topic, for as long as it takes.)
+func lockedKey(key string) bool {
+	return key == "producers/next-id.json" || strings.HasPrefix(key, "topics/") && strings.HasSuffix(key, "/config.json") && strings.Count(key, "/") == 2
+}
+
+// alive fails once the process is killed.
+func (s *procStore) alive() error {
+	select {
+	case <-s.dead:
+		return errKilled
+	default:
+		return nil
+	}
+}
+
+func (s *procStore) Get(ctx context.Context, key string) (io.ReadCloser, tier.ObjectInfo, error) {
+	var (
+		rc   io.ReadCloser
+		info tier.ObjectInfo
+	)
+	err := s.do(ctx, tier.OpGet, key, nil, func(ctx context.Context) (err error) {
+		rc, info, err = s.inner.Get(ctx, key)
+		return err
+	})
+	return rc, info, err
+}
+
+func (s *procStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	err := s.do(ctx, tier.OpGetRange, key, nil, func(ctx context.Context) (err error) {
+		rc, err = s.inner.GetRange(ctx, key, off, n)
+		return err
+	})
+	return rc, err
+}
+
+func (s *procStore) Stat(ctx context.Context, key string) (tier.ObjectInfo, error) {
+	var info tier.ObjectInfo
+	err := s.do(ctx, tier.OpStat, key, nil, func(ctx context.Context) (err error) {
+		info, err = s.inner.Stat(ctx, key)
+		return err
+	})
+	return info, err
+}
+
+func (s *procStore) List(ctx context.Context, prefix string, fn func(tier.ObjectInfo) error) error {
+	var infos []tier.ObjectInfo
+	err := s.do(ctx, tier.OpList, prefix, nil, func(ctx context.Context) error {
+		return s.inner.List(ctx, prefix, func(o tier.ObjectInfo) error {
+			infos = append(infos, o)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, o := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *procStore) put(ctx context.Context, op tier.Op, key string, r io.Reader, size int64, fn func(ctx context.Context, body []byte) (tier.ObjectInfo, error)) (tier.ObjectInfo, error) {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return tier.ObjectInfo{}, err
+	}
+	if size >= 0 && int64(len(body)) != size {
+		return tier.ObjectInfo{}, fmt.Errorf("sim: %s %s: body is %d bytes, not %d: %w", op, key, len(body), size, tier.ErrSizeMismatch)
+	}
+	var info tier.ObjectInfo
+	err = s.do(ctx, op, key, body, func(ctx context.Context) (err error) {
+		info, err = fn(ctx, body)
+		return err
+	})
+	return info, err
+}
+
+func (s *procStore) Put(ctx context.Context, key string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	return s.put(ctx, tier.OpPut, key, r, size, func(ctx context.Context, body []byte) (tier.ObjectInfo, error) {
+		return s.inner.Put(ctx, key, bytes.NewReader(body), int64(len(body)))
+	})
+}
+
+func (s *procStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	return s.put(ctx, tier.OpPutIfAbsent, key, r, size, func(ctx context.Context, body []byte) (tier.ObjectInfo, error) {
+		return s.inner.PutIfAbsent(ctx, key, bytes.NewReader(body), int64(len(body)))
+	})
+}
+
+func (s *procStore) PutIfMatch(ctx context.Context, key, etag string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	return s.put(ctx, tier.OpPutIfMatch, key, r, size, func(ctx context.Context, body []byte) (tier.ObjectInfo, error) {
+		return s.inner.PutIfMatch(ctx, key, etag, bytes.NewReader(body), int64(len(body)))
+	})
+}
+
+func (s *procStore) Delete(ctx context.Context, key string) error {
+	return s.do(ctx, tier.OpDelete, key, nil, func(ctx context.Context) error {
+		return s.inner.Delete(ctx, key)
+	})
+}
+
+// Close is a no-op: the bucket is shared.
+func (s *procStore) Close() error { return nil }
+
+// observe records, at the moment a call reached the bucket, what the
+// checker's local-ack rule needs: successful manifest writes (ownership
+// moves), manifest precondition failures and WAL PUTs (a process learns
+// of a move through them), and which offsets each stored WAL object of a
+// process holds.
+func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []byte, err error) {
+	precond := errors.Is(err, tier.ErrPreconditionFailed)
+	if err != nil && !precond {
+		return
+	}
+	if topic, part, ok := manifestKey(key); ok {
+		switch {
+		case err == nil && op >= tier.OpPut && op <= tier.OpPutIfMatch:
+			e := event{at: s.w.Now(), proc: s.proc, topic: topic, part: part}
+			s.w.obs.add(&s.w.obs.manifestWrites, e)
+			if what, ok := ctx.Value(readOnly{}).(string); ok {
+				e.what = what
+				s.w.obs.add(&s.w.obs.readClaims, e)
+			}
+		case precond:
+			s.w.obs.add(&s.w.obs.reveals, event{at: s.w.Now(), proc: s.proc, topic: topic, part: part, what: "manifest"})
+		}
+		return
+	}
+	inc, _, ok := wal.ParseKey(key)
+	if !ok {
+		return
+	}
+	if (op == tier.OpGet || op == tier.OpGetRange) && err == nil {
+		// A process reading a fence under its own prefix learns that it
+		// was fenced.
+		s.w.obs.mu.Lock()
+		own := s.w.obs.incs[inc] == s.proc
+		s.w.obs.mu.Unlock()
+		if own && s.w.isFence(key) {
+			s.w.obs.add(&s.w.obs.reveals, event{at: s.w.Now(), proc: s.proc, what: "fence"})
+		}
+		return
+	}
+	if op != tier.OpPutIfAbsent {
+		return
+	}
+	if wal.IsFence(body) {
+		if err == nil {
+			s.w.obs.add(&s.w.obs.fences, event{at: s.w.Now(), proc: s.proc, what: inc})
+		}
+		return
+	}
+	h, herr := wal.DecodeHeader(body)
+	if herr != nil {
+		return
+	}
+	s.w.obs.mu.Lock()
+	s.w.obs.incs[inc] = s.proc
+	s.w.obs.mu.Unlock()
+	at := s.w.Now()
+	if err != nil {
+		return // refused: the process learns why only when it reads the object back
+	}
+	for _, e := range h.Entries {
+		ev := event{at: at, proc: s.proc, topic: e.Topic, part: e.Partition, first: e.First, last: e.Last, what: "wal"}
+		s.w.obs.add(&s.w.obs.reveals, ev)
+		s.w.obs.add(&s.w.obs.walStored, ev)
+	}
+}
+
+// isFence reports whether the object at key is a WAL fence (god's view).
+func (w *World) isFence(key string) bool {
+	rc, err := w.bucket.GetRange(context.Background(), key, 0, 16)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	head, _ := io.ReadAll(rc)
+	return wal.IsFence(head)
+}
+
+// manifestKey parses "topics/<name>/.../partitions/<p>/manifest.json"
+// (tolerating extra path segments, such as a topic id, in between).
+func manifestKey(key string) (string, int32, bool) {
+	rest, ok := strings.CutPrefix(key, "topics/")
+	if !ok || !strings.HasSuffix(rest, "/manifest.json") {
+		return "", 0, false
+	}
+	segs := strings.Split(rest, "/")
+	if len(segs) < 4 || segs[len(segs)-3] != "partitions" {
+		return "", 0, false
+	}
+	p, err := strconv.Atoi(segs[len(segs)-2])
+	if err != nil {
+		return "", 0, false
+	}
+	return segs[0], int32(p), true
+}
+
+// event is one observation, at a logical time.
+type event struct {
+	at          int64
+	proc        string
+	topic       string
+	part        int32
+	first, last int64  // WAL entries: the offsets held
+	what        string // read claims: the request; fences: the incarnation; reveals: "wal", "fence" or "manifest"
+}
+
+// readOnly is the context key that marks a client request that only
+// reads (its value names the request): a manifest written on its behalf
+// is a read that claimed ownership.
+type readOnly struct{}
+
+// ReadOnly marks ctx as a read-only request's.
+func ReadOnly(ctx context.Context, what string) context.Context {
+	return context.WithValue(ctx, readOnly{}, what)
+}
+
+// observations are the world's god's-eye records.
+type observations struct {
+	mu             sync.Mutex
+	manifestWrites []event           // successful manifest writes
+	reveals        []event           // what tells a process about a takeover: its WAL PUTs (stored or refused) and manifest precondition failures
+	walStored      []event           // stored WAL objects' entries
+	readClaims     []event           // manifest writes made for read-only requests
+	fences         []event           // fences stored, by whom, of which incarnation
+	incs           map[string]string // incarnation -> the process that writes its WAL
+	kills          map[string]int64  // process -> logical time of its kill
+}
+
+func (o *observations) add(list *[]event, e event) {
+	o.mu.Lock()
+	*list = append(*list, e)
+	o.mu.Unlock()
+}
+
+func (o *observations) kill(proc string, at int64) {
+	o.mu.Lock()
+	o.kills[proc] = at
+	o.mu.Unlock()
+}
+
+// fetchStream is an in-memory stratapb.Strata_FetchServer: it keeps what
+// the broker sends.
+type fetchStream struct {
+	grpc.ServerStream // nil: only the methods below are used
+	ctx               context.Context
+	out               []*stratapb.FetchResponse
+}
+
+var _ stratapb.Strata_FetchServer = (*fetchStream)(nil)
+
+func (s *fetchStream) Context() context.Context { return s.ctx }
+
+func (s *fetchStream) Send(r *stratapb.FetchResponse) error {
+	if err := s.ctx.Err(); err != nil {
+		return err
+	}
+	s.out = append(s.out, r)
+	return nil
+}
+
+func (s *fetchStream) SetHeader(metadata.MD) error  { return nil }
+func (s *fetchStream) SendHeader(metadata.MD) error { return nil }
+func (s *fetchStream) SetTrailer(metadata.MD)       {}
+
+// WarmUp creates the segment package's shared zstd encoder and decoder,
+// which are made lazily on first use and hold channels: made inside one
+// synctest bubble, they would belong to it and break every other bubble
+// ("receive on synctest channel from outside bubble"). Call it once,
+// outside any bubble, before the first Run.
+func WarmUp() error {
+	var buf bytes.Buffer
+	w := segment.NewWriter(&buf, segment.WriterOptions{Codec: segment.CodecZstd})
+	if err := w.Append(&segment.Batch{ProducerID: segment.NoProducer, Records: []segment.Record{{Value: []byte("warm up")}}}); err != nil {
+		return err
+	}
+	if _, err := w.Finish(); err != nil {
+		return err
+	}
+	data := buf.Bytes()
+	r, err := segment.Open(context.Background(), bytesRange(data), int64(len(data)))
+	if err != nil {
+		return err
+	}
+	_, err = r.ReadBlock(context.Background(), 0)
+	return err
+}
+
+type bytesRange []byte
+
+func (b bytesRange) ReadRange(_ context.Context, off, n int64) ([]byte, error) {
+	return b[off:min(off+n, int64(len(b)))], nil
+}
