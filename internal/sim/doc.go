@@ -11,13 +11,14 @@
 //   - The bucket: one tier.MemStore (conditional writes are exact).
 //   - Per broker process, a store wrapper that injects 503s (nothing
 //     applied), lost responses (applied, then an error), hung requests
-//     (held until the caller's context ends or the burst heals, then
-//     applied or not), and pause, a SIGSTOP: every call in flight or new
-//     is held and applied only at resume, whatever its context says by
-//     then, and client requests wait for the resume too. A kill cuts the
-//     wrapper off for good: every later call fails, so do the held ones,
-//     and none applies, so a dead broker has no further effect on the
-//     bucket; then the broker is closed with a canceled context.
+//     (a write is held until the caller's context ends or the burst
+//     heals, then applied or not; a read times out), and pause, a
+//     SIGSTOP: every write in flight or new is held and applied only at
+//     resume, whatever its context says by then, and client requests
+//     wait for the resume too. A kill cuts the wrapper off for good:
+//     every later call fails, so do the held ones, and none applies, so
+//     a dead broker has no further effect on the bucket; then the broker
+//     is closed with a canceled context.
 //   - Per broker slot, a vfs.Mem disk: a kill "with the disk" keeps what
 //     was fsynced (optionally a torn tail of unsynced appends), "without
 //     the disk" loses it; a restart is a new process (new incarnation) on
@@ -75,10 +76,13 @@
 // manifest, and the final drain must be able to open and read every
 // partition.
 //
-// Not every broker call can be held: the broker reads the topic config
-// under its broker-wide lock and allocates producer ids under a lock, and
-// goroutines blocked on a sync.Mutex stop synctest's clock, so those keys
-// only get 503s and lost responses (lockedKey).
+// Not every broker call can be held: goroutines blocked on a sync.Mutex
+// stop synctest's clock, and the broker makes some calls under locks that
+// other requests wait for (it reads the topic config under its
+// broker-wide lock and a bucket view's manifest and WAL under the view's
+// lock, and allocates producer ids under a lock). So reads never wait
+// (no latency; a hang is an immediate timeout; a pause does not hold
+// them), and neither do writes of the producer-id block (lockedKey).
 //
 // # Determinism and replay
 //

@@ -559,8 +559,8 @@ func (r *runner) exec(i int, st Step) {
 	case KFetch:
 		r.fetch(i, st, proc)
 	case KDescribe:
-		r.async(i, proc, func(ctx context.Context) (string, error) {
-			resp, err := proc.B.DescribeTopic(ReadOnly(ctx, "describe"), &stratapb.DescribeTopicRequest{Name: topicSpecs[st.Topic].name})
+		r.async(i, proc, "describe", func(ctx context.Context) (string, error) {
+			resp, err := proc.B.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: topicSpecs[st.Topic].name})
 			if err != nil {
 				return "", err
 			}
@@ -572,8 +572,8 @@ func (r *runner) exec(i int, st Step) {
 			return fmt.Sprintf("high watermarks %v", hw), nil
 		})
 	case KListOffsets:
-		r.async(i, proc, func(ctx context.Context) (string, error) {
-			resp, err := proc.B.ListOffsets(ReadOnly(ctx, "list-offsets"), &stratapb.ListOffsetsRequest{Topic: topicSpecs[st.Topic].name, Partition: st.Part, Spec: &stratapb.ListOffsetsRequest_Latest{Latest: true}})
+		r.async(i, proc, "list-offsets", func(ctx context.Context) (string, error) {
+			resp, err := proc.B.ListOffsets(ctx, &stratapb.ListOffsetsRequest{Topic: topicSpecs[st.Topic].name, Partition: st.Part, Spec: &stratapb.ListOffsetsRequest_Latest{Latest: true}})
 			if err != nil {
 				return "", err
 			}
@@ -581,7 +581,7 @@ func (r *runner) exec(i int, st Step) {
 			return fmt.Sprintf("latest %d", resp.Offset), nil
 		})
 	case KCollect:
-		r.async(i, proc, func(ctx context.Context) (string, error) {
+		r.async(i, proc, "", func(ctx context.Context) (string, error) {
 			n, err := proc.B.CollectWAL(ctx)
 			return fmt.Sprintf("deleted %d WAL objects", n), err
 		})
@@ -609,14 +609,19 @@ func (r *runner) exec(i int, st Step) {
 }
 
 // async runs a client call in its own goroutine and notes its result.
-func (r *runner) async(i int, p *Process, fn func(ctx context.Context) (string, error)) {
+// read names a read-only request ("" for others).
+func (r *runner) async(i int, p *Process, read string, fn func(ctx context.Context) (string, error)) {
 	r.ops.Add(1)
 	go func() {
 		defer r.ops.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var msg string
-		sent, err := p.Call(ctx, func(ctx context.Context) (err error) {
+		call := p.Call
+		if read != "" {
+			call = func(ctx context.Context, fn func(context.Context) error) (bool, error) { return p.Read(ctx, read, fn) }
+		}
+		sent, err := call(ctx, func(ctx context.Context) (err error) {
 			msg, err = fn(ctx)
 			return err
 		})
@@ -789,8 +794,8 @@ func (r *runner) fetch(i int, st Step, p *Process) {
 		snap := r.snapshot(st.Topic)
 		stream := &fetchStream{ctx: ctx}
 		req := &stratapb.FetchRequest{Topic: topicSpecs[st.Topic].name, Partition: st.Part, Start: &stratapb.FetchRequest_Offset{Offset: from}, MaxBytes: 16 << 10, MaxWaitMs: 5}
-		sent, err := p.Call(ctx, func(ctx context.Context) error {
-			stream.ctx = ReadOnly(ctx, "fetch")
+		sent, err := p.Read(ctx, "fetch", func(ctx context.Context) error {
+			stream.ctx = ctx
 			return p.B.Fetch(req, stream)
 		})
 		if !sent {

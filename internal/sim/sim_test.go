@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+
+	"github.com/stratalog/strata/internal/leakcheck"
 )
 
 var (
@@ -119,11 +121,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// TestMain makes the shared zstd coders outside any bubble (WarmUp), then
+// runs the tests under the goroutine-leak check.
 func TestMain(m *testing.M) {
-	flag.Parse()
 	if err := WarmUp(); err != nil {
 		fmt.Fprintln(os.Stderr, "sim: warm up:", err)
 		os.Exit(2)
 	}
-	os.Exit(m.Run())
+	leakcheck.Main(m)
 }

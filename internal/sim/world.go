@@ -103,6 +103,11 @@ type Process struct {
 	Slot  int    // -1 for drain brokers
 	B     *broker.Broker
 	store *procStore
+	// reads lets one read-only client request in at a time: the broker
+	// reads a bucket view under the view's lock, retrying with backoff,
+	// and a second reader blocked on that sync.Mutex would stop
+	// synctest's clock (see procStore.do).
+	reads chan struct{}
 }
 
 // Now is the world's logical clock: every call returns a larger number.
@@ -186,7 +191,7 @@ func (w *World) newProcess(name string, s int, disk vfs.FS) (*Process, error) {
 	w.obs.mu.Lock()
 	w.obs.incs[cfg.Incarnation] = name
 	w.obs.mu.Unlock()
-	return &Process{Name: name, Slot: s, B: b, store: st}, nil
+	return &Process{Name: name, Slot: s, B: b, store: st, reads: make(chan struct{}, 1)}, nil
 }
 
 // Proc returns the process running in slot s, or nil.
@@ -292,6 +297,19 @@ func (p *Process) Call(ctx context.Context, fn func(ctx context.Context) error) 
 		return true, fmt.Errorf("%w (%v)", errConnLost, gerr)
 	}
 	return true, err
+}
+
+// Read is Call for a read-only request (Fetch, DescribeTopic,
+// ListOffsets): it waits for the process's other read-only request, if
+// any, to end, and marks ctx with ReadOnly(ctx, what).
+func (p *Process) Read(ctx context.Context, what string, fn func(ctx context.Context) error) (sent bool, err error) {
+	select {
+	case p.reads <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-p.reads }()
+	return p.Call(ReadOnly(ctx, what), fn)
 }
 
 // procStore is one process's way to the bucket: tier.Store with faults,
@@ -435,38 +453,43 @@ func (s *procStore) coin() bool {
 // bucket; body is a write's payload (for the observations).
 //
 //   - A call whose context has ended is not sent.
-//   - A sent call takes a small latency (cut short if its context ends:
-//     then it is not applied); while the process is paused it is held,
-//     and it applies when the process resumes, whatever its context says
-//     by then (the request was on the wire). The answer, too, waits for
-//     the process to run.
-//   - 503: refused, nothing applied. Lost: applied, then a retryable
-//     error. Hang: held until the context ends or the faults heal, then a
-//     write applies or not (a coin), and the caller gets an error.
+//   - A write takes a small latency on the way (cut short, and not
+//     applied, if its context ends); then, while the process is paused,
+//     it is held, and it applies when the process resumes, whatever its
+//     context says by then (the request was on the wire). Its answer,
+//     too, waits for the process to run.
+//   - 503: refused, nothing applied. Lost (writes): applied, then a
+//     retryable error. Hang: a write is held until its context ends or
+//     the faults heal, then applies or not (a coin), and the caller gets
+//     an error.
+//   - Reads never wait: no latency, a hung read fails at once with a
+//     retryable timeout, and a paused process's reads are answered. The
+//     broker reads under locks that other requests wait for (the topic
+//     config under the broker-wide lock, a bucket view under its own),
+//     and goroutines blocked on a sync.Mutex stop synctest's clock, so a
+//     read that waited for time or for a resume would hang the run.
+//     Writes made under such a lock (lockedKey) do not wait either.
 //   - Once the process is killed every call fails with errKilled, held
 //     calls included, and none of them applies.
-//   - Calls on keys the broker reads or writes while holding a lock that
-//     client requests wait for (lockedKey) are never held or delayed.
 func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte, fn func(ctx context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	wait := s.running
-	if lockedKey(key) {
-		wait = s.alive
-	}
-	if err := wait(); err != nil {
-		return err
-	}
 	write := op >= tier.OpPut
+	waits := write && !lockedKey(key)
+	wait := s.alive
+	if waits {
+		wait = s.running
+	}
 	f, lat, heal := s.roll(write)
-	if lockedKey(key) {
+	if !waits {
 		lat = 0
 		if f == faultHang {
-			f = fault503
+			return &tier.StatusError{Op: op.String(), Key: key, Code: "RequestTimeout", Err: fmt.Errorf("sim: hung request timed out, not applied: %w", tier.ErrUnavailable)}
 		}
 	}
 	if lat > 0 {
+		// On the way: a context that ends now stops it.
 		t := time.NewTimer(lat)
 		select {
 		case <-t.C:
@@ -477,6 +500,9 @@ func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte,
 			t.Stop()
 			return errKilled
 		}
+	}
+	if err := s.alive(); err != nil {
+		return err
 	}
 	switch f {
 	case fault503:
@@ -492,7 +518,7 @@ func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte,
 			return err
 		}
 		applied := false
-		if write && s.coin() {
+		if s.coin() {
 			err := fn(context.WithoutCancel(ctx))
 			s.observe(ctx, op, key, body, err)
 			applied = err == nil
@@ -516,14 +542,10 @@ func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte,
 	return err
 }
 
-// lockedKey reports whether the broker calls the store for key while
-// holding a mutex that client requests also take: the topic config (read
-// under the broker-wide lock in loadTopic) and the producer-id block
-// (under the id allocator's lock). Such calls are never held or delayed:
-// goroutines blocked on a sync.Mutex are not "durably blocked" for
-// synctest, so the bubble's clock would stop and the run would hang.
-// (In a real deployment one slow config GET stalls every request of the
-// broker, to every topic, for as long as it takes.)
+// lockedKey reports whether the broker writes key while holding a mutex
+// that client requests also take: the producer-id block (under the id
+// allocator's lock), and the topic config, which is read under the
+// broker-wide lock. Such writes are never held or delayed (see do).
 func lockedKey(key string) bool {
 	return key == "producers/next-id.json" || strings.HasPrefix(key, "topics/") && strings.HasSuffix(key, "/config.json") && strings.Count(key, "/") == 2
 }
@@ -693,7 +715,10 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 		return // refused: the process learns why only when it reads the object back
 	}
 	for _, e := range h.Entries {
-		ev := event{at: at, proc: s.proc, topic: e.Topic, part: e.Partition, first: e.First, last: e.Last, what: "wal"}
+		// A WAL entry names the topic's storage name, "name" or
+		// "name/<topic id>"; the checker compares names.
+		name, _, _ := strings.Cut(e.Topic, "/")
+		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal"}
 		s.w.obs.add(&s.w.obs.reveals, ev)
 		s.w.obs.add(&s.w.obs.walStored, ev)
 	}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -156,6 +157,9 @@ func TestStoreFaults(t *testing.T) {
 		if err := <-cfg; err != nil || !exists(w, "topics/t/config.json") {
 			t.Errorf("a config write (made under the broker's lock) was held by the pause: %v", err)
 		}
+		if _, err := s.Stat(bg, "kpause"); !errors.Is(err, tier.ErrNotFound) {
+			t.Errorf("a paused process's read: %v; want an answer (not found)", err)
+		}
 		s.resume()
 		if err := <-done; err != nil || !exists(w, "kpause") {
 			t.Errorf("after resume: err %v, applied %v; want the write applied", err, exists(w, "kpause"))
@@ -194,8 +198,21 @@ func TestBrokerUsesItsFS(t *testing.T) {
 		if _, err := p.B.Produce(ctx, &stratapb.ProduceRequest{Topic: "t", Records: []*stratapb.Record{{Value: []byte("v")}}}); err != nil {
 			t.Fatal(err)
 		}
+		// The directory is "t-0", or "t-<topic id>-0" once topics have
+		// an identity.
 		dir := "data/partitions/t-0"
+		if rc, _, err := w.bucket.Get(ctx, "topics/t/config.json"); err == nil {
+			var cfg struct {
+				ID string `json:"topic_id"`
+			}
+			json.NewDecoder(rc).Decode(&cfg)
+			rc.Close()
+			if cfg.ID != "" {
+				dir = "data/partitions/t-" + cfg.ID + "-0"
+			}
+		}
 		if names, _ := disk.List(dir); !hasLog(names) {
+			p.B.Close(ctx)
 			t.Fatalf("no log file in %s on the broker's FS: %v", dir, names)
 		}
 		if _, err := p.B.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: "t"}); err != nil {
