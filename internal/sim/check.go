@@ -92,16 +92,12 @@ func (r *runner) drain() {
 	for ti, t := range r.topics {
 		if !r.w.ConfigExists(t.spec.name) {
 			_, err := d1.B.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: t.spec.name, Partitions: t.spec.parts}})
-			if r.w.ConfigExists(t.spec.name) {
-				t.era++
-			} else {
+			if !r.w.ConfigExists(t.spec.name) {
 				r.drainErr = append(r.drainErr, fmt.Sprintf("topic %s: create on a fresh broker failed: %v", t.spec.name, err))
 				continue
 			}
 		}
-		if t.era%2 == 0 {
-			t.era++ // exists although its create was reported failed
-		}
+		t.era = r.w.Era(t.spec.name)
 		for p := range t.spec.parts {
 			r.sentinel(d1, ti, p)
 			r.readAll(d1, ti, p)
@@ -165,7 +161,7 @@ func (r *runner) readAll(d *Process, t int, p int32) {
 		}
 		recs := r.records(s, t, p)
 		if len(recs) > 0 {
-			r.reads = append(r.reads, readRec{proc: d.Name, topic: t, era: era, part: p, recs: recs})
+			r.reads = append(r.reads, readRec{proc: d.Name, topic: t, eras: [2]int{era, era}, part: p, recs: recs})
 		}
 		last := s.out[len(s.out)-1]
 		hwm = last.HighWatermark
@@ -201,6 +197,7 @@ func (r *runner) check(res *Result) {
 	excused := 0
 	ackMode := map[string]string{}
 	for _, a := range r.attempts {
+		a.eras = r.attemptEras(a)
 		if a.eras[0] != a.eras[1] {
 			for era := a.eras[0]; era <= a.eras[1]; era++ {
 				for _, v := range a.values {
@@ -241,7 +238,9 @@ func (r *runner) check(res *Result) {
 		}
 	}
 	for _, rd := range r.reads {
-		ev = append(ev, history.Event{Type: history.TypeRead, Process: rd.proc, Topic: r.label(rd.topic, rd.era), Partition: rd.part, Records: rd.recs})
+		if eras := r.readEras(rd); eras[0] == eras[1] {
+			ev = append(ev, history.Event{Type: history.TypeRead, Process: rd.proc, Topic: r.label(rd.topic, eras[0]), Partition: rd.part, Records: rd.recs})
+		}
 	}
 	ev = append(ev, r.hwms...)
 	res.Report = history.Check(ev)
@@ -261,6 +260,75 @@ func (r *runner) check(res *Result) {
 		res.Classes = append(res.Classes, "a fenced broker never writes again")
 	}
 	res.schedule = r.schedule()
+}
+
+// attemptEras is the range of eras a produce attempt may belong to. A
+// broker resolves a topic name to the identity it has cached, and one
+// that has not noticed a delete (it refreshes every
+// TopicRefreshInterval) writes to the deleted topic: its acks belong to
+// that topic and go with it (docs/durability.md, "Topic identity"). So:
+//   - a record that the attempt's broker stored in a WAL object while
+//     the request was in flight (every durable ack but an idempotent
+//     retry's "stored before") names the identity it was written to: that
+//     identity's era, and nothing else;
+//   - otherwise, the eras the client saw during the request and the eras
+//     the broker had seen from before the request to its end (known).
+func (r *runner) attemptEras(a *attempt) [2]int {
+	name := topicSpecs[a.topic].name
+	o := &r.w.obs
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if a.res == outAck {
+		for _, e := range o.walStored {
+			if e.proc == a.proc && e.topic == name && e.part == a.part && e.at > a.sent && e.at < a.done && e.first <= a.offsets[0] && a.offsets[0] <= e.last {
+				if era, ok := o.idEra[e.storage]; ok {
+					return [2]int{era, era}
+				}
+				break
+			}
+		}
+	}
+	k, ok := r.knownLocked(a.proc, name, a.sent, a.done)
+	return widen(a.eras, k, ok)
+}
+
+// readEras is the range of eras a read may have seen: the client's and
+// its broker's (see attemptEras).
+func (r *runner) readEras(rd readRec) [2]int {
+	if rd.sent == 0 { // the drain's reads
+		return rd.eras
+	}
+	r.w.obs.mu.Lock()
+	defer r.w.obs.mu.Unlock()
+	k, ok := r.knownLocked(rd.proc, topicSpecs[rd.topic].name, rd.sent, rd.done)
+	return widen(rd.eras, k, ok)
+}
+
+// knownLocked is the range of eras of topic name that proc had seen
+// between from and to (the last one before from, and every one up to
+// to); ok is false when it had seen none by to (it loads the topic fresh,
+// in the client's era). The caller holds obs.mu.
+func (r *runner) knownLocked(proc, name string, from, to int64) (k [2]int, ok bool) {
+	for _, kn := range r.w.obs.knows[proc+"\x00"+name] {
+		switch {
+		case kn.at < from:
+			k, ok = [2]int{kn.era, kn.era}, true
+		case kn.at <= to:
+			if !ok {
+				k, ok = [2]int{kn.era, kn.era}, true
+			}
+			k[0], k[1] = min(k[0], kn.era), max(k[1], kn.era)
+		}
+	}
+	return k, ok
+}
+
+// widen is the smallest range holding a and, when ok, k.
+func widen(a, k [2]int, ok bool) [2]int {
+	if !ok {
+		return a
+	}
+	return [2]int{min(a[0], k[0]), max(a[1], k[1])}
 }
 
 // excuse says why a local ack of offset off by attempt a may be lost, or

@@ -62,14 +62,19 @@ func ParseKind(s string) (Kind, error) {
 	return 0, fmt.Errorf("sim: unknown step kind %q (kinds: %s)", s, strings.Join(kindNames[:], ", "))
 }
 
-// topicSpec is one of the simulated topics; every topic may be deleted
-// and re-created.
+// topicSpec is one of the simulated topics. Topic a is never deleted, so
+// most of what the checker checks lives in one era; b is deleted and
+// re-created.
 type topicSpec struct {
-	name  string
-	parts int32
+	name      string
+	parts     int32
+	deletable bool
 }
 
-var topicSpecs = []topicSpec{{"a", 2}, {"b", 1}}
+var topicSpecs = []topicSpec{{"a", 2, false}, {"b", 1, true}}
+
+// deletable is the index of the topic that is deleted and re-created.
+const deletable = 1
 
 // idemProducers is how many idempotent producers there are; each has one
 // batch in flight per partition at most.
@@ -203,7 +208,7 @@ func NewPlan(o Options) []Step {
 	}
 	weights := [numKinds]int{
 		KProduce: 30, KProduceIdem: 20, KFetch: 12, KDescribe: 4, KListOffsets: 4, KCollect: 5,
-		KFaults: 4, KPause: 3, KKill: 3, KRestart: 1, KDelete: 2, KAdvance: 3,
+		KFaults: 4, KPause: 3, KKill: 3, KRestart: 1, KDelete: 1, KAdvance: 3,
 	}
 	total := 0
 	for k := range weights {
@@ -284,7 +289,10 @@ func NewPlan(o Options) []Step {
 		for ; x >= weights[k]; k++ {
 			x -= weights[k]
 		}
-		st := Step{Kind: k, Topic: rng.IntN(len(topicSpecs)), N: 1 + rng.IntN(4), Local: rng.IntN(10) < 3, Producer: rng.IntN(idemProducers)}
+		st := Step{Kind: k, Topic: 0, N: 1 + rng.IntN(4), Local: rng.IntN(10) < 3, Producer: rng.IntN(idemProducers)}
+		if rng.IntN(3) == 0 {
+			st.Topic = deletable // a third of the work goes to the topic that is re-created
+		}
 		st.Part = int32(rng.IntN(int(topicSpecs[st.Topic].parts)))
 		slot, ok := pickSlot(isAlive)
 		st.Slot = slot
@@ -347,6 +355,7 @@ func NewPlan(o Options) []Step {
 		case KDelete:
 			slot, ok = pickSlot(running)
 			st.Slot = slot
+			st.Topic = deletable
 			ok = ok && exists[st.Topic]
 			if ok {
 				exists[st.Topic] = false
@@ -377,8 +386,9 @@ func indexDue(n int, f func(int) bool) int {
 
 // topicState is what the runner knows of one topic name. era counts the
 // topic's lives: odd eras are lives (era 2k-1 is the k-th topic of that
-// name), even eras the gaps after a delete. The checker treats each era
-// as its own topic.
+// name), even eras the gaps after a delete (the world counts them as the
+// config writes apply; the runner copies the count after each delete or
+// create). The checker treats each era as its own topic.
 type topicState struct {
 	spec   topicSpec
 	era    int
@@ -406,9 +416,10 @@ type attempt struct {
 	part    int32
 	values  []string
 	local   bool
-	retry   bool // an earlier attempt of these values had an unknown outcome
-	eras    [2]int
-	sent    int64 // logical time the broker got it
+	retry   bool   // an earlier attempt of these values had an unknown outcome
+	eras    [2]int // the eras the client may have written to (see runner.eras)
+	sent    int64  // logical time the broker got it
+	done    int64  // logical time the answer came
 	res     outcome
 	offsets []int64
 	err     string
@@ -416,11 +427,12 @@ type attempt struct {
 
 // readRec is one read's records.
 type readRec struct {
-	proc  string
-	topic int
-	era   int
-	part  int32
-	recs  []history.Rec
+	proc       string
+	topic      int
+	eras       [2]int // the eras the client may have read (see runner.eras)
+	part       int32
+	recs       []history.Rec
+	sent, done int64 // logical times; 0 for the drain's reads
 }
 
 // seqState is an idempotent producer's state in one partition.
@@ -528,7 +540,7 @@ func (r *runner) setup() error {
 		if _, err := p.B.CreateTopic(context.Background(), &stratapb.CreateTopicRequest{Config: cfg}); err != nil {
 			return err
 		}
-		t.era = 1
+		t.era = r.w.Era(t.spec.name)
 	}
 	return nil
 }
@@ -581,7 +593,7 @@ func (r *runner) exec(i int, st Step) {
 			return fmt.Sprintf("latest %d", resp.Offset), nil
 		})
 	case KCollect:
-		r.async(i, proc, "", func(ctx context.Context) (string, error) {
+		r.async(i, proc, "gc", func(ctx context.Context) (string, error) {
 			n, err := proc.B.CollectWAL(ctx)
 			return fmt.Sprintf("deleted %d WAL objects", n), err
 		})
@@ -609,7 +621,8 @@ func (r *runner) exec(i int, st Step) {
 }
 
 // async runs a client call in its own goroutine and notes its result.
-// read names a read-only request ("" for others).
+// read names a read-only request, or is "gc" for a WAL collection (not a
+// client request), or "".
 func (r *runner) async(i int, p *Process, read string, fn func(ctx context.Context) (string, error)) {
 	r.ops.Add(1)
 	go func() {
@@ -618,7 +631,9 @@ func (r *runner) async(i int, p *Process, read string, fn func(ctx context.Conte
 		defer cancel()
 		var msg string
 		call := p.Call
-		if read != "" {
+		if read == "gc" {
+			call = p.Trigger
+		} else if read != "" {
 			call = func(ctx context.Context, fn func(context.Context) error) (bool, error) { return p.Read(ctx, read, fn) }
 		}
 		sent, err := call(ctx, func(ctx context.Context) (err error) {
@@ -684,6 +699,7 @@ func (r *runner) send(i int, p *Process, a *attempt, producerID int64, seq int32
 		return err
 	})
 	a.eras = r.eras(a.topic, snap)
+	a.done = r.w.Now()
 	if !sent {
 		r.note(i, "not sent: %v", err)
 		return codes.Unavailable // nothing reached the broker; not recorded
@@ -794,7 +810,9 @@ func (r *runner) fetch(i int, st Step, p *Process) {
 		snap := r.snapshot(st.Topic)
 		stream := &fetchStream{ctx: ctx}
 		req := &stratapb.FetchRequest{Topic: topicSpecs[st.Topic].name, Partition: st.Part, Start: &stratapb.FetchRequest_Offset{Offset: from}, MaxBytes: 16 << 10, MaxWaitMs: 5}
+		var sentAt int64
 		sent, err := p.Read(ctx, "fetch", func(ctx context.Context) error {
+			sentAt = r.w.Now()
 			stream.ctx = ctx
 			return p.B.Fetch(req, stream)
 		})
@@ -804,9 +822,9 @@ func (r *runner) fetch(i int, st Step, p *Process) {
 		}
 		eras := r.eras(st.Topic, snap)
 		recs := r.records(stream, st.Topic, st.Part)
-		if eras[0] == eras[1] && len(recs) > 0 {
+		if len(recs) > 0 {
 			r.mu.Lock()
-			r.reads = append(r.reads, readRec{proc: p.Name, topic: st.Topic, era: eras[0], part: st.Part, recs: recs})
+			r.reads = append(r.reads, readRec{proc: p.Name, topic: st.Topic, eras: eras, part: st.Part, recs: recs, sent: sentAt, done: r.w.Now()})
 			r.mu.Unlock()
 		}
 		msg := fmt.Sprintf("read %d records from %d", len(recs), from)
@@ -833,8 +851,8 @@ func (r *runner) records(s *fetchStream, t int, part int32) []history.Rec {
 }
 
 // admin deletes or creates a topic, synchronously: no other step runs
-// meanwhile. The bucket then says whether the topic exists, which
-// settles the era even when the call failed.
+// meanwhile. The world's record of config writes then says which era the
+// topic is in, even when the call failed.
 func (r *runner) admin(i int, st Step, p *Process) {
 	t := r.topics[st.Topic]
 	r.mu.Lock()
@@ -849,10 +867,9 @@ func (r *runner) admin(i int, st Step, p *Process) {
 		_, err = p.B.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: name, Partitions: t.spec.parts}})
 	}
 	cancel()
-	exists := r.w.ConfigExists(name)
 	r.mu.Lock()
-	if exists != (t.era%2 == 1) {
-		t.era++
+	if era := r.w.Era(name); era != t.era {
+		t.era = era
 		for p := range t.maxOff {
 			t.maxOff[p] = 0
 		}

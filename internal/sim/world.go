@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -128,6 +129,7 @@ func NewWorld(seed uint64, n int, logs io.Writer) *World {
 		w.slots = append(w.slots, &slot{id: i, disk: vfs.NewMem()})
 	}
 	w.obs.kills, w.obs.incs = map[string]int64{}, map[string]string{}
+	w.obs.eras, w.obs.idEra, w.obs.knows = map[string]int{}, map[string]int{}, map[string][]know{}
 	return w
 }
 
@@ -282,6 +284,9 @@ func (p *Process) Killed() bool {
 	}
 }
 
+// clientReq marks the context of a client request (Call).
+type clientReq struct{}
+
 // Call runs fn as a client request to the process: it waits while the
 // process is paused (the request sits in its socket), and the answer
 // reaches the client only if the process is alive and running when fn
@@ -289,6 +294,16 @@ func (p *Process) Killed() bool {
 // was dead, or ctx ended first); err is errConnLost when the answer was
 // lost.
 func (p *Process) Call(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	return p.do(context.WithValue(ctx, clientReq{}, true), fn)
+}
+
+// Trigger is Call for work the broker would also do on its own (a WAL
+// collection): not a client request.
+func (p *Process) Trigger(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
+	return p.do(ctx, fn)
+}
+
+func (p *Process) do(ctx context.Context, fn func(ctx context.Context) error) (sent bool, err error) {
 	if err := p.store.gate(ctx); err != nil {
 		return false, err
 	}
@@ -661,6 +676,9 @@ func (s *procStore) Close() error { return nil }
 // of a move through them), and which offsets each stored WAL object of a
 // process holds.
 func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []byte, err error) {
+	if s.w.obs.topics(s.proc, ctx.Value(clientReq{}) != nil, op, key, body, err, s.w.Now) {
+		return
+	}
 	precond := errors.Is(err, tier.ErrPreconditionFailed)
 	if err != nil && !precond {
 		return
@@ -718,10 +736,68 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 		// A WAL entry names the topic's storage name, "name" or
 		// "name/<topic id>"; the checker compares names.
 		name, _, _ := strings.Cut(e.Topic, "/")
-		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal"}
+		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic}
 		s.w.obs.add(&s.w.obs.reveals, ev)
 		s.w.obs.add(&s.w.obs.walStored, ev)
 	}
+}
+
+// configName returns the topic name of a config key
+// ("topics/<name>/config.json").
+func configName(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "topics/")
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, "/config.json")
+	return name, ok && !strings.Contains(name, "/")
+}
+
+// topics records what config calls do to topic eras and to a process's
+// view of them; it reports whether the call was one of them.
+//   - A config create that applied starts a new era (odd), a delete that
+//     applied ends it (even); the create's identity is noted.
+//   - A process that reads a config (or finds it missing) for a client
+//     request sees the current era: a broker reads the config in a
+//     request when it loads the topic (none cached). Its background
+//     reads (the refresh, GC) do not count: the refresh drops a cached
+//     topic whose config is gone or has another identity, but that drop
+//     is not seen here, and the next request loads the topic again. So
+//     what a broker resolves a name to is the era of its last load, or,
+//     when it loads during a request, anything up to the era it finds.
+func (o *observations) topics(proc string, client bool, op tier.Op, key string, body []byte, err error, now func() int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	name, ok := configName(key)
+	if !ok {
+		return false
+	}
+	switch {
+	case op == tier.OpPutIfAbsent && err == nil:
+		if o.eras[name]%2 == 0 {
+			o.eras[name]++
+		}
+		var cfg struct {
+			ID string `json:"topic_id"`
+		}
+		if json.Unmarshal(body, &cfg) == nil && cfg.ID != "" {
+			o.idEra[name+"/"+cfg.ID] = o.eras[name]
+		}
+	case op == tier.OpDelete && err == nil:
+		if o.eras[name]%2 == 1 {
+			o.eras[name]++
+		}
+	case op == tier.OpGet && client && (err == nil || errors.Is(err, tier.ErrNotFound)):
+		o.knows[proc+"\x00"+name] = append(o.knows[proc+"\x00"+name], know{now(), o.eras[name]})
+	}
+	return true
+}
+
+// Era is the current era of a topic name (see observations.eras).
+func (w *World) Era(name string) int {
+	w.obs.mu.Lock()
+	defer w.obs.mu.Unlock()
+	return w.obs.eras[name]
 }
 
 // isFence reports whether the object at key is a WAL fence (god's view).
@@ -761,6 +837,14 @@ type event struct {
 	part        int32
 	first, last int64  // WAL entries: the offsets held
 	what        string // read claims: the request; fences: the incarnation; reveals: "wal", "fence" or "manifest"
+	storage     string // WAL entries: the topic's storage name ("name/<topic id>")
+}
+
+// know is a process's view of a topic name at a logical time: the era it
+// saw (it read the topic's config, or found it missing).
+type know struct {
+	at  int64
+	era int
 }
 
 // readOnly is the context key that marks a client request that only
@@ -777,12 +861,19 @@ func ReadOnly(ctx context.Context, what string) context.Context {
 type observations struct {
 	mu             sync.Mutex
 	manifestWrites []event           // successful manifest writes
-	reveals        []event           // what tells a process about a takeover: its WAL PUTs (stored or refused) and manifest precondition failures
+	reveals        []event           // what tells a process about a takeover: its stored WAL PUTs ("wal", per partition), its reads of its own fence ("fence"), its manifest precondition failures ("manifest", per partition)
 	walStored      []event           // stored WAL objects' entries
 	readClaims     []event           // manifest writes made for read-only requests
 	fences         []event           // fences stored, by whom, of which incarnation
 	incs           map[string]string // incarnation -> the process that writes its WAL
 	kills          map[string]int64  // process -> logical time of its kill
+	// eras counts each topic name's config creates and deletes, as they
+	// apply: odd while a topic of that name exists (era 2k-1 is the k-th
+	// one), even after its delete. idEra maps a topic's storage name
+	// ("name/<id>") to its era.
+	eras  map[string]int
+	idEra map[string]int
+	knows map[string][]know // process + "\x00" + topic -> the eras it saw, in time order
 }
 
 func (o *observations) add(list *[]event, e event) {
