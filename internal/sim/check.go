@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/internal/history"
 )
 
@@ -347,7 +348,11 @@ func widen(a, k [2]int, ok bool) [2]int {
 //   - another process fenced an incarnation of a's broker when a's broker
 //     could not know yet (between the fence and the request no stored WAL
 //     PUT of it and no read of its fence), and the record was not in a
-//     stored WAL object before the fence.
+//     stored WAL object before the fence;
+//
+// and, for a move or a fence, only while the broker's local-ack lease held
+// (it had stored a WAL object within LocalAckLease before the request):
+// otherwise it must have waited for its WAL, and learned of the move.
 //
 // Moves and fences in the final phase (liveness writes and the drain's
 // claims) do not count: by then every record should have reached the
@@ -369,6 +374,18 @@ func (r *runner) excuse(a *attempt, off int64) string {
 	}
 	if at, ok := o.kills[a.proc]; ok && !storedBefore(at) {
 		return fmt.Sprintf("%s was killed (t%d) before it was in a stored WAL object", a.proc, at)
+	}
+	// The local-ack lease (docs/durability.md): a broker gives a local ack
+	// at the fsync only while its WAL stored an object within
+	// LocalAckLease; otherwise it waits for the WAL, which tells it of a
+	// fence. So a move or a fence excuses a lost local ack only if the
+	// lease held when the request was handled.
+	lease := ingest.DefaultPartitionConfig().LocalAckLease
+	leaseHeld := slices.ContainsFunc(o.walStored, func(e event) bool {
+		return e.proc == a.proc && e.at < a.done && !e.when.Before(a.sentAt.Add(-lease))
+	})
+	if !leaseHeld {
+		return ""
 	}
 	var claim int64
 	for _, e := range o.manifestWrites {

@@ -416,10 +416,11 @@ type attempt struct {
 	part    int32
 	values  []string
 	local   bool
-	retry   bool   // an earlier attempt of these values had an unknown outcome
-	eras    [2]int // the eras the client may have written to (see runner.eras)
-	sent    int64  // logical time the broker got it
-	done    int64  // logical time the answer came
+	retry   bool      // an earlier attempt of these values had an unknown outcome
+	eras    [2]int    // the eras the client may have written to (see runner.eras)
+	sent    int64     // logical time the broker got it
+	sentAt  time.Time // ... and its fake time
+	done    int64     // logical time the answer came
 	res     outcome
 	offsets []int64
 	err     string
@@ -694,7 +695,7 @@ func (r *runner) send(i int, p *Process, a *attempt, producerID int64, seq int32
 	snap := r.snapshot(a.topic)
 	var resp *stratapb.ProduceResponse
 	sent, err := p.Call(ctx, func(ctx context.Context) (err error) {
-		a.sent = r.w.Now()
+		a.sent, a.sentAt = r.w.Now(), time.Now()
 		resp, err = p.B.Produce(ctx, req)
 		return err
 	})

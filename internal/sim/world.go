@@ -728,7 +728,7 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 	s.w.obs.mu.Lock()
 	s.w.obs.incs[inc] = s.proc
 	s.w.obs.mu.Unlock()
-	at := s.w.Now()
+	at, when := s.w.Now(), time.Now()
 	if err != nil {
 		return // refused: the process learns why only when it reads the object back
 	}
@@ -736,7 +736,7 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 		// A WAL entry names the topic's storage name, "name" or
 		// "name/<topic id>"; the checker compares names.
 		name, _, _ := strings.Cut(e.Topic, "/")
-		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic}
+		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic, when: when}
 		s.w.obs.add(&s.w.obs.reveals, ev)
 		s.w.obs.add(&s.w.obs.walStored, ev)
 	}
@@ -835,9 +835,10 @@ type event struct {
 	proc        string
 	topic       string
 	part        int32
-	first, last int64  // WAL entries: the offsets held
-	what        string // read claims: the request; fences: the incarnation; reveals: "wal", "fence" or "manifest"
-	storage     string // WAL entries: the topic's storage name ("name/<topic id>")
+	first, last int64     // WAL entries: the offsets held
+	what        string    // read claims: the request; fences: the incarnation; reveals: "wal", "fence" or "manifest"
+	storage     string    // WAL entries: the topic's storage name ("name/<topic id>")
+	when        time.Time // WAL entries: the fake time they were stored
 }
 
 // know is a process's view of a topic name at a logical time: the era it
