@@ -23,15 +23,15 @@ import (
 // finish heals everything, lets in-flight requests end, closes every
 // broker gracefully (they seal), and drains every partition.
 func (r *runner) finish() {
-	r.mu.Lock()
-	r.finishAt = r.w.Now()
-	r.mu.Unlock()
 	for _, p := range r.w.Live() {
 		p.SetFaults(Faults{})
 		p.Resume()
 	}
 	time.Sleep(10 * time.Second)
 	r.ops.Wait()
+	r.mu.Lock()
+	r.cutoff = r.w.Now()
+	r.mu.Unlock()
 	r.liveness()
 	var wg sync.WaitGroup
 	for _, p := range r.w.Live() {
@@ -354,9 +354,9 @@ func widen(a, k [2]int, ok bool) [2]int {
 // (it had stored a WAL object within LocalAckLease before the request):
 // otherwise it must have waited for its WAL, and learned of the move.
 //
-// Moves and fences in the final phase (liveness writes and the drain's
-// claims) do not count: by then every record should have reached the
-// bucket.
+// Moves and fences after the cutoff (the liveness writes' and the drain's
+// claims, once everything healed and every request ended) do not count:
+// by then every record should have reached the bucket.
 func (r *runner) excuse(a *attempt, off int64) string {
 	o := &r.w.obs
 	o.mu.Lock()
@@ -394,7 +394,7 @@ func (r *runner) excuse(a *attempt, off int64) string {
 		}
 	}
 	for _, m := range o.manifestWrites {
-		if m.proc == a.proc || m.topic != topicSpecs[a.topic].name || m.part != a.part || m.at <= claim || m.at >= r.finishAt {
+		if m.proc == a.proc || m.topic != topicSpecs[a.topic].name || m.part != a.part || m.at <= claim || m.at >= r.cutoff {
 			continue
 		}
 		knew := slices.ContainsFunc(o.reveals, func(e event) bool {
@@ -406,7 +406,7 @@ func (r *runner) excuse(a *attempt, off int64) string {
 		return fmt.Sprintf("ownership moved to %s (t%d) before the record reached the bucket, and %s could not know yet", m.proc, m.at, a.proc)
 	}
 	for _, f := range o.fences {
-		if o.incs[f.what] != a.proc || f.at >= r.finishAt {
+		if o.incs[f.what] != a.proc || f.at >= r.cutoff {
 			continue
 		}
 		knew := slices.ContainsFunc(o.reveals, func(e event) bool {

@@ -101,7 +101,7 @@
 // -sim.seeds=N (and -sim.first=M); -sim.disable=gc,delete-topic,... leaves
 // step kinds out (to tell which one a failure needs); `make sim` runs
 // thousands. Defaults (sim_test.go): 300 seeds of 250 steps (seconds on
-// two cores), 50 under -race, 20 with -short.
+// two cores), 100 under -race, 20 with -short.
 //
 // Concurrency: Run must be called inside a synctest bubble; one Run owns
 // its World.

@@ -474,7 +474,7 @@ type runner struct {
 	hwms     []history.Event
 	drainErr []string
 	liveErr  []string
-	finishAt int64 // logical time the final phase began
+	cutoff   int64 // logical time the final phase's own writes began (see excuse)
 }
 
 func (r *runner) note(i int, format string, args ...any) {
@@ -860,13 +860,15 @@ func (r *runner) admin(i int, st Step, p *Process) {
 	t.busy = true
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	var err error
 	name := t.spec.name
-	if st.Kind == KDelete {
-		_, err = p.B.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: name})
-	} else {
-		_, err = p.B.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: name, Partitions: t.spec.parts}})
-	}
+	_, err := p.Call(ctx, func(ctx context.Context) (err error) {
+		if st.Kind == KDelete {
+			_, err = p.B.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: name})
+		} else {
+			_, err = p.B.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: name, Partitions: t.spec.parts}})
+		}
+		return err
+	})
 	cancel()
 	r.mu.Lock()
 	if era := r.w.Era(name); era != t.era {
@@ -906,3 +908,4 @@ func short(err error) string {
 	}
 	return s
 }
+
