@@ -268,8 +268,8 @@ func (r *runner) check(res *Result) {
 // that has not noticed a delete (it refreshes every
 // TopicRefreshInterval) writes to the deleted topic: its acks belong to
 // that topic and go with it (docs/durability.md, "Topic identity"). So:
-//   - a record that the attempt's broker stored in a WAL object while
-//     the request was in flight (every durable ack but an idempotent
+//   - the record that the attempt's broker stored in a WAL object while
+//     the request was in flight (the entry with its value at its offset) (every durable ack but an idempotent
 //     retry's "stored before") names the identity it was written to: that
 //     identity's era, and nothing else;
 //   - otherwise, the eras the client saw during the request and the eras
@@ -281,7 +281,7 @@ func (r *runner) attemptEras(a *attempt) [2]int {
 	defer o.mu.Unlock()
 	if a.res == outAck {
 		for _, e := range o.walStored {
-			if e.proc == a.proc && e.topic == name && e.part == a.part && e.at > a.sent && e.at < a.done && e.first <= a.offsets[0] && a.offsets[0] <= e.last {
+			if e.proc == a.proc && e.topic == name && e.part == a.part && e.at > a.sent && e.at < a.done && e.holds(a.offsets[0], a.values[0]) {
 				if era, ok := o.idEra[e.storage]; ok {
 					return [2]int{era, era}
 				}
@@ -366,7 +366,7 @@ func (r *runner) excuse(a *attempt, off int64) string {
 	}
 	storedBefore := func(at int64) bool {
 		for _, e := range o.walStored {
-			if same(e) && e.first <= off && off <= e.last && e.at > a.sent && e.at < at {
+			if same(e) && e.holds(off, a.values[off-a.offsets[0]]) && e.at > a.sent && e.at < at {
 				return true
 			}
 		}

@@ -908,4 +908,3 @@ func short(err error) string {
 	}
 	return s
 }
-

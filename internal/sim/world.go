@@ -737,6 +737,15 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 		// "name/<topic id>"; the checker compares names.
 		name, _, _ := strings.Cut(e.Topic, "/")
 		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic, when: when}
+		if start, end := h.DataStart+int64(e.Pos), h.DataStart+int64(e.Pos)+int64(e.Len); end <= int64(len(body)) {
+			if batches, err := wal.DecodeEntry(e, body[start:end]); err == nil {
+				for _, b := range batches {
+					for _, r := range b.Records {
+						ev.values = append(ev.values, string(r.Value))
+					}
+				}
+			}
+		}
 		s.w.obs.add(&s.w.obs.reveals, ev)
 		s.w.obs.add(&s.w.obs.walStored, ev)
 	}
@@ -839,6 +848,13 @@ type event struct {
 	what        string    // read claims: the request; fences: the incarnation; reveals: "wal", "fence" or "manifest"
 	storage     string    // WAL entries: the topic's storage name ("name/<topic id>")
 	when        time.Time // WAL entries: the fake time they were stored
+	values      []string  // WAL entries: the records' values, first to last
+}
+
+// holds reports whether a WAL entry holds value at offset off.
+func (e event) holds(off int64, value string) bool {
+	i := off - e.first
+	return e.first <= off && off <= e.last && i < int64(len(e.values)) && e.values[i] == value
 }
 
 // know is a process's view of a topic name at a logical time: the era it
