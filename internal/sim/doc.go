@@ -36,7 +36,8 @@
 //     CreateTopic, DeleteTopic, InitProducer): produce with durable and
 //     local acks, with and without an idempotent producer (which retries
 //     an unknown batch with the same sequence), reads from random
-//     offsets, topic delete and re-create with the same name.
+//     offsets, and delete and re-create of topic b (topic a lives
+//     throughout, so most of the history is checked in one era).
 //
 // It does not model a real network (no gRPC, no connection reuse or
 // reordering beyond what the wrapper injects), real fsync timing or disk
@@ -58,16 +59,22 @@
 //   - no durable ack lost;
 //   - no local ack lost unless its broker was killed, or fenced (the
 //     partition's ownership moved, or its incarnation was fenced) while
-//     it could not know yet, before the record reached the bucket
-//     (runner.excuse states the rule exactly);
+//     it could not know yet and its local-ack lease held, before the
+//     record reached the bucket (runner.excuse states the rule exactly);
 //   - no offset with two values, no record read at another offset than
 //     acked, no gaps;
 //   - no record at two offsets (no duplicates of idempotent batches;
 //     plain batches are never retried);
 //   - no record of a deleted topic in its re-created namesake: every era
-//     of a topic name is its own topic for the checker ("a#2" is the
-//     second topic named a), and an operation that overlapped a delete
-//     or create counts in each era it may belong to;
+//     of a topic name is its own topic for the checker ("b#2" is the
+//     second topic named b). A request belongs to the topic its broker
+//     resolved the name to: the identity in the WAL entry that holds the
+//     record, or else any era from the client's view and the broker's
+//     last config load (a broker that has not noticed a delete yet
+//     writes to the deleted topic, and those acks go with it, as
+//     docs/durability.md says); a request that may belong to more than
+//     one era counts as sent, outcome unknown, in each, and such reads
+//     are dropped;
 //   - nothing refused as not written (NotFound, InvalidArgument, an
 //     out-of-order sequence) yet stored.
 //
@@ -101,7 +108,7 @@
 // -sim.seeds=N (and -sim.first=M); -sim.disable=gc,delete-topic,... leaves
 // step kinds out (to tell which one a failure needs); `make sim` runs
 // thousands. Defaults (sim_test.go): 300 seeds of 250 steps (seconds on
-// two cores), 100 under -race, 20 with -short.
+// two cores), 60 under -race, 20 with -short.
 //
 // Concurrency: Run must be called inside a synctest bubble; one Run owns
 // its World.

@@ -16,7 +16,7 @@ import (
 
 var (
 	flagSeed    = flag.Uint64("sim.seed", 0, "run only this seed (replay), printing its schedule")
-	flagSeeds   = flag.Int("sim.seeds", 0, "how many seeds to run (default: 300; 100 under -race; 20 with -short)")
+	flagSeeds   = flag.Int("sim.seeds", 0, "how many seeds to run (default: 300; 60 under -race; 20 with -short)")
 	flagFirst   = flag.Uint64("sim.first", 1, "the first seed of the range")
 	flagSteps   = flag.Int("sim.steps", 0, "steps per run (default 250)")
 	flagBrokers = flag.Int("sim.brokers", 0, "broker slots (default 3)")
@@ -35,7 +35,7 @@ func defaultSeeds() int {
 	case testing.Short():
 		return 20
 	case raceEnabled:
-		return 100
+		return 60
 	}
 	return 300
 }
