@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/broker"
@@ -923,6 +924,21 @@ func (s *fetchStream) Send(r *stratapb.FetchResponse) error {
 	}
 	s.out = append(s.out, r)
 	return nil
+}
+
+// SendMsg takes what the broker sends through the generic stream: a
+// FetchResponse, possibly wrapped (it must then still be one, through
+// its ProtoReflect). It keeps a copy: the broker may reuse the original.
+func (s *fetchStream) SendMsg(m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return fmt.Errorf("sim: fetch stream: the broker sent a %T, not a protobuf message", m)
+	}
+	r, ok := proto.Clone(pm.ProtoReflect().Interface()).(*stratapb.FetchResponse)
+	if !ok {
+		return fmt.Errorf("sim: fetch stream: the broker sent a %T, not a FetchResponse", m)
+	}
+	return s.Send(r)
 }
 
 func (s *fetchStream) SetHeader(metadata.MD) error  { return nil }
