@@ -46,7 +46,7 @@ var errConnLost = errors.New("sim: connection to the broker lost while the reque
 type Faults struct {
 	Err503 float64 // refused before reaching the bucket (503 SlowDown): nothing applied
 	Lost   float64 // writes applied, then the response is lost (a retryable error)
-	Hang   float64 // held until the caller's context ends or the burst heals, then maybe applied
+	Hang   float64 // a write is held until the caller's context ends or the burst heals, then maybe applied; a read times out at once
 }
 
 func (f Faults) String() string {
