@@ -1,5 +1,5 @@
 # strata: common tasks. `make test` is the whole suite (starts MinIO itself).
-.PHONY: test serve demo vet fmt check bench bench-peers bench-smoke fuzz minio proto
+.PHONY: test serve demo vet fmt check bench bench-peers bench-smoke fuzz minio proto sim
 
 test:           ## the whole test suite, with a real MinIO on loopback
 	bash scripts/test.sh
@@ -31,6 +31,9 @@ bench-peers:    ## strata next to NATS JetStream, Redis and RabbitMQ, full mode 
 
 bench-smoke:    ## the harness's quick mode and tests, as CI runs them (installs the peers)
 	bash scripts/bench-smoke.sh
+
+sim:            ## the ownership simulation, long mode: SIMSEEDS seeds (default 5000), every 10th with a sweep
+	go test ./internal/sim -run 'TestSim$$' -count=1 -timeout 3h -sim.seeds=$(or $(SIMSEEDS),5000) -sim.sweeps=10 -sim.details=5
 
 fuzz:           ## every fuzzer for FUZZTIME each (default 30s)
 	bash scripts/fuzz.sh

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -28,12 +29,14 @@ import (
 	"github.com/stratalog/strata/partitioner"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
+	"github.com/stratalog/strata/vfs"
 )
 
 // Config configures a Broker.
 type Config struct {
 	DataDir string     // required: local partition logs live under it
 	Store   tier.Store // required: segments, manifests and topic configs
+	FS      vfs.FS     // the filesystem DataDir is on; default (and when nil) vfs.Default
 
 	Fsync               ingest.FsyncPolicy // default FsyncInterval
 	SealBytes           int64              // default 64 MiB
@@ -79,6 +82,7 @@ type Config struct {
 func DefaultConfig() Config {
 	pc := ingest.DefaultPartitionConfig()
 	return Config{
+		FS:                   vfs.Default,
 		Fsync:                pc.Fsync,
 		SealBytes:            pc.SealBytes,
 		SealInterval:         pc.SealInterval,
@@ -190,6 +194,9 @@ func (t *topic) checkPartition(p int32) error {
 func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
 	}
 	if cfg.Incarnation == "" {
 		cfg.Incarnation = wal.NewIncarnation(time.Now())
@@ -582,7 +589,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	pc := ingest.DefaultPartitionConfig()
 	pc.Topic, pc.Partition = t.store, p
 	pc.Dir = b.partitionDir(t, p)
-	pc.Store = b.cfg.Store
+	pc.Store, pc.FS = b.cfg.Store, b.cfg.FS
 	pc.Fsync = b.cfg.Fsync
 	pc.SealBytes, pc.SealInterval, pc.LocalRetentionBytes = b.cfg.SealBytes, b.cfg.SealInterval, b.cfg.LocalRetentionBytes
 	if t.cfg.SegmentBytes > 0 {
@@ -1041,7 +1048,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	t.mu.Lock()
 	for p, part := range t.parts {
 		part.log.Abandon()
-		os.RemoveAll(b.partitionDir(t, p))
+		removeLocal(b.cfg.FS, b.partitionDir(t, p))
 	}
 	t.parts = map[int32]*partition{}
 	t.mu.Unlock()
@@ -1059,4 +1066,18 @@ func (b *Broker) DeleteTopic(ctx context.Context, req *stratapb.DeleteTopicReque
 	}
 	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", len(keys))
 	return &stratapb.DeleteTopicResponse{ObjectsDeleted: int64(len(keys))}, nil
+}
+
+// removeLocal deletes a partition's local directory (on a vfs.FS other
+// than the OS: the files in it, which is all such a filesystem has).
+func removeLocal(fs vfs.FS, dir string) {
+	if fs == vfs.Default {
+		os.RemoveAll(dir)
+		return
+	}
+	names, _ := fs.List(dir)
+	for _, n := range names {
+		fs.Remove(filepath.Join(dir, n))
+	}
+	fs.SyncDir(dir)
 }
