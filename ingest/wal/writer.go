@@ -41,7 +41,8 @@ func NewIncarnation(now time.Time) string {
 	return fmt.Sprintf("%013d-%s", now.UnixMilli(), hex.EncodeToString(r[:]))
 }
 
-// Config configures a Writer.
+// Config configures a Writer. NewWriter takes a zero field to mean its
+// default (DefaultConfig), then checks the result with Validate.
 type Config struct {
 	Store       tier.Store // required
 	Incarnation string     // required; NewIncarnation() for a fresh process
@@ -52,8 +53,8 @@ type Config struct {
 	// 8 MiB.
 	FlushBytes int64
 	// MaxBufferedBytes bounds the data received but not yet stored
-	// (buffered plus in flight); Reserve waits while it is reached.
-	// Default 256 MiB.
+	// (buffered plus in flight); Reserve waits while it is reached. At
+	// least FlushBytes. Default 256 MiB.
 	MaxBufferedBytes int64
 	// RetryMax caps the wait between attempts of a failing PUT. Default 2s.
 	RetryMax time.Duration
@@ -66,38 +67,64 @@ type Config struct {
 	Logger        *slog.Logger     // default slog.Default()
 }
 
-func (c *Config) defaults() error {
-	if c.Store == nil || c.Incarnation == "" {
+// DefaultConfig returns the defaults described on Config (Store and
+// Incarnation are left for the caller).
+func DefaultConfig() Config {
+	return Config{
+		FlushInterval:    50 * time.Millisecond,
+		FlushBytes:       8 << 20,
+		MaxBufferedBytes: 256 << 20,
+		RetryMax:         2 * time.Second,
+		ProbeInterval:    5 * time.Second,
+		Clock:            time.Now,
+		Logger:           slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil || c.Incarnation == "":
 		return errors.New("wal: Store and Incarnation are required")
+	case c.FlushInterval <= 0 || c.FlushBytes <= 0 || c.MaxBufferedBytes <= 0 || c.RetryMax <= 0 || c.ProbeInterval <= 0:
+		return errors.New("wal: FlushInterval, FlushBytes, MaxBufferedBytes, RetryMax and ProbeInterval must be positive")
+	case c.MaxBufferedBytes < c.FlushBytes:
+		return fmt.Errorf("wal: MaxBufferedBytes %d is below FlushBytes %d: a flush could never fill", c.MaxBufferedBytes, c.FlushBytes)
+	case c.Clock == nil || c.Logger == nil:
+		return errors.New("wal: Clock and Logger are required")
 	}
 	if err := meta.ValidateIncarnation(c.Incarnation); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	if c.FlushInterval <= 0 {
-		c.FlushInterval = 50 * time.Millisecond
+	return nil
+}
+
+// withDefaults returns c with every zero field set to its default. A
+// MaxBufferedBytes left zero is at least FlushBytes.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.FlushInterval == 0 {
+		c.FlushInterval = d.FlushInterval
 	}
-	if c.FlushBytes <= 0 {
-		c.FlushBytes = 8 << 20
+	if c.FlushBytes == 0 {
+		c.FlushBytes = d.FlushBytes
 	}
-	if c.MaxBufferedBytes <= 0 {
-		c.MaxBufferedBytes = 256 << 20
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = max(d.MaxBufferedBytes, c.FlushBytes)
 	}
-	if c.MaxBufferedBytes < c.FlushBytes {
-		c.MaxBufferedBytes = c.FlushBytes
+	if c.RetryMax == 0 {
+		c.RetryMax = d.RetryMax
 	}
-	if c.RetryMax <= 0 {
-		c.RetryMax = 2 * time.Second
-	}
-	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = 5 * time.Second
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = d.ProbeInterval
 	}
 	if c.Clock == nil {
-		c.Clock = time.Now
+		c.Clock = d.Clock
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
-	return nil
+	return c
 }
 
 // Sink learns that a partition's records up to end (exclusive) are stored.
@@ -155,7 +182,8 @@ type Writer struct {
 
 // NewWriter starts a writer. The first object it stores has sequence 0.
 func NewWriter(cfg Config) (*Writer, error) {
-	if err := cfg.defaults(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	ctx, halt := context.WithCancel(context.Background())
