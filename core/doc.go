@@ -1,0 +1,51 @@
+// Package core is strata's protocol-free broker: the topic registry (topic
+// configs in the bucket, created with a conditional write), partitions
+// (ingest write path + fetch read path), produce with ack modes and key
+// hashing, fetch with long polling, consumer groups, producer ids, WAL
+// incarnations and their garbage collection. It knows nothing of any wire
+// protocol: front ends (server/grpc today) convert their messages to the
+// calls here and map its errors (the Err* kinds of *Error) to their codes.
+// Nothing here imports gRPC, protobuf or api/stratapb (deps_test.go).
+//
+// Invariants:
+//   - Only the write path (Produce) opens a partition, which claims it.
+//     Fetch, ListOffsets, DescribeTopic, DescribeGroup and ResetOffsets
+//     never claim: a partition not open here is read from the bucket
+//     (sealed segments plus the owners' durable WAL tail, unfenced).
+//   - When another broker fences this broker's WAL incarnation, the broker
+//     drops the partitions opened under it and starts a new incarnation;
+//     the partitions it still owns reopen on their next write. A dropped
+//     partition is reopened only once its old Partition is closed, so two
+//     never share a local directory.
+//   - Every topic has an identity made at creation (storage name
+//     name/id); a deleted and re-created topic never sees the old data,
+//     and a topic deleted elsewhere is dropped at the next topic refresh
+//     (its follow streams then end with ErrTopicNotFound).
+//   - A topic exists once its config object exists in the bucket; creation
+//     is PutIfAbsent, so two brokers cannot both create one topic with
+//     different settings. The stored object is the JSON of TopicConfig
+//     plus "topic_id" (field names fixed: buckets written by older
+//     brokers load).
+//   - A produce request is validated whole before anything is appended: a
+//     request with one bad record appends nothing.
+//   - Every error is an *Error with a kind (ErrTopicNotFound, ...) and a
+//     message that says what happened, what is stored and what to do.
+//   - A consumer-group operation (lag, offset checks, resets) never opens
+//     or claims a partition; the groups' own invariants (bounded memory,
+//     members kept through store errors, locks) are listed in groups.go.
+//   - A tailing fetch never busy-polls: it waits on the partition's append
+//     notification; a FetchBudget given by the front end bounds the bytes
+//     of results held at once.
+//   - Topic configs hold only sizes and durations in range (checkTopicSizes),
+//     checked on create and on load.
+//   - No broker-wide lock is held across I/O: a topic's config is read from
+//     the bucket without Broker.mu (a load racing a removal reads again),
+//     group state is written under the group's own write lock only, and
+//     Close seals partitions without holding a topic's lock. Close and
+//     DeleteTopic agree on who closes a partition: DeleteTopic abandons
+//     what Close has not taken, and waits for what Close is sealing before
+//     it deletes the topic's objects.
+//
+// Concurrency: Broker is safe for concurrent use; Close is idempotent and
+// seals every open partition.
+package core

@@ -1,0 +1,248 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/stratalog/strata/meta"
+	"github.com/stratalog/strata/tier"
+)
+
+// idBlock is how many producer ids a broker takes from the bucket at once.
+const idBlock = 1000
+
+// idAllocator hands out producer ids unique in the bucket: it takes blocks
+// of idBlock ids by compare-and-swap on meta.ProducerIDKey, so no two brokers
+// (or incarnations) ever hand out the same id. Ids start at 1.
+type idAllocator struct {
+	store tier.Store
+	mu    sync.Mutex
+	next  int64 // next id to hand out
+	limit int64 // end of the current block (exclusive)
+}
+
+type idState struct {
+	Next int64 `json:"next"`
+}
+
+func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next < a.limit {
+		a.next++
+		return a.next - 1, nil
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		cur := idState{Next: 1}
+		etag := ""
+		rc, info, err := a.store.Get(ctx, meta.ProducerIDKey)
+		switch {
+		case err == nil:
+			data, rerr := io.ReadAll(io.LimitReader(rc, 1<<10))
+			rc.Close()
+			if rerr != nil {
+				return 0, rerr
+			}
+			if err := json.Unmarshal(data, &cur); err != nil || cur.Next < 1 {
+				return 0, fmt.Errorf("core: %s is corrupt (%q): fix or delete it", meta.ProducerIDKey, data)
+			}
+			etag = info.ETag
+		case !errors.Is(err, tier.ErrNotFound):
+			return 0, err
+		}
+		if cur.Next > math.MaxInt64-idBlock {
+			return 0, errors.New("core: producer ids exhausted")
+		}
+		data, _ := json.Marshal(idState{Next: cur.Next + idBlock})
+		if etag == "" {
+			_, err = a.store.PutIfAbsent(ctx, meta.ProducerIDKey, bytes.NewReader(data), int64(len(data)))
+		} else {
+			_, err = a.store.PutIfMatch(ctx, meta.ProducerIDKey, etag, bytes.NewReader(data), int64(len(data)))
+		}
+		if errors.Is(err, tier.ErrPreconditionFailed) {
+			continue // another broker took a block first
+		}
+		if err != nil {
+			// The outcome is unknown: the block may be taken; skipping it
+			// wastes ids but never hands one out twice.
+			return 0, err
+		}
+		a.next, a.limit = cur.Next+1, cur.Next+idBlock
+		return cur.Next, nil
+	}
+	return 0, errors.New("core: could not allocate a producer id block: too much contention on " + meta.ProducerIDKey)
+}
+
+// collectLoop deletes WAL objects whose records are all sealed.
+func (b *Broker) collectLoop() {
+	defer b.bg.Done()
+	t := time.NewTicker(b.cfg.WALCollectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WALCollectInterval)
+		n, err := b.CollectWAL(ctx)
+		cancel()
+		if err != nil {
+			b.cfg.Logger.Warn("WAL garbage collection failed; will retry", "err", err)
+		} else if n > 0 {
+			b.cfg.Logger.Debug("WAL objects collected", "deleted", n)
+		}
+	}
+}
+
+// CollectWAL deletes every WAL object in the bucket (this broker's and
+// earlier incarnations') whose partitions are all sealed past it, and
+// returns how many it deleted.
+func (b *Broker) CollectWAL(ctx context.Context) (int, error) {
+	return b.walReader().Collect(ctx, b.sealedEnd)
+}
+
+// sealedEnd is how far a partition is sealed, from the open partition or
+// the bucket; math.MaxInt64 for a partition whose topic is gone, or was
+// re-created since (another identity): its WAL entries are garbage.
+func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, error) {
+	name, id := meta.SplitStorageName(store)
+	b.mu.Lock()
+	t := b.topics[name]
+	b.mu.Unlock()
+	if t != nil && t.store == store {
+		t.mu.Lock()
+		part := t.parts[p]
+		t.mu.Unlock()
+		if part != nil {
+			m, _ := part.log.Manifest(ctx)
+			return m.NextOffset(), nil
+		}
+	}
+	rc, _, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
+	if errors.Is(err, tier.ErrNotFound) {
+		return math.MaxInt64, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	rc.Close()
+	if err != nil {
+		return 0, err
+	}
+	st, err := decodeTopicConfig(name, data)
+	if err != nil {
+		return 0, fmt.Errorf("core: topic %q config unreadable, WAL objects holding it are kept: %w", name, err)
+	}
+	if st.ID != id {
+		return math.MaxInt64, nil // deleted and re-created: another topic now
+	}
+	m, _, err := meta.NewManifestStore(b.cfg.Store, store, p).Load(ctx)
+	if errors.Is(err, tier.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.NextOffset(), nil
+}
+
+// topicRefreshLoop checks the cached topics against the bucket.
+func (b *Broker) topicRefreshLoop() {
+	defer b.bg.Done()
+	t := time.NewTicker(b.cfg.TopicRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.TopicRefreshInterval)
+		if err := b.RefreshTopics(ctx); err != nil {
+			b.cfg.Logger.Warn("topic refresh failed; will retry", "err", err)
+		}
+		cancel()
+	}
+}
+
+// RefreshTopics forgets every cached topic whose config object is gone or
+// was replaced (the topic was deleted, or deleted and re-created, through
+// another broker): its open partitions are dropped without sealing, so
+// they stop taking writes, and the next request loads the topic anew.
+func (b *Broker) RefreshTopics(ctx context.Context) error {
+	etags := map[string]string{}
+	err := b.cfg.Store.List(ctx, meta.TopicsPrefix, func(o tier.ObjectInfo) error {
+		if name, ok := meta.TopicNameOfConfigKey(o.Key); ok {
+			etags[name] = o.ETag
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	var gone, changed []*topic
+	for name, t := range b.topics {
+		etag, ok := etags[name]
+		switch {
+		case !ok:
+			gone = append(gone, t)
+		case etag != t.etag:
+			changed = append(changed, t) // maybe re-created: compare identities
+		}
+	}
+	b.mu.Unlock()
+	for _, t := range changed {
+		id, etag, err := b.topicIdentity(ctx, t.cfg.Name)
+		switch {
+		case errors.Is(err, tier.ErrNotFound):
+			gone = append(gone, t)
+		case err != nil:
+			return err
+		case id != t.id:
+			gone = append(gone, t)
+		default:
+			b.mu.Lock()
+			t.etag = etag
+			b.mu.Unlock()
+		}
+	}
+	for _, t := range gone {
+		b.removeTopic(t)
+	}
+	for _, t := range gone {
+		t.mu.Lock()
+		t.deleted = true
+		t.mu.Unlock()
+		n := b.dropPartitions(t, func(*partition) bool { return true })
+		b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
+	}
+	return nil
+}
+
+// topicIdentity reads a topic's stored identity and the config's ETag.
+func (b *Broker) topicIdentity(ctx context.Context, name string) (id, etag string, err error) {
+	rc, info, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
+	if err != nil {
+		return "", "", err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil {
+		return "", "", err
+	}
+	st, err := decodeTopicConfig(name, data)
+	if err != nil {
+		return "", "", fmt.Errorf("core: topic %q config unreadable: %w", name, err)
+	}
+	return st.ID, info.ETag, nil
+}

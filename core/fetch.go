@@ -1,0 +1,169 @@
+package core
+
+import (
+	"context"
+	"time"
+
+	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/segment"
+)
+
+// FetchRequest reads one partition from a position.
+type FetchRequest struct {
+	Topic     string
+	Partition int32
+	Start     Position
+	// MaxBytes bounds the record bytes of one result (at least one record
+	// is returned when one exists); <= 0 means 1 MiB. A front end caps it.
+	MaxBytes int
+	// MaxWait is how long a read waits for records before it answers
+	// empty (or, following, looks again); <= 0 means 500ms.
+	MaxWait time.Duration
+	// Follow keeps reading as records arrive, until ctx ends or an error.
+	Follow bool
+	// Group, MemberID and Generation, when Group is set, make the fetch a
+	// group member's: it is refused (before every result) unless the
+	// partition is assigned to the member in the current generation.
+	Group      string
+	MemberID   string
+	Generation int64
+	// Budget, when set, is asked for each result's bytes before the
+	// partition is read; the records are trimmed to what it grants.
+	Budget FetchBudget
+}
+
+// FetchBudget bounds the bytes of fetch results held at once (built, or
+// queued for a slow reader). Acquire may block, and must return when ctx
+// ends.
+type FetchBudget interface {
+	Acquire(ctx context.Context, n int64) (FetchLease, error)
+}
+
+// A FetchLease holds bytes of a FetchBudget until it is released.
+type FetchLease interface {
+	Size() int64 // the bytes granted (cost units: see RecordCost)
+	Release()    // idempotent
+}
+
+// FetchResult is one batch of records read.
+type FetchResult struct {
+	Partition      int32
+	Records        []segment.Record
+	NextOffset     int64
+	HighWatermark  int64
+	LogStartOffset int64
+	// Lease is the budget's lease the result was built under (nil without
+	// a budget, and for an empty result): the send function owns it and
+	// releases it (or hands it on) when the result's bytes are gone.
+	Lease FetchLease
+}
+
+// Fetch reads partition req.Partition of req.Topic, never claiming it, and
+// calls send with each result: once (records, or an empty result after
+// MaxWait), or, following, with every batch of records until ctx ends,
+// send fails, or an error (a deleted topic ends a follower with
+// ErrTopicNotFound). A tailing fetch never busy-polls: it waits on the
+// partition's append notification.
+func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchResult) error) error {
+	t, err := b.loadTopic(ctx, req.Topic)
+	if err != nil {
+		return err
+	}
+	v, err := b.view(ctx, t, req.Partition)
+	if err != nil {
+		return err
+	}
+	if err := b.checkFetch(req); err != nil {
+		return err
+	}
+	next, err := b.resolveStart(ctx, v, req.Start)
+	if err != nil {
+		return err
+	}
+	maxBytes := req.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = 1 << 20
+	}
+	maxWait := req.MaxWait
+	if maxWait <= 0 {
+		maxWait = 500 * time.Millisecond
+	}
+	for {
+		if t.isDeleted() {
+			return errorf(ErrTopicNotFound, "topic %q was deleted", t.cfg.Name)
+		}
+		if v.stale() {
+			// The partition was opened here (a write claimed it) or
+			// dropped since: switch to what reads use now.
+			if v, err = b.view(ctx, t, req.Partition); err != nil {
+				return err
+			}
+		}
+		wait := v.changed() // before reading: no append is missed
+		// The result's share of the budget: waits while the caller has
+		// too much outstanding.
+		var lease FetchLease
+		if req.Budget != nil {
+			if lease, err = req.Budget.Acquire(ctx, int64(maxBytes)); err != nil {
+				return classify(err)
+			}
+		}
+		res, err := v.reader.Read(ctx, next, maxBytes)
+		if err != nil {
+			release(lease)
+			return classify(err)
+		}
+		if err := b.checkFetch(req); err != nil {
+			release(lease)
+			return err
+		}
+		if len(res.Records) > 0 {
+			if lease != nil {
+				fitRecords(res, lease.Size())
+			}
+			next = res.NextOffset
+			out := &FetchResult{Partition: req.Partition, Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
+			if err := send(out); err != nil {
+				return err
+			}
+			if !req.Follow {
+				return nil
+			}
+			continue
+		}
+		release(lease)
+		timer := time.NewTimer(maxWait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return classify(ctx.Err())
+		case <-wait:
+			timer.Stop()
+		case <-timer.C:
+			if !req.Follow {
+				return send(&FetchResult{Partition: req.Partition, NextOffset: next, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset})
+			}
+		}
+	}
+}
+
+func release(l FetchLease) {
+	if l != nil {
+		l.Release()
+	}
+}
+
+// fitRecords drops records from the end of res until their cost fits n
+// bytes (one record always stays), so what a result builds stays within
+// the budget it was given.
+func fitRecords(res *fetch.Result, n int64) {
+	var cost int64
+	for i := range res.Records {
+		cost += RecordCost(&res.Records[i])
+		if i > 0 && cost > n {
+			res.Records = res.Records[:i]
+			res.NextOffset = res.Records[i-1].Offset + 1
+			return
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package core
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/stratalog/strata/segment"
+)
+
+// TopicConfig is a topic's settings, as clients set them and as the bucket
+// stores them (the JSON field names are the stored format: keep them).
+type TopicConfig struct {
+	Name           string `json:"name,omitempty"`
+	Partitions     int32  `json:"partitions,omitempty"`
+	RetentionMs    int64  `json:"retention_ms,omitempty"`    // 0: keep forever
+	RetentionBytes int64  `json:"retention_bytes,omitempty"` // per partition; 0: no limit
+	Compression    string `json:"compression,omitempty"`     // zstd (default), s2, none
+	SegmentBytes   int64  `json:"segment_bytes,omitempty"`   // 0: the broker's SealBytes
+}
+
+// Ranges of the sizes and durations a client sets in a topic config. Zero
+// means the default each field documents (keep forever, no size limit,
+// the broker's SealBytes).
+const (
+	// MaxRetentionMs is 100 years: far from the int64 nanoseconds a
+	// time.Duration holds (292 years), so retention arithmetic cannot wrap.
+	MaxRetentionMs = 36525 * 24 * 3600 * 1000
+	// MaxRetentionBytes is 1 EiB per partition.
+	MaxRetentionBytes = 1 << 60
+	// MinSegmentBytes and MaxSegmentBytes bound segment_bytes: tiny
+	// segments flood the manifest, and a segment is stored with one PUT.
+	MinSegmentBytes = 64 << 10
+	MaxSegmentBytes = maxObjectBytes
+)
+
+// maxStoredPartitions bounds the partition count a stored topic config may
+// claim, whatever the broker's MaxPartitions (which may have changed).
+const maxStoredPartitions = 1 << 20
+
+// checkTopicSizes checks the client-set sizes of a topic config; the error
+// says the allowed range. CreateTopic and decodeTopicConfig both use it.
+func checkTopicSizes(cfg *TopicConfig) error {
+	switch {
+	case cfg.RetentionMs < 0 || cfg.RetentionMs > MaxRetentionMs:
+		return fmt.Errorf("retention_ms %d is out of range: use 0 (keep forever) or 1 to %d (100 years)", cfg.RetentionMs, int64(MaxRetentionMs))
+	case cfg.RetentionBytes < 0 || cfg.RetentionBytes > MaxRetentionBytes:
+		return fmt.Errorf("retention_bytes %d is out of range: use 0 (no size limit) or 1 to %d (1 EiB) per partition", cfg.RetentionBytes, int64(MaxRetentionBytes))
+	case cfg.SegmentBytes != 0 && (cfg.SegmentBytes < MinSegmentBytes || cfg.SegmentBytes > MaxSegmentBytes):
+		return fmt.Errorf("segment_bytes %d is out of range: use 0 (the broker's default) or %d (64 KiB) to %d (1 GiB)", cfg.SegmentBytes, MinSegmentBytes, MaxSegmentBytes)
+	}
+	return nil
+}
+
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
+
+func validName(name string) error {
+	if !topicName.MatchString(name) || name == "." || name == ".." {
+		return errorf(ErrInvalidArgument, "invalid topic name %q: use 1-200 characters from a-z A-Z 0-9 . _ -", name)
+	}
+	return nil
+}
+
+// storedTopic is a topic config as the bucket holds it: the config and the
+// topic's identity, in one JSON object.
+type storedTopic struct {
+	*TopicConfig
+	ID string `json:"topic_id,omitempty"`
+}
+
+// encodeTopicConfig is the stored form of cfg with identity id.
+func encodeTopicConfig(cfg *TopicConfig, id string) []byte {
+	data, _ := json.Marshal(&storedTopic{TopicConfig: cfg, ID: id})
+	return data
+}
+
+// decodeTopicConfig parses a stored topic config and checks what CreateTopic
+// checked when it wrote it.
+func decodeTopicConfig(name string, data []byte) (*storedTopic, error) {
+	st := &storedTopic{TopicConfig: &TopicConfig{}}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, err
+	}
+	if st.TopicConfig == nil {
+		st.TopicConfig = &TopicConfig{}
+	}
+	if len(st.ID) > 64 || strings.ContainsAny(st.ID, "/\\") || st.ID == "." || st.ID == ".." {
+		return nil, fmt.Errorf("topic id %q is not a valid identity", st.ID)
+	}
+	for _, c := range st.ID {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return nil, fmt.Errorf("topic id %q is not lowercase hex", st.ID)
+		}
+	}
+	cfg := st.TopicConfig
+	switch {
+	case cfg.Name != name:
+		return nil, fmt.Errorf("it names topic %q", cfg.Name)
+	case cfg.Partitions <= 0 || cfg.Partitions > maxStoredPartitions:
+		return nil, fmt.Errorf("partitions %d is not in 1-%d", cfg.Partitions, maxStoredPartitions)
+	}
+	if err := checkTopicSizes(cfg); err != nil {
+		return nil, err
+	}
+	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
