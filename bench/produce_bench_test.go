@@ -20,7 +20,7 @@ import (
 // given fsync policy, and returns a client.
 func benchBroker(b *testing.B, fsync ingest.FsyncPolicy) *client.Client {
 	cfg := brokertest.Config(b, storetest.File(b))
-	cfg.Fsync = fsync
+	cfg.Partition.Fsync = fsync
 	_, addr := brokertest.Start(b, cfg)
 	c, err := client.Dial(addr)
 	if err != nil {

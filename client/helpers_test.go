@@ -10,10 +10,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/internal/leakcheck"
+	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -27,11 +28,11 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 // offsets, kept in the bucket, are not).
 type testBroker struct {
 	t    *testing.T
-	cfg  broker.Config
+	cfg  core.Config
 	opts []grpc.ServerOption
 	addr string
 	srv  *grpc.Server
-	b    *broker.Broker
+	b    *core.Broker
 }
 
 func startTestBroker(t *testing.T, opts ...grpc.ServerOption) *testBroker {
@@ -44,8 +45,13 @@ func startTestBroker(t *testing.T, opts ...grpc.ServerOption) *testBroker {
 
 func (tb *testBroker) start(addr string) {
 	tb.t.Helper()
-	b, err := broker.New(tb.cfg)
+	b, err := core.New(tb.cfg)
 	if err != nil {
+		tb.t.Fatal(err)
+	}
+	fe, err := grpcserver.New(b, grpcserver.DefaultConfig())
+	if err != nil {
+		b.Close(context.Background())
 		tb.t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", addr)
@@ -54,7 +60,7 @@ func (tb *testBroker) start(addr string) {
 		tb.t.Fatal(err)
 	}
 	srv := grpc.NewServer(tb.opts...)
-	stratapb.RegisterStrataServer(srv, b)
+	stratapb.RegisterStrataServer(srv, fe)
 	go srv.Serve(lis)
 	tb.addr, tb.srv, tb.b = lis.Addr().String(), srv, b
 }

@@ -761,3 +761,6 @@ func (b *Broker) DeleteTopic(ctx context.Context, name string) (int64, error) {
 	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", len(keys))
 	return int64(len(keys)), nil
 }
+
+// MaxRecordBytes is the largest record cost the broker accepts (Config).
+func (b *Broker) MaxRecordBytes() int { return b.cfg.MaxRecordBytes }

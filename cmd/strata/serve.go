@@ -14,8 +14,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/ingest"
+	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -60,32 +61,42 @@ func serve(ctx context.Context, args []string) error {
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg := broker.DefaultConfig()
+	cfg := core.DefaultConfig()
 	cfg.DataDir, cfg.Store, cfg.Logger = filepath.Join(dir, "broker"), st, log
-	cfg.Fsync, cfg.SealBytes, cfg.SealInterval, cfg.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
+	cfg.Partition.Fsync, cfg.Partition.SealBytes, cfg.Partition.SealInterval, cfg.Partition.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
 	cfg.MaxRecordBytes = int(*maxRecord)
-	cfg.WALFlushInterval, cfg.WALFlushBytes, cfg.WALMaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
+	cfg.WAL.FlushInterval, cfg.WAL.FlushBytes, cfg.WAL.MaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
 	cfg.WALCollectInterval = *walCollect
-	if !flagSet(fs, "wal-flush-bytes") && cfg.WALFlushBytes > cfg.WALMaxBufferedBytes {
-		cfg.WALFlushBytes = cfg.WALMaxBufferedBytes // a small buffer flushes when full
+	if !flagSet(fs, "wal-flush-bytes") && cfg.WAL.FlushBytes > cfg.WAL.MaxBufferedBytes {
+		cfg.WAL.FlushBytes = cfg.WAL.MaxBufferedBytes // a small buffer flushes when full
 	}
 	cfg.ProduceTimeout = *produceTimeout
-	cfg.Limits.MaxMessageBytes, cfg.Limits.ProduceBufferBytes, cfg.Limits.FetchBufferBytes = int(*maxMessage), int64(*maxProduce), int64(*maxFetch)
-	if cfg.Limits.MaxProduceBytes < 2*int64(*maxMessage) {
-		cfg.Limits.MaxProduceBytes = 2 * int64(*maxMessage) // a full message of payload plus its per-record overhead
+	scfg := grpcserver.DefaultConfig()
+	scfg.Limits.MaxMessageBytes, scfg.Limits.ProduceBufferBytes, scfg.Limits.FetchBufferBytes = int(*maxMessage), int64(*maxProduce), int64(*maxFetch)
+	if scfg.Limits.MaxProduceBytes < 2*int64(*maxMessage) {
+		scfg.Limits.MaxProduceBytes = 2 * int64(*maxMessage) // a full message of payload plus its per-record overhead
 	}
-	b, err := broker.New(cfg)
+	if err := scfg.Validate(); err != nil {
+		return err
+	}
+	b, err := core.New(cfg)
 	if err != nil {
+		return err
+	}
+	front, err := grpcserver.New(b, scfg)
+	if err != nil {
+		b.Close(context.Background())
 		return err
 	}
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
+		b.Close(context.Background())
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	// Message size, flow-control windows, stream cap and the codec that
-	// enforces the broker's memory limits (broker/limits.go).
-	srv := grpc.NewServer(b.ServerOptions()...)
-	stratapb.RegisterStrataServer(srv, b)
+	// enforces the front end's memory limits (server/grpc/limits.go).
+	srv := grpc.NewServer(front.ServerOptions()...)
+	stratapb.RegisterStrataServer(srv, front)
 	log.Info("strata broker listening", "addr", lis.Addr().String(), "data_dir", dir, "object_store", *store)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()

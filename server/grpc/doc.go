@@ -1,0 +1,28 @@
+// Package grpcserver is the gRPC front end of strata's broker: it
+// implements stratapb.StrataServer over a core.Broker, converting messages
+// to the core's types and mapping the core's error kinds to status codes
+// (one table, codeOfKind), and it holds what is specific to gRPC: the
+// memory limits a client can push on the server (limits.go,
+// docs/limits.md).
+//
+// Invariants:
+//   - Every error leaves as a gRPC status with the core's message word for
+//     word: the codes follow the error's kind, never its text.
+//   - Memory a client can make the server hold is bounded: messages by
+//     Limits.MaxMessageBytes; a produce request by records, headers per
+//     record and cost (every record and header costs a fixed overhead on
+//     top of its bytes, core.RecordOverheadBytes), refused before it is
+//     decoded by the server codec; all produce requests together by
+//     ProduceBufferBytes (beyond it: RESOURCE_EXHAUSTED, nothing written);
+//     fetch response bytes built or queued for a socket per stream by
+//     FetchStreamBytes and server-wide by FetchBufferBytes (beyond them a
+//     stream waits, blocked). The budgets live here, not in the core,
+//     because what they count (decoded messages, encoded buffers in the
+//     transport) is the front end's; the core asks a FetchBudget before
+//     each read.
+//   - A slow reader only slows its own stream (gRPC flow control), never
+//     the server's memory.
+//
+// Concurrency: Server is safe for concurrent use. It does not own its
+// core.Broker: stop the gRPC server first, then close the broker.
+package grpcserver
