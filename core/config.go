@@ -104,6 +104,14 @@ func (c *Config) Validate() error {
 	case c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0:
 		return errors.New("core: WALCollectInterval, TopicRefreshInterval and ProduceTimeout must be positive")
 	}
+	switch {
+	case c.Partition.SealBytes > maxObjectBytes:
+		return fmt.Errorf("core: Partition.SealBytes %d is over the limit of %d (1 GiB): a segment is stored with one PUT", c.Partition.SealBytes, maxObjectBytes)
+	case c.WAL.FlushBytes > maxObjectBytes:
+		return fmt.Errorf("core: WAL.FlushBytes %d is over the limit of %d (1 GiB): a WAL object is stored with one PUT", c.WAL.FlushBytes, maxObjectBytes)
+	case c.WAL.MaxBufferedBytes > maxWALBufferedBytes:
+		return fmt.Errorf("core: WAL.MaxBufferedBytes %d is over the limit of %d (4 GiB): a WAL object can hold everything buffered and is stored with one PUT (5 GiB at most on S3)", c.WAL.MaxBufferedBytes, maxWALBufferedBytes)
+	}
 	// The layers check their own fields, with the fields the broker sets
 	// filled in.
 	pc := c.Partition
@@ -122,14 +130,6 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Cache.Validate(); err != nil {
 		return fmt.Errorf("core: Cache: %w", err)
-	}
-	switch {
-	case c.Partition.SealBytes > maxObjectBytes:
-		return fmt.Errorf("core: Partition.SealBytes %d is over the limit of %d (1 GiB): a segment is stored with one PUT", c.Partition.SealBytes, maxObjectBytes)
-	case c.WAL.FlushBytes > maxObjectBytes:
-		return fmt.Errorf("core: WAL.FlushBytes %d is over the limit of %d (1 GiB): a WAL object is stored with one PUT", c.WAL.FlushBytes, maxObjectBytes)
-	case c.WAL.MaxBufferedBytes > maxWALBufferedBytes:
-		return fmt.Errorf("core: WAL.MaxBufferedBytes %d is over the limit of %d (4 GiB): a WAL object can hold everything buffered and is stored with one PUT (5 GiB at most on S3)", c.WAL.MaxBufferedBytes, maxWALBufferedBytes)
 	}
 	return nil
 }

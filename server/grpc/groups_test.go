@@ -1,8 +1,7 @@
-package broker_test
+package grpcserver_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"sort"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
@@ -447,62 +445,6 @@ func TestGroupReadsClaimNoPartition(t *testing.T) {
 			}
 		}
 	})
-}
-
-// A broker holds at most DefaultMaxGroups groups with members; reads of
-// unknown groups take no room; a group whose last member left leaves
-// memory and keeps its offsets in the bucket.
-func TestGroupsInMemoryAreBounded(t *testing.T) {
-	ctx := context.Background()
-	c, b, _ := start(t, tier.NewMemStore(), t.TempDir())
-	if _, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "t", Partitions: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	produceN(t, c, "t", 0, 10)
-	join := func(name string) (*stratapb.GroupAssignment, error) {
-		return b.JoinGroup(ctx, &stratapb.JoinGroupRequest{Group: name, Topic: "t", SessionTimeoutMs: 3_600_000})
-	}
-	first, err := join("g-0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := commitOne(c, "g-0", first, 5); err != nil {
-		t.Fatal(err)
-	}
-	n := broker.DefaultMaxGroups
-	for i := 1; i < n-1; i++ {
-		if _, err := join(fmt.Sprintf("g-%d", i)); err != nil {
-			t.Fatalf("join group %d of %d: %v", i, n, err)
-		}
-	}
-	for i := 0; i < 100; i++ {
-		ghost := fmt.Sprintf("ghost-%d", i)
-		if _, err := b.FetchCommitted(ctx, &stratapb.FetchCommittedRequest{Group: ghost}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.DescribeGroup(ctx, &stratapb.DescribeGroupRequest{Group: ghost}); code(err) != codes.NotFound {
-			t.Fatalf("describe an unknown group: %v", err)
-		}
-		if _, err := b.Heartbeat(ctx, &stratapb.HeartbeatRequest{Group: ghost, MemberId: "x"}); code(err) != codes.NotFound {
-			t.Fatalf("heartbeat in an unknown group: %v", err)
-		}
-	}
-	if _, err := join("g-last"); err != nil {
-		t.Fatalf("join the %dth group after reads of unknown groups: %v", n, err)
-	}
-	_, err = join("g-over")
-	if code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), fmt.Sprint(n)) {
-		t.Fatalf("join group %d: %v, want ResourceExhausted naming the limit", n+1, err)
-	}
-	if _, err := b.LeaveGroup(ctx, &stratapb.LeaveGroupRequest{Group: "g-0", MemberId: first.MemberId}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := join("g-over"); err != nil {
-		t.Fatalf("join after a group emptied: %v", err)
-	}
-	if got := committed(t, c, "g-0"); got[0] != 5 {
-		t.Fatalf("the emptied group's offsets: %v, want 5 (kept in the bucket)", got)
-	}
 }
 
 // The group check of a fetch reads memory only: a member the broker does

@@ -1,4 +1,4 @@
-package broker_test
+package grpcserver_test
 
 import (
 	"context"
@@ -15,19 +15,19 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/tier"
 )
 
 // start runs a broker on a loopback port and returns a client.
-func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *broker.Broker, string) {
+func start(t *testing.T, store tier.Store, dir string) (stratapb.StrataClient, *core.Broker, string) {
 	t.Helper()
 	cfg := brokertest.Config(t, store)
 	cfg.DataDir = dir
 	cfg.MaxRecordBytes = 1000
-	cfg.SealBytes = 32 << 10
+	cfg.Partition.SealBytes = 32 << 10
 	b, addr := brokertest.Start(t, cfg)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -1,4 +1,4 @@
-package broker
+package core
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/ingest/wal"
+	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -70,7 +70,7 @@ func testBroker(t *testing.T, s tier.Store, sealBytes int64) *Broker {
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.Store = t.TempDir(), s
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.SealBytes = sealBytes
+	cfg.Partition.SealBytes = sealBytes
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -83,15 +83,14 @@ func testBroker(t *testing.T, s tier.Store, sealBytes int64) *Broker {
 // must not start inside a synctest bubble.
 func createTopic(t *testing.T, b *Broker, name string) {
 	t.Helper()
-	cfg := &stratapb.TopicConfig{Name: name, Partitions: 1, Compression: "none"}
-	if _, err := b.CreateTopic(context.Background(), &stratapb.CreateTopicRequest{Config: cfg}); err != nil {
+	if _, err := b.CreateTopic(context.Background(), TopicConfig{Name: name, Partitions: 1, Compression: "none"}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func produce(ctx context.Context, b *Broker, topic string, p int32, v string) error {
-	_, err := b.Produce(ctx, &stratapb.ProduceRequest{Topic: topic, Partition: p, Acks: stratapb.Acks_ACKS_DURABLE,
-		Records: []*stratapb.Record{{Value: []byte(v)}}})
+	_, err := b.Produce(ctx, &ProduceRequest{Topic: topic, Partition: p, Acks: AcksDurable,
+		Records: []segment.Record{{Value: []byte(v)}}})
 	return err
 }
 

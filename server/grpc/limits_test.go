@@ -1,9 +1,8 @@
-package broker
+package grpcserver
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -25,40 +24,51 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/storetest"
-	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
 
-// serveLoopback runs b's gRPC server, with its own server options, on a
-// loopback port (internal/brokertest does the same; it imports this
-// package, so this package's own tests cannot use it).
-func serveLoopback(t *testing.T, cfg Config) (*Broker, string) {
+// testConfig is a broker's and its front end's config.
+type testConfig struct {
+	core.Config
+	Limits Limits
+}
+
+// serveLoopback runs a core broker and its front end, with the front
+// end's server options, on a loopback port (internal/brokertest does the
+// same; it imports this package, so this package's own tests cannot use
+// it).
+func serveLoopback(t *testing.T, cfg testConfig) (*Server, string) {
 	t.Helper()
-	b, err := New(cfg)
+	b, err := core.New(cfg.Config)
 	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(b, Config{Limits: cfg.Limits})
+	if err != nil {
+		b.Close(context.Background())
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(b.ServerOptions()...)
-	stratapb.RegisterStrataServer(srv, b)
+	srv := grpc.NewServer(s.ServerOptions()...)
+	stratapb.RegisterStrataServer(srv, s)
 	go srv.Serve(lis)
 	t.Cleanup(func() {
 		srv.Stop()
 		b.Close(context.Background())
 	})
-	return b, lis.Addr().String()
+	return s, lis.Addr().String()
 }
 
-func testConfig(t *testing.T, store tier.Store) Config {
-	cfg := DefaultConfig()
+func newTestConfig(t *testing.T, store tier.Store) testConfig {
+	cfg := core.DefaultConfig()
 	cfg.DataDir, cfg.Store = t.TempDir(), store
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return cfg
+	return testConfig{Config: cfg, Limits: DefaultLimits()}
 }
 
 func dialLoopback(t *testing.T, addr string, opts ...grpc.DialOption) (*grpc.ClientConn, stratapb.StrataClient) {
@@ -140,10 +150,10 @@ func roundTrip(t *testing.T, c stratapb.StrataClient) {
 // per-request limit is refused with a message naming the limit.
 func TestProduceLimitsCountOverhead(t *testing.T) {
 	l := DefaultLimits()
-	if c := recordCost(&stratapb.Record{}); c != RecordOverheadBytes {
-		t.Fatalf("an empty record costs %d, want %d", c, RecordOverheadBytes)
+	if c := recordCost(&stratapb.Record{}); c != core.RecordOverheadBytes {
+		t.Fatalf("an empty record costs %d, want %d", c, core.RecordOverheadBytes)
 	}
-	if c := recordCost(&stratapb.Record{Headers: []*stratapb.Header{{}, {}}}); c != RecordOverheadBytes+2*HeaderOverheadBytes {
+	if c := recordCost(&stratapb.Record{Headers: []*stratapb.Header{{}, {}}}); c != core.RecordOverheadBytes+2*core.HeaderOverheadBytes {
 		t.Fatalf("a record with two empty headers costs %d", c)
 	}
 	for _, tc := range []struct {
@@ -162,10 +172,6 @@ func TestProduceLimitsCountOverhead(t *testing.T) {
 	}
 	if err := l.checkShape(produceShape{records: l.MaxRecordsPerRequest, maxHeaders: l.MaxHeadersPerRecord, cost: l.MaxProduceBytes}); err != nil {
 		t.Fatalf("a request at every limit: %v", err)
-	}
-	// MaxRecordBytes counts the overhead too.
-	if err := checkRecordCost(4, &stratapb.Record{Value: make([]byte, 1000-RecordOverheadBytes+1)}, 1000); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "record 4 costs 1001 bytes") {
-		t.Fatalf("record over the limit with its overhead: %v", err)
 	}
 }
 
@@ -209,7 +215,7 @@ func TestScanProduceMatchesDecode(t *testing.T) {
 	if err := proto.Unmarshal(msg, &req); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := scanProduce(msg); !ok || got != shapeOf(&req) || got.cost != RecordOverheadBytes+7 {
+	if got, ok := scanProduce(msg); !ok || got != shapeOf(&req) || got.cost != core.RecordOverheadBytes+7 {
 		t.Fatalf("scan %+v %v, decoded %+v", got, ok, shapeOf(&req))
 	}
 	for _, bad := range [][]byte{{0x1a}, {0x1a, 5, 0}, {0x1a, 2, 0x1a, 9}, {0x00}} {
@@ -249,7 +255,7 @@ func FuzzScanProduce(f *testing.F) {
 // produce then failed with INTERNAL); 18446744073710 wrapped to a
 // retention of half a millisecond.
 func TestTopicSizeRanges(t *testing.T) {
-	_, addr := serveLoopback(t, testConfig(t, tier.NewMemStore()))
+	_, addr := serveLoopback(t, newTestConfig(t, tier.NewMemStore()))
 	_, c := dialLoopback(t, addr)
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -268,41 +274,33 @@ func TestTopicSizeRanges(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%v: %v; want INVALID_ARGUMENT saying %q", tc.cfg, err, tc.says)
 		}
-		// A stored config with the same value (written by an older
-		// broker) is refused on load with the same words.
-		data, _ := json.Marshal(tc.cfg)
-		if _, err := decodeTopicConfig("bad", data); err == nil || !strings.Contains(err.Error(), tc.says) {
-			t.Errorf("stored %s: %v", data, err)
-		}
 	}
-	mustCreate(t, c, &stratapb.TopicConfig{Name: "t", Partitions: 1, RetentionMs: MaxRetentionMs, RetentionBytes: MaxRetentionBytes, SegmentBytes: MaxSegmentBytes})
+	mustCreate(t, c, &stratapb.TopicConfig{Name: "t", Partitions: 1, RetentionMs: core.MaxRetentionMs, RetentionBytes: core.MaxRetentionBytes, SegmentBytes: core.MaxSegmentBytes})
 	roundTrip(t, c)
 }
 
-// The broker's own sizes keep every object it stores with one PUT well
-// below S3's 5 GiB limit.
-func TestConfigBoundsObjectSizes(t *testing.T) {
+// The front end's limits are checked, and against the broker's
+// MaxRecordBytes (the broker's own object sizes: core's
+// TestConfigBoundsObjectSizes).
+func TestLimitsAreValidated(t *testing.T) {
 	for _, tc := range []struct {
-		set  func(*Config)
+		set  func(*testConfig)
 		says string
 	}{
-		{func(c *Config) { c.WALFlushBytes = 2 << 30 }, "WALFlushBytes 2147483648 is over the limit of 1073741824"},
-		{func(c *Config) { c.WALFlushBytes, c.WALMaxBufferedBytes = 64<<20, 32<<20 }, "WALMaxBufferedBytes 33554432 is below WALFlushBytes 67108864"},
-		{func(c *Config) { c.WALMaxBufferedBytes = 5 << 30 }, "WALMaxBufferedBytes 5368709120 is over the limit"},
-		{func(c *Config) { c.SealBytes = 2 << 30 }, "SealBytes 2147483648 is over the limit"},
-		{func(c *Config) { c.MaxRecordBytes = 64 << 20 }, "MaxRecordBytes 67108864 is over"},
-		{func(c *Config) { c.Limits.ProduceBufferBytes = 1 << 20 }, "ProduceBufferBytes 1048576 is below MaxProduceBytes"},
-		{func(c *Config) { c.Limits.StreamWindowBytes = 1000 }, "at least 64 KiB"},
+		{func(c *testConfig) { c.MaxRecordBytes = 64 << 20 }, "MaxRecordBytes 67108864 is over"},
+		{func(c *testConfig) { c.Limits.ProduceBufferBytes = 1 << 20 }, "ProduceBufferBytes 1048576 is below MaxProduceBytes"},
+		{func(c *testConfig) { c.Limits.StreamWindowBytes = 1000 }, "at least 64 KiB"},
 	} {
-		cfg := testConfig(t, tier.NewMemStore())
+		cfg := newTestConfig(t, tier.NewMemStore())
 		tc.set(&cfg)
-		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.says) {
+		b, err := core.New(cfg.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(b, Config{Limits: cfg.Limits}); err == nil || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%v; want %q", err, tc.says)
 		}
-	}
-	cfg := testConfig(t, tier.NewMemStore())
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+		b.Close(context.Background())
 	}
 }
 
@@ -402,8 +400,8 @@ func TestCodecLeaseFollowsEncodedBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.transferred || l.size() < int64(proto.Size(out)) || b.state().used != l.size() {
-		t.Fatalf("lease %d (used %d) for %d encoded bytes, transferred %v", l.size(), b.state().used, proto.Size(out), m.transferred)
+	if !m.transferred || l.Size() < int64(proto.Size(out)) || b.state().used != l.Size() {
+		t.Fatalf("lease %d (used %d) for %d encoded bytes, transferred %v", l.Size(), b.state().used, proto.Size(out), m.transferred)
 	}
 	encoded := data.Materialize()
 	// The default codec marshals a leasedResponse as the response it
@@ -424,28 +422,10 @@ func TestCodecLeaseFollowsEncodedBytes(t *testing.T) {
 	}
 }
 
-// fitRecords keeps a response within its budget, counting the per-record
-// overhead, and always keeps one record.
-func TestFitRecords(t *testing.T) {
-	res := &fetch.Result{NextOffset: 10}
-	for i := int64(0); i < 10; i++ {
-		res.Records = append(res.Records, segment.Record{Offset: i})
-	}
-	fitRecords(res, 3*RecordOverheadBytes)
-	if len(res.Records) != 3 || res.NextOffset != 3 {
-		t.Fatalf("%d records, next %d; want 3 empty records in 192 bytes, next 3", len(res.Records), res.NextOffset)
-	}
-	big := &fetch.Result{Records: []segment.Record{{Offset: 5, Value: make([]byte, 1000)}, {Offset: 6}}, NextOffset: 7}
-	fitRecords(big, 10)
-	if len(big.Records) != 1 || big.NextOffset != 6 {
-		t.Fatalf("%d records, next %d; want the first record alone", len(big.Records), big.NextOffset)
-	}
-}
-
 // A negative fetch offset is the caller's mistake: INVALID_ARGUMENT, not
 // INTERNAL.
 func TestNegativeFetchOffsetIsInvalidArgument(t *testing.T) {
-	_, addr := serveLoopback(t, testConfig(t, tier.NewMemStore()))
+	_, addr := serveLoopback(t, newTestConfig(t, tier.NewMemStore()))
 	_, c := dialLoopback(t, addr)
 	mustCreate(t, c, &stratapb.TopicConfig{Name: "t", Partitions: 1})
 	s, err := c.Fetch(context.Background(), &stratapb.FetchRequest{Topic: "t", Start: &stratapb.FetchRequest_Offset{Offset: -5}})
@@ -525,8 +505,8 @@ func TestReadRacingRetentionIsOutOfRange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	store := &raceStore{Store: storetest.File(t), blocked: make(chan string, 1), deleted: map[string]chan struct{}{}}
-	cfg := testConfig(t, store)
-	cfg.SealBytes, cfg.LocalRetentionBytes = 32<<10, 0
+	cfg := newTestConfig(t, store)
+	cfg.Partition.SealBytes, cfg.Partition.LocalRetentionBytes = 32<<10, 0
 	a, addr := serveLoopback(t, cfg)
 	_, c := dialLoopback(t, addr)
 	// Keep only the newest segment.
@@ -542,7 +522,7 @@ func TestReadRacingRetentionIsOutOfRange(t *testing.T) {
 		}
 	}
 	produce(c, 40)
-	if err := a.Close(ctx); err != nil { // seals everything
+	if err := a.Core().Close(ctx); err != nil { // seals everything
 		t.Fatal(err)
 	}
 
@@ -593,7 +573,7 @@ func TestReadRacingRetentionIsOutOfRange(t *testing.T) {
 // refused before it is decoded; the bytes allocated while serving it stay
 // within a few times its wire size, and normal work goes on.
 func TestHostileProduceIsRefusedBeforeDecoding(t *testing.T) {
-	_, addr := serveLoopback(t, testConfig(t, storetest.File(t)))
+	_, addr := serveLoopback(t, newTestConfig(t, storetest.File(t)))
 	_, c := dialLoopback(t, addr)
 	mustCreate(t, c, &stratapb.TopicConfig{Name: "t", Partitions: 1})
 	raw, _ := dialLoopback(t, addr, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawBytes{})))
@@ -652,7 +632,7 @@ func (s *holdWALStore) PutIfAbsent(ctx context.Context, key string, r io.Reader,
 // the same request is taken.
 func TestProduceBudgetRefusesWhenFull(t *testing.T) {
 	store := &holdWALStore{Store: tier.NewMemStore(), release: make(chan struct{})}
-	cfg := testConfig(t, store)
+	cfg := newTestConfig(t, store)
 	cfg.Limits.MaxProduceBytes, cfg.Limits.ProduceBufferBytes = 20<<20, 20<<20 // room for one 15 MiB request
 	b, addr := serveLoopback(t, cfg)
 	_, c := dialLoopback(t, addr)
@@ -703,7 +683,7 @@ func TestStalledFollowersCostBoundedMemory(t *testing.T) {
 	const streams, budgetBytes = 100, 48 << 20
 	for _, maxBytes := range []int32{0, 64 << 20} {
 		t.Run(map[int32]string{0: "default max_bytes", 64 << 20: "64 MiB max_bytes"}[maxBytes], func(t *testing.T) {
-			cfg := testConfig(t, storetest.File(t))
+			cfg := newTestConfig(t, storetest.File(t))
 			cfg.Limits.FetchBufferBytes = budgetBytes
 			b, addr := serveLoopback(t, cfg)
 			_, c := dialLoopback(t, addr)
