@@ -723,6 +723,19 @@ func (b *Broker) DeleteTopic(ctx context.Context, name string) (int64, error) {
 		return 0, classify(err)
 	}
 	b.removeTopic(t)
+	n, err := b.deleteTopicData(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", n)
+	return n, nil
+}
+
+// deleteTopicData closes t's partitions without sealing (or waits for
+// Close, which took them first, to seal them), removes their local
+// directories and deletes every object under t's prefix; it returns how
+// many objects it deleted.
+func (b *Broker) deleteTopicData(ctx context.Context, t *topic) (int64, error) {
 	// No new opens; the ones under way finish (and join t.parts) first.
 	t.mu.Lock()
 	t.deleted = true
@@ -758,7 +771,6 @@ func (b *Broker) DeleteTopic(ctx context.Context, name string) (int64, error) {
 			return 0, classify(err)
 		}
 	}
-	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", len(keys))
 	return int64(len(keys)), nil
 }
 

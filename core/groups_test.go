@@ -78,3 +78,11 @@ func TestGroupsInMemoryAreBounded(t *testing.T) {
 		t.Fatalf("the emptied group's offsets: %v, %v; want 5 (kept in the bucket)", got, err)
 	}
 }
+
+func produceRecords(n int) []segment.Record {
+	recs := make([]segment.Record, n)
+	for i := range recs {
+		recs[i].Value = []byte(fmt.Sprint(i))
+	}
+	return recs
+}
