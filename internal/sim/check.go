@@ -38,7 +38,7 @@ func (r *runner) finish() {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := p.B.Close(ctx); err != nil {
+			if err := p.Core.Close(ctx); err != nil {
 				r.note(len(r.plan), "close %s: %v", p.Name, short(err))
 			}
 		})
@@ -105,7 +105,7 @@ func (r *runner) drain() {
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	if err := d1.B.Close(cctx); err != nil {
+	if err := d1.Core.Close(cctx); err != nil {
 		r.drainErr = append(r.drainErr, fmt.Sprintf("close drain1: %v", err))
 	}
 	cancel()
@@ -121,7 +121,7 @@ func (r *runner) drain() {
 			}
 		}
 	}
-	d2.B.Close(ctx)
+	d2.Core.Close(ctx)
 }
 
 // sentinel produces one idempotent record to a partition through d,

@@ -25,15 +25,16 @@
 //     whatever disk the slot has.
 //   - Background work is the brokers' own: WAL flushes, seals (2 KiB or
 //     2 s), WAL garbage collection (every 500 ms) and, with Sweeps, the
-//     partitions' sweeps (every 10 min, 1 h grace: broker.Config has no
+//     partitions' sweeps (every 10 min, 1 h grace: core.Config has no
 //     knob for them, so a sweep needs a 70-minute advance); plus explicit
 //     GC steps (Broker.CollectWAL).
 //   - Writes go mostly to a partition's "home" broker, as a client routed
 //     by ownership would send them, and sometimes elsewhere, which moves
 //     ownership; reads go anywhere.
-//   - Clients call the broker's gRPC methods directly (Produce, Fetch
-//     through an in-memory stream, DescribeTopic, ListOffsets,
-//     CreateTopic, DeleteTopic, InitProducer): produce with durable and
+//   - Clients call the gRPC front end's methods directly (server/grpc
+//     over core: Produce, Fetch through an in-memory stream,
+//     DescribeTopic, ListOffsets, CreateTopic, DeleteTopic,
+//     InitProducer): produce with durable and
 //     local acks, with and without an idempotent producer (which retries
 //     an unknown batch with the same sequence), reads from random
 //     offsets, and delete and re-create of topic b (topic a lives

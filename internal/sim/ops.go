@@ -595,7 +595,7 @@ func (r *runner) exec(i int, st Step) {
 		})
 	case KCollect:
 		r.async(i, proc, "gc", func(ctx context.Context) (string, error) {
-			n, err := proc.B.CollectWAL(ctx)
+			n, err := proc.Core.CollectWAL(ctx)
 			return fmt.Sprintf("deleted %d WAL objects", n), err
 		})
 	case KFaults:

@@ -20,10 +20,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stratalog/strata/api/stratapb"
-	"github.com/stratalog/strata/broker"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest/wal"
 	"github.com/stratalog/strata/segment"
+	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
 	"github.com/stratalog/strata/vfs"
 )
@@ -103,7 +104,8 @@ type slot struct {
 type Process struct {
 	Name  string // "b<slot>.<life>", or "drain<n>"
 	Slot  int    // -1 for drain brokers
-	B     *broker.Broker
+	Core  *core.Broker
+	B     *grpcserver.Server // the gRPC front end over Core: the sim calls its API methods
 	store *procStore
 	// reads lets one read-only client request in at a time: the broker
 	// reads a bucket view under the view's lock, retrying with backoff,
@@ -171,15 +173,15 @@ func (w *World) newStore(name string) *procStore {
 
 func (w *World) newProcess(name string, s int, disk vfs.FS) (*Process, error) {
 	st := w.newStore(name)
-	cfg := broker.DefaultConfig()
+	cfg := core.DefaultConfig()
 	cfg.DataDir = "data"
 	cfg.Store = st
-	cfg.FS = disk
+	cfg.Partition.FS = disk
 	// Incarnation names sort by start time, like wal.NewIncarnation's,
 	// but are deterministic.
-	cfg.Incarnation = fmt.Sprintf("%013d-%s", time.Now().UnixMilli(), strings.ReplaceAll(name, ".", "-"))
-	cfg.SealBytes, cfg.SealInterval = tuning.SealBytes, tuning.SealInterval
-	cfg.WALFlushInterval, cfg.WALCollectInterval = tuning.WALFlushInterval, tuning.WALCollectInterval
+	cfg.WAL.Incarnation = fmt.Sprintf("%013d-%s", time.Now().UnixMilli(), strings.ReplaceAll(name, ".", "-"))
+	cfg.Partition.SealBytes, cfg.Partition.SealInterval = tuning.SealBytes, tuning.SealInterval
+	cfg.WAL.FlushInterval, cfg.WALCollectInterval = tuning.WALFlushInterval, tuning.WALCollectInterval
 	if w.noGC {
 		cfg.WALCollectInterval = 1000 * time.Hour
 	}
@@ -187,14 +189,19 @@ func (w *World) newProcess(name string, s int, disk vfs.FS) (*Process, error) {
 	cfg.Cache = fetch.DefaultCacheConfig()
 	cfg.Cache.MemoryBytes, cfg.Cache.DecodedBytes = 4<<20, 4<<20
 	cfg.Logger = w.logger.With("proc", name)
-	b, err := broker.New(cfg)
+	b, err := core.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sim: start %s: %w", name, err)
 	}
+	front, err := grpcserver.New(b, grpcserver.DefaultConfig())
+	if err != nil {
+		b.Close(context.Background())
+		return nil, fmt.Errorf("sim: start %s: %w", name, err)
+	}
 	w.obs.mu.Lock()
-	w.obs.incs[cfg.Incarnation] = name
+	w.obs.incs[cfg.WAL.Incarnation] = name
 	w.obs.mu.Unlock()
-	return &Process{Name: name, Slot: s, B: b, store: st, reads: make(chan struct{}, 1)}, nil
+	return &Process{Name: name, Slot: s, Core: b, B: front, store: st, reads: make(chan struct{}, 1)}, nil
 }
 
 // Proc returns the process running in slot s, or nil.
@@ -232,7 +239,7 @@ func (w *World) Kill(s int, keepDisk bool, torn *rand.Rand) string {
 		defer w.closers.Done()
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		p.B.Close(ctx)
+		p.Core.Close(ctx)
 	}()
 	return p.Name
 }

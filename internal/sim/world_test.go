@@ -180,7 +180,7 @@ func TestStoreFaults(t *testing.T) {
 	})
 }
 
-// TestBrokerUsesItsFS checks the broker.Config.FS seam the simulation
+// TestBrokerUsesItsFS checks the core.Config.Partition.FS seam the simulation
 // relies on: partition logs go to the configured filesystem, and
 // DeleteTopic removes them from it.
 func TestBrokerUsesItsFS(t *testing.T) {
@@ -212,7 +212,7 @@ func TestBrokerUsesItsFS(t *testing.T) {
 			}
 		}
 		if names, _ := disk.List(dir); !hasLog(names) {
-			p.B.Close(ctx)
+			p.Core.Close(ctx)
 			t.Fatalf("no log file in %s on the broker's FS: %v", dir, names)
 		}
 		if _, err := p.B.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: "t"}); err != nil {
@@ -221,7 +221,7 @@ func TestBrokerUsesItsFS(t *testing.T) {
 		if names, _ := disk.List(dir); len(names) != 0 {
 			t.Errorf("after DeleteTopic %s still holds %v", dir, names)
 		}
-		p.B.Close(ctx)
+		p.Core.Close(ctx)
 	})
 }
 
