@@ -1,62 +1,84 @@
-package grpcserver_test
+package core_test
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/meta"
+	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
 
-func mustCreate(t *testing.T, c stratapb.StrataClient, name string, partitions int32) {
+// start runs a broker on s with its local data in dir: records up to
+// 1000 bytes, 32 KiB segments. It is closed when the test ends.
+func start(t *testing.T, s tier.Store, dir string) *core.Broker {
 	t.Helper()
-	if _, err := c.CreateTopic(context.Background(), &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: name, Partitions: partitions}}); err != nil {
+	cfg := core.DefaultConfig()
+	cfg.DataDir, cfg.Store = dir, s
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.MaxRecordBytes = 1000
+	cfg.Partition.SealBytes = 32 << 10
+	b, err := core.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	return b
+}
+
+func mustCreate(t *testing.T, b *core.Broker, name string, partitions int32) {
+	t.Helper()
+	if _, err := b.CreateTopic(context.Background(), core.TopicConfig{Name: name, Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func produceTo(t *testing.T, c stratapb.StrataClient, topic string, p int32, values ...string) []int64 {
+func values(vs ...string) []segment.Record {
+	recs := make([]segment.Record, len(vs))
+	for i, v := range vs {
+		recs[i].Value = []byte(v)
+	}
+	return recs
+}
+
+func produceTo(t *testing.T, b *core.Broker, topic string, p int32, vs ...string) []int64 {
 	t.Helper()
-	req := &stratapb.ProduceRequest{Topic: topic, Partition: p, Acks: stratapb.Acks_ACKS_DURABLE}
-	for _, v := range values {
-		req.Records = append(req.Records, &stratapb.Record{Value: []byte(v)})
-	}
-	resp, err := c.Produce(context.Background(), req)
+	res, err := b.Produce(context.Background(), &core.ProduceRequest{Topic: topic, Partition: p, Acks: core.AcksDurable, Records: values(vs...)})
 	if err != nil {
-		t.Fatalf("produce %v to %s/%d: %v", values, topic, p, err)
+		t.Fatalf("produce %v to %s/%d: %v", vs, topic, p, err)
 	}
-	return resp.Offsets
+	return res.Offsets
 }
 
 // readAll fetches partition p from offset 0 up to the high watermark the
 // broker reports.
-func readAll(t *testing.T, c stratapb.StrataClient, topic string, p int32) []string {
+func readAll(t *testing.T, b *core.Broker, topic string, p int32) []string {
 	t.Helper()
 	ctx := context.Background()
-	lo, err := c.ListOffsets(ctx, &stratapb.ListOffsetsRequest{Topic: topic, Partition: p, Spec: &stratapb.ListOffsetsRequest_Latest{Latest: true}})
+	hw, err := b.ListOffsets(ctx, topic, p, core.Position{Kind: core.StartLatest})
 	if err != nil {
 		t.Fatalf("list offsets of %s/%d: %v", topic, p, err)
 	}
 	var out []string
-	for next := int64(0); next < lo.Offset; {
-		st, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: topic, Partition: p, Start: &stratapb.FetchRequest_Offset{Offset: next}, MaxWaitMs: 10})
+	for next := int64(0); next < hw; {
+		var res *core.FetchResult
+		err := b.Fetch(ctx, &core.FetchRequest{Topic: topic, Partition: p, Start: core.Position{Kind: core.StartOffset, Offset: next}, MaxWait: 10 * time.Millisecond},
+			func(r *core.FetchResult) error { res = r; return nil })
 		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil && err != io.EOF {
 			t.Fatalf("fetch %s/%d at %d: %v", topic, p, next, err)
 		}
-		if resp == nil || len(resp.Records) == 0 {
-			t.Fatalf("fetch %s/%d at %d returned nothing below the high watermark %d", topic, p, next, lo.Offset)
+		if res == nil || len(res.Records) == 0 {
+			t.Fatalf("fetch %s/%d at %d returned nothing below the high watermark %d", topic, p, next, hw)
 		}
-		for _, r := range resp.Records {
+		for _, r := range res.Records {
 			if r.Offset != next {
 				t.Fatalf("fetch %s/%d: record at offset %d, want %d", topic, p, r.Offset, next)
 			}
@@ -73,8 +95,8 @@ func readAll(t *testing.T, c stratapb.StrataClient, topic string, p int32) []str
 // the owner's WAL objects without fencing them.
 func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
-		a, _, _ := start(t, s, t.TempDir())
-		b, _, _ := start(t, s, t.TempDir())
+		a := start(t, s, t.TempDir())
+		b := start(t, s, t.TempDir())
 		mustCreate(t, a, "t", 2)
 		var want [2][]string
 		for i := 0; i < 5; i++ {
@@ -84,7 +106,7 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 				want[p] = append(want[p], v)
 			}
 			ctx := context.Background()
-			if _, err := b.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "t"}); err != nil {
+			if _, err := b.DescribeTopic(ctx, "t"); err != nil {
 				t.Fatal(err)
 			}
 			for p := int32(0); p < 2; p++ {
@@ -93,7 +115,7 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 				}
 			}
 		}
-		d, err := b.DescribeTopic(context.Background(), &stratapb.DescribeTopicRequest{Name: "t"})
+		d, err := b.DescribeTopic(context.Background(), "t")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,19 +158,19 @@ func manifestTopic(t *testing.T, s tier.Store, name string) string {
 // still owns, under a new incarnation, and loses nothing it acked.
 func TestFencedBrokerKeepsServingWhatItStillOwns(t *testing.T) {
 	s := storetest.File(t)
-	a, ba, _ := start(t, s, t.TempDir())
-	b, _, _ := start(t, s, t.TempDir())
+	a := start(t, s, t.TempDir())
+	b := start(t, s, t.TempDir())
 	mustCreate(t, a, "t", 2)
 	produceTo(t, a, "t", 0, "a0-0")
 	produceTo(t, a, "t", 1, "a1-0")
-	old := ba.Incarnation()
+	old := a.Incarnation()
 	produceTo(t, b, "t", 0, "b0-0") // b takes partition 0 over and fences a's incarnation
 	deadline := time.Now().Add(20 * time.Second)
 	var err error
 	for i := 1; ; i++ {
 		// a learns of the fence at its next WAL write; that write fails
 		// (retryable), later ones go through a new incarnation.
-		_, err = a.Produce(context.Background(), &stratapb.ProduceRequest{Topic: "t", Partition: 1, Records: []*stratapb.Record{{Value: []byte(fmt.Sprintf("a1-%d", i))}}})
+		_, err = a.Produce(context.Background(), &core.ProduceRequest{Topic: "t", Partition: 1, Records: values(fmt.Sprintf("a1-%d", i))})
 		if err == nil {
 			break
 		}
@@ -156,7 +178,7 @@ func TestFencedBrokerKeepsServingWhatItStillOwns(t *testing.T) {
 			t.Fatalf("broker a no longer takes writes to partition 1, which it still owns: %v", err)
 		}
 	}
-	if ba.Incarnation() == old {
+	if a.Incarnation() == old {
 		t.Fatal("broker a still runs its fenced incarnation")
 	}
 	got := readAll(t, b, "t", 1)
@@ -173,24 +195,24 @@ func TestFencedBrokerKeepsServingWhatItStillOwns(t *testing.T) {
 // handle the delete and after a takeover from the WAL.
 func TestRecreatedTopicIsANewTopic(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
-		a, _, _ := start(t, s, t.TempDir())
-		b, bb, _ := start(t, s, t.TempDir())
+		a := start(t, s, t.TempDir())
+		b := start(t, s, t.TempDir())
 		ctx := context.Background()
 		mustCreate(t, a, "t", 1)
 		produceTo(t, a, "t", 0, "old-0", "old-1", "old-2", "old-3", "old-4")
 		produceTo(t, b, "t", 0, "old-5") // b opens the partition too
-		if _, err := a.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: "t"}); err != nil {
+		if _, err := a.DeleteTopic(ctx, "t"); err != nil {
 			t.Fatal(err)
 		}
 		mustCreate(t, a, "t", 1)
-		if err := bb.RefreshTopics(ctx); err != nil {
+		if err := b.RefreshTopics(ctx); err != nil {
 			t.Fatal(err)
 		}
 		offs := produceTo(t, b, "t", 0, "new-0", "new-1", "new-2")
 		if offs[0] != 0 {
 			t.Fatalf("the re-created topic's first record got offset %d, want 0", offs[0])
 		}
-		c, _, _ := start(t, s, t.TempDir()) // a third broker, empty disk: reads the WAL tail
+		c := start(t, s, t.TempDir()) // a third broker, empty disk: reads the WAL tail
 		if got := readAll(t, c, "t", 0); fmt.Sprint(got) != "[new-0 new-1 new-2]" {
 			t.Fatalf("the re-created topic reads %v, want [new-0 new-1 new-2]", got)
 		}
@@ -205,70 +227,57 @@ func TestRecreatedTopicIsANewTopic(t *testing.T) {
 // acking writes to the topic once it refreshes its topics.
 func TestTopicDeletedElsewhereStopsTakingWrites(t *testing.T) {
 	s := storetest.File(t)
-	a, _, _ := start(t, s, t.TempDir())
-	b, bb, _ := start(t, s, t.TempDir())
+	a := start(t, s, t.TempDir())
+	b := start(t, s, t.TempDir())
 	ctx := context.Background()
 	mustCreate(t, a, "t", 1)
 	produceTo(t, b, "t", 0, "x")
-	if _, err := a.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: "t"}); err != nil {
+	if _, err := a.DeleteTopic(ctx, "t"); err != nil {
 		t.Fatal(err)
 	}
-	if err := bb.RefreshTopics(ctx); err != nil {
+	if err := b.RefreshTopics(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.Produce(ctx, &stratapb.ProduceRequest{Topic: "t", Partition: 0, Records: []*stratapb.Record{{Value: []byte("y")}}})
-	if code(err).String() != "NotFound" {
-		t.Fatalf("produce to a topic deleted through another broker: %v, want NotFound", err)
+	_, err := b.Produce(ctx, &core.ProduceRequest{Topic: "t", Partition: 0, Records: values("y")})
+	if !errors.Is(err, core.ErrTopicNotFound) {
+		t.Fatalf("produce to a topic deleted through another broker: %v, want ErrTopicNotFound", err)
 	}
 }
 
-// A partition whose manifest CAS lost to a claimer that never fenced our
-// WAL (it crashed first) is not stuck refusing writes: the write after the
-// refusal claims it again.
-func TestLostManifestCASDoesNotStickThePartition(t *testing.T) {
-	s := storetest.File(t)
-	a, _, _ := start(t, s, t.TempDir())
+// A follower reading a topic through a broker that did not handle its
+// DeleteTopic ends with ErrTopicNotFound once that broker refreshes its
+// topics, instead of waiting forever on a partition that no longer
+// exists.
+func TestFollowerOfTopicDeletedElsewhereEnds(t *testing.T) {
+	s := tier.NewMemStore()
+	a := start(t, s, t.TempDir())
+	b := start(t, s, t.TempDir())
 	mustCreate(t, a, "t", 1)
-	produceTo(t, a, "t", 0, "first")
-	ms := meta.NewManifestStore(s, manifestTopic(t, s, "t"), 0)
-	m, etag, err := ms.Load(context.Background())
-	if err != nil {
+	produceTo(t, a, "t", 0, "x")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first := make(chan int, 1)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- b.Fetch(ctx, &core.FetchRequest{Topic: "t", Partition: 0, Follow: true, MaxWait: 10 * time.Millisecond, Start: core.Position{Kind: core.StartOffset}},
+			func(r *core.FetchResult) error {
+				select {
+				case first <- len(r.Records):
+				default:
+				}
+				return nil
+			})
+	}()
+	if n := <-first; n != 1 {
+		t.Fatalf("first result has %d records; want the record", n)
+	}
+	if _, err := a.DeleteTopic(ctx, "t"); err != nil {
 		t.Fatal(err)
 	}
-	next := m.Clone()
-	next.Epoch++
-	next.Generation++
-	next.WALOwners = append(next.WALOwners, m.Owner)
-	next.Owner = "crashed-claimer"
-	if _, err := ms.Update(context.Background(), etag, next); err != nil {
+	if err := b.RefreshTopics(ctx); err != nil {
 		t.Fatal(err)
 	}
-	big := string(make([]byte, 900))
-	refused := false
-	deadline := time.Now().Add(20 * time.Second)
-	for !refused && time.Now().Before(deadline) {
-		// 32 KiB segments: these writes make the partition seal, and its
-		// manifest CAS then finds the other claim.
-		req := &stratapb.ProduceRequest{Topic: "t", Partition: 0}
-		for i := 0; i < 40; i++ {
-			req.Records = append(req.Records, &stratapb.Record{Value: []byte(big)})
-		}
-		_, err := a.Produce(context.Background(), req)
-		refused = err != nil
-	}
-	if !refused {
-		t.Fatal("the partition never noticed the other claim")
-	}
-	var last error
-	for i := 0; i < 3; i++ {
-		if _, last = a.Produce(context.Background(), &stratapb.ProduceRequest{Topic: "t", Partition: 0, Records: []*stratapb.Record{{Value: []byte("after")}}}); last == nil {
-			break
-		}
-	}
-	if last != nil {
-		t.Fatalf("writes after the lost CAS keep failing: %v", last)
-	}
-	if got := readAll(t, a, "t", 0); got[0] != "first" || got[len(got)-1] != "after" {
-		t.Fatalf("log after the reclaim starts %q and ends %q", got[0], got[len(got)-1])
+	if err := <-ended; !errors.Is(err, core.ErrTopicNotFound) {
+		t.Fatalf("the follower of a deleted topic ended with %v, want ErrTopicNotFound", err)
 	}
 }
