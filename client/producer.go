@@ -179,6 +179,11 @@ type Producer struct {
 	topic    string
 	cfg      producerConfig
 	lookupMu sync.Mutex // serializes looking up the partition count
+	// stopped ends when Close gives up waiting: every request, retry
+	// sleep and wait of the producer's goroutines ends with it, so Close
+	// can stop them.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	mu      sync.Mutex          // guards every field below
 	pending map[int32]*batch    // being filled, per partition (-1: the broker partitions)
@@ -209,8 +214,10 @@ func (c *Client) NewProducer(topic string, opts ...ProducerOption) *Producer {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	stopped, stop := context.WithCancel(context.Background())
 	return &Producer{c: c, topic: topic, cfg: cfg, pending: map[int32]*batch{}, sent: map[*batch]struct{}{},
-		changed: make(chan struct{}), sticky: -1, needID: cfg.idempotent, parts: map[int32]*partState{}}
+		changed: make(chan struct{}), sticky: -1, needID: cfg.idempotent, parts: map[int32]*partState{},
+		stopped: stopped, stop: stop}
 }
 
 // ProducerID is the id the broker gave this producer (0 before the first
@@ -407,13 +414,12 @@ func (p *Producer) takeID() {
 		err  error
 	)
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.timeout)
+		ctx, cancel := context.WithTimeout(p.stopped, p.cfg.timeout)
 		resp, err = p.c.api.InitProducer(ctx, &stratapb.InitProducerRequest{})
 		cancel()
-		if err == nil || !retryable(err) || attempt >= p.cfg.retries {
+		if err == nil || !retryable(err) || attempt >= p.cfg.retries || !p.sleep(jitter(backoff(p.cfg.backoff, attempt, maxBackoff))) {
 			break
 		}
-		time.Sleep(jitter(backoff(p.cfg.backoff, attempt, maxBackoff)))
 	}
 	var failed []*batch
 	p.mu.Lock()
@@ -458,7 +464,7 @@ func (p *Producer) run(b *batch) {
 	attempts := 0
 	for {
 		attempts++
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.timeout+5*time.Second)
+		ctx, cancel := context.WithTimeout(p.stopped, p.cfg.timeout+5*time.Second)
 		resp, err = p.c.api.Produce(ctx, b.req)
 		cancel()
 		if err == nil || !retryable(err) || attempts > p.cfg.retries {
@@ -467,13 +473,18 @@ func (p *Producer) run(b *batch) {
 		p.mu.Lock()
 		b.retrying, b.attempting = true, false // later batches of the partition wait
 		p.mu.Unlock()
-		time.Sleep(jitter(backoff(p.cfg.backoff, attempts-1, maxBackoff)))
+		if !p.sleep(jitter(backoff(p.cfg.backoff, attempts-1, maxBackoff))) {
+			break // Close gave up: resolved with the last error
+		}
 		p.mu.Lock()
 		if p.cfg.idempotent {
-			for ps := p.parts[b.part]; !ps.mayResend(b); {
+			for ps := p.parts[b.part]; !ps.mayResend(b) && p.stopped.Err() == nil; {
 				ch := p.changed
 				p.mu.Unlock()
-				<-ch
+				select {
+				case <-ch:
+				case <-p.stopped.Done():
+				}
 				p.mu.Lock()
 			}
 		}
@@ -550,7 +561,10 @@ func (p *Producer) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Close flushes and stops the producer. It is idempotent.
+// Close flushes and stops the producer, waiting for outstanding batches
+// at most until ctx ends. Batches still retrying then give up at once and
+// fail (their outcome is unknown: they may be stored), so no goroutine of
+// the producer outlives Close for long. It is idempotent.
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
@@ -560,6 +574,7 @@ func (p *Producer) Close(ctx context.Context) error {
 	p.closed = true
 	p.mu.Unlock()
 	err := p.Flush(ctx)
+	p.stop() // what is still retrying gives up now and is resolved as failed
 	p.mu.Lock()
 	if p.timer != nil {
 		p.timer.Stop()
@@ -567,4 +582,16 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	return err
+}
+
+// sleep waits d, or until Close gives up; it reports whether to go on.
+func (p *Producer) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.stopped.Done():
+		return false
+	}
 }
