@@ -84,6 +84,10 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 type Client struct {
 	conn *grpc.ClientConn
 	api  stratapb.StrataClient
+	// closed ends with Close: the background work of the client's
+	// consumers (heartbeats, rejoins) stops with it.
+	closed context.Context
+	close  context.CancelFunc
 }
 
 // Dial connects to a broker at addr (HOST:PORT).
@@ -99,14 +103,20 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
-	return &Client{conn: conn, api: stratapb.NewStrataClient(conn)}, nil
+	closed, closeFn := context.WithCancel(context.Background())
+	return &Client{conn: conn, api: stratapb.NewStrataClient(conn), closed: closed, close: closeFn}, nil
 }
 
 // API is the raw gRPC client, for admin calls.
 func (c *Client) API() stratapb.StrataClient { return c.api }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection and stops the background work (heartbeats,
+// rejoins) of the consumers made from this client; a consumer left
+// unclosed then behaves as a dead member (no leave: its session expires).
+func (c *Client) Close() error {
+	c.close()
+	return c.conn.Close()
+}
 
 // CreateTopic creates a topic with default retention and compression.
 func (c *Client) CreateTopic(ctx context.Context, name string, partitions int32) error {

@@ -116,7 +116,7 @@ func (c *Client) NewConsumer(ctx context.Context, topic string, opts ...Consumer
 	}
 	k := &Consumer{c: c, topic: topic, cfg: cfg, done: make(chan struct{}), generation: -1,
 		positions: map[int32]int64{}, processed: map[int32]int64{}, changed: make(chan struct{})}
-	k.bg, k.stopBG = context.WithCancel(context.Background())
+	k.bg, k.stopBG = context.WithCancel(c.closed)
 	switch {
 	case cfg.group != "" && len(cfg.partitions) > 0:
 		return nil, errors.New("client: use WithGroup or WithPartitions, not both")

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/internal/leakcheck"
 	"github.com/stratalog/strata/internal/testenv"
 )
 
@@ -39,6 +40,12 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 {
+		if err := leakcheck.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind by the tests:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

@@ -20,10 +20,17 @@ func Main(m *testing.M, ignore ...goleak.Option) {
 	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
 		os.Exit(m.Run())
 	}
-	opts := append([]goleak.Option{
+	goleak.VerifyTestMain(m, options(ignore)...)
+}
+
+// Find reports goroutines left running (retrying for a few seconds), for a
+// TestMain that does more than run the tests.
+func Find(ignore ...goleak.Option) error { return goleak.Find(options(ignore)...) }
+
+func options(ignore []goleak.Option) []goleak.Option {
+	return append([]goleak.Option{
 		// Started once per process by packages we use, never stopped.
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
 		goleak.IgnoreAnyFunction("github.com/klauspost/compress/zstd.(*blockDec).startDecoder"),
 	}, ignore...)
-	goleak.VerifyTestMain(m, opts...)
 }
