@@ -201,13 +201,14 @@ func (b *Broker) RefreshTopics(ctx context.Context) error {
 		}
 	}
 	b.mu.Unlock()
+	var errs []error // a topic that cannot be checked now is checked next time; the others go on
 	for _, t := range changed {
 		id, etag, err := b.topicIdentity(ctx, t.cfg.Name)
 		switch {
 		case errors.Is(err, tier.ErrNotFound):
 			gone = append(gone, t)
 		case err != nil:
-			return err
+			errs = append(errs, fmt.Errorf("topic %q: %w", t.cfg.Name, err))
 		case id != t.id:
 			gone = append(gone, t)
 		default:
@@ -226,7 +227,7 @@ func (b *Broker) RefreshTopics(ctx context.Context) error {
 		n := b.dropPartitions(t, func(*partition) bool { return true })
 		b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // topicIdentity reads a topic's stored identity and the config's ETag.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,5 +280,46 @@ func TestFollowerOfTopicDeletedElsewhereEnds(t *testing.T) {
 	}
 	if err := <-ended; !errors.Is(err, core.ErrTopicNotFound) {
 		t.Fatalf("the follower of a deleted topic ended with %v, want ErrTopicNotFound", err)
+	}
+}
+
+// failGets fails every Get of one key while on.
+type failGets struct {
+	tier.Store
+	key string
+	on  *atomic.Bool
+}
+
+func (s failGets) Get(ctx context.Context, key string) (io.ReadCloser, tier.ObjectInfo, error) {
+	if key == s.key && s.on.Load() {
+		return nil, tier.ObjectInfo{}, fmt.Errorf("get refused by the test: %w", tier.ErrUnavailable)
+	}
+	return s.Store.Get(ctx, key)
+}
+
+// A topic whose config cannot be read during a refresh does not stop the
+// refresh: another topic deleted meanwhile is still dropped.
+func TestRefreshGoesOnPastATopicItCannotRead(t *testing.T) {
+	s := storetest.File(t)
+	a := start(t, s, t.TempDir())
+	ctx := context.Background()
+	mustCreate(t, a, "gone", 1)
+	mustCreate(t, a, "flaky", 1)
+	on := &atomic.Bool{}
+	b := start(t, failGets{Store: s, key: "topics/flaky/config.json", on: on}, t.TempDir())
+	produceTo(t, b, "gone", 0, "x")
+	produceTo(t, b, "flaky", 0, "f")
+	for _, name := range []string{"gone", "flaky"} {
+		if _, err := a.DeleteTopic(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate(t, a, "flaky", 1) // another config object: b must read it to compare identities
+	on.Store(true)
+	if err := b.RefreshTopics(ctx); err == nil {
+		t.Fatal("a refresh that could not read a topic's config reported no error")
+	}
+	if _, err := b.Produce(ctx, &core.ProduceRequest{Topic: "gone", Partition: 0, Records: values("y")}); !errors.Is(err, core.ErrTopicNotFound) {
+		t.Fatalf("produce to a deleted topic after a refresh that failed on another topic: %v, want ErrTopicNotFound", err)
 	}
 }
