@@ -112,8 +112,8 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.ids.store = cfg.Store
 	b.bg.Add(2)
-	go b.collectLoop()
-	go b.topicRefreshLoop()
+	go b.every(b.cfg.WALCollectInterval, b.collectWALRound)
+	go b.every(b.cfg.TopicRefreshInterval, b.refreshTopicsRound)
 	return b, nil
 }
 

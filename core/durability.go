@@ -80,10 +80,11 @@ func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
 	return 0, errors.New("core: could not allocate a producer id block: too much contention on " + meta.ProducerIDKey)
 }
 
-// collectLoop deletes WAL objects whose records are all sealed.
-func (b *Broker) collectLoop() {
+// every runs fn every interval, with a context that ends after one
+// interval, until the broker closes. The caller did b.bg.Add(1).
+func (b *Broker) every(interval time.Duration, fn func(ctx context.Context)) {
 	defer b.bg.Done()
-	t := time.NewTicker(b.cfg.WALCollectInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -91,14 +92,19 @@ func (b *Broker) collectLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WALCollectInterval)
-		n, err := b.CollectWAL(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		fn(ctx)
 		cancel()
-		if err != nil {
-			b.cfg.Logger.Warn("WAL garbage collection failed; will retry", "err", err)
-		} else if n > 0 {
-			b.cfg.Logger.Debug("WAL objects collected", "deleted", n)
-		}
+	}
+}
+
+// collectWALRound deletes WAL objects whose records are all sealed.
+func (b *Broker) collectWALRound(ctx context.Context) {
+	n, err := b.CollectWAL(ctx)
+	if err != nil {
+		b.cfg.Logger.Warn("WAL garbage collection failed; will retry", "err", err)
+	} else if n > 0 {
+		b.cfg.Logger.Debug("WAL objects collected", "deleted", n)
 	}
 }
 
@@ -155,22 +161,10 @@ func (b *Broker) sealedEnd(ctx context.Context, store string, p int32) (int64, e
 	return m.NextOffset(), nil
 }
 
-// topicRefreshLoop checks the cached topics against the bucket.
-func (b *Broker) topicRefreshLoop() {
-	defer b.bg.Done()
-	t := time.NewTicker(b.cfg.TopicRefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.TopicRefreshInterval)
-		if err := b.RefreshTopics(ctx); err != nil {
-			b.cfg.Logger.Warn("topic refresh failed; will retry", "err", err)
-		}
-		cancel()
+// refreshTopicsRound checks the cached topics against the bucket.
+func (b *Broker) refreshTopicsRound(ctx context.Context) {
+	if err := b.RefreshTopics(ctx); err != nil {
+		b.cfg.Logger.Warn("topic refresh failed; will retry", "err", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package core_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -126,7 +125,7 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 			}
 		}
 		for p := int32(0); p < 2; p++ {
-			m, _, err := meta.NewManifestStore(s, manifestTopic(t, s, "t"), p).Load(context.Background())
+			m, _, err := meta.NewManifestStore(s, storetest.TopicStorageName(t, s, "t"), p).Load(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,23 +134,6 @@ func TestReadsOnAnotherBrokerDoNotTakeOwnership(t *testing.T) {
 			}
 		}
 	})
-}
-
-// manifestTopic is the storage name of a topic (name/id) from its config.
-func manifestTopic(t *testing.T, s tier.Store, name string) string {
-	t.Helper()
-	rc, _, err := s.Get(context.Background(), "topics/"+name+"/config.json")
-	if err != nil {
-		t.Fatalf("topic %s config: %v", name, err)
-	}
-	defer rc.Close()
-	var cfg struct {
-		ID string `json:"topic_id"`
-	}
-	if err := json.NewDecoder(rc).Decode(&cfg); err != nil || cfg.ID == "" {
-		t.Fatalf("topic %s config has no identity: %v", name, err)
-	}
-	return name + "/" + cfg.ID
 }
 
 // Issue 11, section 1: a broker that loses one partition to another broker

@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +35,7 @@ import (
 	"github.com/stratalog/strata/ingest/wal"
 	"github.com/stratalog/strata/internal/faultproxy"
 	"github.com/stratalog/strata/internal/history"
+	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/internal/testenv"
 	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
@@ -77,7 +77,7 @@ func incarnation(t *testing.T, addr string) string {
 // its manifest in the bucket (0 before the manifest exists).
 func sealedEnd(t *testing.T, st tier.Store, p int32) int64 {
 	t.Helper()
-	m, _, err := meta.NewManifestStore(st, storedTopicName(t, st, faultTopic), p).Load(context.Background())
+	m, _, err := meta.NewManifestStore(st, storetest.TopicStorageName(t, st, faultTopic), p).Load(context.Background())
 	if errors.Is(err, tier.ErrNotFound) {
 		return 0
 	}
@@ -85,27 +85,6 @@ func sealedEnd(t *testing.T, st tier.Store, p int32) int64 {
 		t.Fatal(err)
 	}
 	return m.NextOffset()
-}
-
-// storedTopicName is how the bucket names a topic's objects: name/id, with
-// the identity from the topic's config object.
-func storedTopicName(t *testing.T, st tier.Store, name string) string {
-	t.Helper()
-	rc, _, err := st.Get(context.Background(), "topics/"+name+"/config.json")
-	if err != nil {
-		t.Fatalf("topic %s config: %v", name, err)
-	}
-	defer rc.Close()
-	var cfg struct {
-		ID string `json:"topic_id"`
-	}
-	if err := json.NewDecoder(rc).Decode(&cfg); err != nil {
-		t.Fatalf("topic %s config: %v", name, err)
-	}
-	if cfg.ID == "" {
-		return name
-	}
-	return name + "/" + cfg.ID
 }
 
 // term stops a broker with SIGTERM (it seals what it can on the way out)

@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"testing"
 
 	"github.com/stratalog/strata/internal/testenv"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -50,4 +52,23 @@ func MinIO(t testing.TB) tier.Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TopicStorageName returns how the bucket names a topic's objects
+// (meta.StorageName: name/id), reading the identity from the topic's
+// config object.
+func TopicStorageName(t testing.TB, s tier.Store, name string) string {
+	t.Helper()
+	rc, _, err := s.Get(context.Background(), meta.TopicConfigKey(name))
+	if err != nil {
+		t.Fatalf("topic %s config: %v", name, err)
+	}
+	defer rc.Close()
+	var cfg struct {
+		ID string `json:"topic_id"`
+	}
+	if err := json.NewDecoder(rc).Decode(&cfg); err != nil {
+		t.Fatalf("topic %s config: %v", name, err)
+	}
+	return meta.StorageName(name, cfg.ID)
 }

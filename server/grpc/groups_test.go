@@ -398,7 +398,7 @@ func TestGroupReadsClaimNoPartition(t *testing.T) {
 			t.Fatal(err)
 		}
 		etags := map[int32]string{}
-		cold := manifestTopic(t, store, "cold")
+		cold := storetest.TopicStorageName(t, store, "cold")
 		for p := int32(0); p < 2; p++ {
 			m := &meta.Manifest{Topic: cold, Partition: p, Epoch: 1, LogStartOffset: 5, Segments: []meta.SegmentRef{
 				{Key: meta.SegmentKey(cold, p, 0, 1), BaseOffset: 0, LastOffset: 9, Records: 10, Size: 100, Codec: "zstd"},

@@ -2,7 +2,6 @@ package grpcserver_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/meta"
-	"github.com/stratalog/strata/tier"
 )
 
 func mustCreate(t *testing.T, c stratapb.StrataClient, name string, partitions int32) {
@@ -66,23 +64,6 @@ func readAll(t *testing.T, c stratapb.StrataClient, topic string, p int32) []str
 	return out
 }
 
-// manifestTopic is the storage name of a topic (name/id) from its config.
-func manifestTopic(t *testing.T, s tier.Store, name string) string {
-	t.Helper()
-	rc, _, err := s.Get(context.Background(), "topics/"+name+"/config.json")
-	if err != nil {
-		t.Fatalf("topic %s config: %v", name, err)
-	}
-	defer rc.Close()
-	var cfg struct {
-		ID string `json:"topic_id"`
-	}
-	if err := json.NewDecoder(rc).Decode(&cfg); err != nil || cfg.ID == "" {
-		t.Fatalf("topic %s config has no identity: %v", name, err)
-	}
-	return name + "/" + cfg.ID
-}
-
 // A partition whose manifest CAS lost to a claimer that never fenced our
 // WAL (it crashed first) is not stuck refusing writes: the write after the
 // refusal claims it again.
@@ -91,7 +72,7 @@ func TestLostManifestCASDoesNotStickThePartition(t *testing.T) {
 	a, _, _ := start(t, s, t.TempDir())
 	mustCreate(t, a, "t", 1)
 	produceTo(t, a, "t", 0, "first")
-	ms := meta.NewManifestStore(s, manifestTopic(t, s, "t"), 0)
+	ms := meta.NewManifestStore(s, storetest.TopicStorageName(t, s, "t"), 0)
 	m, etag, err := ms.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
