@@ -1,9 +1,9 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -25,7 +25,7 @@ import (
 type Broker struct {
 	cfg   Config
 	cache *fetch.Cache
-	ids   idAllocator
+	ids   *idAllocator
 	stop  chan struct{} // closed by Close: stops the background loops
 	bg    sync.WaitGroup
 
@@ -110,7 +110,7 @@ func New(cfg Config) (*Broker, error) {
 		cache.Close()
 		return nil, err
 	}
-	b.ids.store = cfg.Store
+	b.ids = newIDAllocator(cfg.Store)
 	b.bg.Add(2)
 	go b.every(b.cfg.WALCollectInterval, b.collectWALRound)
 	go b.every(b.cfg.TopicRefreshInterval, b.refreshTopicsRound)
@@ -570,13 +570,16 @@ func (b *Broker) CreateTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, errorf(ErrInvalidArgument, "%v", err)
 	}
+	// The topic's new identity makes the config unique to this create, so
+	// a create whose answer was lost is recognized as ours (meta.CAS).
 	data := encodeTopicConfig(&cfg, meta.NewTopicID())
-	_, err := b.cfg.Store.PutIfAbsent(ctx, meta.TopicConfigKey(cfg.Name), bytes.NewReader(data), int64(len(data)))
-	if errors.Is(err, tier.ErrPreconditionFailed) {
+	_, err := meta.CAS{Store: b.cfg.Store}.Swap(ctx, meta.TopicConfigKey(cfg.Name), "", data)
+	var cerr *meta.ConflictError
+	if errors.As(err, &cerr) {
 		return nil, errorf(ErrTopicExists, "topic %q already exists", cfg.Name)
 	}
 	if err != nil {
-		return nil, classify(err)
+		return nil, classify(fmt.Errorf("topic %q: %w", cfg.Name, err))
 	}
 	b.cfg.Logger.Info("topic created", "topic", cfg.Name, "partitions", cfg.Partitions)
 	return &cfg, nil

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,64 +19,97 @@ const idBlock = 1000
 
 // idAllocator hands out producer ids unique in the bucket: it takes blocks
 // of idBlock ids by compare-and-swap on meta.ProducerIDKey, so no two brokers
-// (or incarnations) ever hand out the same id. Ids start at 1.
+// (or incarnations) ever hand out the same id. Ids start at 1. No lock is
+// held across I/O: one caller at a time takes a block (holding taking, a
+// channel its waiters can leave when their context ends), while mu guards
+// only the block in memory.
 type idAllocator struct {
-	store tier.Store
-	mu    sync.Mutex
-	next  int64 // next id to hand out
-	limit int64 // end of the current block (exclusive)
+	store  tier.Store
+	taking chan struct{} // a token held by the one caller taking a block
+	mu     sync.Mutex
+	next   int64 // next id to hand out
+	limit  int64 // end of the current block (exclusive)
 }
 
+func newIDAllocator(store tier.Store) *idAllocator {
+	return &idAllocator{store: store, taking: make(chan struct{}, 1)}
+}
+
+// idState is the stored producer-id block: the next id not yet taken, and
+// the random id of the write that stored it (so a write whose answer was
+// lost is recognized, see meta.CAS).
 type idState struct {
-	Next int64 `json:"next"`
+	Next   int64  `json:"next"`
+	Writer string `json:"writer,omitempty"`
 }
 
 func (a *idAllocator) allocate(ctx context.Context) (int64, error) {
+	for {
+		if id, ok := a.fromBlock(); ok {
+			return id, nil
+		}
+		select {
+		case a.taking <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if a.hasID() {
+			<-a.taking // another caller took a block meanwhile
+			continue
+		}
+		first, err := a.takeBlock(ctx)
+		if err == nil {
+			a.mu.Lock()
+			a.next, a.limit = first, first+idBlock
+			a.mu.Unlock()
+		}
+		<-a.taking
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// fromBlock hands out the next id of the block in memory, if any is left.
+func (a *idAllocator) fromBlock() (int64, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.next < a.limit {
 		a.next++
-		return a.next - 1, nil
+		return a.next - 1, true
 	}
-	for attempt := 0; attempt < 20; attempt++ {
+	return 0, false
+}
+
+// hasID reports whether the block in memory has an id left.
+func (a *idAllocator) hasID() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.next < a.limit
+}
+
+// takeBlock takes the next block from the bucket and returns its first id.
+func (a *idAllocator) takeBlock(ctx context.Context) (int64, error) {
+	var first int64
+	_, err := meta.CAS{Store: a.store, Limit: 1 << 10}.Update(ctx, meta.ProducerIDKey, func(v meta.Version) ([]byte, error) {
 		cur := idState{Next: 1}
-		etag := ""
-		rc, info, err := a.store.Get(ctx, meta.ProducerIDKey)
-		switch {
-		case err == nil:
-			data, rerr := io.ReadAll(io.LimitReader(rc, 1<<10))
-			rc.Close()
-			if rerr != nil {
-				return 0, rerr
+		if v.Exists() {
+			if err := json.Unmarshal(v.Data, &cur); err != nil || cur.Next < 1 {
+				return nil, fmt.Errorf("core: %s is corrupt (%q): fix or delete it", meta.ProducerIDKey, v.Data)
 			}
-			if err := json.Unmarshal(data, &cur); err != nil || cur.Next < 1 {
-				return 0, fmt.Errorf("core: %s is corrupt (%q): fix or delete it", meta.ProducerIDKey, data)
-			}
-			etag = info.ETag
-		case !errors.Is(err, tier.ErrNotFound):
-			return 0, err
 		}
 		if cur.Next > math.MaxInt64-idBlock {
-			return 0, errors.New("core: producer ids exhausted")
+			return nil, errors.New("core: producer ids exhausted")
 		}
-		data, _ := json.Marshal(idState{Next: cur.Next + idBlock})
-		if etag == "" {
-			_, err = a.store.PutIfAbsent(ctx, meta.ProducerIDKey, bytes.NewReader(data), int64(len(data)))
-		} else {
-			_, err = a.store.PutIfMatch(ctx, meta.ProducerIDKey, etag, bytes.NewReader(data), int64(len(data)))
-		}
-		if errors.Is(err, tier.ErrPreconditionFailed) {
-			continue // another broker took a block first
-		}
-		if err != nil {
-			// The outcome is unknown: the block may be taken; skipping it
-			// wastes ids but never hands one out twice.
-			return 0, err
-		}
-		a.next, a.limit = cur.Next+1, cur.Next+idBlock
-		return cur.Next, nil
+		first = cur.Next
+		return json.Marshal(idState{Next: cur.Next + idBlock, Writer: meta.NewWriteID()})
+	})
+	if err != nil {
+		// A block whose write's outcome is unknown may be taken: skipping
+		// it wastes ids but never hands one out twice.
+		return 0, fmt.Errorf("core: allocate a producer id block: %w", err)
 	}
-	return 0, errors.New("core: could not allocate a producer id block: too much contention on " + meta.ProducerIDKey)
+	return first, nil
 }
 
 // every runs fn every interval, with a context that ends after one

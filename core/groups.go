@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"regexp"
 	"slices"
 	"sort"
@@ -66,9 +64,6 @@ const DefaultMaxGroups = 10000
 // another broker's write, and the commit that found it is refused with
 // ErrConflict instead of succeeding.
 const maxUnresolved = 16
-
-// readBackTimeout bounds the read that settles a write of unknown outcome.
-const readBackTimeout = 10 * time.Second
 
 // groups is the broker's consumer-group coordinator state.
 type groups struct {
@@ -141,12 +136,6 @@ func decodeGroupState(data []byte) (groupState, error) {
 
 var groupName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
 
-func newUpdateID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 func validGroupName(name string) error {
 	if !groupName.MatchString(name) {
 		return errorf(ErrInvalidArgument, "invalid group name %q: use 1-200 characters from a-z A-Z 0-9 . _ -", name)
@@ -154,26 +143,34 @@ func validGroupName(name string) error {
 	return nil
 }
 
+// cas is the read-modify-CAS of group states (one group's at a time, under
+// its write lock). Retries are the caller's: a commit is answered promptly.
+func (gs *groups) cas() meta.CAS {
+	return meta.CAS{Store: gs.b.cfg.Store, Retry: tier.Backoff{Attempts: 1}}
+}
+
+// decodeStored decodes a group's stored version; found is false when none
+// is stored.
+func decodeStored(name string, v meta.Version) (st groupState, found bool, err error) {
+	if !v.Exists() {
+		return groupState{}, false, nil
+	}
+	st, err = decodeGroupState(v.Data)
+	if err != nil {
+		return groupState{}, false, errorf(ErrInternal, "group %q: stored state %s is unreadable: %v; restore or delete it", name, meta.GroupKey(name), err)
+	}
+	return st, true, nil
+}
+
 // readGroupState reads a group's stored state; found is false when none is
 // stored.
 func (gs *groups) readGroupState(ctx context.Context, name string) (st groupState, etag string, found bool, err error) {
-	rc, info, err := gs.b.cfg.Store.Get(ctx, meta.GroupKey(name))
-	if errors.Is(err, tier.ErrNotFound) {
-		return groupState{}, "", false, nil
-	}
+	v, err := gs.cas().Read(ctx, meta.GroupKey(name))
 	if err != nil {
 		return groupState{}, "", false, err
 	}
-	data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-	rc.Close()
-	if err != nil {
-		return groupState{}, "", false, err
-	}
-	st, err = decodeGroupState(data)
-	if err != nil {
-		return groupState{}, "", false, errorf(ErrInternal, "group %q: stored state %s is unreadable: %v; restore or delete it", name, meta.GroupKey(name), err)
-	}
-	return st, info.ETag, true, nil
+	st, found, err = decodeStored(name, v)
+	return st, v.ETag, found, err
 }
 
 // lookup returns the group in memory, or else one read from the bucket
@@ -219,18 +216,10 @@ func (gs *groups) admit(g *group, now time.Time) error {
 	return nil
 }
 
-// putGroupState writes data conditionally on the state etag names.
-func (gs *groups) putGroupState(ctx context.Context, name, etag string, data []byte) (tier.ObjectInfo, error) {
-	if etag == "" {
-		return gs.b.cfg.Store.PutIfAbsent(ctx, meta.GroupKey(name), bytes.NewReader(data), int64(len(data)))
-	}
-	return gs.b.cfg.Store.PutIfMatch(ctx, meta.GroupKey(name), etag, bytes.NewReader(data), int64(len(data)))
-}
-
 // save stores the committed offsets apply makes of the stored ones, by
-// compare-and-swap. apply must not modify its argument. A write whose
-// answer was lost, or whose condition failed, is settled by reading the
-// state back (see the invariants above); the group's members are never
+// compare-and-swap (meta.CAS). apply must not modify its argument. A write
+// whose answer was lost, or whose condition failed, is settled by reading
+// the state back (see the invariants above); the group's members are never
 // touched. Caller holds g's write lock, not mu: the store calls run
 // without mu, and g's stored fields (topic, offsets, etag, unresolved),
 // which only write-lock holders change, are read and set under mu.
@@ -239,57 +228,46 @@ func (gs *groups) save(ctx context.Context, g *group, apply func(stored map[int3
 		gs.mu.Lock()
 		topic, etag0 := g.topic, g.etag
 		offsets := apply(g.offsets)
-		gs.mu.Unlock()
-		st := groupState{Topic: topic, Offsets: offsets, UpdateID: newUpdateID()}
-		data, _ := json.Marshal(st)
-		info, err := gs.putGroupState(ctx, g.name, etag0, data)
-		if err == nil {
-			gs.mu.Lock()
-			g.etag, g.offsets, g.unresolved = info.ETag, offsets, nil
-			gs.mu.Unlock()
-			return nil
-		}
-		lost := tier.IsRetryable(err) || ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-		if !lost && !errors.Is(err, tier.ErrPreconditionFailed) {
-			return classify(err) // a final answer: the write did not apply
-		}
-		gs.mu.Lock()
-		if lost {
-			g.unresolved = append(g.unresolved, st.UpdateID)
-			if len(g.unresolved) > maxUnresolved {
-				g.unresolved = g.unresolved[len(g.unresolved)-maxUnresolved:]
-			}
-		}
 		unresolved := slices.Clone(g.unresolved)
 		gs.mu.Unlock()
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
-		cur, etag, found, rerr := gs.readGroupState(rctx, g.name)
-		cancel()
-		switch {
-		case rerr != nil && lost:
-			return &Error{Kind: ErrUnavailable, Cause: err, Msg: fmt.Sprintf("group %q: storing the committed offsets failed (%v) and reading them back failed too (%v): the commit may or may not be stored; retry it (this broker recognizes its own earlier write)", g.name, err, rerr)}
-		case rerr != nil:
-			return &Error{Kind: ErrUnavailable, Cause: rerr, Msg: fmt.Sprintf("group %q: the stored offsets changed since this broker read them, and reading them back failed (%v); this commit was not stored: retry it", g.name, rerr)}
-		case found && cur.UpdateID == st.UpdateID:
-			// This write applied; its answer was lost.
+		st := groupState{Topic: topic, Offsets: offsets, UpdateID: meta.NewWriteID()}
+		data, _ := json.Marshal(st)
+		etag, err := gs.cas().Swap(ctx, meta.GroupKey(g.name), etag0, data)
+		if err == nil {
 			gs.mu.Lock()
 			g.etag, g.offsets, g.unresolved = etag, offsets, nil
 			gs.mu.Unlock()
 			return nil
-		case found && cur.UpdateID != "" && slices.Contains(unresolved, cur.UpdateID) && attempt == 0:
+		}
+		var cerr *meta.ConflictError
+		if errors.Is(err, meta.ErrOutcomeUnknown) {
+			gs.mu.Lock()
+			g.unresolved = append(g.unresolved, st.UpdateID)
+			if len(g.unresolved) > maxUnresolved {
+				g.unresolved = g.unresolved[len(g.unresolved)-maxUnresolved:]
+			}
+			gs.mu.Unlock()
+			return &Error{Kind: ErrUnavailable, Cause: err, Msg: fmt.Sprintf("group %q: %v: the commit may or may not be stored; retry it (this broker recognizes its own earlier write)", g.name, err)}
+		}
+		if !errors.As(err, &cerr) {
+			return classify(fmt.Errorf("group %q: the committed offsets were not stored: %w", g.name, err))
+		}
+		cur, found, derr := decodeStored(g.name, cerr.Current)
+		if derr != nil {
+			return derr
+		}
+		if found && slices.Contains(unresolved, cur.UpdateID) && attempt == 0 {
 			// An earlier write of ours applied and its answer was lost:
 			// adopt it and write this one on top of it.
 			gs.mu.Lock()
-			g.etag, g.offsets, g.unresolved = etag, cur.Offsets, nil
+			g.etag, g.offsets, g.unresolved = cerr.Current.ETag, cur.Offsets, nil
 			gs.mu.Unlock()
 			continue
-		case lost && (found && etag == etag0 || !found && etag0 == ""):
-			return &Error{Kind: ErrUnavailable, Cause: err, Msg: fmt.Sprintf("group %q: storing the committed offsets failed (%v); reading back found them not stored: retry the commit", g.name, err)}
 		}
 		// Another broker wrote the state: adopt what it stored, keep the
 		// members, and let the client retry on top of it.
 		gs.mu.Lock()
-		g.etag, g.unresolved = etag, nil
+		g.etag, g.unresolved = cerr.Current.ETag, nil
 		if !found {
 			g.offsets = map[int32]int64{}
 		} else if cur.Topic == g.topic {
@@ -297,8 +275,8 @@ func (gs *groups) save(ctx context.Context, g *group, apply func(stored map[int3
 		}
 		gs.mu.Unlock()
 		outcome := "this commit was not stored"
-		if lost {
-			outcome = fmt.Sprintf("the store's answer to this commit was lost (%v), so it may have been stored and then replaced", err)
+		if cerr.Lost != nil {
+			outcome = fmt.Sprintf("the store's answer to this commit was lost (%v), so it may have been stored and then replaced", cerr.Lost)
 		}
 		return errorf(ErrConflict, "group %q: its committed offsets in the bucket were changed by another broker (another coordinator of the group, or an offset reset) since this broker read them; %s. The group's members are kept and this broker now has the stored offsets: retry the commit", g.name, outcome)
 	}

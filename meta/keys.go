@@ -69,6 +69,10 @@ func SplitStorageName(s string) (name, id string) {
 // NewTopicID makes a topic identity: 16 random bytes in hex.
 func NewTopicID() string { return randomID(16) }
 
+// NewWriteID returns a random id that makes one write of a metadata object
+// unique (see CAS).
+func NewWriteID() string { return randomID(8) }
+
 // PartitionPrefix is the key prefix of everything a partition stores;
 // topic is the storage name.
 func PartitionPrefix(topic string, partition int32) string {

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/stratalog/strata/tier"
 	"io"
 	"sort"
-	"time"
+
+	"github.com/stratalog/strata/tier"
 )
 
 // ManifestVersion is the manifest format this build writes and the newest it
@@ -297,61 +297,22 @@ func (s *ManifestStore) write(ctx context.Context, prevETag string, m *Manifest)
 	if err != nil {
 		return "", fmt.Errorf("meta: write manifest %s: %w", s.key, err)
 	}
-	var etag string
-	attempt := func(ctx context.Context) error {
-		var (
-			info tier.ObjectInfo
-			err  error
-		)
+	etag, err := CAS{Store: s.store, Retry: s.retry, Limit: maxManifestBytes}.Swap(ctx, s.key, prevETag, data)
+	var cerr *ConflictError
+	if errors.As(err, &cerr) {
+		if !cerr.Current.Exists() {
+			return "", fmt.Errorf("%w: manifest %s was deleted (ours was based on %q)", tier.ErrFenced, s.key, prevETag)
+		}
+		cur, derr := DecodeManifest(cerr.Current.Data)
+		if derr != nil {
+			return "", fmt.Errorf("%w: manifest %s was replaced by one this build cannot read: %v", tier.ErrFenced, s.key, derr)
+		}
 		if prevETag == "" {
-			info, err = s.store.PutIfAbsent(ctx, s.key, bytes.NewReader(data), int64(len(data)))
-		} else {
-			info, err = s.store.PutIfMatch(ctx, s.key, prevETag, bytes.NewReader(data), int64(len(data)))
+			return "", fmt.Errorf("%w: manifest %s already exists (epoch %d)", tier.ErrFenced, s.key, cur.Epoch)
 		}
-		if err == nil {
-			etag = info.ETag
-			return nil
-		}
-		if ctx.Err() != nil {
-			// Canceled mid-write: the write may have applied. Settle it with
-			// a read that the cancellation does not stop, so the caller
-			// learns the truth instead of retrying from a stale ETag.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if cur, curETag, lerr := s.Load(rctx); lerr == nil && cur.UpdateID == m.UpdateID {
-				etag = curETag
-				return nil
-			}
-			return err
-		}
-		if !errors.Is(err, tier.ErrPreconditionFailed) && !tier.IsRetryable(err) {
-			return err
-		}
-		// The precondition failed, or the outcome is unknown. Either an
-		// earlier attempt of ours applied (its response was lost), or
-		// another writer got there first. The current manifest tells which.
-		cur, curETag, lerr := s.Load(ctx)
-		switch {
-		case lerr == nil && cur.UpdateID == m.UpdateID:
-			etag = curETag
-			return nil
-		case lerr == nil && curETag != prevETag:
-			return fmt.Errorf("%w: manifest %s is at generation %d epoch %d (ours was based on %q)", tier.ErrFenced, s.key, cur.Generation, cur.Epoch, prevETag)
-		case prevETag == "" && lerr == nil:
-			return fmt.Errorf("%w: manifest %s already exists (epoch %d)", tier.ErrFenced, s.key, cur.Epoch)
-		case prevETag == "" && errors.Is(lerr, tier.ErrNotFound), lerr == nil:
-			// Unchanged: our write did not apply. Retry if that was a
-			// transient failure; a precondition failure on an unchanged
-			// object cannot happen on a linearizable store.
-			if tier.IsRetryable(err) {
-				return err
-			}
-			return fmt.Errorf("meta: manifest %s: precondition failed but the object is unchanged: %w", s.key, err)
-		default:
-			return lerr
-		}
+		return "", fmt.Errorf("%w: manifest %s is at generation %d epoch %d (ours was based on %q)", tier.ErrFenced, s.key, cur.Generation, cur.Epoch, prevETag)
 	}
-	if err := s.retry.Do(ctx, attempt); err != nil {
+	if err != nil {
 		return "", fmt.Errorf("meta: write manifest %s: %w", s.key, err)
 	}
 	return etag, nil

@@ -85,12 +85,12 @@
 // partition.
 //
 // Not every broker call can be held: goroutines blocked on a sync.Mutex
-// stop synctest's clock, and the broker makes some calls under locks that
-// other requests wait for (it reads the topic config under its
-// broker-wide lock and a bucket view's manifest and WAL under the view's
-// lock, and allocates producer ids under a lock). So reads never wait
-// (no latency; a hang is an immediate timeout; a pause does not hold
-// them), and neither do writes of the producer-id block (lockedKey).
+// stop synctest's clock, and the broker reads a bucket view's manifest
+// and WAL under the view's lock, which other requests wait for. So reads
+// never wait (no latency; a hang is an immediate timeout; a pause does not
+// hold them). Every write can be held: the broker writes under no lock
+// that other requests take (the producer-id block is taken under a
+// channel token its waiters can leave).
 //
 // # Determinism and replay
 //

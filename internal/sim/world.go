@@ -487,11 +487,10 @@ func (s *procStore) coin() bool {
 //     an error.
 //   - Reads never wait: no latency, a hung read fails at once with a
 //     retryable timeout, and a paused process's reads are answered. The
-//     broker reads under locks that other requests wait for (the topic
-//     config under the broker-wide lock, a bucket view under its own),
-//     and goroutines blocked on a sync.Mutex stop synctest's clock, so a
-//     read that waited for time or for a resume would hang the run.
-//     Writes made under such a lock (lockedKey) do not wait either.
+//     broker reads under a lock that other requests wait for (a bucket
+//     view reads under its own), and goroutines blocked on a sync.Mutex
+//     stop synctest's clock, so a read that waited for time or for a
+//     resume would hang the run. The broker writes under no such lock.
 //   - Once the process is killed every call fails with errKilled, held
 //     calls included, and none of them applies.
 func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte, fn func(ctx context.Context) error) error {
@@ -499,13 +498,12 @@ func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte,
 		return err
 	}
 	write := op >= tier.OpPut
-	waits := write && !lockedKey(key)
 	wait := s.alive
-	if waits {
+	if write {
 		wait = s.running
 	}
 	f, lat, heal := s.roll(write)
-	if !waits {
+	if !write {
 		lat = 0
 		if f == faultHang {
 			return &tier.StatusError{Op: op.String(), Key: key, Code: "RequestTimeout", Err: fmt.Errorf("sim: hung request timed out, not applied: %w", tier.ErrUnavailable)}
@@ -563,14 +561,6 @@ func (s *procStore) do(ctx context.Context, op tier.Op, key string, body []byte,
 		return &tier.StatusError{Op: op.String(), Key: key, Code: "ResponseLost", Err: fmt.Errorf("sim: injected lost response (the write applied): %w", tier.ErrUnavailable)}
 	}
 	return err
-}
-
-// lockedKey reports whether the broker writes key while holding a mutex
-// that client requests also take: the producer-id block (under the id
-// allocator's lock), and the topic config, which is read under the
-// broker-wide lock. Such writes are never held or delayed (see do).
-func lockedKey(key string) bool {
-	return key == "producers/next-id.json" || strings.HasPrefix(key, "topics/") && strings.HasSuffix(key, "/config.json") && strings.Count(key, "/") == 2
 }
 
 // alive fails once the process is killed.
