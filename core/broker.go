@@ -114,6 +114,10 @@ func New(cfg Config) (*Broker, error) {
 	b.bg.Add(2)
 	go b.every(b.cfg.WALCollectInterval, b.collectWALRound)
 	go b.every(b.cfg.TopicRefreshInterval, b.refreshTopicsRound)
+	if cfg.Cluster != nil {
+		b.bg.Add(1)
+		go b.rebalanceLoop()
+	}
 	return b, nil
 }
 

@@ -60,6 +60,17 @@ type Config struct {
 	// Default 30s.
 	ProduceTimeout time.Duration
 
+	// Node is this broker as Metadata reports it when Cluster is nil (with
+	// a Cluster, Cluster.Self()): its client address, set by the front end.
+	Node Node
+	// Cluster proposes the owner of every partition and the coordinator
+	// of every group (package membership, over gossip). nil: a cluster of
+	// one, which owns everything.
+	Cluster Cluster
+	// RebalanceInterval: how often, besides on membership changes, open
+	// partitions proposed to another broker are handed off. Default 1s.
+	RebalanceInterval time.Duration
+
 	Logger *slog.Logger // required; default slog.Default()
 }
 
@@ -75,6 +86,7 @@ func DefaultConfig() Config {
 		WALCollectInterval:   30 * time.Second,
 		TopicRefreshInterval: 5 * time.Second,
 		ProduceTimeout:       30 * time.Second,
+		RebalanceInterval:    time.Second,
 		Logger:               slog.Default(),
 	}
 }
@@ -101,8 +113,8 @@ func (c *Config) Validate() error {
 		return errors.New("core: MaxRecordBytes, MaxPartitions and MaxGroups must be positive")
 	case c.Logger == nil:
 		return errors.New("core: Logger is required")
-	case c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0:
-		return errors.New("core: WALCollectInterval, TopicRefreshInterval and ProduceTimeout must be positive")
+	case c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0 || c.RebalanceInterval <= 0:
+		return errors.New("core: WALCollectInterval, TopicRefreshInterval, ProduceTimeout and RebalanceInterval must be positive")
 	}
 	switch {
 	case c.Partition.SealBytes > maxObjectBytes:

@@ -38,6 +38,10 @@ var (
 	// group's offsets, an earlier batch of the producer is in flight):
 	// retry.
 	ErrConflict = errors.New("core: conflict")
+	// ErrNotOwner: another broker owns what the request names (a
+	// partition's writes, a group's coordination); nothing was done. The
+	// *Error's Owner names that broker: send the request there.
+	ErrNotOwner = errors.New("core: not owner")
 	// ErrUnavailable: the broker or the object store cannot serve the
 	// request now (shutting down, fenced, store errors, backpressure):
 	// retry, maybe elsewhere.
@@ -60,6 +64,7 @@ type Error struct {
 	Kind  error
 	Msg   string
 	Cause error
+	Owner *Node // with ErrNotOwner: the broker to send the request to
 }
 
 func (e *Error) Error() string { return e.Msg }

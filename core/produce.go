@@ -138,7 +138,7 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 			if r.Key != nil {
 				p = partitioner.ForKey(r.Key, t.cfg.Partitions)
 			} else {
-				p = int32(t.rr.Add(1) % uint32(t.cfg.Partitions))
+				p = b.ownedRoundRobin(t)
 			}
 		}
 		parts[i] = p
@@ -157,6 +157,11 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 		}
 		bt.Records = append(bt.Records, rec)
 		index[p] = append(index[p], i)
+	}
+	for _, p := range order {
+		if err := b.checkWriter(t, p); err != nil {
+			return nil, err
+		}
 	}
 	res := &ProduceResult{Partitions: parts, Offsets: make([]int64, len(req.Records))}
 	type written struct {

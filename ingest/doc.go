@@ -21,6 +21,10 @@
 //   - A manifest that beat our CAS but carries our epoch and owner is the
 //     result of our own earlier write (its answer lost): it is adopted,
 //     never taken for a takeover.
+//   - A released partition (Release) is fully sealed before its manifest
+//     says Owner "": an unowned manifest has nothing in any WAL, so the
+//     next owner claims it without fencing anyone. A release that could
+//     not seal everything leaves the owner named, to be fenced.
 //   - Idempotent-producer state expires by broker time, never by record
 //     timestamps, and remembers as many batches per producer as a client
 //     may have in flight (rememberBatches).

@@ -134,6 +134,39 @@ func (p *Partition) Close(ctx context.Context) error {
 	return p.closeErr
 }
 
+// Release hands the partition off to its next owner: it closes it, sealing
+// every record (SealOnClose is implied), and then marks the manifest
+// unowned (Owner "", no WAL owners), so the next owner claims it without
+// fencing this incarnation, which goes on serving its other partitions.
+// It returns an error, and leaves the manifest naming this incarnation,
+// when anything is left unsealed: the next owner then fences and recovers
+// from the WAL, as after a crash. Nothing acknowledged is lost either way.
+func (p *Partition) Release(ctx context.Context) error {
+	p.cfg.SealOnClose = true
+	if err := p.Close(ctx); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	m, etag, fenced := p.mu.manifest, p.mu.etag, p.mu.fenced
+	p.mu.Unlock()
+	if fenced != nil {
+		return nil // another owner has it already
+	}
+	if end := p.local.NextOffset(); m.NextOffset() < end {
+		return fmt.Errorf("ingest: release %s/%d: sealed to %d of %d; the next owner recovers the rest from the WAL", p.cfg.Topic, p.cfg.Partition, m.NextOffset(), end)
+	}
+	if m.Owner == "" {
+		return nil
+	}
+	next := m.Clone()
+	next.Generation++
+	next.Owner, next.WALOwners = "", nil
+	if err := p.commit(ctx, etag, next); err != nil {
+		return fmt.Errorf("ingest: release %s/%d: %w", p.cfg.Topic, p.cfg.Partition, err)
+	}
+	return nil
+}
+
 // Abandon stops the partition without sealing: for a topic being deleted.
 // Appends fail with ErrClosed afterwards. It is safe to call with or after
 // Close.

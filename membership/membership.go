@@ -1,28 +1,42 @@
 // Package membership owns who is alive in a strata cluster and who should
 // own what: brokers gossip membership with hashicorp/memberlist (SWIM), and
-// partition ownership is proposed by rendezvous (highest random weight)
-// hashing of the partition over the live members.
+// partition ownership (and group coordination) is proposed by rendezvous
+// (highest random weight) hashing of the key over the live members that
+// have settled.
 //
 // Invariants:
 //   - Membership is advice, never authority. Two brokers may briefly both
 //     believe they own a partition (views converge by gossip); correctness
 //     rests on the bucket's conditional writes (the manifest epoch CAS and
 //     WAL fencing), never on this package.
-//   - Owner is a pure function of (key, live member names): every broker
-//     with the same view proposes the same owner, and when a member leaves
-//     only the keys it owned move (rendezvous hashing).
+//   - Owner is a pure function of (key, live members, their start times,
+//     now): every broker with the same view proposes the same owner, and
+//     when a member leaves only the keys it owned move (rendezvous
+//     hashing).
+//   - Anti-flap: a member takes part in ownership only once it has been up
+//     for Settle (its start time travels in its gossip metadata), unless no
+//     member has been up that long (a cluster starting together). A broker
+//     that restarts or rejoins starts its settle period again, so one that
+//     flaps faster than Settle is given nothing, and a partition moves to
+//     a new member at most once per Settle. A member that dies loses its
+//     keys at once (failover is not delayed).
+//   - Node metadata (node id, client address, zone, start time) is at most
+//     memberlist.MetaMaxSize bytes; Join refuses larger.
 //
 // Concurrency: a Cluster is safe for concurrent use. Its memberlist
 // goroutines are owned by the Cluster and stopped by Leave/Shutdown.
 package membership
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"log"
+	"net"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,32 +45,80 @@ import (
 
 // Config configures a Cluster member.
 type Config struct {
-	Name     string   // unique broker name; required
-	BindAddr string   // address to gossip on; default 127.0.0.1
-	BindPort int      // port for TCP and UDP gossip; 0 picks a free one
-	Meta     []byte   // published to the others (e.g. the broker's API address); at most 512 bytes
-	Seeds    []string // host:port of members to join; empty starts a new cluster
-	// LAN uses memberlist's LAN timings (probe every 1 s, suspicion after a
-	// few missed probes); false uses its local-network timings, faster to
-	// detect failures, for tests and single-machine clusters. Default false.
-	LAN    bool
+	Name     string // unique broker name (node id); required
+	BindAddr string // address to gossip on; default 127.0.0.1
+	BindPort int    // port for TCP and UDP gossip; 0 picks a free one
+	// AdvertiseAddr and AdvertisePort are the gossip address the others
+	// reach this member at; default the bind address (its port, when
+	// BindPort is 0, the one picked).
+	AdvertiseAddr string
+	AdvertisePort int
+	ClientAddr    string   // published to the others: the broker's client (gRPC) address
+	Zone          string   // published to the others: a zone label
+	Seeds         []string // host:port of members to join; empty starts a new cluster
+	// RetryJoin keeps trying the seeds in the background (every second)
+	// when none answers at Join, instead of failing: brokers may start in
+	// any order. Until a seed answers, this member is a cluster of one.
+	RetryJoin bool
+	// Settle is how long a member must have been up before it takes part
+	// in ownership (see the package comment). Default 0: at once.
+	Settle time.Duration
+	// Timing is memberlist's failure-detection timing; zero fields take
+	// DefaultTiming's.
+	Timing Timing
 	Logger io.Writer // memberlist's log output; default discarded
+}
+
+// Timing is the failure detector's timing. A member that stops answering
+// is declared dead after about one ProbeInterval (until it is probed) plus
+// ProbeTimeout plus the suspicion timeout, SuspicionMult x ProbeInterval
+// (x log10 of the cluster size, from 10 members), shortened by other
+// members' confirmations down from SuspicionMaxTimeoutMult times that.
+type Timing struct {
+	ProbeInterval           time.Duration
+	ProbeTimeout            time.Duration
+	SuspicionMult           int
+	SuspicionMaxTimeoutMult int
+	GossipInterval          time.Duration
+}
+
+// DefaultTiming is tuned for a LAN (or one machine): probe every 500 ms,
+// 250 ms to answer, suspicion 4 x 500 ms = 2 s for clusters under 10
+// brokers (at most 3 x that), gossip every 100 ms. A killed broker is
+// declared dead in about 3 s (docs/cluster.md has the measured figures).
+func DefaultTiming() Timing {
+	return Timing{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 250 * time.Millisecond, SuspicionMult: 4, SuspicionMaxTimeoutMult: 3, GossipInterval: 100 * time.Millisecond}
 }
 
 // Member is a live broker.
 type Member struct {
-	Name string
-	Addr string // gossip address host:port
-	Meta []byte
+	Name       string    // node id
+	Addr       string    // gossip address host:port
+	ClientAddr string    // client (gRPC) address
+	Zone       string    // zone label
+	Since      time.Time // when it started (its clock)
+}
+
+// nodeMeta is what a member publishes in its gossip metadata.
+type nodeMeta struct {
+	Client string `json:"c,omitempty"`
+	Zone   string `json:"z,omitempty"`
+	Since  int64  `json:"s"` // unix ms
 }
 
 // Cluster is this broker's view of the cluster.
 type Cluster struct {
 	ml      *memberlist.Memberlist
+	settle  time.Duration
 	changes chan struct{} // capacity 1: "the view changed"
+	stop    chan struct{}
+	joined  sync.WaitGroup
 
 	mu       sync.Mutex
 	shutdown bool
+
+	viewMu sync.Mutex
+	view   []Member // the live members, decoded; nil when a change came since
 }
 
 type delegate struct{ meta []byte }
@@ -70,6 +132,9 @@ func (c *Cluster) NotifyJoin(*memberlist.Node)              { c.changed() }
 func (c *Cluster) NotifyLeave(*memberlist.Node)             { c.changed() }
 func (c *Cluster) NotifyUpdate(*memberlist.Node)            { c.changed() }
 func (c *Cluster) changed() {
+	c.viewMu.Lock()
+	c.view = nil
+	c.viewMu.Unlock()
 	select {
 	case c.changes <- struct{}{}:
 	default:
@@ -84,68 +149,142 @@ func Join(cfg Config) (*Cluster, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("membership: Name is required")
 	}
-	if len(cfg.Meta) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("membership: Meta is %d bytes, over memberlist's %d-byte limit", len(cfg.Meta), memberlist.MetaMaxSize)
+	meta, _ := json.Marshal(nodeMeta{Client: cfg.ClientAddr, Zone: cfg.Zone, Since: time.Now().UnixMilli()})
+	if len(meta) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("membership: node metadata (client address %q, zone %q) is %d bytes, over memberlist's %d-byte limit: shorten them", cfg.ClientAddr, cfg.Zone, len(meta), memberlist.MetaMaxSize)
 	}
-	mc := memberlist.DefaultLocalConfig()
-	if cfg.LAN {
-		mc = memberlist.DefaultLANConfig()
-	}
+	mc := memberlist.DefaultLANConfig()
+	tm, def := cfg.Timing, DefaultTiming()
+	mc.ProbeInterval = cmp(tm.ProbeInterval, def.ProbeInterval)
+	mc.ProbeTimeout = cmp(tm.ProbeTimeout, def.ProbeTimeout)
+	mc.SuspicionMult = cmp(tm.SuspicionMult, def.SuspicionMult)
+	mc.SuspicionMaxTimeoutMult = cmp(tm.SuspicionMaxTimeoutMult, def.SuspicionMaxTimeoutMult)
+	mc.GossipInterval = cmp(tm.GossipInterval, def.GossipInterval)
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	if mc.BindAddr == "" {
 		mc.BindAddr = "127.0.0.1"
 	}
 	mc.BindPort = cfg.BindPort
-	mc.AdvertisePort = cfg.BindPort
+	mc.AdvertiseAddr, mc.AdvertisePort = cfg.AdvertiseAddr, cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = cfg.BindPort
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = io.Discard
 	}
 	mc.Logger = log.New(cfg.Logger, "memberlist: ", log.LstdFlags)
-	c := &Cluster{changes: make(chan struct{}, 1)}
-	mc.Delegate = delegate{meta: cfg.Meta}
+	c := &Cluster{settle: cfg.Settle, changes: make(chan struct{}, 1), stop: make(chan struct{})}
+	mc.Delegate = delegate{meta: meta}
 	mc.Events = c
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: start gossip on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
-	if len(cfg.Seeds) > 0 {
-		if _, err := ml.Join(cfg.Seeds); err != nil {
+	if len(cfg.Seeds) == 0 {
+		return c, nil
+	}
+	if _, err := ml.Join(cfg.Seeds); err != nil {
+		if !cfg.RetryJoin {
 			ml.Shutdown()
 			return nil, fmt.Errorf("membership: join %v: %w", cfg.Seeds, err)
 		}
+		mc.Logger.Printf("[WARN] no seed of %v answered (%v); retrying every second", cfg.Seeds, err)
+		c.joined.Add(1)
+		go c.retryJoin(cfg.Seeds, mc.Logger)
 	}
 	return c, nil
+}
+
+func cmp[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// retryJoin tries the seeds every second until one answers or the member
+// stops.
+func (c *Cluster) retryJoin(seeds []string, logger *log.Logger) {
+	defer c.joined.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		if _, err := c.ml.Join(seeds); err == nil {
+			logger.Printf("[INFO] joined the cluster through %v", seeds)
+			return
+		}
+	}
 }
 
 // Addr is this member's gossip address, for others' Seeds.
 func (c *Cluster) Addr() string {
 	n := c.ml.LocalNode()
-	return fmt.Sprintf("%s:%d", n.Addr, n.Port)
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
 // Name is this member's name.
 func (c *Cluster) Name() string { return c.ml.LocalNode().Name }
 
+// Self is this member.
+func (c *Cluster) Self() Member { return member(c.ml.LocalNode()) }
+
 // Changes is signalled (coalesced) whenever the view changes.
 func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 
-// Members returns the live members, sorted by name.
+func member(n *memberlist.Node) Member {
+	var md nodeMeta
+	json.Unmarshal(n.Meta, &md) // a member with unreadable metadata has no client address
+	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), ClientAddr: md.Client, Zone: md.Zone, Since: time.UnixMilli(md.Since)}
+}
+
+// Members returns the live members, sorted by name. The caller must not
+// modify the slice.
 func (c *Cluster) Members() []Member {
-	var out []Member
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	if c.view != nil {
+		return c.view
+	}
+	out := []Member{}
 	for _, n := range c.ml.Members() {
-		if n.State != memberlist.StateAlive {
+		// A suspect member still counts: it loses its keys when it is
+		// declared dead, not on a missed probe (no thrash on a slow one).
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
 			continue
 		}
-		out = append(out, Member{Name: n.Name, Addr: fmt.Sprintf("%s:%d", n.Addr, n.Port), Meta: append([]byte(nil), n.Meta...)})
+		out = append(out, member(n))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	c.view = out
 	return out
 }
 
-// Owner proposes the owner of key among the live members.
-func (c *Cluster) Owner(key string) (Member, bool) { return Owner(key, c.Members()) }
+// Owner proposes the owner of key among the settled live members.
+func (c *Cluster) Owner(key string) (Member, bool) {
+	return Owner(key, Settled(c.Members(), time.Now(), c.settle))
+}
+
+// Settled returns the members that take part in ownership at now: those
+// up for at least settle, or all of them when none is.
+func Settled(ms []Member, now time.Time, settle time.Duration) []Member {
+	var out []Member
+	for _, m := range ms {
+		if now.Sub(m.Since) >= settle {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		return ms
+	}
+	return out
+}
 
 // Owner is rendezvous hashing: the member with the highest
 // hash(member name, key) owns key. Removing a member moves only its keys.
@@ -186,6 +325,8 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		return nil
 	}
 	c.shutdown = true
+	close(c.stop)
+	c.joined.Wait()
 	err := c.ml.Leave(timeout)
 	if serr := c.ml.Shutdown(); err == nil {
 		err = serr
@@ -202,5 +343,7 @@ func (c *Cluster) Shutdown() error {
 		return nil
 	}
 	c.shutdown = true
+	close(c.stop)
+	c.joined.Wait()
 	return c.ml.Shutdown()
 }

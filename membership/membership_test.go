@@ -2,6 +2,7 @@ package membership
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -28,17 +29,17 @@ func names(ms []Member) string {
 }
 
 func TestThreeBrokersAgreeAndRebalanceOnLeave(t *testing.T) {
-	a, err := Join(Config{Name: "a", Meta: []byte("api-a")})
+	a, err := Join(Config{Name: "a", ClientAddr: "api-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown()
-	b, err := Join(Config{Name: "b", Meta: []byte("api-b"), Seeds: []string{a.Addr()}})
+	b, err := Join(Config{Name: "b", ClientAddr: "api-b", Seeds: []string{a.Addr()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Shutdown()
-	c, err := Join(Config{Name: "c", Meta: []byte("api-c"), Seeds: []string{b.Addr()}})
+	c, err := Join(Config{Name: "c", ClientAddr: "api-c", Zone: "z2", Seeds: []string{b.Addr()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +53,8 @@ func TestThreeBrokersAgreeAndRebalanceOnLeave(t *testing.T) {
 		}
 		return true
 	})
-	if m := a.Members(); string(m[2].Meta) != "api-c" {
-		t.Fatalf("metadata not gossiped: %q", m[2].Meta)
+	if m := a.Members(); m[2].ClientAddr != "api-c" || m[2].Zone != "z2" || time.Since(m[2].Since) > time.Minute {
+		t.Fatalf("metadata not gossiped: %+v", m[2])
 	}
 	// Every broker proposes the same owner for every partition, and the
 	// partitions spread over all three.
@@ -102,7 +103,7 @@ func TestJoinErrors(t *testing.T) {
 	if _, err := Join(Config{}); err == nil {
 		t.Fatal("a member without a name was accepted")
 	}
-	if _, err := Join(Config{Name: "x", Meta: make([]byte, 10000)}); err == nil {
+	if _, err := Join(Config{Name: "x", ClientAddr: string(make([]byte, 10000))}); err == nil {
 		t.Fatal("oversized metadata was accepted")
 	}
 	if _, err := Join(Config{Name: "y", Seeds: []string{"127.0.0.1:1"}}); err == nil {
@@ -120,4 +121,58 @@ func TestOwnerIsStable(t *testing.T) {
 	if _, ok := Owner("t/1", nil); ok {
 		t.Fatal("an owner among no members")
 	}
+}
+
+func TestSettledKeepsNewMembersOutUntilTheySettle(t *testing.T) {
+	now := time.Now()
+	old := []Member{{Name: "x", Since: now.Add(-time.Hour)}, {Name: "y", Since: now.Add(-time.Hour)}}
+	fresh := Member{Name: "z", Since: now.Add(-time.Second)}
+	all := append(append([]Member{}, old...), fresh)
+	if got := names(Settled(all, now, 5*time.Second)); got != "x,y," {
+		t.Fatalf("settled members %s, want the new z kept out", got)
+	}
+	if got := names(Settled(all, now.Add(5*time.Second), 5*time.Second)); got != "x,y,z," {
+		t.Fatalf("after the settle time: %s, want z in", got)
+	}
+	// A cluster starting together: nobody has settled, all take part.
+	young := []Member{{Name: "x", Since: now}, {Name: "y", Since: now}}
+	if got := names(Settled(young, now, 5*time.Second)); got != "x,y," {
+		t.Fatalf("a young cluster: %s, want all", got)
+	}
+	// Only keys that move to z move at all when it settles.
+	moved := 0
+	for p := 0; p < 300; p++ {
+		key := fmt.Sprintf("t/%d", p)
+		before, _ := Owner(key, Settled(all, now, 5*time.Second))
+		after, _ := Owner(key, Settled(all, now.Add(5*time.Second), 5*time.Second))
+		if before.Name != after.Name {
+			moved++
+			if after.Name != "z" {
+				t.Fatalf("%s moved from %s to %s, not to the new member", key, before.Name, after.Name)
+			}
+		}
+	}
+	if moved < 60 || moved > 140 {
+		t.Fatalf("%d of 300 keys moved to the third member, want about a third", moved)
+	}
+}
+
+func TestRetryJoinWaitsForTheSeed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	b, err := Join(Config{Name: "b", Seeds: []string{fmt.Sprintf("127.0.0.1:%d", port)}, RetryJoin: true})
+	if err != nil {
+		t.Fatalf("a retrying join failed at once: %v", err)
+	}
+	defer b.Shutdown()
+	a, err := Join(Config{Name: "a", BindPort: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	waitFor(t, "b to join a once a is up", func() bool { return names(a.Members()) == "a,b," })
 }

@@ -76,6 +76,366 @@ func (Acks) EnumDescriptor() ([]byte, []int) {
 	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
 }
 
+type MetadataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	Groups        []string               `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataRequest) Reset() {
+	*x = MetadataRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataRequest) ProtoMessage() {}
+
+func (x *MetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataRequest.ProtoReflect.Descriptor instead.
+func (*MetadataRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MetadataRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *MetadataRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type BrokerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // client (gRPC) address HOST:PORT
+	Zone          string                 `protobuf:"bytes,3,opt,name=zone,proto3" json:"zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrokerInfo) Reset() {
+	*x = BrokerInfo{}
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrokerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrokerInfo) ProtoMessage() {}
+
+func (x *BrokerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrokerInfo.ProtoReflect.Descriptor instead.
+func (*BrokerInfo) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BrokerInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *BrokerInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BrokerInfo) GetZone() string {
+	if x != nil {
+		return x.Zone
+	}
+	return ""
+}
+
+type PartitionOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionOwner) Reset() {
+	*x = PartitionOwner{}
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionOwner) ProtoMessage() {}
+
+func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionOwner.ProtoReflect.Descriptor instead.
+func (*PartitionOwner) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PartitionOwner) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionOwner) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PartitionOwner) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+type TopicMetadata struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Partitions    int32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Owners        []*PartitionOwner      `protobuf:"bytes,3,rep,name=owners,proto3" json:"owners,omitempty"` // one per partition, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicMetadata) Reset() {
+	*x = TopicMetadata{}
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicMetadata) ProtoMessage() {}
+
+func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicMetadata.ProtoReflect.Descriptor instead.
+func (*TopicMetadata) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TopicMetadata) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopicMetadata) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopicMetadata) GetOwners() []*PartitionOwner {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
+type GroupCoordinator struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupCoordinator) Reset() {
+	*x = GroupCoordinator{}
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupCoordinator) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupCoordinator) ProtoMessage() {}
+
+func (x *GroupCoordinator) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupCoordinator.ProtoReflect.Descriptor instead.
+func (*GroupCoordinator) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GroupCoordinator) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupCoordinator) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *GroupCoordinator) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+type MetadataResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the broker that answered
+	Brokers       []*BrokerInfo          `protobuf:"bytes,2,rep,name=brokers,proto3" json:"brokers,omitempty"`
+	Topics        []*TopicMetadata       `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	Groups        []*GroupCoordinator    `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataResponse) Reset() {
+	*x = MetadataResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataResponse) ProtoMessage() {}
+
+func (x *MetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataResponse.ProtoReflect.Descriptor instead.
+func (*MetadataResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MetadataResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *MetadataResponse) GetBrokers() []*BrokerInfo {
+	if x != nil {
+		return x.Brokers
+	}
+	return nil
+}
+
+func (x *MetadataResponse) GetTopics() []*TopicMetadata {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *MetadataResponse) GetGroups() []*GroupCoordinator {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 type GetStatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -84,7 +444,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +456,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +469,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
 }
 
 type BrokerStats struct {
@@ -137,7 +497,7 @@ type BrokerStats struct {
 
 func (x *BrokerStats) Reset() {
 	*x = BrokerStats{}
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -149,7 +509,7 @@ func (x *BrokerStats) String() string {
 func (*BrokerStats) ProtoMessage() {}
 
 func (x *BrokerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -162,7 +522,7 @@ func (x *BrokerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokerStats.ProtoReflect.Descriptor instead.
 func (*BrokerStats) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BrokerStats) GetIncarnation() string {
@@ -274,7 +634,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +646,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +659,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -333,7 +693,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +705,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +718,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -386,7 +746,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +758,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +771,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -445,7 +805,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +817,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +830,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -495,7 +855,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +867,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +880,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
 }
 
 type CommitOffsetsRequest struct {
@@ -535,7 +895,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +907,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +920,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -599,7 +959,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +971,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +984,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
 }
 
 type FetchCommittedRequest struct {
@@ -636,7 +996,7 @@ type FetchCommittedRequest struct {
 
 func (x *FetchCommittedRequest) Reset() {
 	*x = FetchCommittedRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +1008,7 @@ func (x *FetchCommittedRequest) String() string {
 func (*FetchCommittedRequest) ProtoMessage() {}
 
 func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +1021,7 @@ func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedRequest.ProtoReflect.Descriptor instead.
 func (*FetchCommittedRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FetchCommittedRequest) GetGroup() string {
@@ -681,7 +1041,7 @@ type FetchCommittedResponse struct {
 
 func (x *FetchCommittedResponse) Reset() {
 	*x = FetchCommittedResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +1053,7 @@ func (x *FetchCommittedResponse) String() string {
 func (*FetchCommittedResponse) ProtoMessage() {}
 
 func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +1066,7 @@ func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedResponse.ProtoReflect.Descriptor instead.
 func (*FetchCommittedResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FetchCommittedResponse) GetTopic() string {
@@ -731,7 +1091,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +1103,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +1116,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
 }
 
 type ListGroupsResponse struct {
@@ -768,7 +1128,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1140,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1153,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -812,7 +1172,7 @@ type DescribeGroupRequest struct {
 
 func (x *DescribeGroupRequest) Reset() {
 	*x = DescribeGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1184,7 @@ func (x *DescribeGroupRequest) String() string {
 func (*DescribeGroupRequest) ProtoMessage() {}
 
 func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1197,7 @@ func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DescribeGroupRequest) GetGroup() string {
@@ -857,7 +1217,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1229,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1242,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -912,7 +1272,7 @@ type PartitionLag struct {
 
 func (x *PartitionLag) Reset() {
 	*x = PartitionLag{}
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1284,7 @@ func (x *PartitionLag) String() string {
 func (*PartitionLag) ProtoMessage() {}
 
 func (x *PartitionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1297,7 @@ func (x *PartitionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLag.ProtoReflect.Descriptor instead.
 func (*PartitionLag) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PartitionLag) GetPartition() int32 {
@@ -988,7 +1348,7 @@ type DescribeGroupResponse struct {
 
 func (x *DescribeGroupResponse) Reset() {
 	*x = DescribeGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1360,7 @@ func (x *DescribeGroupResponse) String() string {
 func (*DescribeGroupResponse) ProtoMessage() {}
 
 func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1373,7 @@ func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DescribeGroupResponse) GetGroup() string {
@@ -1068,7 +1428,7 @@ type ResetOffsetsRequest struct {
 
 func (x *ResetOffsetsRequest) Reset() {
 	*x = ResetOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1440,7 @@ func (x *ResetOffsetsRequest) String() string {
 func (*ResetOffsetsRequest) ProtoMessage() {}
 
 func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1453,7 @@ func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResetOffsetsRequest) GetGroup() string {
@@ -1190,7 +1550,7 @@ type ResetOffsetsResponse struct {
 
 func (x *ResetOffsetsResponse) Reset() {
 	*x = ResetOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1562,7 @@ func (x *ResetOffsetsResponse) String() string {
 func (*ResetOffsetsResponse) ProtoMessage() {}
 
 func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1575,7 @@ func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResetOffsetsResponse) GetOffsets() map[int32]int64 {
@@ -1235,7 +1595,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1607,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1620,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Header) GetKey() string {
@@ -1291,7 +1651,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1663,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1676,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Record) GetKey() []byte {
@@ -1375,7 +1735,7 @@ type TopicConfig struct {
 
 func (x *TopicConfig) Reset() {
 	*x = TopicConfig{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1747,7 @@ func (x *TopicConfig) String() string {
 func (*TopicConfig) ProtoMessage() {}
 
 func (x *TopicConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1760,7 @@ func (x *TopicConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicConfig.ProtoReflect.Descriptor instead.
 func (*TopicConfig) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TopicConfig) GetName() string {
@@ -1454,7 +1814,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1826,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1839,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateTopicRequest) GetConfig() *TopicConfig {
@@ -1498,7 +1858,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1870,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1883,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateTopicResponse) GetConfig() *TopicConfig {
@@ -1542,7 +1902,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1914,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1927,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -1586,7 +1946,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1958,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1971,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteTopicResponse) GetObjectsDeleted() int64 {
@@ -1629,7 +1989,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +2001,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +2014,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 type ListTopicsResponse struct {
@@ -1666,7 +2026,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +2038,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +2051,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicConfig {
@@ -1710,7 +2070,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2082,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2095,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -1759,7 +2119,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2131,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2144,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -1839,7 +2199,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2211,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2224,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DescribeTopicResponse) GetConfig() *TopicConfig {
@@ -1899,7 +2259,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2271,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2284,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -2006,7 +2366,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2378,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2391,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListOffsetsResponse) GetOffset() int64 {
@@ -2066,7 +2426,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2438,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2451,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProduceRequest) GetTopic() string {
@@ -2158,7 +2518,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2530,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2543,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{40}
 }
 
 type InitProducerResponse struct {
@@ -2196,7 +2556,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2568,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2581,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -2252,7 +2612,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2624,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2637,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProduceResponse) GetPartitions() []int32 {
@@ -2327,7 +2687,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2699,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2712,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -2494,7 +2854,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2866,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2879,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -2554,7 +2914,34 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\"\x11\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\"A\n" +
+	"\x0fMetadataRequest\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\tR\x06groups\"S\n" +
+	"\n" +
+	"BrokerInfo\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04zone\x18\x03 \x01(\tR\x04zone\"a\n" +
+	"\x0ePartitionOwner\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"v\n" +
+	"\rTopicMetadata\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\x05R\n" +
+	"partitions\x121\n" +
+	"\x06owners\x18\x03 \x03(\v2\x19.strata.v1.PartitionOwnerR\x06owners\"[\n" +
+	"\x10GroupCoordinator\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"\xc3\x01\n" +
+	"\x10MetadataResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12/\n" +
+	"\abrokers\x18\x02 \x03(\v2\x15.strata.v1.BrokerInfoR\abrokers\x120\n" +
+	"\x06topics\x18\x03 \x03(\v2\x18.strata.v1.TopicMetadataR\x06topics\x123\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1b.strata.v1.GroupCoordinatorR\x06groups\"\x11\n" +
 	"\x0fGetStatsRequest\"\x9c\x04\n" +
 	"\vBrokerStats\x12 \n" +
 	"\vincarnation\x18\x01 \x01(\tR\vincarnation\x12\x1d\n" +
@@ -2760,7 +3147,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\tACKS_NONE\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ACKS_LOCAL\x10\x02\x12\x10\n" +
-	"\fACKS_DURABLE\x10\x032\x94\n" +
+	"\fACKS_DURABLE\x10\x032\xd9\n" +
 	"\n" +
 	"\x06Strata\x12L\n" +
 	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
@@ -2782,7 +3169,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"ListGroups\x12\x1c.strata.v1.ListGroupsRequest\x1a\x1d.strata.v1.ListGroupsResponse\x12R\n" +
 	"\rDescribeGroup\x12\x1f.strata.v1.DescribeGroupRequest\x1a .strata.v1.DescribeGroupResponse\x12O\n" +
 	"\fResetOffsets\x12\x1e.strata.v1.ResetOffsetsRequest\x1a\x1f.strata.v1.ResetOffsetsResponse\x12>\n" +
-	"\bGetStats\x12\x1a.strata.v1.GetStatsRequest\x1a\x16.strata.v1.BrokerStatsB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
+	"\bGetStats\x12\x1a.strata.v1.GetStatsRequest\x1a\x16.strata.v1.BrokerStats\x12C\n" +
+	"\bMetadata\x12\x1a.strata.v1.MetadataRequest\x1a\x1b.strata.v1.MetadataResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -2797,106 +3185,118 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(Acks)(0),                      // 0: strata.v1.Acks
-	(*GetStatsRequest)(nil),        // 1: strata.v1.GetStatsRequest
-	(*BrokerStats)(nil),            // 2: strata.v1.BrokerStats
-	(*JoinGroupRequest)(nil),       // 3: strata.v1.JoinGroupRequest
-	(*HeartbeatRequest)(nil),       // 4: strata.v1.HeartbeatRequest
-	(*GroupAssignment)(nil),        // 5: strata.v1.GroupAssignment
-	(*LeaveGroupRequest)(nil),      // 6: strata.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),     // 7: strata.v1.LeaveGroupResponse
-	(*CommitOffsetsRequest)(nil),   // 8: strata.v1.CommitOffsetsRequest
-	(*CommitOffsetsResponse)(nil),  // 9: strata.v1.CommitOffsetsResponse
-	(*FetchCommittedRequest)(nil),  // 10: strata.v1.FetchCommittedRequest
-	(*FetchCommittedResponse)(nil), // 11: strata.v1.FetchCommittedResponse
-	(*ListGroupsRequest)(nil),      // 12: strata.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),     // 13: strata.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),   // 14: strata.v1.DescribeGroupRequest
-	(*GroupMember)(nil),            // 15: strata.v1.GroupMember
-	(*PartitionLag)(nil),           // 16: strata.v1.PartitionLag
-	(*DescribeGroupResponse)(nil),  // 17: strata.v1.DescribeGroupResponse
-	(*ResetOffsetsRequest)(nil),    // 18: strata.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),   // 19: strata.v1.ResetOffsetsResponse
-	(*Header)(nil),                 // 20: strata.v1.Header
-	(*Record)(nil),                 // 21: strata.v1.Record
-	(*TopicConfig)(nil),            // 22: strata.v1.TopicConfig
-	(*CreateTopicRequest)(nil),     // 23: strata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),    // 24: strata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),     // 25: strata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),    // 26: strata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),      // 27: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),     // 28: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),   // 29: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),          // 30: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),  // 31: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),     // 32: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),    // 33: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),         // 34: strata.v1.ProduceRequest
-	(*InitProducerRequest)(nil),    // 35: strata.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),   // 36: strata.v1.InitProducerResponse
-	(*ProduceResponse)(nil),        // 37: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),           // 38: strata.v1.FetchRequest
-	(*FetchResponse)(nil),          // 39: strata.v1.FetchResponse
-	nil,                            // 40: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                            // 41: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                            // 42: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(*MetadataRequest)(nil),        // 1: strata.v1.MetadataRequest
+	(*BrokerInfo)(nil),             // 2: strata.v1.BrokerInfo
+	(*PartitionOwner)(nil),         // 3: strata.v1.PartitionOwner
+	(*TopicMetadata)(nil),          // 4: strata.v1.TopicMetadata
+	(*GroupCoordinator)(nil),       // 5: strata.v1.GroupCoordinator
+	(*MetadataResponse)(nil),       // 6: strata.v1.MetadataResponse
+	(*GetStatsRequest)(nil),        // 7: strata.v1.GetStatsRequest
+	(*BrokerStats)(nil),            // 8: strata.v1.BrokerStats
+	(*JoinGroupRequest)(nil),       // 9: strata.v1.JoinGroupRequest
+	(*HeartbeatRequest)(nil),       // 10: strata.v1.HeartbeatRequest
+	(*GroupAssignment)(nil),        // 11: strata.v1.GroupAssignment
+	(*LeaveGroupRequest)(nil),      // 12: strata.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),     // 13: strata.v1.LeaveGroupResponse
+	(*CommitOffsetsRequest)(nil),   // 14: strata.v1.CommitOffsetsRequest
+	(*CommitOffsetsResponse)(nil),  // 15: strata.v1.CommitOffsetsResponse
+	(*FetchCommittedRequest)(nil),  // 16: strata.v1.FetchCommittedRequest
+	(*FetchCommittedResponse)(nil), // 17: strata.v1.FetchCommittedResponse
+	(*ListGroupsRequest)(nil),      // 18: strata.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),     // 19: strata.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),   // 20: strata.v1.DescribeGroupRequest
+	(*GroupMember)(nil),            // 21: strata.v1.GroupMember
+	(*PartitionLag)(nil),           // 22: strata.v1.PartitionLag
+	(*DescribeGroupResponse)(nil),  // 23: strata.v1.DescribeGroupResponse
+	(*ResetOffsetsRequest)(nil),    // 24: strata.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),   // 25: strata.v1.ResetOffsetsResponse
+	(*Header)(nil),                 // 26: strata.v1.Header
+	(*Record)(nil),                 // 27: strata.v1.Record
+	(*TopicConfig)(nil),            // 28: strata.v1.TopicConfig
+	(*CreateTopicRequest)(nil),     // 29: strata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),    // 30: strata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),     // 31: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),    // 32: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),      // 33: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),     // 34: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),   // 35: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),          // 36: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),  // 37: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),     // 38: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),    // 39: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),         // 40: strata.v1.ProduceRequest
+	(*InitProducerRequest)(nil),    // 41: strata.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),   // 42: strata.v1.InitProducerResponse
+	(*ProduceResponse)(nil),        // 43: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),           // 44: strata.v1.FetchRequest
+	(*FetchResponse)(nil),          // 45: strata.v1.FetchResponse
+	nil,                            // 46: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                            // 47: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                            // 48: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	40, // 0: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	41, // 1: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
-	15, // 2: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
-	16, // 3: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	42, // 4: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
-	20, // 5: strata.v1.Record.headers:type_name -> strata.v1.Header
-	22, // 6: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
-	22, // 7: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
-	22, // 8: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
-	22, // 9: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
-	30, // 10: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
-	21, // 11: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
-	0,  // 12: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
-	21, // 13: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	23, // 14: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	25, // 15: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	27, // 16: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	29, // 17: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	32, // 18: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	34, // 19: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	35, // 20: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
-	38, // 21: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	3,  // 22: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	4,  // 23: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	6,  // 24: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	8,  // 25: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	10, // 26: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	12, // 27: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	14, // 28: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	18, // 29: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	1,  // 30: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
-	24, // 31: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	26, // 32: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	28, // 33: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	31, // 34: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	33, // 35: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	37, // 36: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	36, // 37: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
-	39, // 38: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	5,  // 39: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	5,  // 40: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	7,  // 41: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	9,  // 42: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	11, // 43: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	13, // 44: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	17, // 45: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	19, // 46: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	2,  // 47: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
-	31, // [31:48] is the sub-list for method output_type
-	14, // [14:31] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: strata.v1.TopicMetadata.owners:type_name -> strata.v1.PartitionOwner
+	2,  // 1: strata.v1.MetadataResponse.brokers:type_name -> strata.v1.BrokerInfo
+	4,  // 2: strata.v1.MetadataResponse.topics:type_name -> strata.v1.TopicMetadata
+	5,  // 3: strata.v1.MetadataResponse.groups:type_name -> strata.v1.GroupCoordinator
+	46, // 4: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	47, // 5: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	21, // 6: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
+	22, // 7: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
+	48, // 8: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	26, // 9: strata.v1.Record.headers:type_name -> strata.v1.Header
+	28, // 10: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
+	28, // 11: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
+	28, // 12: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
+	28, // 13: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
+	36, // 14: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
+	27, // 15: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
+	0,  // 16: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
+	27, // 17: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
+	29, // 18: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	31, // 19: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	33, // 20: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	35, // 21: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	38, // 22: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	40, // 23: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	41, // 24: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	44, // 25: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	9,  // 26: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	10, // 27: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	12, // 28: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	14, // 29: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	16, // 30: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	18, // 31: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	20, // 32: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	24, // 33: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	7,  // 34: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
+	1,  // 35: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
+	30, // 36: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	32, // 37: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	34, // 38: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	37, // 39: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	39, // 40: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	43, // 41: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	42, // 42: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	45, // 43: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	11, // 44: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	11, // 45: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	13, // 46: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	15, // 47: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	17, // 48: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	19, // 49: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	23, // 50: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	25, // 51: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	8,  // 52: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
+	6,  // 53: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
+	36, // [36:54] is the sub-list for method output_type
+	18, // [18:36] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -2904,19 +3304,19 @@ func file_strata_v1_strata_proto_init() {
 	if File_strata_v1_strata_proto != nil {
 		return
 	}
-	file_strata_v1_strata_proto_msgTypes[17].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[23].OneofWrappers = []any{
 		(*ResetOffsetsRequest_Earliest)(nil),
 		(*ResetOffsetsRequest_Latest)(nil),
 		(*ResetOffsetsRequest_TimestampMs)(nil),
 		(*ResetOffsetsRequest_Offset)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[20].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[31].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[26].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[37].OneofWrappers = []any{
 		(*ListOffsetsRequest_Earliest)(nil),
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[37].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[43].OneofWrappers = []any{
 		(*FetchRequest_Offset)(nil),
 		(*FetchRequest_TimestampMs)(nil),
 		(*FetchRequest_Earliest)(nil),
@@ -2928,7 +3328,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

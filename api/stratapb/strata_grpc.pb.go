@@ -38,6 +38,7 @@ const (
 	Strata_DescribeGroup_FullMethodName  = "/strata.v1.Strata/DescribeGroup"
 	Strata_ResetOffsets_FullMethodName   = "/strata.v1.Strata/ResetOffsets"
 	Strata_GetStats_FullMethodName       = "/strata.v1.Strata/GetStats"
+	Strata_Metadata_FullMethodName       = "/strata.v1.Strata/Metadata"
 )
 
 // StrataClient is the client API for Strata service.
@@ -80,6 +81,15 @@ type StrataClient interface {
 	// GetStats returns this broker's cumulative counters since it started:
 	// its read cache (hits, misses, GETs) and its object-store WAL.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*BrokerStats, error)
+	// Metadata returns the cluster's live brokers and the proposed owner of
+	// every partition of the named topics (every topic when none is named)
+	// and the coordinator of each named group. Send a partition's produce
+	// (and, for the freshest tail, its fetch) to its owner, and a group's
+	// calls to its coordinator. A broker that does not own what a request
+	// names answers FAILED_PRECONDITION with a google.rpc.ErrorInfo detail
+	// (reason NOT_OWNER, domain strata.v1, metadata owner_id and
+	// owner_address): refresh the metadata and retry there.
+	Metadata(ctx context.Context, in *MetadataRequest, opts ...grpc.CallOption) (*MetadataResponse, error)
 }
 
 type strataClient struct {
@@ -269,6 +279,16 @@ func (c *strataClient) GetStats(ctx context.Context, in *GetStatsRequest, opts .
 	return out, nil
 }
 
+func (c *strataClient) Metadata(ctx context.Context, in *MetadataRequest, opts ...grpc.CallOption) (*MetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetadataResponse)
+	err := c.cc.Invoke(ctx, Strata_Metadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StrataServer is the server API for Strata service.
 // All implementations must embed UnimplementedStrataServer
 // for forward compatibility.
@@ -309,6 +329,15 @@ type StrataServer interface {
 	// GetStats returns this broker's cumulative counters since it started:
 	// its read cache (hits, misses, GETs) and its object-store WAL.
 	GetStats(context.Context, *GetStatsRequest) (*BrokerStats, error)
+	// Metadata returns the cluster's live brokers and the proposed owner of
+	// every partition of the named topics (every topic when none is named)
+	// and the coordinator of each named group. Send a partition's produce
+	// (and, for the freshest tail, its fetch) to its owner, and a group's
+	// calls to its coordinator. A broker that does not own what a request
+	// names answers FAILED_PRECONDITION with a google.rpc.ErrorInfo detail
+	// (reason NOT_OWNER, domain strata.v1, metadata owner_id and
+	// owner_address): refresh the metadata and retry there.
+	Metadata(context.Context, *MetadataRequest) (*MetadataResponse, error)
 	mustEmbedUnimplementedStrataServer()
 }
 
@@ -369,6 +398,9 @@ func (UnimplementedStrataServer) ResetOffsets(context.Context, *ResetOffsetsRequ
 }
 func (UnimplementedStrataServer) GetStats(context.Context, *GetStatsRequest) (*BrokerStats, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedStrataServer) Metadata(context.Context, *MetadataRequest) (*MetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Metadata not implemented")
 }
 func (UnimplementedStrataServer) mustEmbedUnimplementedStrataServer() {}
 func (UnimplementedStrataServer) testEmbeddedByValue()                {}
@@ -690,6 +722,24 @@ func _Strata_GetStats_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Strata_Metadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Metadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Metadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Metadata(ctx, req.(*MetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Strata_ServiceDesc is the grpc.ServiceDesc for Strata service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -760,6 +810,10 @@ var Strata_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStats",
 			Handler:    _Strata_GetStats_Handler,
+		},
+		{
+			MethodName: "Metadata",
+			Handler:    _Strata_Metadata_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

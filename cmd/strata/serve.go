@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/core"
@@ -38,7 +41,11 @@ func serve(ctx context.Context, args []string) error {
 	maxProduce := sizeFlag(fs, "produce-buffer-bytes", 256<<20, "most produce requests held in memory at once (counted with 64 bytes per record); beyond it requests are refused, retryably")
 	maxFetch := sizeFlag(fs, "fetch-buffer-bytes", 256<<20, "most fetch response bytes built or waiting for slow readers at once; beyond it fetches wait")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
+	cf := addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := envDefaults(fs); err != nil {
 		return err
 	}
 	policy, err := ingest.ParseFsyncPolicy(*fsync)
@@ -79,6 +86,25 @@ func serve(ctx context.Context, args []string) error {
 	if err := scfg.Validate(); err != nil {
 		return err
 	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer lis.Close()
+	advertise := *cf.advertise
+	if advertise == "" {
+		advertise = lis.Addr().String()
+	}
+	cfg.Node = core.Node{ID: *cf.nodeID, Addr: advertise, Zone: *cf.zone}
+	gc, err := cf.start(advertise)
+	if err != nil {
+		return err
+	}
+	if gc != nil {
+		cfg.Cluster = gc
+		defer gc.c.Shutdown()
+		log.Info("gossip started", "node_id", gc.c.Name(), "gossip_addr", gc.c.Addr(), "join", *cf.join, "settle", *cf.settle)
+	}
 	b, err := core.New(cfg)
 	if err != nil {
 		return err
@@ -88,16 +114,16 @@ func serve(ctx context.Context, args []string) error {
 		b.Close(context.Background())
 		return err
 	}
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		b.Close(context.Background())
-		return fmt.Errorf("listen on %s: %w", *listen, err)
-	}
 	// Message size, flow-control windows, stream cap and the codec that
 	// enforces the front end's memory limits (server/grpc/limits.go).
 	srv := grpc.NewServer(front.ServerOptions()...)
 	stratapb.RegisterStrataServer(srv, front)
-	log.Info("strata broker listening", "addr", lis.Addr().String(), "data_dir", dir, "object_store", *store)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(stratapb.Strata_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	log.Info("strata broker listening", "addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir, "object_store", *store)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
@@ -105,6 +131,18 @@ func serve(ctx context.Context, args []string) error {
 		b.Close(context.Background())
 		return err
 	case <-ctx.Done():
+	}
+	hs.Shutdown() // NOT_SERVING: load balancers and probes stop sending
+	if gc != nil {
+		// Graceful leave: propose ourselves for nothing (writes are
+		// redirected), tell the others, then hand every partition off.
+		start := time.Now()
+		gc.leaving.Store(true)
+		if err := gc.c.Leave(5 * time.Second); err != nil {
+			log.Warn("leaving the gossip ring", "err", err)
+		}
+		n := b.Release()
+		log.Info("left the cluster and handed partitions off", "partitions", n, "took", time.Since(start).Round(time.Millisecond))
 	}
 	log.Info("shutting down: finishing in-flight requests, sealing partitions")
 	done := make(chan struct{})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -64,6 +65,7 @@ var codeOfKind = []struct {
 	{core.ErrTopicExists, codes.AlreadyExists},
 	{core.ErrOutOfRange, codes.OutOfRange},
 	{core.ErrFailedPrecondition, codes.FailedPrecondition},
+	{core.ErrNotOwner, codes.FailedPrecondition}, // with a NOT_OWNER ErrorInfo (notOwner)
 	{core.ErrConflict, codes.Aborted},
 	{core.ErrUnavailable, codes.Unavailable},
 	{core.ErrResourceExhausted, codes.ResourceExhausted},
@@ -82,6 +84,9 @@ func statusOf(err error) error {
 	}
 	var ce *core.Error
 	if errors.As(err, &ce) {
+		if ce.Kind == core.ErrNotOwner && ce.Owner != nil {
+			return notOwner(ce)
+		}
 		for _, e := range codeOfKind {
 			if ce.Kind == e.kind {
 				return status.Error(e.code, ce.Msg)
@@ -95,6 +100,49 @@ func statusOf(err error) error {
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// Error details of a NOT_OWNER answer: FAILED_PRECONDITION with an
+// ErrorInfo whose metadata names the owner (stratapb's Metadata RPC
+// documents it for clients).
+const (
+	NotOwnerReason = "NOT_OWNER"
+	ErrorDomain    = "strata.v1"
+)
+
+// notOwner is the status of a request sent to a broker that does not own
+// what it names.
+func notOwner(ce *core.Error) error {
+	st := status.New(codes.FailedPrecondition, ce.Msg)
+	ds, err := st.WithDetails(&errdetails.ErrorInfo{Reason: NotOwnerReason, Domain: ErrorDomain,
+		Metadata: map[string]string{"owner_id": ce.Owner.ID, "owner_address": ce.Owner.Addr}})
+	if err != nil {
+		return st.Err()
+	}
+	return ds.Err()
+}
+
+// Metadata answers with the cluster's brokers and the proposed owners.
+func (s *Server) Metadata(ctx context.Context, req *stratapb.MetadataRequest) (*stratapb.MetadataResponse, error) {
+	md, err := s.core.Metadata(ctx, req.Topics, req.Groups)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	out := &stratapb.MetadataResponse{NodeId: md.Self.ID}
+	for _, n := range md.Brokers {
+		out.Brokers = append(out.Brokers, &stratapb.BrokerInfo{NodeId: n.ID, Address: n.Addr, Zone: n.Zone})
+	}
+	for _, t := range md.Topics {
+		tm := &stratapb.TopicMetadata{Name: t.Name, Partitions: int32(len(t.Owners))}
+		for p, o := range t.Owners {
+			tm.Owners = append(tm.Owners, &stratapb.PartitionOwner{Partition: int32(p), NodeId: o.ID, Address: o.Addr})
+		}
+		out.Topics = append(out.Topics, tm)
+	}
+	for _, g := range md.Groups {
+		out.Groups = append(out.Groups, &stratapb.GroupCoordinator{Group: g.Group, NodeId: g.Owner.ID, Address: g.Owner.Addr})
+	}
+	return out, nil
 }
 
 func topicToProto(c *core.TopicConfig) *stratapb.TopicConfig {

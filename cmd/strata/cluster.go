@@ -1,0 +1,153 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/stratalog/strata/core"
+	"github.com/stratalog/strata/membership"
+)
+
+// gossipCluster is core.Cluster over membership (gossip). Once leaving is
+// set (a graceful leave began), this broker proposes itself for nothing:
+// its writes are redirected while it hands its partitions off.
+type gossipCluster struct {
+	c       *membership.Cluster
+	settle  time.Duration
+	leaving atomic.Bool
+}
+
+func node(m membership.Member) core.Node {
+	return core.Node{ID: m.Name, Addr: m.ClientAddr, Zone: m.Zone}
+}
+
+func (g *gossipCluster) Self() core.Node { return node(g.c.Self()) }
+
+func (g *gossipCluster) Members() []core.Node {
+	self := g.c.Name()
+	var out []core.Node
+	for _, m := range g.c.Members() {
+		if g.leaving.Load() && m.Name == self {
+			continue
+		}
+		out = append(out, node(m))
+	}
+	return out
+}
+
+func (g *gossipCluster) Owner(key string) core.Node {
+	ms := membership.Settled(g.c.Members(), time.Now(), g.settle)
+	if g.leaving.Load() {
+		self := g.c.Name()
+		rest := make([]membership.Member, 0, len(ms))
+		for _, m := range ms {
+			if m.Name != self {
+				rest = append(rest, m)
+			}
+		}
+		ms = rest
+	}
+	o, ok := membership.Owner(key, ms)
+	if !ok {
+		return core.Node{}
+	}
+	return node(o)
+}
+
+func (g *gossipCluster) Changes() <-chan struct{} { return g.c.Changes() }
+
+// clusterFlags are serve's membership flags.
+type clusterFlags struct {
+	nodeID, gossipListen, gossipAdvertise, join, advertise, zone *string
+	settle                                                       *time.Duration
+}
+
+func addClusterFlags(fs *flag.FlagSet) clusterFlags {
+	return clusterFlags{
+		nodeID:          fs.String("node-id", "", "this broker's id in the cluster, unique and stable across restarts (default: the --advertise address)"),
+		gossipListen:    fs.String("gossip-listen", "", "gossip (memberlist, TCP and UDP) address HOST:PORT; empty: no gossip unless --join is set (then 127.0.0.1:7946)"),
+		gossipAdvertise: fs.String("gossip-advertise", "", "gossip address the other brokers reach this one at (default --gossip-listen)"),
+		join:            fs.String("join", "", "gossip addresses HOST:PORT[,HOST:PORT] of brokers to join, retried until one answers; empty: a cluster of one (others may join it)"),
+		advertise:       fs.String("advertise", "", "client (gRPC) address HOST:PORT the other brokers and clients are told (default --listen)"),
+		zone:            fs.String("zone", "", "zone label of this broker, published to the cluster"),
+		settle:          fs.Duration("settle", 5*time.Second, "how long a broker that joined must be up before partitions move to it (anti-flap)"),
+	}
+}
+
+// start joins the cluster the flags describe, or returns nil for a
+// cluster of one without gossip.
+func (f clusterFlags) start(listen string) (*gossipCluster, error) {
+	if *f.gossipListen == "" && *f.join == "" {
+		return nil, nil
+	}
+	if *f.gossipListen == "" {
+		*f.gossipListen = "127.0.0.1:7946"
+	}
+	advertise := *f.advertise
+	if advertise == "" {
+		advertise = listen
+	}
+	id := *f.nodeID
+	if id == "" {
+		id = advertise
+	}
+	host, port, err := splitHostPort("--gossip-listen", *f.gossipListen)
+	if err != nil {
+		return nil, err
+	}
+	mc := membership.Config{Name: id, BindAddr: host, BindPort: port, ClientAddr: advertise, Zone: *f.zone, Settle: *f.settle, RetryJoin: true}
+	if *f.gossipAdvertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort("--gossip-advertise", *f.gossipAdvertise); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range strings.Split(*f.join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			mc.Seeds = append(mc.Seeds, s)
+		}
+	}
+	c, err := membership.Join(mc)
+	if err != nil {
+		return nil, err
+	}
+	return &gossipCluster{c: c, settle: *f.settle}, nil
+}
+
+func splitHostPort(flagName, addr string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: %v: use HOST:PORT", flagName, addr, err)
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%s %q: port %q is not a number in 0-65535", flagName, addr, ps)
+	}
+	return host, port, nil
+}
+
+// envDefaults sets every flag of fs not given on the command line from
+// the environment variable STRATA_<NAME> (upper case, dashes as
+// underscores; --gossip-listen is STRATA_GOSSIP_LISTEN), when set.
+func envDefaults(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "STRATA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("environment variable %s=%q: %v", env, v, serr)
+			}
+		}
+	})
+	return err
+}
