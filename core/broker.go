@@ -46,6 +46,10 @@ type Broker struct {
 	retired []*wal.Writer // fenced writers, closed by Close
 
 	groups groups
+	// coordID names this broker process as a group coordinator in the
+	// group states it stores (node id and a random part: a restart is a
+	// new coordinator).
+	coordID string
 }
 
 type topic struct {
@@ -106,6 +110,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
 	b.groups.init(b)
+	b.coordID = b.self().ID + "-" + meta.NewWriteID()
 	if err := b.startIncarnation(cfg.WAL.Incarnation); err != nil {
 		cache.Close()
 		return nil, err

@@ -40,6 +40,13 @@ import (
 //     adopted; another broker's write is adopted as the group's offsets and
 //     the commit is refused with ErrConflict (retry). Members are never
 //     dropped because of a store error.
+//   - One coordinator at a time, fenced by the bucket: a broker takes part
+//     in a group only when the cluster proposes it as coordinator
+//     (GroupKey; ErrNotOwner otherwise), and before its first member joins
+//     it stores the state under its own coordID. A broker whose commit
+//     finds the state stored under another coordID was taken over: it
+//     drops the group's members and stores nothing, so a stale
+//     coordinator's commits never land after a takeover.
 //   - Committed offsets are never negative nor past the partition's high
 //     watermark; offsets set by ResetOffsets lie in [log start, high
 //     watermark]. Bounds are read without opening (claiming) a partition.
@@ -102,6 +109,9 @@ type group struct {
 	members    map[string]*member
 	offsets    map[int32]int64 // committed, as last stored or read: next offset to consume
 	etag       string          // of the state object as last stored or read; "" when not stored yet
+	// coordinator is the coordinator id (Broker.coordID) in the state as
+	// last stored or read: this broker's once it coordinates the group.
+	coordinator string
 	// unresolved are the update IDs of this broker's writes whose outcome
 	// is unknown (the answer was lost and reading back failed). All were
 	// conditional on etag, so at most one of them applied.
@@ -114,6 +124,11 @@ type groupState struct {
 	// UpdateID is random per write: it recognizes our own write after its
 	// answer was lost. Empty in states written before it existed.
 	UpdateID string `json:"update_id,omitempty"`
+	// Coordinator names the broker process that wrote the state (its
+	// coordID). A broker taking over a group's coordination stores the
+	// state under its own name first, so a stale coordinator's next
+	// commit finds another name and stops (see save).
+	Coordinator string `json:"coordinator,omitempty"`
 }
 
 // decodeGroupState parses a group's stored state: committed offsets are
@@ -191,7 +206,7 @@ func (gs *groups) lookup(ctx context.Context, name string) (*group, error) {
 		return nil, classify(err)
 	}
 	if found {
-		g.topic, g.etag, g.offsets = st.Topic, etag, st.Offsets
+		g.topic, g.etag, g.offsets, g.coordinator = st.Topic, etag, st.Offsets, st.Coordinator
 	}
 	return g, nil
 }
@@ -219,23 +234,31 @@ func (gs *groups) admit(g *group, now time.Time) error {
 // save stores the committed offsets apply makes of the stored ones, by
 // compare-and-swap (meta.CAS). apply must not modify its argument. A write
 // whose answer was lost, or whose condition failed, is settled by reading
-// the state back (see the invariants above); the group's members are never
-// touched. Caller holds g's write lock, not mu: the store calls run
+// the state back (see the invariants above). With claim (joins and
+// commits: coordination) the state is stored under this broker's coordID,
+// and a state stored under another's means a takeover: this broker drops
+// the group's members and refuses the write (ErrNotOwner); without claim
+// (an offset reset) the state keeps its coordinator and the members are
+// never touched. Caller holds g's write lock, not mu: the store calls run
 // without mu, and g's stored fields (topic, offsets, etag, unresolved),
 // which only write-lock holders change, are read and set under mu.
-func (gs *groups) save(ctx context.Context, g *group, apply func(stored map[int32]int64) map[int32]int64) error {
+func (gs *groups) save(ctx context.Context, g *group, claim bool, apply func(stored map[int32]int64) map[int32]int64) error {
 	for attempt := 0; ; attempt++ {
 		gs.mu.Lock()
 		topic, etag0 := g.topic, g.etag
+		coordinator := g.coordinator
+		if claim {
+			coordinator = gs.b.coordID
+		}
 		offsets := apply(g.offsets)
 		unresolved := slices.Clone(g.unresolved)
 		gs.mu.Unlock()
-		st := groupState{Topic: topic, Offsets: offsets, UpdateID: meta.NewWriteID()}
+		st := groupState{Topic: topic, Offsets: offsets, UpdateID: meta.NewWriteID(), Coordinator: coordinator}
 		data, _ := json.Marshal(st)
 		etag, err := gs.cas().Swap(ctx, meta.GroupKey(g.name), etag0, data)
 		if err == nil {
 			gs.mu.Lock()
-			g.etag, g.offsets, g.unresolved = etag, offsets, nil
+			g.etag, g.offsets, g.unresolved, g.coordinator = etag, offsets, nil, st.Coordinator
 			gs.mu.Unlock()
 			return nil
 		}
@@ -263,6 +286,19 @@ func (gs *groups) save(ctx context.Context, g *group, apply func(stored map[int3
 			g.etag, g.offsets, g.unresolved = cerr.Current.ETag, cur.Offsets, nil
 			gs.mu.Unlock()
 			continue
+		}
+		if claim && found && cur.Coordinator != "" && cur.Coordinator != gs.b.coordID {
+			// Another broker took the group's coordination over: this
+			// one is stale. Its members are dropped here; they rejoin at
+			// the coordinator.
+			gs.mu.Lock()
+			for id := range g.members {
+				delete(g.members, id)
+			}
+			gs.forgetIfEmpty(g)
+			gs.mu.Unlock()
+			gs.b.cfg.Logger.Warn("group coordination taken over by another broker; dropped its members here", "group", g.name, "coordinator", cur.Coordinator)
+			return gs.b.notCoordinator(g.name, fmt.Sprintf("group %q is coordinated by another broker now (%s took it over in the bucket); this commit was not stored: the member must rejoin the group at its coordinator", g.name, cur.Coordinator))
 		}
 		// Another broker wrote the state: adopt what it stored, keep the
 		// members, and let the client retry on top of it.
@@ -359,11 +395,17 @@ func (b *Broker) JoinGroup(ctx context.Context, groupName, topicName string, ses
 	if err := validGroupName(groupName); err != nil {
 		return nil, err
 	}
+	if err := b.checkCoordinator(groupName); err != nil {
+		return nil, err
+	}
 	wl := gs.writeLock(groupName)
 	wl.Lock()
 	defer wl.Unlock()
 	g, err := gs.lookup(ctx, groupName)
 	if err != nil {
+		return nil, err
+	}
+	if err := gs.takeOver(ctx, g, topicName); err != nil {
 		return nil, err
 	}
 	gs.mu.Lock()
@@ -407,8 +449,58 @@ func (gs *groups) memberOf(groupName, id string) (*group, *member, error) {
 	return nil, nil, errorf(ErrMemberNotFound, "member %q is not in group %q (its session expired, it left, or the coordinating broker restarted); join again", id, groupName)
 }
 
+// takeOver makes this broker the group's coordinator in the bucket before
+// a member joins here: the state is stored under this broker's coordID,
+// so the commits of a coordinator the group had before are refused from
+// now on (save). A group already coordinated here is left as it is.
+// Caller holds g's write lock.
+func (gs *groups) takeOver(ctx context.Context, g *group, topic string) error {
+	gs.mu.Lock()
+	_, inMemory := gs.m[g.name]
+	ours := g.coordinator == gs.b.coordID
+	if g.topic != "" && g.topic != topic {
+		gs.mu.Unlock()
+		return nil // JoinGroup refuses it
+	}
+	gs.mu.Unlock()
+	if inMemory || ours {
+		return nil
+	}
+	if g.topic == "" {
+		g.topic = topic
+	}
+	return gs.save(ctx, g, true, func(stored map[int32]int64) map[int32]int64 { return stored })
+}
+
+// checkCoordinator returns ErrNotOwner unless this broker is the proposed
+// coordinator of the group.
+func (b *Broker) checkCoordinator(group string) error {
+	if _, self := b.ownerOf(GroupKey(group)); self {
+		return nil
+	}
+	return b.notCoordinator(group, "")
+}
+
+// notCoordinator is ErrNotOwner for a group's coordination: it names the
+// proposed coordinator when that is another broker; else (this broker is
+// proposed but another took over in the bucket, as membership views
+// converge) the error says to rejoin.
+func (b *Broker) notCoordinator(group, msg string) error {
+	o, self := b.ownerOf(GroupKey(group))
+	if self {
+		return &Error{Kind: ErrMemberNotFound, Msg: msg}
+	}
+	if msg == "" {
+		msg = fmt.Sprintf("group %q is coordinated by broker %s at %s, not by this broker (%s); nothing was done: send the group's calls there", group, o.ID, o.Addr, b.self().ID)
+	}
+	return &Error{Kind: ErrNotOwner, Owner: &o, Msg: msg}
+}
+
 // Heartbeat keeps a member's session and returns its assignment.
 func (b *Broker) Heartbeat(groupName, memberID string) (*Assignment, error) {
+	if err := b.checkCoordinator(groupName); err != nil {
+		return nil, err
+	}
 	gs := &b.groups
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
@@ -422,6 +514,9 @@ func (b *Broker) Heartbeat(groupName, memberID string) (*Assignment, error) {
 
 // LeaveGroup removes a member and rebalances.
 func (b *Broker) LeaveGroup(groupName, memberID string) error {
+	if err := b.checkCoordinator(groupName); err != nil {
+		return err
+	}
 	gs := &b.groups
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
@@ -483,6 +578,9 @@ func (gs *groups) commitTarget(groupName, memberID string, generation int64, off
 // CommitOffsets stores a member's committed offsets (next offset to
 // consume, per partition).
 func (b *Broker) CommitOffsets(ctx context.Context, groupName, memberID string, generation int64, offsets map[int32]int64) error {
+	if err := b.checkCoordinator(groupName); err != nil {
+		return err
+	}
 	gs := &b.groups
 	gs.mu.Lock()
 	g, _, err := gs.commitTarget(groupName, memberID, generation, offsets)
@@ -521,7 +619,7 @@ func (b *Broker) CommitOffsets(ctx context.Context, groupName, memberID string, 
 	if err != nil {
 		return err
 	}
-	return gs.save(ctx, g, func(stored map[int32]int64) map[int32]int64 {
+	return gs.save(ctx, g, true, func(stored map[int32]int64) map[int32]int64 {
 		next := make(map[int32]int64, len(stored)+len(offsets))
 		for p, o := range stored {
 			next[p] = o
@@ -698,6 +796,9 @@ func (b *Broker) ResetOffsets(ctx context.Context, groupName, topicName string, 
 	if err := validGroupName(groupName); err != nil {
 		return nil, err
 	}
+	if err := b.checkCoordinator(groupName); err != nil {
+		return nil, err
+	}
 	offsets := map[int32]int64{}
 	for p := int32(0); p < t.cfg.Partitions; p++ {
 		off, err := b.resetOffset(ctx, t, p, to)
@@ -728,7 +829,9 @@ func (b *Broker) ResetOffsets(ctx context.Context, groupName, topicName string, 
 	}
 	g.topic = topicName
 	gs.mu.Unlock()
-	if err := gs.save(ctx, g, func(map[int32]int64) map[int32]int64 { return offsets }); err != nil {
+	// An offset reset is not coordination: the state keeps naming its
+	// coordinator, whose members then retry their commits on top of it.
+	if err := gs.save(ctx, g, false, func(map[int32]int64) map[int32]int64 { return offsets }); err != nil {
 		return nil, err
 	}
 	return offsets, nil

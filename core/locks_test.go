@@ -154,7 +154,8 @@ func TestTopicLoadRacingADeleteReadsAgain(t *testing.T) {
 // hangs in the store, the group's members heartbeat and other groups join.
 func TestGroupCommitHoldsNoGroupsLockAcrossItsWrite(t *testing.T) {
 	ctx := context.Background()
-	s := newGateStore(func(op, key string) bool { return op == "put" && strings.HasPrefix(key, "groups/slow/") })
+	var armed atomic.Bool // the join's takeover write passes; the commit's hangs
+	s := newGateStore(func(op, key string) bool { return armed.Load() && op == "put" && strings.HasPrefix(key, "groups/slow/") })
 	defer s.open()
 	b := newBroker(t, testConfig(t, s))
 	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "t", Partitions: 1}); err != nil {
@@ -165,6 +166,7 @@ func TestGroupCommitHoldsNoGroupsLockAcrossItsWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	armed.Store(true)
 	commit := make(chan error, 1)
 	go func() { commit <- b.CommitOffsets(ctx, "slow", a.MemberID, a.Generation, map[int32]int64{0: 7}) }()
 	<-s.entered // the commit's PUT hangs
