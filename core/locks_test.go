@@ -155,7 +155,9 @@ func TestTopicLoadRacingADeleteReadsAgain(t *testing.T) {
 func TestGroupCommitHoldsNoGroupsLockAcrossItsWrite(t *testing.T) {
 	ctx := context.Background()
 	var armed atomic.Bool // the join's takeover write passes; the commit's hangs
-	s := newGateStore(func(op, key string) bool { return armed.Load() && op == "put" && strings.HasPrefix(key, "groups/slow/") })
+	s := newGateStore(func(op, key string) bool {
+		return armed.Load() && op == "put" && strings.HasPrefix(key, "groups/slow/")
+	})
 	defer s.open()
 	b := newBroker(t, testConfig(t, s))
 	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "t", Partitions: 1}); err != nil {
