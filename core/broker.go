@@ -529,6 +529,12 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	pc.WAL, pc.WALReader = b.wal, b.walr
 	b.mu.Unlock()
 	lp, err := ingest.OpenPartition(ctx, pc)
+	if errors.Is(err, ingest.ErrStaleIncarnation) {
+		// This incarnation dropped the partition (a hand-off whose seal
+		// lost to another claimer) and may hold records of it in its own
+		// WAL: reopen under a new incarnation, which recovers them.
+		go b.retire(pc.WAL, "a partition this incarnation handed off unfinished was written again")
+	}
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -581,7 +587,8 @@ func (b *Broker) CreateTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig
 	}
 	// The topic's new identity makes the config unique to this create, so
 	// a create whose answer was lost is recognized as ours (meta.CAS).
-	data := encodeTopicConfig(&cfg, meta.NewTopicID())
+	id := meta.NewTopicID()
+	data := encodeTopicConfig(&cfg, id)
 	_, err := meta.CAS{Store: b.cfg.Store}.Swap(ctx, meta.TopicConfigKey(cfg.Name), "", data)
 	var cerr *meta.ConflictError
 	if errors.As(err, &cerr) {
@@ -589,6 +596,15 @@ func (b *Broker) CreateTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig
 	}
 	if err != nil {
 		return nil, classify(fmt.Errorf("topic %q: %w", cfg.Name, err))
+	}
+	// A topic of this name still cached here is an older one, deleted
+	// through another broker before the refresh noticed: forget it now,
+	// or requests would go on reaching the deleted topic's data.
+	b.mu.Lock()
+	old := b.topics[cfg.Name]
+	b.mu.Unlock()
+	if old != nil && old.id != id {
+		b.forgetTopic(old)
 	}
 	b.cfg.Logger.Info("topic created", "topic", cfg.Name, "partitions", cfg.Partitions)
 	return &cfg, nil

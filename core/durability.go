@@ -244,16 +244,21 @@ func (b *Broker) RefreshTopics(ctx context.Context) error {
 		}
 	}
 	for _, t := range gone {
-		b.removeTopic(t)
-	}
-	for _, t := range gone {
-		t.mu.Lock()
-		t.deleted = true
-		t.mu.Unlock()
-		n := b.dropPartitions(t, func(*partition) bool { return true })
-		b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
+		b.forgetTopic(t)
 	}
 	return errors.Join(errs...)
+}
+
+// forgetTopic stops serving a cached topic whose config is gone or was
+// replaced: its open partitions are dropped without sealing, its readers
+// end, and the next request loads the topic anew.
+func (b *Broker) forgetTopic(t *topic) {
+	b.removeTopic(t)
+	t.mu.Lock()
+	t.deleted = true
+	t.mu.Unlock()
+	n := b.dropPartitions(t, func(*partition) bool { return true })
+	b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
 }
 
 // topicIdentity reads a topic's stored identity and the config's ETag.

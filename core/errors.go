@@ -107,6 +107,8 @@ func classify(err error) error {
 		return wrap(ErrUnavailable, fmt.Sprintf("%v; retry: another broker owns the partition now", err))
 	case tier.IsRetryable(err):
 		return wrap(ErrUnavailable, fmt.Sprintf("%v; the object store is unavailable, retry later", err))
+	case errors.Is(err, ingest.ErrStaleIncarnation):
+		return wrap(ErrUnavailable, "this broker is reopening the partition under a new WAL incarnation (it handed it off and another broker claimed it meanwhile); nothing was stored: retry")
 	case errors.Is(err, ingest.ErrClosed):
 		return wrap(ErrUnavailable, "the partition was closed while the request was in flight (the broker is shutting down, or the partition is being reopened after a takeover); the request's outcome is unknown: retry with the same producer sequence")
 	case errors.Is(err, wal.ErrBackpressure):

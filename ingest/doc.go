@@ -21,6 +21,11 @@
 //   - A manifest that beat our CAS but carries our epoch and owner is the
 //     result of our own earlier write (its answer lost): it is adopted,
 //     never taken for a takeover.
+//   - An incarnation never reopens a partition it is an earlier owner of
+//     (in the manifest's WAL owners, another owner since): its records of
+//     the partition may be only in its own WAL, which recovery cannot
+//     read without fencing itself (ErrStaleIncarnation; the broker opens
+//     the partition under a new incarnation instead).
 //   - A released partition (Release) is fully sealed before its manifest
 //     says Owner "": an unowned manifest has nothing in any WAL, so the
 //     next owner claims it without fencing anyone. A release that could

@@ -13,6 +13,12 @@ import (
 	"github.com/stratalog/strata/tier"
 )
 
+// ErrStaleIncarnation is returned by OpenPartition when the WAL
+// incarnation it was given is among the partition's earlier owners: the
+// partition must be reopened under a new incarnation, which recovers the
+// old one's records (core rotates the incarnation).
+var ErrStaleIncarnation = errors.New("ingest: partition opened under a stale WAL incarnation")
+
 // OpenPartition takes the partition over and makes it ready for writes,
 // in an order chosen so that a failed open claims nothing:
 //
@@ -40,6 +46,14 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	m, etag, created, err := p.loadOrCreate(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if self := p.self(); cfg.WAL != nil && m.Owner != self && slices.Contains(m.WALOwners, self) {
+		// This incarnation owned the partition before the current owner
+		// and may hold records of it that only its own WAL has (its disk
+		// is not trusted now, see adoptLocalDir). Recovery cannot read its
+		// own WAL (it would have to fence itself): only a new incarnation
+		// may reopen the partition.
+		return nil, fmt.Errorf("%w: %s/%d: this incarnation (%s) is among the earlier owners of the partition (current owner %s); reopen it under a new incarnation", ErrStaleIncarnation, cfg.Topic, cfg.Partition, self, m.Owner)
 	}
 	if cfg.WAL != nil {
 		if err := p.adoptLocalDir(m); err != nil {

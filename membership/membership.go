@@ -160,6 +160,10 @@ func Join(cfg Config) (*Cluster, error) {
 	mc.SuspicionMult = cmp(tm.SuspicionMult, def.SuspicionMult)
 	mc.SuspicionMaxTimeoutMult = cmp(tm.SuspicionMaxTimeoutMult, def.SuspicionMaxTimeoutMult)
 	mc.GossipInterval = cmp(tm.GossipInterval, def.GossipInterval)
+	// A broker restarted under the same name with another address (a
+	// rescheduled pod) takes its name back once the old one is dead this
+	// long; without it memberlist refuses it as a conflict.
+	mc.DeadNodeReclaimTime = 10 * time.Second
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	if mc.BindAddr == "" {
@@ -185,7 +189,7 @@ func Join(cfg Config) (*Cluster, error) {
 	if len(cfg.Seeds) == 0 {
 		return c, nil
 	}
-	if _, err := ml.Join(cfg.Seeds); err != nil {
+	if err := c.join(cfg.Seeds); err != nil {
 		if !cfg.RetryJoin {
 			ml.Shutdown()
 			return nil, fmt.Errorf("membership: join %v: %w", cfg.Seeds, err)
@@ -195,6 +199,18 @@ func Join(cfg Config) (*Cluster, error) {
 		go c.retryJoin(cfg.Seeds, mc.Logger)
 	}
 	return c, nil
+}
+
+// join contacts the seeds. Reaching only itself (a member may list itself
+// among its seeds, as every pod of a StatefulSet does) is not a join.
+func (c *Cluster) join(seeds []string) error {
+	if _, err := c.ml.Join(seeds); err != nil {
+		return err
+	}
+	if c.ml.NumMembers() < 2 {
+		return errors.New("no seed but this member itself answered")
+	}
+	return nil
 }
 
 func cmp[T int | time.Duration](v, def T) T {
@@ -216,7 +232,7 @@ func (c *Cluster) retryJoin(seeds []string, logger *log.Logger) {
 			return
 		case <-t.C:
 		}
-		if _, err := c.ml.Join(seeds); err == nil {
+		if err := c.join(seeds); err == nil {
 			logger.Printf("[INFO] joined the cluster through %v", seeds)
 			return
 		}

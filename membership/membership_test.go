@@ -176,3 +176,29 @@ func TestRetryJoinWaitsForTheSeed(t *testing.T) {
 	defer a.Shutdown()
 	waitFor(t, "b to join a once a is up", func() bool { return names(a.Members()) == "a,b," })
 }
+
+// A member whose seeds name only itself has not joined anything: with
+// RetryJoin it keeps trying, and joins once another seed answers.
+func TestJoinThroughItselfIsNoJoin(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfPort := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	a, err := Join(Config{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	self := fmt.Sprintf("127.0.0.1:%d", selfPort)
+	if _, err := Join(Config{Name: "x", BindPort: selfPort, Seeds: []string{self}}); err == nil {
+		t.Fatal("a join that reached only the member itself succeeded")
+	}
+	b, err := Join(Config{Name: "b", BindPort: selfPort, Seeds: []string{self, a.Addr()}, RetryJoin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	waitFor(t, "b to join a although it lists itself first", func() bool { return names(a.Members()) == "a,b," })
+}

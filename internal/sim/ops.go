@@ -40,10 +40,11 @@ const (
 	KDelete                  // DeleteTopic
 	KCreate                  // CreateTopic of a deleted topic's name
 	KAdvance                 // only time passes: seals, GC and sweeps run
+	KHandOff                 // a broker hands every open partition off (seal, mark unowned), as on a graceful leave or a rebalance
 	numKinds
 )
 
-var kindNames = [numKinds]string{"produce", "produce-idem", "fetch", "describe", "list-offsets", "gc", "faults", "heal", "pause", "resume", "kill", "restart", "delete-topic", "create-topic", "advance"}
+var kindNames = [numKinds]string{"produce", "produce-idem", "fetch", "describe", "list-offsets", "gc", "faults", "heal", "pause", "resume", "kill", "restart", "delete-topic", "create-topic", "advance", "hand-off"}
 
 func (k Kind) String() string {
 	if k < 0 || k >= numKinds {
@@ -208,7 +209,7 @@ func NewPlan(o Options) []Step {
 	}
 	weights := [numKinds]int{
 		KProduce: 30, KProduceIdem: 20, KFetch: 12, KDescribe: 4, KListOffsets: 4, KCollect: 5,
-		KFaults: 4, KPause: 3, KKill: 3, KRestart: 1, KDelete: 1, KAdvance: 3,
+		KFaults: 4, KPause: 3, KKill: 3, KRestart: 1, KDelete: 1, KAdvance: 3, KHandOff: 3,
 	}
 	total := 0
 	for k := range weights {
@@ -597,6 +598,10 @@ func (r *runner) exec(i int, st Step) {
 		r.async(i, proc, "gc", func(ctx context.Context) (string, error) {
 			n, err := proc.Core.CollectWAL(ctx)
 			return fmt.Sprintf("deleted %d WAL objects", n), err
+		})
+	case KHandOff:
+		r.async(i, proc, "gc", func(ctx context.Context) (string, error) {
+			return fmt.Sprintf("handed off %d partitions", proc.Core.Release()), nil
 		})
 	case KFaults:
 		proc.SetFaults(st.Faults)
