@@ -84,9 +84,10 @@ stop_all() {
       echo "cluster.sh: $b (pid $pid) was not running" >&2
     fi
   done
-  # A broker seals every partition into the bucket before it exits: give it
-  # the time its shutdown may take (10 s of draining, up to 60 s of sealing),
-  # and keep MinIO up until then.
+  # A broker hands its partitions off (sealing them into the bucket) before
+  # it exits: give it the time its shutdown may take (leaving the ring, the
+  # hand-off, up to 10 s of draining, up to 60 s of closing), and keep MinIO
+  # up until then.
   local entry deadline=$(( SECONDS + 90 ))
   for entry in "${waiting[@]}"; do
     b="${entry%%:*}"; pid="${entry#*:}"
@@ -192,7 +193,7 @@ ENV
     b="b$i"
     echo "  $b  grpc 127.0.0.1:$(port_of "$b")  gossip 127.0.0.1:$(gossip_port_of "$b")  pid $(cat "$state/$b.pid")  log $state/$b.log"
   done
-  echo "brokers: --broker $list"
+  echo "brokers: $list (any one serves as --broker)"
   echo "try:     $state/$bin_name topic create demo --partitions 3 --broker ${addrs[0]}"
   echo "shell:   source $state/env   (broker list, object store, seed and MinIO credentials)"
 }

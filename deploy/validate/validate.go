@@ -15,7 +15,7 @@
 //     that exist; $(VAR) references in env are defined before use; a
 //     broker's probes are gRPC probes on its gRPC port; its advertised
 //     address goes through the headless Service; its seeds are pods that
-//     exist; its grace period covers the drain.
+//     exist, started in order; its grace period covers the drain.
 //
 // It is its own Go module so that strata's module does not depend on
 // k8s.io. Nothing here is safe or unsafe concurrently: it holds no state.
@@ -50,9 +50,9 @@ import (
 )
 
 // MinGracePeriodSeconds is the least time a broker pod must be given
-// between SIGTERM and SIGKILL (after its preStop hook): up to 10 s of
-// draining requests and up to 60 s of sealing partitions into the bucket
-// (cmd/strata serve), which the 60 s of the deploy brief rounds to.
+// between SIGTERM and SIGKILL (after its preStop hook) to leave the gossip
+// ring (up to 5 s), hand its partitions off (sealing them), drain requests
+// (up to 10 s) and close (cmd/strata serve).
 const MinGracePeriodSeconds = 60
 
 // Object is one decoded document.
@@ -564,11 +564,17 @@ func (s *set) brokerPort(o Object, c corev1.Container, name string, e corev1.Env
 }
 
 // seeds checks STRATA_JOIN: each seed is NAME-I.SERVICE....:GOSSIPPORT for
-// a pod I that exists.
+// a pod I that exists. The list is the same in every pod, so some pods name
+// themselves, and reaching itself counts as a join (memberlist): pods
+// started together, before they can reach each other, would each stay a
+// cluster of one. So the pods must start in order.
 func (s *set) seeds(o Object, st *appsv1.StatefulSet, container, join string, replicas, gossipPort int32) {
 	if join == "" {
 		s.fail(o, "container %s sets no STRATA_JOIN: each pod would start a cluster of its own", container)
 		return
+	}
+	if st.Spec.PodManagementPolicy == appsv1.ParallelPodManagement {
+		s.fail(o, "podManagementPolicy is Parallel, but its pods are among their own seeds (STRATA_JOIN): pods started together would each join only themselves; use OrderedReady")
 	}
 	seed := regexp.MustCompile(`^` + regexp.QuoteMeta(st.Name) + `-([0-9]+)\.` + regexp.QuoteMeta(st.Spec.ServiceName) + `\.[^:]*:([0-9]+)$`)
 	for _, a := range strings.Split(join, ",") {

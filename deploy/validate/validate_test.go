@@ -169,6 +169,7 @@ func TestChecksCatchBrokenManifests(t *testing.T) {
 		{"node id not from the pod name", "strata.yaml", "              value: $(POD_NAME)\n", "              value: broker\n", "STRATA_NODE_ID must be $(POD_NAME)"},
 		{"advertise not through the headless Service", "strata.yaml", "value: $(POD_NAME).strata-headless.$(POD_NAMESPACE).svc:7420", "value: $(POD_NAME).strata.$(POD_NAMESPACE).svc:7420", "STRATA_ADVERTISE"},
 		{"seed beyond the replicas", "strata.yaml", "strata-2.strata-headless", "strata-3.strata-headless", "is pod 3, but there are 3 replicas"},
+		{"pods started in parallel", "strata.yaml", "podManagementPolicy: OrderedReady", "podManagementPolicy: Parallel", "podManagementPolicy is Parallel"},
 		{"seed on the gRPC port", "strata.yaml", "strata-0.strata-headless.$(POD_NAMESPACE).svc:7946", "strata-0.strata-headless.$(POD_NAMESPACE).svc:7420", "is not on the gossip port"},
 		{"listen port is not the grpc port", "strata.yaml", "value: 0.0.0.0:7420", "value: 0.0.0.0:7430", `does not listen on its "grpc" port`},
 		{"grace period shorter than the drain", "strata.yaml", "terminationGracePeriodSeconds: 90", "terminationGracePeriodSeconds: 30", "a broker's drain needs 60 s"},
