@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/segment"
@@ -150,5 +151,29 @@ func TestRecordCostLimit(t *testing.T) {
 	h := RecordCost(&segment.Record{Headers: []segment.Header{{}, {}}})
 	if h != RecordOverheadBytes+2*HeaderOverheadBytes {
 		t.Fatalf("a record with two empty headers costs %d", h)
+	}
+}
+
+// A read of an idle partition answers (empty) after its MaxWait, even when
+// the partition's view wakes the wait with nothing to read (a bucket
+// view's refreshes): the wait has one deadline. It used to start again on
+// every wake-up, so `strata consume` over a topic with an empty partition
+// never returned.
+func TestFetchOfAnIdlePartitionAnswers(t *testing.T) {
+	b := newBroker(t, testConfig(t, tier.NewMemStore()))
+	ctx := context.Background()
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "t", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Produce(ctx, &ProduceRequest{Topic: "t", Partition: 0, Records: []segment.Record{{Value: []byte("x")}}}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var got []*FetchResult
+	err := b.Fetch(rctx, &FetchRequest{Topic: "t", Partition: 1, Start: Position{Kind: StartEarliest}, MaxWait: 3 * viewRefresh},
+		func(r *FetchResult) error { got = append(got, r); return nil })
+	if err != nil || len(got) != 1 || len(got[0].Records) != 0 {
+		t.Fatalf("fetch of the idle partition: %v, %d results; want one empty result", err, len(got))
 	}
 }

@@ -88,6 +88,10 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 	if maxWait <= 0 {
 		maxWait = 500 * time.Millisecond
 	}
+	// One deadline for the whole wait: a wake-up that brings no record
+	// (a bucket view's refresh, an append past the read) does not start
+	// the wait again, so a read of an idle partition answers in maxWait.
+	deadline := time.Now().Add(maxWait)
 	for {
 		if t.isDeleted() {
 			return errorf(ErrTopicNotFound, "topic %q was deleted", t.cfg.Name)
@@ -132,7 +136,11 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			continue
 		}
 		release(lease)
-		timer := time.NewTimer(maxWait)
+		left := time.Until(deadline)
+		if req.Follow {
+			left = maxWait // following: only a wake-up ends the wait
+		}
+		timer := time.NewTimer(max(left, 0))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
