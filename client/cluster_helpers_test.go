@@ -132,9 +132,8 @@ type testCluster struct {
 }
 
 // startCluster starts n brokers b0, b1, ... in a staticCluster. Every
-// broker logs the produce requests it answers (tc.rec); extra(node)
-// adds server interceptors.
-func startCluster(t *testing.T, n int, extra func(self core.Node, sc *staticCluster) []grpc.UnaryServerInterceptor) *testCluster {
+// broker logs the produce requests it answers (tc.rec).
+func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
 	sc := &staticCluster{moved: map[string]string{}}
 	lis := listeners(t, n)
@@ -142,11 +141,7 @@ func startCluster(t *testing.T, n int, extra func(self core.Node, sc *staticClus
 		sc.members = append(sc.members, core.Node{ID: fmt.Sprintf("b%d", i), Addr: l.Addr().String()})
 	}
 	tc := &testCluster{t: t, sc: sc, owner: sc.owner, rec: &produceLog{}}
-	var icpts func(core.Node) []grpc.UnaryServerInterceptor
-	if extra != nil {
-		icpts = func(n core.Node) []grpc.UnaryServerInterceptor { return extra(n, sc) }
-	}
-	tc.serve(lis, sc.members, func(n core.Node) core.Cluster { return sc.view(n) }, icpts)
+	tc.serve(lis, sc.members, func(n core.Node) core.Cluster { return sc.view(n) })
 	return tc
 }
 
@@ -164,7 +159,7 @@ func listeners(t *testing.T, n int) []net.Listener {
 }
 
 // serve starts a broker per node, serving on its listener.
-func (tc *testCluster) serve(lis []net.Listener, nodes []core.Node, clusterOf func(core.Node) core.Cluster, extra func(core.Node) []grpc.UnaryServerInterceptor) {
+func (tc *testCluster) serve(lis []net.Listener, nodes []core.Node, clusterOf func(core.Node) core.Cluster) {
 	t := tc.t
 	t.Helper()
 	store := tier.NewMemStore()
@@ -180,11 +175,7 @@ func (tc *testCluster) serve(lis []net.Listener, nodes []core.Node, clusterOf fu
 			b.Close(context.Background())
 			t.Fatal(err)
 		}
-		icpts := []grpc.UnaryServerInterceptor{tc.rec.interceptor(node.ID)}
-		if extra != nil {
-			icpts = append(icpts, extra(node)...)
-		}
-		srv := grpc.NewServer(append(fe.ServerOptions(), grpc.ChainUnaryInterceptor(icpts...))...)
+		srv := grpc.NewServer(append(fe.ServerOptions(), grpc.UnaryInterceptor(tc.rec.interceptor(node.ID)))...)
 		stratapb.RegisterStrataServer(srv, fe)
 		go srv.Serve(lis[i])
 		cb := &clusterBroker{node: node, b: b, srv: srv}
@@ -288,39 +279,6 @@ func notOwnerAnswer(err error) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// groupCoordination answers the group calls (join, heartbeat, leave,
-// commit) of a group this broker does not coordinate with NOT_OWNER, as
-// the front end answers a partition's writes. (The core is learning to do
-// this itself; until then, this interceptor does it for the tests.)
-func groupCoordination(self core.Node, sc *staticCluster) []grpc.UnaryServerInterceptor {
-	return []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		var group string
-		switch r := req.(type) {
-		case *stratapb.JoinGroupRequest:
-			group = r.Group
-		case *stratapb.HeartbeatRequest:
-			group = r.Group
-		case *stratapb.LeaveGroupRequest:
-			group = r.Group
-		case *stratapb.CommitOffsetsRequest:
-			group = r.Group
-		default:
-			return handler(ctx, req)
-		}
-		o := sc.owner(core.GroupKey(group))
-		if o.ID == self.ID {
-			return handler(ctx, req)
-		}
-		st, err := status.New(codes.FailedPrecondition, fmt.Sprintf("group %s is coordinated by broker %s at %s, not by %s", group, o.ID, o.Addr, self.ID)).
-			WithDetails(&errdetails.ErrorInfo{Reason: grpcserver.NotOwnerReason, Domain: grpcserver.ErrorDomain,
-				Metadata: map[string]string{"owner_id": o.ID, "owner_address": o.Addr}})
-		if err != nil {
-			return nil, err
-		}
-		return nil, st.Err()
-	}}
 }
 
 // brokerIDs returns the distinct broker IDs of owners, sorted.

@@ -60,7 +60,7 @@ func requireAcked(t *testing.T, all []sent) {
 // seed refuses the partitions it does not own (NOT_OWNER) and their
 // records fail.
 func TestClusterProducerWritesEachPartitionAtItsOwner(t *testing.T) {
-	tc := startCluster(t, 3, nil)
+	tc := startCluster(t, 3)
 	c := dialCluster(t, tc.brokers[1].node.Addr)
 	ctx := context.Background()
 	const topic, parts = "routed", 12
@@ -98,7 +98,7 @@ func TestClusterProducerWritesEachPartitionAtItsOwner(t *testing.T) {
 // NOT_OWNER redirects; the idempotent sequences keep every record stored
 // once, in order, whatever was in flight at the move.
 func TestClusterProducerFollowsMovedPartitions(t *testing.T) {
-	tc := startCluster(t, 3, nil)
+	tc := startCluster(t, 3)
 	c := dialCluster(t, tc.brokers[0].node.Addr)
 	ctx := context.Background()
 	const topic, parts = "moving", 3
@@ -153,7 +153,7 @@ func TestClusterProducerFollowsMovedPartitions(t *testing.T) {
 // every partition fails over to a live broker. Every record is acked,
 // stored once, and read.
 func TestClusterBrokerDeathProducerAndConsumerContinue(t *testing.T) {
-	tc := startCluster(t, 3, nil)
+	tc := startCluster(t, 3)
 	var addrs []string
 	for _, cb := range tc.brokers {
 		addrs = append(addrs, cb.node.Addr)
@@ -275,14 +275,15 @@ func indexOf(tc *testCluster, id string) int {
 }
 
 // A group consumer follows its group's coordinator: when the coordinator
-// moves (the old one answers NOT_OWNER) or dies, the consumer's calls go
+// moves (the old one answers NOT_OWNER, and the new one takes the group
+// over in the bucket) or dies, the consumer's calls go
 // to the new coordinator, which does not know the member: it joins there
 // and goes on from the committed offsets, and reads what is produced
 // after the change.
 func TestClusterGroupConsumerFollowsCoordinator(t *testing.T) {
 	for _, change := range []string{"moved", "killed"} {
 		t.Run(change, func(t *testing.T) {
-			tc := startCluster(t, 3, groupCoordination)
+			tc := startCluster(t, 3)
 			const topic, group = "jobs", "workers"
 			coord := tc.owner(core.GroupKey(group)).ID
 			var seed, next string
@@ -449,7 +450,7 @@ func startGossipCluster(t *testing.T, n int) *testCluster {
 		return true
 	})
 	tc := &testCluster{t: t, owner: views["g0"].Owner, rec: &produceLog{}}
-	tc.serve(lis, nodes, func(n core.Node) core.Cluster { return views[n.ID] }, nil)
+	tc.serve(lis, nodes, func(n core.Node) core.Cluster { return views[n.ID] })
 	return tc
 }
 

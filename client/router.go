@@ -19,10 +19,10 @@ import (
 //     tail), else any other broker; a fetch fails over only before its
 //     first response. A group member's fetch goes to the group's
 //     coordinator, the broker that checks its generation.
-//   - JoinGroup, Heartbeat, LeaveGroup, CommitOffsets: the group's
-//     coordinator (callRouted).
-//   - DescribeGroup, FetchCommitted, ResetOffsets: the coordinator first
-//     (it knows the live members), else any broker.
+//   - JoinGroup, Heartbeat, LeaveGroup, CommitOffsets, ResetOffsets: the
+//     group's coordinator (callRouted).
+//   - DescribeGroup, FetchCommitted: the coordinator first (it knows the
+//     live members), else any broker.
 //   - Everything else: any live broker, the next one when a broker cannot
 //     be reached (callAny). A create or delete whose broker became
 //     unreachable mid-call may have been applied: its retry elsewhere may
@@ -151,7 +151,7 @@ func (r router) DescribeGroup(ctx context.Context, in *stratapb.DescribeGroupReq
 }
 
 func (r router) ResetOffsets(ctx context.Context, in *stratapb.ResetOffsetsRequest, opts ...grpc.CallOption) (*stratapb.ResetOffsetsResponse, error) {
-	return unary(ctx, r.coordinatorFirst(in.GetGroup()), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.ResetOffsetsRequest, ...grpc.CallOption) (*stratapb.ResetOffsetsResponse, error) {
+	return unary(ctx, r.group(in.GetGroup()), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.ResetOffsetsRequest, ...grpc.CallOption) (*stratapb.ResetOffsetsResponse, error) {
 		return a.ResetOffsets
 	}, opts)
 }
