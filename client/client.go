@@ -24,9 +24,9 @@
 //   - Retries resend a whole request after a transient failure (gRPC
 //     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED), at most
 //     WithRetries times with capped, fully jittered backoff; a retry after
-//     the broker could not be reached first waits, at most the client's
-//     failover timeout, until the metadata names a new owner or the broker
-//     answers again. A NOT_OWNER answer stored nothing: the request is
+//     the broker could not be reached first waits until the metadata names
+//     a new owner or the broker answers again (at most the client's
+//     failover timeout per request, in all). A NOT_OWNER answer stored nothing: the request is
 //     resent to the owner it names (at most 10 redirects per request). The
 //     producer is idempotent by default: it numbers each partition's
 //     records, so a retry after a lost response is stored once, on
@@ -112,11 +112,11 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dial = append(c.dial, opts...) }
 }
 
-// WithFailoverTimeout bounds how long a call (or one retry of a produce
-// request) waits for a broker that cannot be reached to be replaced: the
-// client refreshes its metadata, with backoff and full jitter, until it
-// names another owner or the broker answers again. Default 30s, about ten
-// times the cluster's failure detection.
+// WithFailoverTimeout bounds how long a call (or the retries of a produce
+// request, in all) waits for a broker that cannot be reached to be
+// replaced: the client refreshes its metadata, with backoff and full
+// jitter, until it names another owner or the broker answers again.
+// Default 30s, about ten times the cluster's failure detection.
 func WithFailoverTimeout(d time.Duration) Option {
 	return func(c *clientConfig) { c.failover = max(d, 0) }
 }

@@ -51,9 +51,9 @@ const maxBackoff = 2 * time.Second
 // WithRetries sets how many times a failed request is resent after
 // transient errors, with exponential backoff from base (capped at 2s) and
 // full jitter. Default 5 retries from 50ms. When the request's broker
-// could not be reached, its retry also waits (up to the client's failover
-// timeout) until the metadata names a new owner or the broker answers
-// again. A NOT_OWNER redirect is no failure (nothing was stored): it is
+// could not be reached, its retry also waits until the metadata names a
+// new owner or the broker answers again (these waits take at most the
+// client's failover timeout per request, WithFailoverTimeout). A NOT_OWNER redirect is no failure (nothing was stored): it is
 // resent at once to the owner named, up to 10 redirects per request.
 func WithRetries(n int, base time.Duration) ProducerOption {
 	return func(c *producerConfig) { c.retries, c.backoff = max(n, 0), base }
@@ -457,7 +457,7 @@ func retryable(err error) bool {
 // the client knows it; a NOT_OWNER answer (nothing was stored) is resent
 // to the owner it names without counting as a failure; after a failure to
 // reach the broker, the retry also waits until the client knows where to
-// send it (Client.awaitOwner). Resends keep the partition's order: they
+// send it (Client.awaitOwner; at most the failover timeout in all). Resends keep the partition's order: they
 // go through the same retrying/mayResend gate as any retry.
 func (p *Producer) run(b *batch) {
 	var (
@@ -466,6 +466,7 @@ func (p *Producer) run(b *batch) {
 		err  error
 	)
 	attempts, failures, redirects := 0, 0, 0
+	var failoverEnd time.Time // waiting for a new owner ends then (from the first failure to reach one)
 	for {
 		attempts++
 		ctx, cancel := context.WithTimeout(p.stopped, p.cfg.timeout+5*time.Second)
@@ -501,7 +502,10 @@ func (p *Producer) run(b *batch) {
 			break // Close gave up: resolved with the last error
 		}
 		if unreachable(err) {
-			p.c.awaitOwner(p.stopped, func() string { a, _ := p.c.cachedOwner(p.topic, b.part); return a }, addr)
+			if failoverEnd.IsZero() {
+				failoverEnd = time.Now().Add(p.c.cfg.failover)
+			}
+			p.c.awaitOwner(p.stopped, func() string { a, _ := p.c.cachedOwner(p.topic, b.part); return a }, addr, failoverEnd)
 		}
 		p.mu.Lock()
 		if p.cfg.idempotent {

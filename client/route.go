@@ -447,10 +447,9 @@ func (c *Client) alive(ctx context.Context, addr string) bool {
 
 // awaitOwner waits, after a call could not reach failed, until the
 // metadata names another broker for what route looks up (in the cache),
-// or failed answers again, or the failover timeout passes or ctx ends:
-// it refreshes with backoff and full jitter in between.
-func (c *Client) awaitOwner(ctx context.Context, route func() string, failed string) {
-	deadline := time.Now().Add(c.cfg.failover)
+// or failed answers again, or deadline passes or ctx ends: it refreshes
+// with backoff and full jitter in between.
+func (c *Client) awaitOwner(ctx context.Context, route func() string, failed string, deadline time.Time) {
 	for n := 0; ; n++ {
 		c.refresh(ctx, nil)
 		if route() != failed || c.alive(ctx, failed) || !time.Now().Before(deadline) {
