@@ -1,30 +1,48 @@
-// Package client is the Go client of a strata broker: a Producer that
-// batches, lingers, pipelines and retries, and a Consumer that reads
-// assigned partitions or joins a consumer group (heartbeats in the
-// background, joins again when the broker forgets it, commits per an
-// explicitly chosen delivery mode).
+// Package client is the Go client of a strata cluster (or of a single
+// broker): a Producer that batches, lingers, pipelines and retries, and a
+// Consumer that reads assigned partitions or joins a consumer group
+// (heartbeats in the background, joins again when the group forgets it,
+// commits per an explicitly chosen delivery mode).
+//
+// Routing (route.go, router.go): Dial takes one or more seed brokers; the
+// client learns the cluster from the Metadata RPC of whichever broker
+// answers, keeps one connection per broker it talks to, and sends each
+// partition's writes to its owner, each group's calls to its coordinator,
+// reads to the owner (else any broker) and admin calls to any live
+// broker. NOT_OWNER answers are followed to the owner they name; a broker
+// that cannot be reached is replaced once the metadata names another
+// owner. A broker without the Metadata RPC is a single broker that gets
+// every call.
 //
 // Invariants and caveats:
 //   - A Producer keeps at most MaxInFlight requests in flight, at most
 //     BatchSize records per request and at most one batch being filled
 //     per partition; Send blocks (honouring its context) while the
 //     record's partition has a full batch that cannot go out yet, so
-//     memory is bounded.
+//     memory is bounded. A request holds one partition's records and goes
+//     to that partition's owner.
 //   - Retries resend a whole request after a transient failure (gRPC
-//     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED). The
+//     UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED), at most
+//     WithRetries times with capped, fully jittered backoff; a retry after
+//     the broker could not be reached first waits until the metadata names
+//     a new owner or the broker answers again (at most the client's
+//     failover timeout per request, in all). A NOT_OWNER answer stored nothing: the request is
+//     resent to the owner it names (at most 10 redirects per request). The
 //     producer is idempotent by default: it numbers each partition's
-//     records, so a retry after a lost response is stored once and batches
-//     land in order. With WithIdempotence(false), a retry can store a record
-//     twice and a retried batch can land after a later one.
+//     records, so a retry after a lost response is stored once, on
+//     whichever broker owns the partition by then, and batches land in
+//     order. With WithIdempotence(false), a retry can store a record twice
+//     and a retried batch can land after a later one.
 //   - The idempotent producer sends no batch without a producer id, and a
 //     batch gets its sequence numbers when it is sent. While a batch of a
-//     partition waits for its retry, no later batch of that partition is
-//     sent, and retries go out in sequence order. At most 8 batches of a
-//     partition are outstanding, counted from its oldest unresolved one
-//     (the broker recognizes a retry among a producer's last 8 batches of a
-//     partition). After a batch fails for good (a gap in its partition's
-//     sequence), nothing more is sent until every batch sent under the old
-//     producer id is resolved; then the producer takes a new id.
+//     partition waits for its retry or redirect, no later batch of that
+//     partition is sent, and resends go out in sequence order. At most 8
+//     batches of a partition are outstanding, counted from its oldest
+//     unresolved one (the broker recognizes a retry among a producer's last
+//     8 batches of a partition). After a batch fails for good (a gap in its
+//     partition's sequence), nothing more is sent until every batch sent
+//     under the old producer id is resolved; then the producer takes a new
+//     id.
 //   - A produce is acknowledged per WithAcks: durable (the default) once
 //     the records are in the object store; see docs/durability.md.
 //   - A group Consumer never commits an offset for a record it has not
@@ -36,22 +54,34 @@
 //   - A group Consumer learns a rebalance from its heartbeat or at once
 //     from a fetch or commit refused for a stale generation; it never
 //     repeats a refused fetch without having learned something new, and
-//     Poll waits (up to the max wait) rather than spin. When the broker no
-//     longer knows the member (its session expired, or the broker
-//     restarted), the consumer joins again (jittered backoff between failed
-//     joins) and resumes from the group's committed offsets.
+//     Poll waits (up to the max wait) rather than spin. When the group's
+//     coordinator no longer knows the member (its session expired, the
+//     broker restarted, or the group moved to another coordinator), the
+//     consumer joins again (jittered backoff between failed joins) and
+//     resumes from the group's committed offsets. A group member's calls
+//     and fetches go to the coordinator, the broker that knows the member.
 //
 // Concurrency: Client, Producer and Consumer are safe for concurrent use;
 // each owns its goroutines (a Producer's per-request goroutines end when
-// their requests resolve; a Consumer's heartbeat goroutine ends in Close).
+// their requests resolve; a Consumer's heartbeat goroutine ends in Close;
+// the Client's background metadata refreshes end in Close, which waits for
+// them).
 package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
 )
@@ -71,51 +101,144 @@ type Record struct {
 type Option func(*clientConfig)
 
 type clientConfig struct {
-	dial []grpc.DialOption
+	dial     []grpc.DialOption
+	failover time.Duration
 }
 
-// WithDialOptions adds gRPC dial options (TLS, interceptors, ...). Without
-// any, the connection is plaintext.
+// WithDialOptions adds gRPC dial options (TLS, interceptors, ...), used
+// for the connection to every broker. Without any, connections are
+// plaintext.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dial = append(c.dial, opts...) }
 }
 
-// Client is a connection to one broker.
-type Client struct {
-	conn *grpc.ClientConn
-	api  stratapb.StrataClient
-	// closed ends with Close: the background work of the client's
-	// consumers (heartbeats, rejoins) stops with it.
-	closed context.Context
-	close  context.CancelFunc
+// WithFailoverTimeout bounds how long a call (or the retries of a produce
+// request, in all) waits for a broker that cannot be reached to be
+// replaced: the client refreshes its metadata, with backoff and full
+// jitter, until it names another owner or the broker answers again.
+// Default 30s, about ten times the cluster's failure detection.
+func WithFailoverTimeout(d time.Duration) Option {
+	return func(c *clientConfig) { c.failover = max(d, 0) }
 }
 
-// Dial connects to a broker at addr (HOST:PORT).
-func Dial(addr string, opts ...Option) (*Client, error) {
-	cfg := clientConfig{}
+// Client is a connection to a strata cluster (or to one broker): one gRPC
+// connection per broker it talks to, dialed when first used, and the
+// metadata that routes each call (route.go).
+type Client struct {
+	cfg   clientConfig
+	seeds []string
+	api   stratapb.StrataClient // routes every call (router)
+	// closed ends with Close: the background work of the client (metadata
+	// refreshes) and of its consumers (heartbeats, rejoins) stops with it.
+	closed context.Context
+	close  context.CancelFunc
+	bg     sync.WaitGroup // background metadata refreshes
+
+	mu    sync.Mutex // guards the fields below
+	conns map[string]*grpc.ClientConn
+	shut  bool
+	md    metadata
+}
+
+// Dial returns a client of the cluster whose brokers include addrs: one
+// HOST:PORT or a comma-separated list of them (seeds; any one that
+// answers is enough, the client learns the others from it). Dial does no
+// I/O: it fails only on a malformed address or option, and the first call
+// connects.
+func Dial(addrs string, opts ...Option) (*Client, error) {
+	cfg := clientConfig{failover: 30 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	base := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		// Reconnect to a restarted broker within seconds, not gRPC's
+		// default of up to two minutes.
+		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	})}
 	if len(cfg.dial) == 0 {
-		cfg.dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		base = append(base, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	conn, err := grpc.NewClient(addr, cfg.dial...)
+	cfg.dial = append(base, cfg.dial...)
+	var seeds []string
+	for _, a := range strings.Split(addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" && !slices.Contains(seeds, a) {
+			seeds = append(seeds, a)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, fmt.Errorf("client: no broker address in %q: give HOST:PORT, or a comma-separated list of them", addrs)
+	}
+	closed, closeFn := context.WithCancel(context.Background())
+	c := &Client{cfg: cfg, seeds: seeds, closed: closed, close: closeFn, conns: map[string]*grpc.ClientConn{},
+		md: metadata{topics: map[string][]string{}, groups: map[string]string{}, down: map[string]time.Time{}}}
+	c.api = router{c}
+	for _, a := range seeds {
+		if _, err := c.conn(a); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// API is the gRPC API of the cluster, for admin calls: each call goes to
+// the broker that should answer it (a partition's produce and fetch to its
+// owner, a group's calls to its coordinator, the rest to any live broker),
+// following NOT_OWNER redirects and failing over when a broker cannot be
+// reached (router).
+func (c *Client) API() stratapb.StrataClient { return c.api }
+
+// Close closes every connection and stops the background work (metadata
+// refreshes; heartbeats and rejoins of the consumers made from this
+// client); a consumer left unclosed then behaves as a dead member (no
+// leave: its session expires). It is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.shut = true // no new connection, no new background refresh
+	c.mu.Unlock()
+	c.close()
+	c.bg.Wait()
+	c.mu.Lock()
+	conns := c.conns
+	c.conns = map[string]*grpc.ClientConn{}
+	c.mu.Unlock()
+	var errs []error
+	for _, cc := range conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ErrClientClosed is what a call made after Close returns.
+var ErrClientClosed = status.Error(codes.Canceled, "client: closed")
+
+// conn returns the connection to the broker at addr, dialing it (without
+// I/O) the first time.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shut {
+		return nil, ErrClientClosed
+	}
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, c.cfg.dial...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
-	closed, closeFn := context.WithCancel(context.Background())
-	return &Client{conn: conn, api: stratapb.NewStrataClient(conn), closed: closed, close: closeFn}, nil
+	c.conns[addr] = cc
+	return cc, nil
 }
 
-// API is the raw gRPC client, for admin calls.
-func (c *Client) API() stratapb.StrataClient { return c.api }
-
-// Close closes the connection and stops the background work (heartbeats,
-// rejoins) of the consumers made from this client; a consumer left
-// unclosed then behaves as a dead member (no leave: its session expires).
-func (c *Client) Close() error {
-	c.close()
-	return c.conn.Close()
+// stub is the API of the broker at addr.
+func (c *Client) stub(addr string) (stratapb.StrataClient, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return stratapb.NewStrataClient(cc), nil
 }
 
 // CreateTopic creates a topic with default retention and compression.

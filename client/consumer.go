@@ -384,7 +384,10 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 			return nil, wait(ctx, changed, k.cfg.maxWait)
 		}
 		out, next, err := k.fetch(ctx, member, gen, parts, starts)
-		if k.cfg.group != "" && refused(err) {
+		if k.cfg.group != "" && (refused(err) || unreachable(err)) {
+			// Refused, or the coordinator (which serves a member's
+			// fetches) cannot be reached: the heartbeat finds the
+			// coordinator, or joins again at a new one.
 			if err := k.resync(ctx, epoch); err != nil {
 				return nil, err
 			}
@@ -396,6 +399,8 @@ func (k *Consumer) Poll(ctx context.Context) ([]Record, error) {
 				continue
 			case status.Code(err) == codes.NotFound:
 				return nil, err // the member is known: something else is missing (the topic?)
+			case unreachable(err):
+				return nil, err // the member is known and its coordinator answers: retry later
 			}
 			// Refused, but the broker has nothing newer: wait, never spin.
 			return nil, wait(ctx, changed, k.cfg.maxWait)

@@ -50,7 +50,11 @@ const maxBackoff = 2 * time.Second
 
 // WithRetries sets how many times a failed request is resent after
 // transient errors, with exponential backoff from base (capped at 2s) and
-// full jitter. Default 5 retries from 50ms.
+// full jitter. Default 5 retries from 50ms. When the request's broker
+// could not be reached, its retry also waits until the metadata names a
+// new owner or the broker answers again (these waits take at most the
+// client's failover timeout per request, WithFailoverTimeout). A NOT_OWNER redirect is no failure (nothing was stored): it is
+// resent at once to the owner named, up to 10 redirects per request.
 func WithRetries(n int, base time.Duration) ProducerOption {
 	return func(c *producerConfig) { c.retries, c.backoff = max(n, 0), base }
 }
@@ -66,9 +70,11 @@ func WithAcks(a stratapb.Acks) ProducerOption { return func(c *producerConfig) {
 // WithIdempotence turns the idempotent producer on or off. On (the
 // default), the producer gets a producer id from the broker and numbers
 // each partition's records, so a retry after a lost response is stored
-// once; the producer then partitions records itself (FNV-1a 32 of the key
-// mod the partition count, as the broker does) and sends one request per
-// partition batch.
+// once, also when the retry goes to the partition's next owner (the
+// sequence state moves with the partition). Either way the producer
+// partitions records itself (FNV-1a 32 of the key mod the partition
+// count, as the broker does) and sends one request per partition batch,
+// to the partition's owner.
 func WithIdempotence(on bool) ProducerOption { return func(c *producerConfig) { c.idempotent = on } }
 
 // WithRequestTimeout bounds one produce attempt, ack wait included.
@@ -108,7 +114,7 @@ const maxPartitionInFlight = 8
 // batch is the records of one request. Once cut from pending, its fields
 // are guarded by Producer.mu.
 type batch struct {
-	part    int32 // -1: the broker partitions (idempotence off)
+	part    int32
 	recs    []*stratapb.Record
 	results []*Result
 	due     bool // lingered or flushed: send it as soon as allowed
@@ -122,7 +128,7 @@ type batch struct {
 
 func (b *batch) fail(err error) {
 	for _, res := range b.results {
-		res.Err, res.Partition, res.Offset = err, max(b.part, 0), -1
+		res.Err, res.Partition, res.Offset = err, b.part, -1
 		close(res.done)
 	}
 	close(b.done)
@@ -186,13 +192,13 @@ type Producer struct {
 	stop    context.CancelFunc
 
 	mu      sync.Mutex          // guards every field below
-	pending map[int32]*batch    // being filled, per partition (-1: the broker partitions)
+	pending map[int32]*batch    // being filled, per partition
 	sent    map[*batch]struct{} // sent and not resolved: at most cfg.maxInFlight
 	changed chan struct{}       // closed and replaced when a batch is sent or resolved or the producer id changes
 	timer   *time.Timer         // lingers for the pending batches
 	closed  bool
-	// partitions is the topic's partition count (idempotent mode; 0: not
-	// looked up yet); written under lookupMu and mu.
+	// partitions is the topic's partition count (0: not looked up yet);
+	// written under lookupMu and mu.
 	partitions int32
 	rr         uint32
 	sticky     int32 // partition of keyless records until its batch is cut; -1: pick one
@@ -244,14 +250,9 @@ func (p *Producer) lookup(ctx context.Context) error {
 	if n > 0 {
 		return nil
 	}
-	resp, err := p.c.api.ListTopics(ctx, &stratapb.ListTopicsRequest{})
+	n, err := p.c.partitionCount(ctx, p.topic)
 	if err != nil {
 		return fmt.Errorf("client: look up topic %q: %w", p.topic, err)
-	}
-	for _, t := range resp.Topics {
-		if t.Name == p.topic {
-			n = t.Partitions
-		}
 	}
 	if n <= 0 {
 		return status.Errorf(codes.NotFound, "client: topic %q does not exist", p.topic)
@@ -262,8 +263,8 @@ func (p *Producer) lookup(ctx context.Context) error {
 	return nil
 }
 
-// partitionOf picks a record's partition in the idempotent mode, as the
-// broker would. Caller holds mu.
+// partitionOf picks a record's partition, as the broker would. Caller
+// holds mu.
 func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 	switch {
 	case p.cfg.partition >= 0:
@@ -287,7 +288,7 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 // it returns ctx's error if ctx ends first, and the record is not queued.
 func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 	rec := toProto(&r)
-	if p.cfg.idempotent {
+	if p.cfg.idempotent || p.cfg.partition < 0 {
 		if err := p.lookup(ctx); err != nil {
 			return nil, err
 		}
@@ -298,10 +299,7 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 		if p.closed {
 			return nil, ErrProducerClosed
 		}
-		part := p.cfg.partition
-		if p.cfg.idempotent {
-			part = p.partitionOf(rec)
-		}
+		part := p.partitionOf(rec)
 		b := p.pending[part]
 		if b == nil {
 			b = &batch{part: part, done: make(chan struct{})}
@@ -455,26 +453,59 @@ func retryable(err error) bool {
 }
 
 // run attempts b until it is acknowledged, fails for good or runs out of
-// retries, then resolves it.
+// retries, then resolves it. Each attempt goes to the partition's owner as
+// the client knows it; a NOT_OWNER answer (nothing was stored) is resent
+// to the owner it names without counting as a failure; after a failure to
+// reach the broker, the retry also waits until the client knows where to
+// send it (Client.awaitOwner; at most the failover timeout in all). Resends keep the partition's order: they
+// go through the same retrying/mayResend gate as any retry.
 func (p *Producer) run(b *batch) {
 	var (
 		resp *stratapb.ProduceResponse
+		addr string
 		err  error
 	)
-	attempts := 0
+	attempts, failures, redirects := 0, 0, 0
+	var failoverEnd time.Time // waiting for a new owner ends then (from the first failure to reach one)
 	for {
 		attempts++
 		ctx, cancel := context.WithTimeout(p.stopped, p.cfg.timeout+5*time.Second)
-		resp, err = p.c.api.Produce(ctx, b.req)
+		resp, addr, err = p.c.produceOnce(ctx, b.req)
 		cancel()
-		if err == nil || !retryable(err) || attempts > p.cfg.retries {
+		if err == nil {
 			break
+		}
+		_, moved := NotOwner(err)
+		if moved {
+			redirects++
+			if redirects > maxRedirects {
+				break
+			}
+		} else {
+			failures++
+			if !retryable(err) || failures > p.cfg.retries {
+				break
+			}
 		}
 		p.mu.Lock()
 		b.retrying, b.attempting = true, false // later batches of the partition wait
 		p.mu.Unlock()
-		if !p.sleep(jitter(backoff(p.cfg.backoff, attempts-1, maxBackoff))) {
+		var wait time.Duration
+		switch {
+		case moved && redirects == 1:
+		case moved:
+			wait = jitter(backoff(redirectBackoff, redirects-2, maxBackoff))
+		default:
+			wait = jitter(backoff(p.cfg.backoff, failures-1, maxBackoff))
+		}
+		if !p.sleep(wait) {
 			break // Close gave up: resolved with the last error
+		}
+		if unreachable(err) {
+			if failoverEnd.IsZero() {
+				failoverEnd = time.Now().Add(p.c.cfg.failover)
+			}
+			p.c.awaitOwner(p.stopped, func() string { a, _ := p.c.cachedOwner(p.topic, b.part); return a }, addr, failoverEnd)
 		}
 		p.mu.Lock()
 		if p.cfg.idempotent {
@@ -492,11 +523,12 @@ func (p *Producer) run(b *batch) {
 		p.signal() // a later retrying batch may go now
 		p.mu.Unlock()
 	}
-	p.resolve(b, resp, err, attempts)
+	p.resolve(b, resp, err, attempts, redirects)
 }
 
-// resolve delivers b's outcome.
-func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, attempts int) {
+// resolve delivers b's outcome after attempts, redirects of them answered
+// NOT_OWNER.
+func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, attempts, redirects int) {
 	p.mu.Lock()
 	delete(p.sent, b)
 	b.resolved, b.retrying, b.attempting = true, false, false
@@ -517,11 +549,14 @@ func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, 
 	p.signal()
 	p.mu.Unlock()
 	if err != nil {
-		where := p.topic
-		if b.part >= 0 {
-			where = fmt.Sprintf("%s/%d", p.topic, b.part)
-		}
-		if retryable(err) {
+		where := fmt.Sprintf("%s/%d", p.topic, b.part)
+		if _, moved := NotOwner(err); moved {
+			stored := "not stored"
+			if attempts > redirects {
+				stored = "not acknowledged (an earlier attempt failed: they may or may not be stored)"
+			}
+			err = fmt.Errorf("client: %s: %d records %s: still redirected after %d attempts (the brokers disagree on the partition's owner until their views converge by gossip); send them again: %w", where, len(b.recs), stored, attempts, err)
+		} else if retryable(err) {
 			err = fmt.Errorf("client: %s: %d records not acknowledged after %d attempts; they may or may not be stored: %w", where, len(b.recs), attempts, err)
 		} else {
 			err = fmt.Errorf("client: %s: %d records failed: %w", where, len(b.recs), err)

@@ -308,3 +308,87 @@ func TestProduceRetriesAfterLostAck(t *testing.T) {
 	t.Logf("answers dropped: %d; retries answered as duplicates: %d", dropped, duplicates)
 	s.stop(t)
 }
+
+// TestProduceConsumeOnAGossipCluster: three `strata serve` processes form
+// a cluster by gossip on one bucket. `strata produce` given one broker
+// sends each partition's lines to its owner (the seed refuses the others'
+// partitions), and `strata consume` given a list whose first broker is
+// down reads every line once.
+func TestProduceConsumeOnAGossipCluster(t *testing.T) {
+	bucket := "file://" + t.TempDir()
+	var (
+		brokers []*server
+		first   string
+	)
+	for i := 0; i < 3; i++ {
+		gossip := freeAddr(t)
+		env := []string{"STRATA_NODE_ID=n" + strconv.Itoa(i), "STRATA_GOSSIP_LISTEN=" + gossip, "STRATA_SETTLE=0s"}
+		if first != "" {
+			env = append(env, "STRATA_JOIN="+first)
+		} else {
+			first = gossip
+		}
+		brokers = append(brokers, serveBin(t, t.TempDir(), bucket, env...))
+	}
+	c, err := client.Dial(brokers[0].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	cli(t, "", nil, "topic", "create", "spread", "--partitions", "6", "--broker", brokers[0].addr)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		// Every broker sees the three, and they own partitions of the
+		// topic between them.
+		agreed, owners := true, map[string]bool{}
+		for _, b := range brokers {
+			api, err := client.Dial(b.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := api.API().Metadata(ctx, &stratapb.MetadataRequest{Topics: []string{"spread"}})
+			api.Close()
+			if err != nil || len(md.Brokers) != 3 {
+				agreed = false
+				break
+			}
+			for _, o := range md.Topics[0].Owners {
+				owners[o.NodeId] = true
+			}
+		}
+		if agreed && len(owners) > 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the brokers did not form a cluster owning the topic's partitions between them (owners %v)", owners)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	const lines = 2000
+	var in strings.Builder
+	for i := 0; i < lines; i++ {
+		fmt.Fprintf(&in, "k%d=line-%d\n", i%41, i)
+	}
+	out, err := cliWithin(t, 2*time.Minute, in.String(), "produce", "spread", "--key-separator", "=", "--broker", brokers[1].addr)
+	if err != nil {
+		t.Fatalf("produce through one broker of the cluster: %v", err)
+	}
+	if got := strings.TrimSpace(out); got != strconv.Itoa(lines) {
+		t.Fatalf("produce acknowledged %s, want %d", got, lines)
+	}
+	down := freeAddr(t)
+	recs, err := cliWithin(t, time.Minute, "", "consume", "spread", "--from", "earliest", "--max", strconv.Itoa(lines), "--format", "json", "--broker", down+","+brokers[2].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range parseRecords(t, recs, nil) {
+		seen[r.Value]++
+	}
+	for i := 0; i < lines; i++ {
+		if n := seen[fmt.Sprintf("line-%d", i)]; n != 1 {
+			t.Fatalf("line-%d read %d times, want once", i, n)
+		}
+	}
+}

@@ -26,13 +26,20 @@ var stdout io.Writer = os.Stdout
 var stdin io.Reader = os.Stdin
 var errOut io.Writer = os.Stderr
 
-// dial connects to the broker at addr with the Go client; every command
-// talks to the broker through it (admin calls through its API).
-func dial(addr string) (*client.Client, error) {
-	c, err := client.Dial(addr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
+// brokerFlag is every command's --broker flag: one broker, or a cluster's
+// brokers as a comma-separated list.
+func brokerFlag(fs *flag.FlagSet) *string {
+	return fs.String("broker", "127.0.0.1:7420", "broker address HOST:PORT, or a comma-separated list of a cluster's brokers HOST:PORT,HOST:PORT,... (any one that answers is enough: the client learns the others and sends each request to the broker that owns what it names)")
+}
+
+// dial connects to the brokers at addrs (HOST:PORT[,HOST:PORT...]) with
+// the Go client; every command talks to the cluster through it (admin
+// calls through its API, which routes each call).
+func dial(addrs string) (*client.Client, error) {
+	c, err := client.Dial(addrs, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", addr, err)
+		return nil, fmt.Errorf("broker %s: %w", addrs, err)
 	}
 	return c, nil
 }
@@ -80,10 +87,10 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func topicCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: strata topic create|delete|list|describe [NAME] --broker HOST:PORT")
+		return errors.New("usage: strata topic create|delete|list|describe [NAME] --broker HOST:PORT[,...]")
 	}
 	fs := flag.NewFlagSet("topic "+args[0], flag.ContinueOnError)
-	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	brokerAddr := brokerFlag(fs)
 	partitions := fs.Int("partitions", 1, "partitions (create)")
 	retention := fs.Duration("retention", 7*24*time.Hour, "retention by time; 0 keeps forever (create)")
 	retentionBytes := sizeFlag(fs, "retention-bytes", 0, "retention by size per partition; 0 = no limit (create)")
@@ -101,7 +108,7 @@ func topicCmd(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "create":
 		if len(pos) != 1 {
-			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] --broker HOST:PORT")
+			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] --broker HOST:PORT[,...]")
 		}
 		resp, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{
 			Name: pos[0], Partitions: int32(*partitions), RetentionMs: retention.Milliseconds(),
@@ -113,7 +120,7 @@ func topicCmd(ctx context.Context, args []string) error {
 		fmt.Fprintf(stdout, "created topic %s with %d partitions\n", resp.Config.Name, resp.Config.Partitions)
 	case "delete":
 		if len(pos) != 1 {
-			return errors.New("usage: strata topic delete NAME --broker HOST:PORT")
+			return errors.New("usage: strata topic delete NAME --broker HOST:PORT[,...]")
 		}
 		resp, err := c.DeleteTopic(ctx, &stratapb.DeleteTopicRequest{Name: pos[0]})
 		if err != nil {
@@ -130,7 +137,7 @@ func topicCmd(ctx context.Context, args []string) error {
 		}
 	case "describe":
 		if len(pos) != 1 {
-			return errors.New("usage: strata topic describe NAME --broker HOST:PORT")
+			return errors.New("usage: strata topic describe NAME --broker HOST:PORT[,...]")
 		}
 		resp, err := c.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: pos[0]})
 		if err != nil {
@@ -150,11 +157,11 @@ func topicCmd(ctx context.Context, args []string) error {
 
 func statsCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	brokerAddr := brokerFlag(fs)
 	if pos, err := parseArgs(fs, args); err != nil {
 		return err
 	} else if len(pos) != 0 {
-		return errors.New("usage: strata stats --broker HOST:PORT")
+		return errors.New("usage: strata stats --broker HOST:PORT[,...]")
 	}
 	cl, err := dial(*brokerAddr)
 	if err != nil {
@@ -194,19 +201,21 @@ func parseAcks(s string) (stratapb.Acks, error) {
 func produceCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: strata produce TOPIC --broker HOST:PORT [--key-separator SEP] [--partition P] [--acks none|local|durable]
+		fmt.Fprint(fs.Output(), `usage: strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP] [--partition P] [--acks none|local|durable]
 
 Sends one record per stdin line and prints how many were acknowledged. It
 is the Go client's idempotent producer: a request whose answer is lost
 (a dropped connection, a broker restart) is retried, up to 5 times with
 backoff, and the broker stores it once and answers the retry with the
-first attempt's offsets. On a failure it stops reading stdin, prints the
-count, and says which records may or may not be stored.
+first attempt's offsets. In a cluster each partition's records go to its
+owner; when a partition moves or its broker dies, the producer follows it
+and resends there, still stored once. On a failure it stops reading
+stdin, prints the count, and says which records may or may not be stored.
 
 `)
 		fs.PrintDefaults()
 	}
-	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	brokerAddr := brokerFlag(fs)
 	sep := fs.String("key-separator", "", "split each line into key<SEP>value")
 	partition := fs.Int("partition", -1, "partition; -1 partitions by key (FNV-1a of the key, as the broker does); keyless records fill one partition's batch, then the next partition's")
 	batch := fs.Int("batch", 500, "most records per produce request (a request holds one partition's records)")
@@ -220,7 +229,7 @@ count, and says which records may or may not be stored.
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: strata produce TOPIC --broker HOST:PORT [--key-separator SEP]   (one record per stdin line)")
+		return errors.New("usage: strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP]   (one record per stdin line)")
 	}
 	if *partition < -1 {
 		return fmt.Errorf("--partition %d: use a partition number, or -1 to partition by key", *partition)
@@ -320,8 +329,8 @@ count, and says which records may or may not be stored.
 func consumeCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]
-       strata consume TOPIC --group G --broker HOST:PORT [--from earliest|latest] [--max N] [--format text|json]
+		fmt.Fprint(fs.Output(), `usage: strata consume TOPIC --broker HOST:PORT[,...] [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]
+       strata consume TOPIC --group G --broker HOST:PORT[,...] [--from earliest|latest] [--max N] [--format text|json]
 
 Prints records, one per line. Without --partition it reads every partition
 of the topic: the records of one partition in order, partitions
@@ -335,7 +344,7 @@ last printed record is committed).
 `)
 		fs.PrintDefaults()
 	}
-	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	brokerAddr := brokerFlag(fs)
 	partition := fs.Int("partition", -1, "read only this partition; -1 reads every partition")
 	fromOffset := fs.Int64("from-offset", -1, "start at this offset (of the partition --partition names)")
 	fromTime := fs.String("from-time", "", "start each partition at its first record at or after this RFC3339 time")
@@ -348,7 +357,7 @@ last printed record is committed).
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: strata consume TOPIC --broker HOST:PORT [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]")
+		return errors.New("usage: strata consume TOPIC --broker HOST:PORT[,...] [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]")
 	}
 	topic := pos[0]
 	if *format != "text" && *format != "json" {

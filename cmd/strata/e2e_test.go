@@ -55,7 +55,7 @@ type server struct {
 	logs *bytes.Buffer
 }
 
-var listenRE = regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
+var listenRE = regexp.MustCompile(`listening" addr=(127\.0\.0\.1:\d+)`) // not gossip_addr=
 
 // serveBin starts `strata serve` on a free loopback port.
 func serveBin(t *testing.T, dataDir, store string, env ...string) *server {

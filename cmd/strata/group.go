@@ -13,10 +13,10 @@ import (
 
 func groupCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: strata group list|describe|reset [GROUP] --broker HOST:PORT")
+		return errors.New("usage: strata group list|describe|reset [GROUP] --broker HOST:PORT[,...]")
 	}
 	fs := flag.NewFlagSet("group "+args[0], flag.ContinueOnError)
-	brokerAddr := fs.String("broker", "127.0.0.1:7420", "broker address")
+	brokerAddr := brokerFlag(fs)
 	topic := fs.String("topic", "", "topic (reset)")
 	to := fs.String("to", "", "reset to: earliest, latest, an offset, or an RFC3339 time (reset)")
 	pos, err := parseArgs(fs, args[1:])
@@ -40,7 +40,7 @@ func groupCmd(ctx context.Context, args []string) error {
 		}
 	case "describe":
 		if len(pos) != 1 {
-			return errors.New("usage: strata group describe GROUP --broker HOST:PORT")
+			return errors.New("usage: strata group describe GROUP --broker HOST:PORT[,...]")
 		}
 		d, err := c.DescribeGroup(ctx, &stratapb.DescribeGroupRequest{Group: pos[0]})
 		if err != nil {
@@ -56,7 +56,7 @@ func groupCmd(ctx context.Context, args []string) error {
 		}
 	case "reset":
 		if len(pos) != 1 || *topic == "" || *to == "" {
-			return errors.New("usage: strata group reset GROUP --topic TOPIC --to earliest|latest|OFFSET|RFC3339 --broker HOST:PORT")
+			return errors.New("usage: strata group reset GROUP --topic TOPIC --to earliest|latest|OFFSET|RFC3339 --broker HOST:PORT[,...]")
 		}
 		req := &stratapb.ResetOffsetsRequest{Group: pos[0], Topic: *topic}
 		var off int64

@@ -3,13 +3,18 @@
 // command that talks to a broker does so through the Go client (client/):
 // produce is its idempotent, retrying Producer, consume its Consumer (over
 // every partition of the topic, one partition, or as a group member).
+// Every --broker flag takes one broker or a comma-separated list of a
+// cluster's brokers: any one that answers is enough, and the client sends
+// each request to the broker that owns what it names (a partition's
+// writes to its owner, a group's calls to its coordinator), following the
+// cluster as partitions move. stats reports the first broker that answers.
 //
 //	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL ...
-//	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT
-//	strata produce TOPIC --broker HOST:PORT [--key-separator SEP] [--partition P] [--acks none|local|durable]
-//	strata consume TOPIC --broker HOST:PORT [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
-//	strata group   list|describe|reset GROUP --broker HOST:PORT
-//	strata stats   --broker HOST:PORT
+//	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...]
+//	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP] [--partition P] [--acks none|local|durable]
+//	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
+//	strata group   list|describe|reset GROUP --broker HOST:PORT[,...]
+//	strata stats   --broker HOST:PORT[,...]
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 package main
 
@@ -36,7 +41,7 @@ usage:
   strata consume TOPIC                   print records of every partition (text or json); --partition P for one,
                                          --max N to stop after N in total, --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
-  strata stats                           a broker's read-cache and WAL counters
+  strata stats                           a broker's read-cache and WAL counters (the first --broker that answers)
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
 
