@@ -80,14 +80,20 @@ type Timing struct {
 	SuspicionMult           int
 	SuspicionMaxTimeoutMult int
 	GossipInterval          time.Duration
+	// PushPullInterval is how often a member syncs its whole view with a
+	// random other: what brings a member that was cut off and declared
+	// dead back into the others' view once it can reach them.
+	PushPullInterval time.Duration
 }
 
 // DefaultTiming is tuned for a LAN (or one machine): probe every 500 ms,
 // 250 ms to answer, suspicion 4 x 500 ms = 2 s for clusters under 10
-// brokers (at most 3 x that), gossip every 100 ms. A killed broker is
-// declared dead in about 3 s (docs/cluster.md has the measured figures).
+// brokers (at most 3 x that), gossip every 100 ms, a full sync every 5 s.
+// A killed broker is declared dead in about 3 s (docs/cluster.md has the
+// measured figures).
 func DefaultTiming() Timing {
-	return Timing{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 250 * time.Millisecond, SuspicionMult: 4, SuspicionMaxTimeoutMult: 3, GossipInterval: 100 * time.Millisecond}
+	return Timing{ProbeInterval: 500 * time.Millisecond, ProbeTimeout: 250 * time.Millisecond, SuspicionMult: 4, SuspicionMaxTimeoutMult: 3,
+		GossipInterval: 100 * time.Millisecond, PushPullInterval: 5 * time.Second}
 }
 
 // Member is a live broker.
@@ -160,6 +166,7 @@ func Join(cfg Config) (*Cluster, error) {
 	mc.SuspicionMult = cmp(tm.SuspicionMult, def.SuspicionMult)
 	mc.SuspicionMaxTimeoutMult = cmp(tm.SuspicionMaxTimeoutMult, def.SuspicionMaxTimeoutMult)
 	mc.GossipInterval = cmp(tm.GossipInterval, def.GossipInterval)
+	mc.PushPullInterval = cmp(tm.PushPullInterval, def.PushPullInterval)
 	// A broker restarted under the same name with another address (a
 	// rescheduled pod) takes its name back once the old one is dead this
 	// long; without it memberlist refuses it as a conflict.

@@ -177,6 +177,13 @@ type load struct {
 // `perProducer` records at about 1,000 records/s, until stopped.
 func startLoad(t *testing.T, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
 	t.Helper()
+	return startNamedLoad(t, "producer", addr, rec, acks, producers, perProducer)
+}
+
+// startNamedLoad is startLoad with producers (and their values) named
+// prefix-N, so that two loads in one history never send the same value.
+func startNamedLoad(t *testing.T, prefix, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{rec: rec, cancel: cancel}
 	for p := 0; p < producers; p++ {
@@ -185,7 +192,7 @@ func startLoad(t *testing.T, addr string, rec *history.Recorder, acks stratapb.A
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		name := fmt.Sprintf("producer-%d", p)
+		name := fmt.Sprintf("%s-%d", prefix, p)
 		prod := c.NewProducer(faultTopic, client.WithAcks(acks), client.WithRetries(1000, 50*time.Millisecond),
 			client.WithRequestTimeout(5*time.Second), client.WithLinger(2*time.Millisecond), client.WithBatchSize(50))
 		type sent struct {
