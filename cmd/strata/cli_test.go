@@ -27,7 +27,7 @@ import (
 
 // cliWithin is cli with a deadline: a command that would wait for records
 // that never come fails the test instead of hanging it.
-func cliWithin(t *testing.T, d time.Duration, stdin string, args ...string) (string, error) {
+func cliWithin(t testing.TB, d time.Duration, stdin string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -54,7 +54,7 @@ type jsonRecord struct {
 // parseRecords parses `consume --format json` output and checks that each
 // partition's records come in offset order, without a gap, from start[p]
 // (0 when absent).
-func parseRecords(t *testing.T, out string, start map[int32]int64) []jsonRecord {
+func parseRecords(t testing.TB, out string, start map[int32]int64) []jsonRecord {
 	t.Helper()
 	var recs []jsonRecord
 	next := map[int32]int64{}

@@ -53,7 +53,7 @@ type testCluster struct {
 
 // startCluster starts n brokers; the first starts the gossip ring, the
 // others join it.
-func startCluster(t *testing.T, n int) *testCluster {
+func startCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{bk: newBucket(t)}
 	for i := range n {
@@ -65,7 +65,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 }
 
 // add starts broker i (a new one when i == len(nodes)).
-func (c *testCluster) add(t *testing.T, i int) *member {
+func (c *testCluster) add(t testing.TB, i int) *member {
 	t.Helper()
 	if i == len(c.nodes) {
 		c.nodes = append(c.nodes, &member{id: fmt.Sprintf("b%d", i+1), addr: freeAddr(t), gossip: freeAddr(t), dir: t.TempDir()})
@@ -101,7 +101,7 @@ func addrs(ns []*member) string {
 }
 
 // metadata asks the broker at addr.
-func metadata(t *testing.T, addr string) *stratapb.MetadataResponse {
+func metadata(t testing.TB, addr string) *stratapb.MetadataResponse {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -118,7 +118,7 @@ func metadata(t *testing.T, addr string) *stratapb.MetadataResponse {
 }
 
 // waitFormed waits until every broker sees all of them.
-func (c *testCluster) waitFormed(t *testing.T, except ...*member) {
+func (c *testCluster) waitFormed(t testing.TB, except ...*member) {
 	t.Helper()
 	live := c.live(except...)
 	waitUntil(t, fmt.Sprintf("%d brokers to see each other", len(live)), func() bool {
@@ -133,7 +133,7 @@ func (c *testCluster) waitFormed(t *testing.T, except ...*member) {
 }
 
 // owners is who owns each partition, as the broker at addr proposes.
-func owners(t *testing.T, addr string) map[int32]string {
+func owners(t testing.TB, addr string) map[int32]string {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -154,7 +154,7 @@ func owners(t *testing.T, addr string) map[int32]string {
 // probe sends one durable record to each partition through the cluster
 // (the client routes it) and returns, per partition, how long after from
 // its ack came.
-func probe(t *testing.T, rec *history.Recorder, brokers string, parts []int32, from time.Time) map[int32]time.Duration {
+func probe(t testing.TB, rec *history.Recorder, brokers string, parts []int32, from time.Time) map[int32]time.Duration {
 	t.Helper()
 	var (
 		mu  sync.Mutex
@@ -211,7 +211,7 @@ func partitionsOf(own map[int32]string, id string) []int32 {
 
 // groupReader consumes the test topic as a member of group "readers",
 // recording what it reads, until stopped.
-func groupReader(t *testing.T, brokers string, rec *history.Recorder) (stop func() int) {
+func groupReader(t testing.TB, brokers string, rec *history.Recorder) (stop func() int) {
 	t.Helper()
 	c, err := client.Dial(brokers)
 	if err != nil {
@@ -386,7 +386,7 @@ type gossipProxy struct {
 	wg           sync.WaitGroup
 }
 
-func startGossipProxy(t *testing.T, target string) *gossipProxy {
+func startGossipProxy(t testing.TB, target string) *gossipProxy {
 	t.Helper()
 	var (
 		tl net.Listener

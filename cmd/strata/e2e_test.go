@@ -58,7 +58,7 @@ type server struct {
 var listenRE = regexp.MustCompile(`listening" addr=(127\.0\.0\.1:\d+)`) // not gossip_addr=
 
 // serveBin starts `strata serve` on a free loopback port.
-func serveBin(t *testing.T, dataDir, store string, env ...string) *server {
+func serveBin(t testing.TB, dataDir, store string, env ...string) *server {
 	t.Helper()
 	args := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--seal-bytes", "256KiB"}
 	if store != "" {
@@ -95,7 +95,7 @@ func serveBin(t *testing.T, dataDir, store string, env ...string) *server {
 }
 
 // stop sends SIGTERM and requires a clean exit.
-func (s *server) stop(t *testing.T) {
+func (s *server) stop(t testing.TB) {
 	t.Helper()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -110,7 +110,7 @@ func (s *server) stop(t *testing.T) {
 	}
 }
 
-func cli(t *testing.T, stdin string, env []string, args ...string) string {
+func cli(t testing.TB, stdin string, env []string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -124,7 +124,7 @@ func cli(t *testing.T, stdin string, env []string, args ...string) string {
 }
 
 // hwms parses `topic describe` into per-partition high watermarks.
-func hwms(t *testing.T, describe string) []int {
+func hwms(t testing.TB, describe string) []int {
 	var out []int
 	for _, line := range strings.Split(describe, "\n") {
 		f := strings.Split(line, "\t")
@@ -138,7 +138,7 @@ func hwms(t *testing.T, describe string) []int {
 }
 
 // consumeAll reads every partition from the start and checks per-key order.
-func consumeAll(t *testing.T, addr string, env []string, parts []int, want int) {
+func consumeAll(t testing.TB, addr string, env []string, parts []int, want int) {
 	t.Helper()
 	total := 0
 	for p, n := range parts {
@@ -173,7 +173,7 @@ func consumeAll(t *testing.T, addr string, env []string, parts []int, want int) 
 	}
 }
 
-func runE2E(t *testing.T, store string, env []string) {
+func runE2E(t testing.TB, store string, env []string) {
 	const n = 100000
 	data := t.TempDir()
 	s := serveBin(t, data, store, env...)
@@ -389,7 +389,7 @@ func TestEndToEndGroupTakeover(t *testing.T) {
 	k2.Close(ctx)
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

@@ -38,7 +38,7 @@ import (
 const faultTopic = "jepsen"
 
 // freeAddr reserves a loopback port so a restarted broker keeps its address.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,7 +55,7 @@ type bucket struct {
 	env         []string
 }
 
-func newBucket(t *testing.T) bucket {
+func newBucket(t testing.TB) bucket {
 	ep := testenv.MinIO(t)
 	b := make([]byte, 5)
 	rand.Read(b)
@@ -95,7 +95,7 @@ func (s *syncBuffer) String() string {
 }
 
 // startBroker runs the binary on addr and waits until it answers.
-func startBroker(t *testing.T, addr, dataDir, store string, env []string, extra ...string) *proc {
+func startBroker(t testing.TB, addr, dataDir, store string, env []string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"serve", "--listen", addr, "--data-dir", dataDir, "--object-store", store, "--seal-bytes", "512KiB"}, extra...)
 	cmd := exec.Command(binary, args...)
@@ -124,7 +124,7 @@ func startBroker(t *testing.T, addr, dataDir, store string, env []string, extra 
 }
 
 // kill9 kills the broker the way a machine loss would.
-func (b *proc) kill9(t *testing.T) {
+func (b *proc) kill9(t testing.TB) {
 	t.Helper()
 	b.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-b.exited
@@ -133,7 +133,7 @@ func (b *proc) kill9(t *testing.T) {
 
 // waitExit waits for the broker to exit by itself (a failpoint) and
 // returns its exit code.
-func (b *proc) waitExit(t *testing.T, within time.Duration) int {
+func (b *proc) waitExit(t testing.TB, within time.Duration) int {
 	t.Helper()
 	select {
 	case err := <-b.exited:
@@ -175,14 +175,14 @@ type load struct {
 
 // startLoad runs `producers` idempotent producers, each sending at most
 // `perProducer` records at about 1,000 records/s, until stopped.
-func startLoad(t *testing.T, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
+func startLoad(t testing.TB, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
 	t.Helper()
 	return startNamedLoad(t, "producer", addr, rec, acks, producers, perProducer)
 }
 
 // startNamedLoad is startLoad with producers (and their values) named
 // prefix-N, so that two loads in one history never send the same value.
-func startNamedLoad(t *testing.T, prefix, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
+func startNamedLoad(t testing.TB, prefix, addr string, rec *history.Recorder, acks stratapb.Acks, producers, perProducer int) *load {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{rec: rec, cancel: cancel}
@@ -266,7 +266,7 @@ func (l *load) ackedAfter(t time.Time) int {
 
 // drain reads every partition from the start to its high watermark,
 // recording what it sees, until the high watermarks stop moving.
-func drain(t *testing.T, addr string, rec *history.Recorder, partitions int32) {
+func drain(t testing.TB, addr string, rec *history.Recorder, partitions int32) {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -319,7 +319,7 @@ func drain(t *testing.T, addr string, rec *history.Recorder, partitions int32) {
 }
 
 // check runs the history checker and fails the test on any anomaly.
-func check(t *testing.T, rec *history.Recorder, path string) *history.Report {
+func check(t testing.TB, rec *history.Recorder, path string) *history.Report {
 	t.Helper()
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
@@ -338,7 +338,7 @@ func check(t *testing.T, rec *history.Recorder, path string) *history.Report {
 	return rep
 }
 
-func newHistory(t *testing.T) (*history.Recorder, string) {
+func newHistory(t testing.TB) (*history.Recorder, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "history.jsonl")
 	rec, err := history.CreateFile(path)
@@ -348,13 +348,13 @@ func newHistory(t *testing.T) (*history.Recorder, string) {
 	return rec, path
 }
 
-func createTopic(t *testing.T, addr string, env []string) {
+func createTopic(t testing.TB, addr string, env []string) {
 	t.Helper()
 	cli(t, "", env, "topic", "create", faultTopic, "--partitions", "4", "--broker", addr)
 }
 
 // waitAcks waits until the load has at least n acks.
-func waitAcks(t *testing.T, l *load, n int64) {
+func waitAcks(t testing.TB, l *load, n int64) {
 	t.Helper()
 	waitUntil(t, fmt.Sprintf("%d acks", n), func() bool { return l.acked.Load() >= n })
 }

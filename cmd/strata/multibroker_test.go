@@ -44,7 +44,7 @@ import (
 
 // store is the test's own view of the bucket the brokers share, to watch
 // WAL objects and manifests (never to write).
-func (b bucket) store(t *testing.T) tier.Store {
+func (b bucket) store(t testing.TB) tier.Store {
 	t.Helper()
 	ep := testenv.MinIO(t)
 	st, err := tier.NewS3Store(context.Background(), tier.S3Config{
@@ -59,7 +59,7 @@ func (b bucket) store(t *testing.T) tier.Store {
 }
 
 // incarnation asks the broker at addr for its WAL incarnation.
-func incarnation(t *testing.T, addr string) string {
+func incarnation(t testing.TB, addr string) string {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -75,7 +75,7 @@ func incarnation(t *testing.T, addr string) string {
 
 // sealedEnd is how far partition p of the test topic is sealed, read from
 // its manifest in the bucket (0 before the manifest exists).
-func sealedEnd(t *testing.T, st tier.Store, p int32) int64 {
+func sealedEnd(t testing.TB, st tier.Store, p int32) int64 {
 	t.Helper()
 	m, _, err := meta.NewManifestStore(st, storetest.TopicStorageName(t, st, faultTopic), p).Load(context.Background())
 	if errors.Is(err, tier.ErrNotFound) {
@@ -90,7 +90,7 @@ func sealedEnd(t *testing.T, st tier.Store, p int32) int64 {
 // term stops a broker with SIGTERM (it seals what it can on the way out)
 // and waits; a broker that does not exit in time is killed. A non-zero exit
 // is fine: a fenced broker cannot seal.
-func (b *proc) term(t *testing.T) {
+func (b *proc) term(t testing.TB) {
 	t.Helper()
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -108,7 +108,7 @@ func (b *proc) term(t *testing.T) {
 // partitionProducer is a producer of single-record requests to partition
 // 0 of the test topic on the broker at addr, with few retries so that a
 // refused write shows within seconds; opts override these settings.
-func partitionProducer(t *testing.T, addr string, acks stratapb.Acks, idempotent bool, opts ...client.ProducerOption) *client.Producer {
+func partitionProducer(t testing.TB, addr string, acks stratapb.Acks, idempotent bool, opts ...client.ProducerOption) *client.Producer {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -142,7 +142,7 @@ func produceOne(rec *history.Recorder, process string, p *client.Producer, value
 }
 
 // mustAck is produceOne for a write the sequence depends on.
-func mustAck(t *testing.T, rec *history.Recorder, process string, p *client.Producer, value string) int64 {
+func mustAck(t testing.TB, rec *history.Recorder, process string, p *client.Producer, value string) int64 {
 	t.Helper()
 	off, err := produceOne(rec, process, p, value, true)
 	if err != nil {
@@ -163,7 +163,7 @@ type durableLoad struct {
 	failed int
 }
 
-func startDurableLoad(t *testing.T, addr string, rec *history.Recorder, producers, perProducer int) *durableLoad {
+func startDurableLoad(t testing.TB, addr string, rec *history.Recorder, producers, perProducer int) *durableLoad {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &durableLoad{cancel: cancel}
