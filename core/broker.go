@@ -50,6 +50,10 @@ type Broker struct {
 	// group states it stores (node id and a random part: a restart is a
 	// new coordinator).
 	coordID string
+	// releasing is a token that serializes hand-off passes (the
+	// rebalance loop's and Release's); a channel, not a mutex, since a
+	// pass holds it across I/O.
+	releasing chan struct{}
 }
 
 type topic struct {
@@ -111,6 +115,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
 	b.groups.init(b)
 	b.coordID = b.self().ID + "-" + meta.NewWriteID()
+	b.releasing = make(chan struct{}, 1)
 	if err := b.startIncarnation(cfg.WAL.Incarnation); err != nil {
 		cache.Close()
 		return nil, err

@@ -186,6 +186,8 @@ func (b *Broker) rebalanceLoop() {
 // releaseNotOwned releases the open partitions that match, a few at a
 // time, and returns how many it released.
 func (b *Broker) releaseNotOwned(match func(t *topic, p int32) bool) int {
+	b.releasing <- struct{}{} // one pass at a time: Release waits for the loop's
+	defer func() { <-b.releasing }()
 	var (
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, 4)
@@ -251,8 +253,20 @@ func (b *Broker) release(t *topic, p int32) bool {
 }
 
 // Release hands off every open partition (a graceful leave: call it after
-// the broker left the cluster's proposals, before Close). It returns how
-// many partitions it released.
+// the broker left the cluster's proposals, before Close), after the
+// rebalance pass under way, if any. It returns how many partitions it
+// released itself.
 func (b *Broker) Release() int {
 	return b.releaseNotOwned(func(*topic, int32) bool { return true })
+}
+
+// OpenPartitions is how many partitions this broker has open for writes.
+func (b *Broker) OpenPartitions() int {
+	n := 0
+	for _, t := range b.topicList() {
+		t.mu.Lock()
+		n += len(t.parts)
+		t.mu.Unlock()
+	}
+	return n
 }

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -183,6 +184,12 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 				// here claims the partition again under a new one and
 				// recovers what we and the other stored.
 				go b.retire(part.wal, "a partition's manifest was claimed by another broker")
+				if o, self := b.ownerOf(PartitionKey(t.cfg.Name, p)); !self {
+					// The cluster names the new owner: redirect there.
+					return nil, &Error{Kind: ErrNotOwner, Owner: &o, Cause: err, Msg: fmt.Sprintf(
+						"partition %s/%d was taken over by broker %s at %s while this broker (%s) held it; this request's records for it were not stored (in a request that spans partitions, those of partitions before it may have been): send them there",
+						t.cfg.Name, p, o.ID, o.Addr, b.self().ID)}
+				}
 			}
 			return nil, classify(err)
 		}

@@ -25,6 +25,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -345,6 +349,8 @@ func TestClusterScaleOut(t *testing.T) {
 	check(t, rec, path)
 }
 
+var handOffLine = regexp.MustCompile(`left the cluster and handed partitions off" partitions=\d+ took=\S+`)
+
 // Proof 4: every broker restarted in turn under load (SIGTERM, then the
 // same node id and disk): nothing lost.
 func TestClusterRollingRestart(t *testing.T) {
@@ -356,6 +362,11 @@ func TestClusterRollingRestart(t *testing.T) {
 		n.p.term(t)
 		if code := n.p.waitExit(t, 5*time.Second); code != 0 {
 			t.Errorf("broker %s exited %d after SIGTERM, want 0:\n%s", n.id, code, n.p.logs.String())
+		}
+		if m := handOffLine.FindString(n.p.logs.String()); m != "" {
+			t.Logf("%s: %s", n.id, m) // the graceful leave's hand-off, as measured by the broker
+		} else {
+			t.Errorf("broker %s did not log its hand-off:\n%s", n.id, n.p.logs.String())
 		}
 		c.waitFormed(t, n)
 		acked := l.acked.Load()
@@ -547,4 +558,88 @@ func TestClusterGossipPartition(t *testing.T) {
 	t.Logf("acks through the cut-off broker: %d", lonely.acked.Load())
 	drain(t, c.nodes[0].addr, rec, clusterPartitions)
 	check(t, rec, path)
+}
+
+// freePorts returns a base port with n consecutive ports free on loopback.
+func freePorts(t testing.TB, n int) int {
+	t.Helper()
+	for range 50 {
+		base := 20000 + int(time.Now().UnixNano()%20000)
+		ok := true
+		for i := range n {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+// The three-broker topology of scripts/cluster.sh, as the README tells a
+// newcomer to run it: up, a topic, records in through one broker and out
+// through the list, status, down (every process it started gone).
+func TestClusterScript(t *testing.T) {
+	state := t.TempDir()
+	env := []string{"STRATA_CLUSTER_DIR=" + state,
+		fmt.Sprintf("STRATA_CLUSTER_PORT=%d", freePorts(t, 3)),
+		fmt.Sprintf("STRATA_CLUSTER_GOSSIP_PORT=%d", freePorts(t, 3))}
+	script := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("bash", append([]string{"../../scripts/cluster.sh"}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cluster.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	up := script("up")
+	t.Cleanup(func() { exec.Command("bash", "../../scripts/cluster.sh", "down").Run() })
+	m := regexp.MustCompile(`brokers: (\S+)`).FindStringSubmatch(up)
+	if m == nil {
+		t.Fatalf("cluster.sh up printed no broker list:\n%s", up)
+	}
+	brokers := m[1]
+	first := strings.Split(brokers, ",")[0]
+	waitUntil(t, "the script's three brokers to see each other", func() bool {
+		md := metadata(t, first)
+		return md != nil && len(md.Brokers) == 3
+	})
+	cli(t, "", nil, "topic", "create", "scripted", "--partitions", "6", "--broker", first)
+	var in strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&in, "k%d=v%d\n", i, i)
+	}
+	if got := strings.TrimSpace(cli(t, in.String(), nil, "produce", "scripted", "--key-separator", "=", "--broker", first)); got != "300" {
+		t.Fatalf("produce through one broker acknowledged %q, want 300", got)
+	}
+	out := cli(t, "", nil, "consume", "scripted", "--from", "earliest", "--max", "300", "--broker", brokers)
+	if n := strings.Count(out, "\n"); n != 300 {
+		t.Fatalf("consumed %d records through the broker list, want 300", n)
+	}
+	if st := script("status"); strings.Count(st, " up ") < 3 {
+		t.Fatalf("status after up:\n%s", st)
+	}
+	files, _ := filepath.Glob(filepath.Join(state, "b*.pid"))
+	var pids []string
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		pids = append(pids, strings.TrimSpace(string(data)))
+	}
+	if len(pids) != 3 {
+		t.Fatalf("pid files %v, want 3", files)
+	}
+	script("down")
+	for _, pid := range pids {
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			t.Errorf("broker pid %s still runs after down", pid)
+		}
+	}
 }

@@ -136,13 +136,13 @@ func serve(ctx context.Context, args []string) error {
 	if gc != nil {
 		// Graceful leave: propose ourselves for nothing (writes are
 		// redirected), tell the others, then hand every partition off.
-		start := time.Now()
+		start, open := time.Now(), b.OpenPartitions()
 		gc.leaving.Store(true)
 		if err := gc.c.Leave(5 * time.Second); err != nil {
 			log.Warn("leaving the gossip ring", "err", err)
 		}
-		n := b.Release()
-		log.Info("left the cluster and handed partitions off", "partitions", n, "took", time.Since(start).Round(time.Millisecond))
+		b.Release() // after the rebalance pass the leave started, if any
+		log.Info("left the cluster and handed partitions off", "partitions", open, "took", time.Since(start).Round(time.Millisecond))
 	}
 	log.Info("shutting down: finishing in-flight requests, sealing partitions")
 	done := make(chan struct{})
