@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -199,9 +200,9 @@ func (b *Broker) watchIncarnation(w *wal.Writer) {
 // in the write buffer, and recovery never reads its own incarnation.
 func (b *Broker) retire(w *wal.Writer, why string) {
 	b.mu.Lock()
-	if b.closed || b.wal != w {
+	if b.closed || b.wal != w || slices.Contains(b.retired, w) {
 		b.mu.Unlock()
-		return
+		return // retired already, or being retired by another caller
 	}
 	b.retired = append(b.retired, w)
 	b.mu.Unlock()
@@ -456,6 +457,11 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 		return nil, err
 	}
 	for {
+		// Again at every turn: a write that waited for a hand-off of p
+		// must not reopen it once it is proposed to another broker.
+		if err := b.checkWriter(t, p); err != nil {
+			return nil, err
+		}
 		t.mu.Lock()
 		if part, ok := t.parts[p]; ok {
 			t.mu.Unlock()

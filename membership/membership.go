@@ -123,8 +123,13 @@ type Cluster struct {
 	mu       sync.Mutex
 	shutdown bool
 
+	// viewMu guards view and gen only, and is never held across a
+	// memberlist call: memberlist calls changed() with its node lock held,
+	// and Members() needs that lock, so holding viewMu across it would
+	// deadlock gossip and every ownership query.
 	viewMu sync.Mutex
 	view   []Member // the live members, decoded; nil when a change came since
+	gen    uint64   // bumped by every change
 }
 
 type delegate struct{ meta []byte }
@@ -140,6 +145,7 @@ func (c *Cluster) NotifyUpdate(*memberlist.Node)            { c.changed() }
 func (c *Cluster) changed() {
 	c.viewMu.Lock()
 	c.view = nil
+	c.gen++
 	c.viewMu.Unlock()
 	select {
 	case c.changes <- struct{}{}:
@@ -271,9 +277,10 @@ func member(n *memberlist.Node) Member {
 // modify the slice.
 func (c *Cluster) Members() []Member {
 	c.viewMu.Lock()
-	defer c.viewMu.Unlock()
-	if c.view != nil {
-		return c.view
+	view, gen := c.view, c.gen
+	c.viewMu.Unlock()
+	if view != nil {
+		return view
 	}
 	out := []Member{}
 	for _, n := range c.ml.Members() {
@@ -285,7 +292,11 @@ func (c *Cluster) Members() []Member {
 		out = append(out, member(n))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	c.view = out
+	c.viewMu.Lock()
+	if c.gen == gen { // no change came while we read: cache it
+		c.view = out
+	}
+	c.viewMu.Unlock()
 	return out
 }
 

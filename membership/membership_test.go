@@ -3,6 +3,7 @@ package membership
 import (
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -201,4 +202,61 @@ func TestJoinThroughItselfIsNoJoin(t *testing.T) {
 	}
 	defer b.Shutdown()
 	waitFor(t, "b to join a although it lists itself first", func() bool { return names(a.Members()) == "a,b," })
+}
+
+// Ownership queries and membership events run concurrently without
+// deadlock: memberlist notifies changes with its node lock held, and the
+// view cache must never hold its own lock across a memberlist call (the
+// old cache did, and a query racing two events hung the member for good).
+func TestQueriesDuringChurnDoNotDeadlock(t *testing.T) {
+	a, err := Join(Config{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	stop := make(chan struct{})
+	var queries sync.WaitGroup
+	for range 4 {
+		queries.Add(1)
+		go func() {
+			defer queries.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				a.Owner("t/1")
+				a.Members()
+			}
+		}()
+	}
+	for i := range 4 {
+		// A cluster of three of their own joins a's at once: a learns of
+		// several members in one merge, one notification each, under
+		// memberlist's lock (the case that deadlocked).
+		var ms []*Cluster
+		for j := range 3 {
+			var seeds []string
+			if j > 0 {
+				seeds = []string{ms[0].Addr()}
+			}
+			m, err := Join(Config{Name: fmt.Sprintf("m%d-%d", i, j), Seeds: seeds})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, m)
+		}
+		waitFor(t, "the other cluster to form", func() bool { return len(ms[0].Members()) == 3 })
+		if err := ms[0].join([]string{a.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the joiners to be seen", func() bool { return len(a.Members()) == 4 })
+		for _, m := range ms {
+			m.Leave(time.Second)
+		}
+		waitFor(t, "the leavers to be gone", func() bool { return len(a.Members()) == 1 })
+	}
+	close(stop)
+	queries.Wait()
 }
