@@ -9,7 +9,7 @@
 // writes to its owner, a group's calls to its coordinator), following the
 // cluster as partitions move. stats reports the first broker that answers.
 //
-//	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL ...
+//	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL [--node-id ID --gossip-listen HOST:PORT --join HOST:PORT[,...]] ... (every flag also STRATA_<NAME>)
 //	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...]
 //	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP] [--partition P] [--acks none|local|durable]
 //	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
