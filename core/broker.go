@@ -154,6 +154,11 @@ func (b *Broker) startIncarnation(inc string) error {
 	b.wal, b.walr = w, wal.NewReader(b.cfg.Store, inc, nil)
 	b.mu.Unlock()
 	b.cfg.Logger.Info("broker incarnation", "incarnation", inc)
+	if pub, ok := b.cfg.Cluster.(IncarnationPublisher); ok {
+		if err := pub.SetIncarnation(inc); err != nil {
+			b.cfg.Logger.Warn("could not publish the WAL incarnation to the cluster; brokers taking partitions from this one will fence it instead of waiting for its hand-off", "err", err)
+		}
+	}
 	b.bg.Add(1)
 	go b.watchIncarnation(w)
 	return nil
@@ -539,6 +544,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	b.mu.Lock()
 	pc.WAL, pc.WALReader = b.wal, b.walr
 	b.mu.Unlock()
+	b.awaitRelease(ctx, t, p, pc.WAL.Incarnation())
 	lp, err := ingest.OpenPartition(ctx, pc)
 	if errors.Is(err, ingest.ErrStaleIncarnation) {
 		// This incarnation dropped the partition (a hand-off whose seal

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/stratalog/strata/meta"
 )
 
 // Ownership in a cluster. Membership proposes, the bucket decides: a
@@ -23,6 +25,57 @@ type Node struct {
 	ID   string // the broker's node id, unique in the cluster
 	Addr string // its client (gRPC) address, HOST:PORT
 	Zone string // its zone label ("" when none)
+	// Incarnation is the broker's current WAL incarnation, when its
+	// Cluster publishes it ("" otherwise): it tells a live owner's
+	// partitions, which it is handing off, from a dead one's.
+	Incarnation string
+}
+
+// IncarnationPublisher is implemented by a Cluster that can tell the
+// others this broker's current WAL incarnation (membership does, in its
+// gossip metadata). The broker calls it whenever it starts one.
+type IncarnationPublisher interface {
+	SetIncarnation(inc string) error
+}
+
+// releaseWait bounds how long a broker about to claim a partition waits
+// for its previous owner, alive and named in the manifest, to finish
+// handing it off (seal, mark unowned): a claim before that fences the
+// previous owner's whole incarnation. A dead owner is not waited for.
+const releaseWait = 2 * time.Second
+
+// awaitRelease waits, before partition p of t is claimed here, while the
+// manifest names as owner the incarnation of another live broker, up to
+// releaseWait. Errors end the wait: the claim then decides, as always.
+func (b *Broker) awaitRelease(ctx context.Context, t *topic, p int32, self string) {
+	if b.cfg.Cluster == nil {
+		return
+	}
+	ms := meta.NewManifestStore(b.cfg.Store, t.store, p)
+	deadline := time.Now().Add(releaseWait)
+	for {
+		m, _, err := ms.Load(ctx)
+		if err != nil || m.Owner == "" || m.Owner == self || !b.liveIncarnation(m.Owner) || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// liveIncarnation reports whether another live broker publishes inc as
+// its current incarnation.
+func (b *Broker) liveIncarnation(inc string) bool {
+	self := b.cfg.Cluster.Self().ID
+	for _, n := range b.cfg.Cluster.Members() {
+		if n.ID != self && n.Incarnation == inc {
+			return true
+		}
+	}
+	return false
 }
 
 // Cluster proposes who owns what. Config.Cluster nil is a cluster of one:

@@ -3,10 +3,13 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stratalog/strata/ingest/wal"
 	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
@@ -214,5 +217,54 @@ func TestStaleCoordinatorCommitRefused(t *testing.T) {
 	v1.propose(GroupKey("g"), "b2")
 	if _, err := b1.JoinGroup(ctx, "g", "t", time.Hour); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("join at a broker not proposed: %v, want ErrNotOwner", err)
+	}
+}
+
+// A write that reaches the next owner while the old one is still handing
+// the partition off waits for the hand-off (the old owner is alive and
+// its incarnation is named in the manifest) instead of claiming over it,
+// which would fence the old owner's whole incarnation.
+func TestClaimWaitsForALiveOwnersHandOff(t *testing.T) {
+	ctx := context.Background()
+	s := tier.NewMemStore()
+	slow := tier.NewFaultStore(s, tier.FaultConfig{Latency: 100 * time.Millisecond}) // the old owner's seal takes a while
+	v1, v2 := newView("b1", "b1", "b2"), newView("b2", "b1", "b2")
+	v1.def, v2.def = "b1", "b1"
+	cfg := testConfig(t, slow)
+	cfg.Cluster, cfg.RebalanceInterval = v1, 20*time.Millisecond
+	b1 := newBroker(t, cfg)
+	b2 := clusterBroker(t, s, v2)
+	if _, err := b1.CreateTopic(ctx, TopicConfig{Name: "t", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b1.Produce(ctx, &ProduceRequest{Topic: "t", Partition: 0, Records: values(10)}); err != nil {
+		t.Fatal(err)
+	}
+	v2.mu.Lock()
+	v2.members[0].Incarnation = b1.Incarnation() // as gossip publishes it
+	v2.mu.Unlock()
+	inc := b1.Incarnation()
+	v1.propose(PartitionKey("t", 0), "b2")
+	v2.propose(PartitionKey("t", 0), "b2")
+	res, err := b2.Produce(ctx, &ProduceRequest{Topic: "t", Partition: 0, Records: values(5)})
+	if err != nil || res.Offsets[0] != 10 {
+		t.Fatalf("the new owner's produce: %+v %v, want offsets from 10", res, err)
+	}
+	// No fence in the old owner's WAL prefix.
+	err = s.List(ctx, meta.WALIncarnationPrefix(inc), func(o tier.ObjectInfo) error {
+		rc, _, err := s.Get(ctx, o.Key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		head := make([]byte, 16)
+		n, _ := io.ReadFull(rc, head)
+		if wal.IsFence(head[:n]) {
+			return fmt.Errorf("fence %s", o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the new owner claimed over the live old owner instead of waiting for its hand-off: %v", err)
 	}
 }

@@ -17,6 +17,12 @@
 //     the partitions it still owns reopen on their next write. A dropped
 //     partition is reopened only once its old Partition is closed, so two
 //     never share a local directory.
+//   - In a cluster (Config.Cluster), a broker takes writes only for the
+//     partitions proposed to it (ErrNotOwner otherwise, naming the owner),
+//     hands a partition off when the proposal moves (seal, then mark the
+//     manifest unowned), and before claiming waits, up to releaseWait,
+//     for a live previous owner's hand-off: membership proposes, the
+//     bucket's CAS decides (cluster.go).
 //   - Every topic has an identity made at creation (storage name
 //     name/id); a deleted and re-created topic never sees the old data,
 //     and a topic deleted elsewhere is dropped at the next topic refresh

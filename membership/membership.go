@@ -38,6 +38,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -103,13 +104,17 @@ type Member struct {
 	ClientAddr string    // client (gRPC) address
 	Zone       string    // zone label
 	Since      time.Time // when it started (its clock)
+	// Incarnation is the member's current WAL incarnation, as it last
+	// published it (SetIncarnation); "" when it published none.
+	Incarnation string
 }
 
 // nodeMeta is what a member publishes in its gossip metadata.
 type nodeMeta struct {
 	Client string `json:"c,omitempty"`
 	Zone   string `json:"z,omitempty"`
-	Since  int64  `json:"s"` // unix ms
+	Since  int64  `json:"s"`           // unix ms
+	Inc    string `json:"i,omitempty"` // WAL incarnation
 }
 
 // Cluster is this broker's view of the cluster.
@@ -122,6 +127,8 @@ type Cluster struct {
 
 	mu       sync.Mutex
 	shutdown bool
+	meta     nodeMeta // what this member publishes; guarded by mu
+	delegate *delegate
 
 	// viewMu guards view and gen only, and is never held across a
 	// memberlist call: memberlist calls changed() with its node lock held,
@@ -132,16 +139,19 @@ type Cluster struct {
 	gen    uint64   // bumped by every change
 }
 
-type delegate struct{ meta []byte }
+type delegate struct{ meta atomic.Pointer[[]byte] }
 
-func (d delegate) NodeMeta(limit int) []byte                { return d.meta[:min(len(d.meta), limit)] }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
-func (c *Cluster) NotifyJoin(*memberlist.Node)              { c.changed() }
-func (c *Cluster) NotifyLeave(*memberlist.Node)             { c.changed() }
-func (c *Cluster) NotifyUpdate(*memberlist.Node)            { c.changed() }
+func (d *delegate) NodeMeta(limit int) []byte {
+	m := *d.meta.Load()
+	return m[:min(len(m), limit)]
+}
+func (*delegate) NotifyMsg([]byte)                           {}
+func (*delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (*delegate) LocalState(join bool) []byte                { return nil }
+func (*delegate) MergeRemoteState(buf []byte, join bool)     {}
+func (c *Cluster) NotifyJoin(*memberlist.Node)               { c.changed() }
+func (c *Cluster) NotifyLeave(*memberlist.Node)              { c.changed() }
+func (c *Cluster) NotifyUpdate(*memberlist.Node)             { c.changed() }
 func (c *Cluster) changed() {
 	c.viewMu.Lock()
 	c.view = nil
@@ -153,7 +163,7 @@ func (c *Cluster) changed() {
 	}
 }
 
-var _ memberlist.Delegate = delegate{}
+var _ memberlist.Delegate = (*delegate)(nil)
 var _ memberlist.EventDelegate = (*Cluster)(nil)
 
 // Join starts gossiping and joins the seeds (if any).
@@ -161,7 +171,8 @@ func Join(cfg Config) (*Cluster, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("membership: Name is required")
 	}
-	meta, _ := json.Marshal(nodeMeta{Client: cfg.ClientAddr, Zone: cfg.Zone, Since: time.Now().UnixMilli()})
+	nm := nodeMeta{Client: cfg.ClientAddr, Zone: cfg.Zone, Since: time.Now().UnixMilli()}
+	meta, _ := json.Marshal(nm)
 	if len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("membership: node metadata (client address %q, zone %q) is %d bytes, over memberlist's %d-byte limit: shorten them", cfg.ClientAddr, cfg.Zone, len(meta), memberlist.MetaMaxSize)
 	}
@@ -191,8 +202,9 @@ func Join(cfg Config) (*Cluster, error) {
 		cfg.Logger = io.Discard
 	}
 	mc.Logger = log.New(cfg.Logger, "memberlist: ", log.LstdFlags)
-	c := &Cluster{settle: cfg.Settle, changes: make(chan struct{}, 1), stop: make(chan struct{})}
-	mc.Delegate = delegate{meta: meta}
+	c := &Cluster{settle: cfg.Settle, changes: make(chan struct{}, 1), stop: make(chan struct{}), meta: nm, delegate: &delegate{}}
+	c.delegate.meta.Store(&meta)
+	mc.Delegate = c.delegate
 	mc.Events = c
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -252,6 +264,24 @@ func (c *Cluster) retryJoin(seeds []string, logger *log.Logger) {
 	}
 }
 
+// SetIncarnation publishes this member's current WAL incarnation, so the
+// others can tell a live owner's partitions (which it is handing off)
+// from a dead one's (which they take over at once).
+func (c *Cluster) SetIncarnation(inc string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shutdown {
+		return nil
+	}
+	c.meta.Inc = inc
+	meta, _ := json.Marshal(c.meta)
+	if len(meta) > memberlist.MetaMaxSize {
+		return fmt.Errorf("membership: node metadata with incarnation %q is %d bytes, over memberlist's %d-byte limit", inc, len(meta), memberlist.MetaMaxSize)
+	}
+	c.delegate.meta.Store(&meta)
+	return c.ml.UpdateNode(time.Second)
+}
+
 // Addr is this member's gossip address, for others' Seeds.
 func (c *Cluster) Addr() string {
 	n := c.ml.LocalNode()
@@ -270,7 +300,7 @@ func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 func member(n *memberlist.Node) Member {
 	var md nodeMeta
 	json.Unmarshal(n.Meta, &md) // a member with unreadable metadata has no client address
-	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), ClientAddr: md.Client, Zone: md.Zone, Since: time.UnixMilli(md.Since)}
+	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), ClientAddr: md.Client, Zone: md.Zone, Since: time.UnixMilli(md.Since), Incarnation: md.Inc}
 }
 
 // Members returns the live members, sorted by name. The caller must not

@@ -24,8 +24,12 @@ type gossipCluster struct {
 }
 
 func node(m membership.Member) core.Node {
-	return core.Node{ID: m.Name, Addr: m.ClientAddr, Zone: m.Zone}
+	return core.Node{ID: m.Name, Addr: m.ClientAddr, Zone: m.Zone, Incarnation: m.Incarnation}
 }
+
+// SetIncarnation publishes the broker's WAL incarnation in its gossip
+// metadata (core.IncarnationPublisher).
+func (g *gossipCluster) SetIncarnation(inc string) error { return g.c.SetIncarnation(inc) }
 
 func (g *gossipCluster) Self() core.Node { return node(g.c.Self()) }
 
