@@ -600,8 +600,14 @@ func TestClusterScript(t *testing.T) {
 		}
 		return string(out)
 	}
+	// Stop what up started even when the test fails half-way (with the
+	// test's state directory: the default one is not ours).
+	t.Cleanup(func() {
+		cmd := exec.Command("bash", "../../scripts/cluster.sh", "down")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Run()
+	})
 	up := script("up")
-	t.Cleanup(func() { exec.Command("bash", "../../scripts/cluster.sh", "down").Run() })
 	m := regexp.MustCompile(`brokers: (\S+)`).FindStringSubmatch(up)
 	if m == nil {
 		t.Fatalf("cluster.sh up printed no broker list:\n%s", up)
