@@ -104,8 +104,9 @@ func addrs(ns []*member) string {
 	return strings.Join(a, ",")
 }
 
-// metadata asks the broker at addr.
-func metadata(t testing.TB, addr string) *stratapb.MetadataResponse {
+// metadata asks the broker at addr about the named topics (nil when it
+// does not answer).
+func metadata(t testing.TB, addr string, topics ...string) *stratapb.MetadataResponse {
 	t.Helper()
 	c, err := client.Dial(addr)
 	if err != nil {
@@ -114,7 +115,7 @@ func metadata(t testing.TB, addr string) *stratapb.MetadataResponse {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	md, err := c.API().Metadata(ctx, &stratapb.MetadataRequest{})
+	md, err := c.API().Metadata(ctx, &stratapb.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil
 	}
@@ -139,14 +140,9 @@ func (c *testCluster) waitFormed(t testing.TB, except ...*member) {
 // owners is who owns each partition, as the broker at addr proposes.
 func owners(t testing.TB, addr string) map[int32]string {
 	t.Helper()
-	c, err := client.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	md, err := c.API().Metadata(context.Background(), &stratapb.MetadataRequest{Topics: []string{faultTopic}})
-	if err != nil {
-		t.Fatal(err)
+	md := metadata(t, addr, faultTopic)
+	if md == nil {
+		t.Fatalf("broker %s does not answer Metadata", addr)
 	}
 	out := map[int32]string{}
 	for _, o := range md.Topics[0].Owners {
