@@ -29,7 +29,9 @@ install() {
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
+    # Below Linux's ephemeral range (32768-60999): a port some outgoing
+    # connection uses refuses a connect yet cannot be bound.
+    p=$(( 20000 + RANDOM % 12000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"; return 0
     fi
@@ -48,9 +50,21 @@ healthy() (
 )
 
 start() {
-  local state="$1"
+  local state="$1" attempt
   install
   mkdir -p "$state/data"
+  # A port found free may be taken before MinIO binds it (the tests start
+  # servers in parallel): try again on other ports.
+  for attempt in 1 2 3 4 5; do
+    start_once "$state" && return 0
+    grep -q "already in use" "$state/minio.log" 2>/dev/null || return 1
+    echo "minio.sh: port taken meanwhile; retrying on other ports ($attempt/5)" >&2
+  done
+  return 1
+}
+
+start_once() {
+  local state="$1"
   local port cport
   port="$(free_port)"; cport="$(free_port)"
   local user="strata-test" pass="strata-test-secret-$RANDOM$RANDOM"

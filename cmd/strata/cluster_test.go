@@ -560,7 +560,7 @@ func TestClusterGossipPartition(t *testing.T) {
 func freePorts(t testing.TB, n int) int {
 	t.Helper()
 	for range 50 {
-		base := 20000 + int(time.Now().UnixNano()%20000)
+		base := 20000 + int(time.Now().UnixNano()%12000) // below the ephemeral range
 		ok := true
 		for i := range n {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
