@@ -1,0 +1,73 @@
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Kind is an event's kind.
+type Kind uint8
+
+const (
+	KindLease            Kind = iota + 1 // Offset leased: Token, Until
+	KindAck                              // Offset acked
+	KindNack                             // Offset failed: available again at Until; Reason
+	KindRelease                          // Offset back now, no penalty
+	KindReject                           // Offset to the dead-letter topic; Reason
+	KindExtend                           // Offset's lease now ends at Until
+	KindDeadLetterAssign                 // Offset's dead-letter move has producer sequence Seq
+	KindDeadLettered                     // Offset is stored in the dead-letter topic
+	KindProducer                         // the dead-letter producer id is Producer
+	KindSpill                            // delayed records moved to Run
+	KindLoadRun                          // Run's entries up to Run.Loaded are back in memory
+	maxKind
+)
+
+// Event is one logged change of a state. Time is when it happened (ms);
+// the fields used depend on Kind.
+type Event struct {
+	Kind     Kind   `json:"k"`
+	Offset   int64  `json:"o,omitempty"`
+	Time     int64  `json:"at"`
+	Token    uint64 `json:"t,omitempty"`
+	Until    int64  `json:"u,omitempty"`
+	Seq      int32  `json:"s,omitempty"`
+	Producer int64  `json:"p,omitempty"`
+	Reason   string `json:"r,omitempty"`
+	Run      *Run   `json:"run,omitempty"`
+}
+
+// MaxReasonBytes bounds a nack or reject reason; longer ones are cut.
+const MaxReasonBytes = 1024
+
+// EncodeEvent is an event's logged form.
+func EncodeEvent(ev Event) []byte {
+	if len(ev.Reason) > MaxReasonBytes {
+		ev.Reason = ev.Reason[:MaxReasonBytes]
+	}
+	data, _ := json.Marshal(ev)
+	return data
+}
+
+// DecodeEvent parses a logged event and checks its fields.
+func DecodeEvent(data []byte) (Event, error) {
+	var ev Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return Event{}, fmt.Errorf("queue: undecodable event: %w", err)
+	}
+	if ev.Kind == 0 || ev.Kind >= maxKind {
+		return Event{}, fmt.Errorf("queue: event of unknown kind %d", ev.Kind)
+	}
+	if ev.Offset < 0 || ev.Time < 0 || ev.Until < 0 || ev.Seq < 0 {
+		return Event{}, fmt.Errorf("queue: event with a negative field")
+	}
+	if (ev.Kind == KindSpill || ev.Kind == KindLoadRun) != (ev.Run != nil) {
+		return Event{}, fmt.Errorf("queue: %d event with a run %v", ev.Kind, ev.Run != nil)
+	}
+	if ev.Run != nil {
+		if err := ev.Run.check(); err != nil {
+			return Event{}, err
+		}
+	}
+	return ev, nil
+}
