@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,7 @@ type Broker struct {
 	retired []*wal.Writer // fenced writers, closed by Close
 
 	groups groups
+	shares shares // share groups' configs and live states (share.go)
 	// coordID names this broker process as a group coordinator in the
 	// group states it stores (node id and a random part: a restart is a
 	// new coordinator).
@@ -115,6 +117,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
 	b.groups.init(b)
+	b.shares.init()
 	b.coordID = b.self().ID + "-" + meta.NewWriteID()
 	b.releasing = make(chan struct{}, 1)
 	if err := b.startIncarnation(cfg.WAL.Incarnation); err != nil {
@@ -122,7 +125,8 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.ids = newIDAllocator(cfg.Store)
-	b.bg.Add(2)
+	b.bg.Add(3)
+	go b.shareLoop()
 	go b.every(b.cfg.WALCollectInterval, b.collectWALRound)
 	go b.every(b.cfg.TopicRefreshInterval, b.refreshTopicsRound)
 	if cfg.Cluster != nil {
@@ -584,6 +588,29 @@ func (b *Broker) removeLocal(dir string) {
 // absent, so two brokers cannot both create one topic with different
 // settings. It returns the config as stored (compression defaulted).
 func (b *Broker) CreateTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig, error) {
+	if err := validNewName(cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.Colocate != "" {
+		return nil, errorf(ErrInvalidArgument, "colocate is set by the broker on the topics it creates for share groups; create topic %q without it", cfg.Name)
+	}
+	if len(cfg.ConsumedBy) > maxConsumedBy {
+		return nil, errorf(ErrInvalidArgument, "consumed_by names %d share groups, over the limit of %d; nothing was created", len(cfg.ConsumedBy), maxConsumedBy)
+	}
+	for _, g := range cfg.ConsumedBy {
+		if err := validGroupName(g); err != nil {
+			return nil, errorf(ErrInvalidArgument, "consumed_by: %v; nothing was created", err)
+		}
+	}
+	return b.createTopic(ctx, cfg)
+}
+
+// maxConsumedBy bounds the share groups a topic's retention waits for.
+const maxConsumedBy = 16
+
+// createTopic creates a topic, one of a client's (CreateTopic checked its
+// name) or one the broker makes for itself.
+func (b *Broker) createTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig, error) {
 	if err := validName(cfg.Name); err != nil {
 		return nil, err
 	}
@@ -771,6 +798,11 @@ func (b *Broker) DeleteTopic(ctx context.Context, name string) (int64, error) {
 	n, err := b.deleteTopicData(ctx, t)
 	if err != nil {
 		return 0, err
+	}
+	if !strings.HasPrefix(t.cfg.Name, internalPrefix) {
+		if err := b.deleteShares(ctx, t); err != nil {
+			return n, err
+		}
 	}
 	b.cfg.Logger.Info("topic deleted", "topic", t.cfg.Name, "objects", n)
 	return n, nil

@@ -95,6 +95,16 @@ type Cluster interface {
 // PartitionKey is the ownership key of a partition.
 func PartitionKey(topic string, p int32) string { return "p/" + topic + "/" + strconv.Itoa(int(p)) }
 
+// OwnerKey is the ownership key of partition p of the topic: its own, or
+// that of the topic it is colocated with (a share group's state log and
+// default dead-letter topic live with the partitions they serve).
+func (c *TopicConfig) OwnerKey(p int32) string {
+	if c.Colocate != "" {
+		return PartitionKey(c.Colocate, p)
+	}
+	return PartitionKey(c.Name, p)
+}
+
 // GroupKey is the ownership key of a consumer group's coordinator.
 func GroupKey(group string) string { return "g/" + group }
 
@@ -167,7 +177,7 @@ func (b *Broker) Metadata(ctx context.Context, topics, groups []string) (*Metada
 	for _, c := range cfgs {
 		to := TopicOwners{Name: c.Name, Owners: make([]Node, c.Partitions)}
 		for p := range c.Partitions {
-			to.Owners[p], _ = b.ownerOf(PartitionKey(c.Name, p))
+			to.Owners[p], _ = b.ownerOf(c.OwnerKey(p))
 		}
 		md.Topics = append(md.Topics, to)
 	}
@@ -184,7 +194,7 @@ func (b *Broker) Metadata(ctx context.Context, topics, groups []string) (*Metada
 // checkWriter returns ErrNotOwner unless this broker is the proposed owner
 // of partition p of t.
 func (b *Broker) checkWriter(t *topic, p int32) error {
-	o, self := b.ownerOf(PartitionKey(t.cfg.Name, p))
+	o, self := b.ownerOf(t.cfg.OwnerKey(p))
 	if self {
 		return nil
 	}
@@ -204,7 +214,7 @@ func (b *Broker) ownedRoundRobin(t *topic) int32 {
 	}
 	for i := range n {
 		p := (start + i) % n
-		if _, self := b.ownerOf(PartitionKey(t.cfg.Name, p)); self {
+		if _, self := b.ownerOf(t.cfg.OwnerKey(p)); self {
 			return p
 		}
 	}
@@ -230,7 +240,7 @@ func (b *Broker) rebalanceLoop() {
 		case <-t.C:
 		}
 		b.releaseNotOwned(func(t *topic, p int32) bool {
-			_, self := b.ownerOf(PartitionKey(t.cfg.Name, p))
+			_, self := b.ownerOf(t.cfg.OwnerKey(p))
 			return !self
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestStoredTopicFormat(t *testing.T) {
 		t.Fatalf("stored as\n%s\nwant\n%s", got, stored)
 	}
 	st, err := decodeTopicConfig("orders", []byte(stored))
-	if err != nil || *st.TopicConfig != *cfg || st.ID != "0123abcd" {
+	if err != nil || !reflect.DeepEqual(*st.TopicConfig, *cfg) || st.ID != "0123abcd" {
 		t.Fatalf("decoded %+v (id %q), %v", st.TopicConfig, st.ID, err)
 	}
 	// Written before identities existed, and with the defaults omitted.

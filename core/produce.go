@@ -156,6 +156,12 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 		if rec.Timestamp == 0 {
 			rec.Timestamp = now
 		}
+		if hasQueueHeaders(&rec) {
+			rec.Headers = append([]segment.Header(nil), rec.Headers...) // the caller's stay as given
+			if err := queueHeaders(&rec, now); err != nil {
+				return nil, errorf(ErrInvalidArgument, "record %d: %v; nothing was written", i, err)
+			}
+		}
 		bt.Records = append(bt.Records, rec)
 		index[p] = append(index[p], i)
 	}
@@ -184,7 +190,7 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 				// here claims the partition again under a new one and
 				// recovers what we and the other stored.
 				go b.retire(part.wal, "a partition's manifest was claimed by another broker")
-				if o, self := b.ownerOf(PartitionKey(t.cfg.Name, p)); !self {
+				if o, self := b.ownerOf(t.cfg.OwnerKey(p)); !self {
 					// The cluster names the new owner: redirect there.
 					return nil, &Error{Kind: ErrNotOwner, Owner: &o, Cause: err, Msg: fmt.Sprintf(
 						"partition %s/%d was taken over by broker %s at %s while this broker (%s) held it; this request's records for it were not stored (in a request that spans partitions, those of partitions before it may have been): send them there",

@@ -50,6 +50,10 @@ type ShareGroupConfig struct {
 	PriorityAgingMs   int64   `json:"priority_aging_ms,omitempty"`   // default 5 s
 	Seed              uint64  `json:"seed,omitempty"`                // jitter seed, set at creation
 	StartFromEarliest bool    `json:"start_from_earliest,omitempty"` // a new group starts at the log start (default: at the end)
+	// StartOffsets is where the group starts on each partition: the high
+	// watermarks at creation (set by the broker; unused with
+	// StartFromEarliest).
+	StartOffsets []int64 `json:"start_offsets,omitempty"`
 }
 
 // ReceiveRequest asks for available records of a share group.

@@ -18,6 +18,16 @@ type TopicConfig struct {
 	RetentionBytes int64  `json:"retention_bytes,omitempty"` // per partition; 0: no limit
 	Compression    string `json:"compression,omitempty"`     // zstd (default), s2, none
 	SegmentBytes   int64  `json:"segment_bytes,omitempty"`   // 0: the broker's SealBytes
+	// Colocate names the topic whose partition owners own this topic's
+	// partitions too (same partition numbers): set by the broker on the
+	// topics it creates for a share group (its state log, its default
+	// dead-letter topic).
+	Colocate string `json:"colocate,omitempty"`
+	// ConsumedBy names share groups: once every one of them has settled
+	// a record (acked or dead-lettered), retention may drop it (whole
+	// segments), on top of the time and size limits. Empty: replay
+	// topics, kept by time and size alone.
+	ConsumedBy []string `json:"consumed_by,omitempty"`
 }
 
 // Ranges of the sizes and durations a client sets in a topic config. Zero
@@ -55,11 +65,30 @@ func checkTopicSizes(cfg *TopicConfig) error {
 
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
 
+// internalPrefix starts the names of the topics the broker creates for
+// itself (share-group state logs); a client cannot create one.
+const internalPrefix = "__"
+
+// shareLogPrefix + a topic's name is the name of its share groups' state log.
+const shareLogPrefix = internalPrefix + "share."
+
 func validName(name string) error {
+	if rest, ok := strings.CutPrefix(name, shareLogPrefix); ok && topicName.MatchString(rest) {
+		return nil
+	}
 	if !topicName.MatchString(name) || name == "." || name == ".." {
 		return errorf(ErrInvalidArgument, "invalid topic name %q: use 1-200 characters from a-z A-Z 0-9 . _ -", name)
 	}
 	return nil
+}
+
+// validNewName checks the name of a topic a client creates: valid, and
+// not one the broker keeps for itself.
+func validNewName(name string) error {
+	if strings.HasPrefix(name, internalPrefix) {
+		return errorf(ErrInvalidArgument, "invalid topic name %q: names starting with %q are kept for strata's own topics; choose another name", name, internalPrefix)
+	}
+	return validName(name)
 }
 
 // storedTopic is a topic config as the bucket holds it: the config and the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stratalog/strata/meta"
@@ -59,6 +60,24 @@ type Partition struct {
 	appendMu  sync.RWMutex
 	closeOnce sync.Once
 	closeErr  error
+	// floor: every record below it may be dropped (its consumers settled
+	// it, SetRetentionFloor); 0: none. Retention drops whole segments
+	// below it.
+	floor atomic.Int64
+}
+
+// SetRetentionFloor lets retention drop the sealed segments that lie
+// wholly below offset floor (retention by consumption: every share group
+// named in the topic's config settled them), on top of the time and size
+// limits. It never moves back: a lower floor than an earlier one is
+// ignored.
+func (p *Partition) SetRetentionFloor(floor int64) {
+	for {
+		cur := p.floor.Load()
+		if floor <= cur || p.floor.CompareAndSwap(cur, floor) {
+			return
+		}
+	}
 }
 
 func (p *Partition) self() string {

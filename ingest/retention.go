@@ -42,7 +42,8 @@ func (p *Partition) trimLocal() error {
 // applyRetention drops whole segments past the retention limits: manifest
 // first, objects second.
 func (p *Partition) applyRetention(ctx context.Context, now time.Time) error {
-	if p.cfg.RetentionTime == 0 && p.cfg.RetentionBytes == 0 {
+	floor := p.floor.Load()
+	if p.cfg.RetentionTime == 0 && p.cfg.RetentionBytes == 0 && floor == 0 {
 		return nil
 	}
 	p.mu.Lock()
@@ -54,7 +55,8 @@ func (p *Partition) applyRetention(ctx context.Context, now time.Time) error {
 	for _, s := range m.Segments {
 		expired := p.cfg.RetentionTime > 0 && s.MaxTimestamp < cutoff
 		oversize := p.cfg.RetentionBytes > 0 && total-s.Size >= p.cfg.RetentionBytes
-		if !expired && !oversize {
+		consumed := s.LastOffset < floor
+		if !expired && !oversize && !consumed {
 			break
 		}
 		total -= s.Size

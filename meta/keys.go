@@ -11,6 +11,9 @@ package meta
 //	wal/<incarnation>/<seq:020d>                       WAL object or fence
 //	groups/<group>/state.json                          consumer-group offsets
 //	producers/next-id.json                             producer-id allocator
+//	shares/<topic>/<group>/config.json                 share-group config
+//	shares/<topic>/<group>/<p>/snapshots/<off:020d>    share-group state of a partition at state-log offset off
+//	shares/<topic>/<group>/<p>/runs/<rand>             spilled delayed records (queue.Run)
 //
 // <topic> is a topic's storage name: <name>/<id> (StorageName), or just
 // <name> for a topic created before topic identities.
@@ -134,6 +137,62 @@ func GroupKey(name string) string { return GroupsPrefix + name + "/state.json" }
 // GroupNameOfKey returns the group name of a state key, or false.
 func GroupNameOfKey(key string) (string, bool) {
 	return strings.CutSuffix(strings.TrimPrefix(key, GroupsPrefix), "/state.json")
+}
+
+// SharesPrefix is the prefix of every share group's objects.
+const SharesPrefix = "shares/"
+
+// ShareTopicPrefix is the prefix of the share groups of a topic (storage
+// name), or of every identity of a topic name when given just the name.
+func ShareTopicPrefix(topic string) string { return SharesPrefix + topic + "/" }
+
+// ShareConfigKey is the object key of a share group's config.
+func ShareConfigKey(topic, group string) string {
+	return ShareTopicPrefix(topic) + group + "/config.json"
+}
+
+// ShareGroupOfConfigKey returns the group of a config key listed under
+// ShareTopicPrefix(topic), or false for any other key.
+func ShareGroupOfConfigKey(topic, key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, ShareTopicPrefix(topic))
+	if !ok {
+		return "", false
+	}
+	g, ok := strings.CutSuffix(rest, "/config.json")
+	if !ok || g == "" || strings.Contains(g, "/") {
+		return "", false
+	}
+	return g, true
+}
+
+// ShareGroupPrefix is the prefix of everything a share group stores.
+func ShareGroupPrefix(topic, group string) string { return ShareTopicPrefix(topic) + group + "/" }
+
+// ShareSnapshotPrefix is the prefix of a share group's snapshots of one
+// partition.
+func ShareSnapshotPrefix(topic, group string, p int32) string {
+	return ShareGroupPrefix(topic, group) + strconv.Itoa(int(p)) + "/snapshots/"
+}
+
+// ShareSnapshotKey names the snapshot that covers the state-log events
+// below offset off.
+func ShareSnapshotKey(topic, group string, p int32, off int64) string {
+	return ShareSnapshotPrefix(topic, group, p) + fmt.Sprintf("%020d", off)
+}
+
+// ShareSnapshotOffset parses the offset of a snapshot key.
+func ShareSnapshotOffset(key string) (int64, bool) {
+	i := strings.LastIndexByte(key, '/')
+	if i < 0 || len(key)-i-1 != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(key[i+1:], 10, 64)
+	return n, err == nil && n >= 0
+}
+
+// ShareRunKey names a new run of spilled delayed records.
+func ShareRunKey(topic, group string, p int32) string {
+	return ShareGroupPrefix(topic, group) + strconv.Itoa(int(p)) + "/runs/" + randomID(8)
 }
 
 // ProducerIDKey holds the next unallocated producer-id block.

@@ -155,6 +155,14 @@ func (s *State) Floor() int64 {
 	return f
 }
 
+// SkipTo moves the cursor to off when the records before it are gone
+// (retention dropped them before the group settled them).
+func (s *State) SkipTo(off int64) {
+	if off > s.cursor {
+		s.cursor = off
+	}
+}
+
 // CanOffer reports whether the state takes another record now (the
 // window of records held is not full).
 func (s *State) CanOffer() bool { return s.held < s.cfg.Window }
@@ -178,6 +186,10 @@ func (s *State) Offer(r Record, now int64) error {
 	s.makeAvailable(e)
 	return nil
 }
+
+// Advance moves the clock to now (never back) and applies what time
+// decides; Receive, Settle and Apply do it first themselves.
+func (s *State) Advance(now int64) { s.advance(now) }
 
 // advance moves the clock to now (never back) and applies what time
 // decides: leases that ran out, backoffs and delays that ended.
@@ -420,7 +432,14 @@ func (s *State) Apply(ev Event) error {
 	s.advance(ev.Time)
 	switch ev.Kind {
 	case KindProducer:
+		// A new dead-letter producer: sequences start again, and moves
+		// assigned under the old one are assigned anew.
 		s.producer, s.nextSeq = ev.Producer, 0
+		for _, e := range s.entries {
+			if e.Status == DeadLetterPending {
+				e.DLQSeq = -1
+			}
+		}
 		return nil
 	case KindSpill:
 		if ev.Run == nil {
