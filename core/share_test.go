@@ -1,0 +1,212 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stratalog/strata/segment"
+	"github.com/stratalog/strata/tier"
+)
+
+func shareTopic(t *testing.T, b *Broker, name string, parts int32, cfg ShareGroupConfig) *ShareGroupConfig {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: name, Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Topic = name
+	if cfg.Group == "" {
+		cfg.Group = "workers"
+	}
+	out, err := b.CreateShareGroup(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func produceN(t *testing.T, b *Broker, topic string, n int, hdr func(i int) []segment.Header) {
+	t.Helper()
+	var recs []segment.Record
+	for i := range n {
+		r := segment.Record{Value: []byte(strconv.Itoa(i))}
+		if hdr != nil {
+			r.Headers = hdr(i)
+		}
+		recs = append(recs, r)
+	}
+	if _, err := b.Produce(context.Background(), &ProduceRequest{Topic: topic, Partition: -1, Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func receive(t *testing.T, b *Broker, topic, group string, max int, wait time.Duration) []Delivery {
+	t.Helper()
+	ds, err := b.Receive(context.Background(), &ReceiveRequest{Topic: topic, Group: group, MaxRecords: max, Wait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+func settle(t *testing.T, b *Broker, topic, group string, kind SettleKind, ds []Delivery) []SettleResult {
+	t.Helper()
+	var rs []string
+	for _, d := range ds {
+		rs = append(rs, d.Receipt)
+	}
+	res, err := b.Settle(context.Background(), &SettleRequest{Topic: topic, Group: group, Kind: kind, Receipts: rs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// Every record produced after the group's creation is received once and
+// acked; an acked record is not received again, also by a broker that
+// rebuilds the state from the bucket with an empty disk.
+func TestShareReceiveAckSurvivesDiskLoss(t *testing.T) {
+	store := tier.NewMemStore()
+	b := newBroker(t, testConfig(t, store))
+	shareTopic(t, b, "jobs", 2, ShareGroupConfig{})
+	produceN(t, b, "jobs", 100, nil)
+	seen := map[string]bool{}
+	var acked []Delivery
+	for len(seen) < 100 {
+		ds := receive(t, b, "jobs", "workers", 30, time.Second)
+		if len(ds) == 0 {
+			t.Fatalf("received %d of 100, then nothing", len(seen))
+		}
+		for _, d := range ds {
+			v := string(d.Record.Value)
+			if seen[v] {
+				t.Fatalf("record %s delivered twice before any lease ended", v)
+			}
+			seen[v] = true
+			if d.DeliveryCount != 1 {
+				t.Fatalf("delivery count %d on a first delivery", d.DeliveryCount)
+			}
+		}
+		acked = append(acked, ds...)
+	}
+	for _, r := range settle(t, b, "jobs", "workers", SettleAck, acked[:60]) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	// Acking again: every receipt says it is settled.
+	for _, r := range settle(t, b, "jobs", "workers", SettleAck, acked[:3]) {
+		if !errors.Is(r.Err, ErrFailedPrecondition) {
+			t.Fatalf("second ack: %v, want failed precondition", r.Err)
+		}
+	}
+	// Another broker with an empty disk takes the partitions over (and
+	// fences the first).
+	b2 := newBroker(t, testConfig(t, store))
+	// The 40 unacked ones come back after their lease (30 s): release them
+	// through their receipts, which outlive the broker.
+	for _, r := range settle(t, b2, "jobs", "workers", SettleRelease, acked[60:]) {
+		if r.Err != nil {
+			t.Fatalf("release after takeover: %v", r.Err)
+		}
+	}
+	again := map[string]bool{}
+	for {
+		ds := receive(t, b2, "jobs", "workers", 100, 200*time.Millisecond)
+		if len(ds) == 0 {
+			break
+		}
+		for _, d := range ds {
+			again[string(d.Record.Value)] = true
+		}
+		settle(t, b2, "jobs", "workers", SettleAck, ds)
+	}
+	if len(again) != 40 {
+		t.Fatalf("after the takeover %d records came back, want the 40 not acked", len(again))
+	}
+	for _, d := range acked[:60] {
+		if again[string(d.Record.Value)] {
+			t.Fatalf("acked record %s delivered again after the takeover", d.Record.Value)
+		}
+	}
+}
+
+// A record nacked MaxDeliveries times lands in the dead-letter topic with
+// headers naming its origin, and is not delivered again.
+func TestShareDeadLetter(t *testing.T) {
+	b := newBroker(t, testConfig(t, tier.NewMemStore()))
+	shareTopic(t, b, "jobs", 1, ShareGroupConfig{MaxDeliveries: 2, BackoffMinMs: 1, BackoffMaxMs: 1})
+	produceN(t, b, "jobs", 1, nil)
+	for i := 1; i <= 2; i++ {
+		ds := receive(t, b, "jobs", "workers", 10, 5*time.Second)
+		if len(ds) != 1 || ds[0].DeliveryCount != int32(i) {
+			t.Fatalf("delivery %d: %+v", i, ds)
+		}
+		res, err := b.Settle(context.Background(), &SettleRequest{Topic: "jobs", Group: "workers", Kind: SettleNack, Receipts: []string{ds[0].Receipt}, Reason: fmt.Sprintf("boom %d", i)})
+		if err != nil || res[0].Err != nil {
+			t.Fatal(err, res)
+		}
+	}
+	if ds := receive(t, b, "jobs", "workers", 10, 300*time.Millisecond); len(ds) != 0 {
+		t.Fatalf("delivered a third time: %+v", ds)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got []segment.Record
+		err := b.Fetch(context.Background(), &FetchRequest{Topic: "jobs.dlq.workers", Partition: 0, Start: Position{Kind: StartEarliest}, MaxWait: 10 * time.Millisecond}, func(r *FetchResult) error {
+			got = append(got, r.Records...)
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			t.Fatal(err)
+		}
+		if len(got) == 1 {
+			h := map[string]string{}
+			for _, x := range got[0].Headers {
+				h[x.Key] = string(x.Value)
+			}
+			if h[HeaderDLQOriginTopic] != "jobs" || h[HeaderDLQOriginOffset] != "0" || h[HeaderDLQDeliveryCount] != "2" || h[HeaderDLQReason] != "boom 2" || h[HeaderDLQGroup] != "workers" {
+				t.Fatalf("dead letter headers %v", h)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter after 10s (%d records)", len(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d, err := b.DescribeShareGroup(context.Background(), "jobs", "workers")
+	if err != nil || d.DeadLettered != 1 {
+		t.Fatalf("describe: %+v %v", d, err)
+	}
+}
+
+var errStop = errors.New("stop")
+
+// A delayed record is not handed out before its time.
+func TestShareDelayed(t *testing.T) {
+	b := newBroker(t, testConfig(t, tier.NewMemStore()))
+	shareTopic(t, b, "jobs", 1, ShareGroupConfig{})
+	start := time.Now()
+	produceN(t, b, "jobs", 2, func(i int) []segment.Header {
+		if i == 0 {
+			return []segment.Header{{Key: HeaderDelay, Value: []byte("1500")}}
+		}
+		return nil
+	})
+	ds := receive(t, b, "jobs", "workers", 10, time.Second)
+	if len(ds) != 1 || string(ds[0].Record.Value) != "1" {
+		t.Fatalf("first receive %+v, want only the record without delay", ds)
+	}
+	ds = receive(t, b, "jobs", "workers", 10, 5*time.Second)
+	if len(ds) != 1 || string(ds[0].Record.Value) != "0" {
+		t.Fatalf("second receive %+v", ds)
+	}
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Fatalf("delayed record handed out after %v, before its 1.5s delay", el)
+	}
+}
