@@ -198,7 +198,7 @@ func (rt *sharePart) receive(ctx context.Context, max int, visibility time.Durat
 	}
 	now := time.Now().UnixMilli()
 	rt.st.Advance(now)
-	for i := 0; i < 4 && rt.st.Counts().Available < int64(max); i++ {
+	for i := 0; i < 4; i++ {
 		got, err := rt.fill(ctx, -1, now)
 		if err != nil {
 			rt.unlock()

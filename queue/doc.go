@@ -38,9 +38,9 @@
 //     order as their time comes.
 //   - Priority: a receive hands out the available record with the highest
 //     effective priority, priority + ⌊waiting time / PriorityAging⌋, ties
-//     to the longest waiting; so a record of priority p waits at most
-//     (9-p) × PriorityAging behind any stream of higher-priority records
-//     before it is next (bounded starvation).
+//     to the longest waiting; so a record of priority p is never passed by
+//     a record that became available more than (9-p) × PriorityAging after
+//     it, whatever its priority (bounded starvation).
 //   - OrderedByKey: at most one record per key is in flight (leased, in
 //     backoff or waiting for the dead-letter move); the next record of the
 //     key becomes available only once the previous one is settled.
