@@ -37,6 +37,10 @@ type Config struct {
 	// Cache is the read path's block cache. Default
 	// fetch.DefaultCacheConfig().
 	Cache fetch.CacheConfig
+	// Share tunes every share group's state on this broker: its read-ahead
+	// window, delayed records held in memory, spill horizon (zero fields:
+	// package queue's defaults). Tests shrink them.
+	Share ShareTuning
 
 	// MaxRecordBytes bounds one record's cost: key+value+headers plus
 	// RecordOverheadBytes, and HeaderOverheadBytes per header. Default
@@ -144,4 +148,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("core: Cache: %w", err)
 	}
 	return nil
+}
+
+// ShareTuning is the broker-wide part of a share group's queue settings.
+type ShareTuning struct {
+	Window    int
+	MemTimers int
+	Horizon   time.Duration
 }

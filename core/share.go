@@ -89,7 +89,15 @@ func (s *shares) waitCh() <-chan struct{} {
 
 // queueConfig is the queue package's view of a group's settings.
 func (c *ShareGroupConfig) queueConfig() queue.Config {
+	return c.tunedConfig(ShareTuning{})
+}
+
+// tunedConfig is queueConfig with the broker's tuning.
+func (c *ShareGroupConfig) tunedConfig(tu ShareTuning) queue.Config {
 	return queue.Config{
+		Window:            tu.Window,
+		MemTimers:         tu.MemTimers,
+		Horizon:           tu.Horizon,
 		Visibility:        time.Duration(c.VisibilityMs) * time.Millisecond,
 		MaxDeliveries:     c.MaxDeliveries,
 		BackoffMin:        time.Duration(c.BackoffMinMs) * time.Millisecond,

@@ -61,6 +61,8 @@ type sharePart struct {
 	lastSnap  int64     // state-log offset of the latest stored snapshot
 	doneRuns  []string  // runs fully read back: deleted after the next snapshot
 	broken    error     // a state-log write failed: the runtime is dropped
+	runKey    string         // the run being read back, and its records
+	runRecs   []queue.Record // (a cache)
 }
 
 func (rt *sharePart) lock(ctx context.Context) error {
@@ -133,7 +135,7 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 				continue
 			}
 			rt.cfg = cfg
-			rt.st.SetConfig(cfg.queueConfig())
+			rt.st.SetConfig(cfg.tunedConfig(b.cfg.Share))
 			rt.unlock()
 		}
 		return rt, nil
@@ -189,7 +191,7 @@ func (rt *sharePart) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st, err := queue.Restore(rt.cfg.queueConfig(), data)
+		st, err := queue.Restore(rt.cfg.tunedConfig(b.cfg.Share), data)
 		if err != nil {
 			return errorf(ErrInternal, "share group %q partition %d: snapshot %s is unreadable (%v); the group's state there cannot be rebuilt", rt.cfg.Group, rt.p, snapKey, err)
 		}
@@ -199,7 +201,7 @@ func (rt *sharePart) build(ctx context.Context) error {
 		if !rt.cfg.StartFromEarliest && int(rt.p) < len(rt.cfg.StartOffsets) {
 			start = rt.cfg.StartOffsets[rt.p]
 		}
-		rt.st = queue.New(rt.cfg.queueConfig(), start)
+		rt.st = queue.New(rt.cfg.tunedConfig(b.cfg.Share), start)
 	}
 	// Replay the events after the snapshot.
 	tag := []byte(rt.cfg.tag())
@@ -281,11 +283,7 @@ func (rt *sharePart) runRecords(ctx context.Context, evRun *queue.Run) ([]queue.
 	if from < 0 {
 		return nil, nil // read back before the snapshot: ApplyLoad skips it
 	}
-	data, err := rt.getObject(ctx, evRun.Key, false)
-	if err != nil {
-		return nil, err
-	}
-	recs, err := queue.DecodeRun(data)
+	recs, err := rt.runEntries(ctx, evRun.Key)
 	if err != nil || evRun.Loaded > len(recs) || from > evRun.Loaded {
 		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable or short (%v)", rt.cfg.Group, rt.p, evRun.Key, err)
 	}
@@ -502,14 +500,17 @@ func (rt *sharePart) spillAndLoad(ctx context.Context, now int64) ([]queue.Event
 		}
 		evs = append(evs, ev)
 	}
-	if run, n := rt.st.LoadPlan(now); run != nil {
-		data, err := rt.getObject(ctx, run.Key, false)
+	for i := 0; i < 64; i++ {
+		run, n := rt.st.LoadPlan(now)
+		if run == nil {
+			break
+		}
+		recs, err := rt.runEntries(ctx, run.Key)
 		if err != nil {
 			return evs, err
 		}
-		recs, err := queue.DecodeRun(data)
-		if err != nil || run.Loaded+n > len(recs) {
-			return evs, errorf(ErrInternal, "run %s is unreadable or short (%v)", run.Key, err)
+		if run.Loaded+n > len(recs) {
+			return evs, errorf(ErrInternal, "run %s holds %d records, its state says %d", run.Key, len(recs), run.Count)
 		}
 		next := int64(0)
 		if run.Loaded+n < len(recs) {
@@ -526,6 +527,24 @@ func (rt *sharePart) spillAndLoad(ctx context.Context, now int64) ([]queue.Event
 		evs = append(evs, ev)
 	}
 	return evs, nil
+}
+
+// runEntries returns a run's records, read once and kept while the run is
+// being read back.
+func (rt *sharePart) runEntries(ctx context.Context, key string) ([]queue.Record, error) {
+	if rt.runKey == key {
+		return rt.runRecs, nil
+	}
+	data, err := rt.getObject(ctx, key, false)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := queue.DecodeRun(data)
+	if err != nil {
+		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable: %v", rt.cfg.Group, rt.p, key, err)
+	}
+	rt.runKey, rt.runRecs = key, recs
+	return recs, nil
 }
 
 // maybeSnapshot stores a snapshot when enough events were logged since the

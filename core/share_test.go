@@ -210,3 +210,73 @@ func TestShareDelayed(t *testing.T) {
 		t.Fatalf("delayed record handed out after %v, before its 1.5s delay", el)
 	}
 }
+
+// Delayed records past the in-memory bound are spilled to runs in the
+// bucket and read back as they come due: records after them are delivered
+// at once, every delayed one exactly once and never early, and memory
+// holds at most the bound.
+func TestShareDelayedSpill(t *testing.T) {
+	store := tier.NewMemStore()
+	cfg := testConfig(t, store)
+	cfg.Share = ShareTuning{MemTimers: 64, Horizon: 300 * time.Millisecond}
+	b := newBroker(t, cfg)
+	shareTopic(t, b, "jobs", 1, ShareGroupConfig{})
+	const delayed = 1000
+	due := time.Now().Add(2500 * time.Millisecond)
+	produceN(t, b, "jobs", delayed, func(i int) []segment.Header {
+		at := due.Add(time.Duration(i) * time.Millisecond).UnixMilli()
+		return []segment.Header{{Key: HeaderDeliverAt, Value: []byte(strconv.FormatInt(at, 10))}}
+	})
+	produceN(t, b, "jobs", 10, nil) // values "0".."9", after the delayed ones
+	ds := receive(t, b, "jobs", "workers", 100, 2*time.Second)
+	if len(ds) != 10 {
+		t.Fatalf("received %d records before the delayed ones are due, want the 10 without delay", len(ds))
+	}
+	settle(t, b, "jobs", "workers", SettleAck, ds)
+	// Let maintenance spill, then look at memory and the bucket.
+	time.Sleep(500 * time.Millisecond)
+	rt := b.shares.runtimes[runtimeKey{mustTopic(t, b, "jobs").store, "workers", 0}]
+	if err := rt.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := rt.st.Counts()
+	_, inMemory := rt.st.InMemory()
+	runs := len(rt.st.Runs())
+	rt.unlock()
+	if inMemory > 64 {
+		t.Fatalf("%d delayed records in memory, over the bound of 64", inMemory)
+	}
+	if runs == 0 {
+		t.Fatalf("no run spilled with %d delayed records and a bound of 64", delayed)
+	}
+	if c.Delayed != delayed {
+		t.Fatalf("%d delayed counted, want %d", c.Delayed, delayed)
+	}
+	got := map[int64]bool{}
+	for len(got) < delayed {
+		ds := receive(t, b, "jobs", "workers", 200, 5*time.Second)
+		if len(ds) == 0 {
+			t.Fatalf("%d of %d delayed records delivered, then nothing", len(got), delayed)
+		}
+		now := time.Now()
+		for _, d := range ds {
+			if got[d.Record.Offset] {
+				t.Fatalf("delayed record %d delivered twice", d.Record.Offset)
+			}
+			got[d.Record.Offset] = true
+			if at := due.Add(time.Duration(d.Record.Offset) * time.Millisecond); now.Before(at) {
+				t.Fatalf("record %d delivered at %v, before its deliver-at %v", d.Record.Offset, now, at)
+			}
+		}
+		settle(t, b, "jobs", "workers", SettleAck, ds)
+	}
+}
+
+func mustTopic(t *testing.T, b *Broker, name string) *topic {
+	t.Helper()
+	tp, err := b.loadTopic(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}

@@ -39,6 +39,7 @@ type Config struct {
 	PriorityAging     time.Duration // waiting time that adds one priority level
 	Window            int           // records not delayed held at once (read-ahead)
 	MemTimers         int           // delayed records held in memory before spilling
+	Horizon           time.Duration // spill only records due beyond 2×Horizon; read a run back when due within Horizon
 	Seed              uint64        // the group's jitter seed (fixed at creation)
 }
 
@@ -67,6 +68,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.MemTimers == 0 {
 		c.MemTimers = DefaultMemTimers
+	}
+	if c.Horizon == 0 {
+		c.Horizon = SpillHorizon
 	}
 	return c
 }

@@ -31,20 +31,21 @@ func (r *Run) check() error {
 	return nil
 }
 
-// SpillHorizon: only records due later than this from now are spilled,
-// and a run is read back once its next record is due within it.
+// SpillHorizon is the default Config.Horizon: only records due later than
+// twice this from now are spilled, and a run is read back once its next
+// record is due within it.
 const SpillHorizon = time.Minute
 
 // SpillPlan returns the run to store when more than MemTimers delayed
 // records are in memory: the latest-due half of them (those due beyond
-// twice SpillHorizon), sorted by deliver-at. The broker stores them under a
+// twice the Horizon), sorted by deliver-at. The broker stores them under a
 // new key, sets Run.Key, and applies Event{Kind: KindSpill, Run: run}.
 func (s *State) SpillPlan(now int64) (*Run, []Record) {
 	s.advance(now)
 	if s.delayed <= s.cfg.MemTimers {
 		return nil, nil
 	}
-	limit := s.now + 2*SpillHorizon.Milliseconds()
+	limit := s.now + 2*s.cfg.Horizon.Milliseconds()
 	var cand []Record
 	for _, e := range s.entries {
 		if e.Status == Delayed && e.Count == 0 && e.DeliverAt > limit {
@@ -97,8 +98,10 @@ func (s *State) spill(run *Run) {
 }
 
 // LoadPlan returns the run whose next record is due soonest, when that is
-// within SpillHorizon of now, and how many of its records to read back
-// (nil when none is due).
+// within the Horizon of now, and how many of its records to read back
+// (nil when none is due): at most MemTimers/4 at once. A broker calls it
+// again until it returns nil, so every record due within the Horizon is
+// back in memory before its time.
 func (s *State) LoadPlan(now int64) (*Run, int) {
 	s.advance(now)
 	var next *Run
@@ -107,12 +110,17 @@ func (s *State) LoadPlan(now int64) (*Run, int) {
 			next = r
 		}
 	}
-	if next == nil || next.NextDue > s.now+SpillHorizon.Milliseconds() {
+	if next == nil || next.NextDue > s.now+s.cfg.Horizon.Milliseconds() {
 		return nil, 0
 	}
 	r := *next
 	return &r, min(r.Count-r.Loaded, max(s.cfg.MemTimers/4, 1))
 }
+
+// InMemory returns how many unsettled records the state holds in memory,
+// and how many of them are delayed (bounded by MemTimers, but for records
+// due within twice the Horizon).
+func (s *State) InMemory() (entries, delayed int) { return len(s.entries), s.delayed }
 
 // LoadEvent is the event that records reading back recs, the run's
 // entries from run.Loaded on (recs holds the run's whole remainder or a
