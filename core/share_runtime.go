@@ -56,11 +56,11 @@ type sharePart struct {
 	recBytes int64
 
 	// guarded by token:
-	unsnapped int       // events since the last snapshot
-	firstUnsn time.Time // time of the first of them
-	lastSnap  int64     // state-log offset of the latest stored snapshot
-	doneRuns  []string  // runs fully read back: deleted after the next snapshot
-	broken    error     // a state-log write failed: the runtime is dropped
+	unsnapped int            // events since the last snapshot
+	firstUnsn time.Time      // time of the first of them
+	lastSnap  int64          // state-log offset of the latest stored snapshot
+	doneRuns  []string       // runs fully read back: deleted after the next snapshot
+	broken    error          // a state-log write failed: the runtime is dropped
 	runKey    string         // the run being read back, and its records
 	runRecs   []queue.Record // (a cache)
 }
