@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -95,6 +96,21 @@ func (s *State) spill(run *Run) {
 	}
 	r := *run
 	s.runs = append(s.runs, &r)
+	s.compactTimers()
+}
+
+// compactTimers drops the timers of records no longer waiting for them
+// (spilled, settled): they would otherwise stay until their time.
+func (s *State) compactTimers() {
+	live := s.timers[:0]
+	for _, it := range s.timers {
+		if e := s.entries[it.off]; e != nil && e.gen == it.gen {
+			live = append(live, it)
+		}
+	}
+	clear(s.timers[len(live):])
+	s.timers = live
+	heap.Init(&s.timers)
 }
 
 // LoadPlan returns the run whose next record is due soonest, when that is

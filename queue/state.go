@@ -197,6 +197,9 @@ func (s *State) advance(now int64) {
 	if now > s.now {
 		s.now = now
 	}
+	if len(s.timers) > 2*len(s.entries)+1024 {
+		s.compactTimers() // stale timers of settled records: bounded memory
+	}
 	for len(s.timers) > 0 && s.timers[0].at <= s.now {
 		it := heap.Pop(&s.timers).(timerItem)
 		e := s.entries[it.off]
