@@ -280,3 +280,64 @@ func mustTopic(t *testing.T, b *Broker, name string) *topic {
 	}
 	return tp
 }
+
+// A topic consumed by a share group drops the segments the group settled,
+// and keeps the ones it has not.
+func TestShareRetentionByConsumption(t *testing.T) {
+	cfg := testConfig(t, tier.NewMemStore())
+	cfg.Partition.CheckInterval = 50 * time.Millisecond
+	b := newBroker(t, cfg)
+	ctx := context.Background()
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "jobs", Partitions: 1, SegmentBytes: MinSegmentBytes, ConsumedBy: []string{"workers"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateShareGroup(ctx, ShareGroupConfig{Topic: "jobs", Group: "workers"}); err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000)
+	for i := 0; i < 4; i++ { // 4 x 100 KB: several 64 KiB segments
+		recs := make([]segment.Record, 100)
+		for j := range recs {
+			recs[j] = segment.Record{Value: value}
+		}
+		if _, err := b.Produce(ctx, &ProduceRequest{Topic: "jobs", Partition: 0, Records: recs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ack the first 300 records, keep the rest.
+	var held []Delivery
+	acked := 0
+	for acked < 300 {
+		ds := receive(t, b, "jobs", "workers", min(100, 300-acked), time.Second)
+		settle(t, b, "jobs", "workers", SettleAck, ds)
+		acked += len(ds)
+	}
+	held = receive(t, b, "jobs", "workers", 100, time.Second)
+	if len(held) != 100 {
+		t.Fatalf("received %d of the last 100", len(held))
+	}
+	tp := mustTopic(t, b, "jobs")
+	tp.mu.Lock()
+	part := tp.parts[0]
+	tp.mu.Unlock()
+	if err := part.log.SealNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		logStart, _, err := b.partitionBounds(ctx, tp, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if logStart > 300 {
+			t.Fatalf("log start %d: retention dropped records the group has not acked (it acked 0-299)", logStart)
+		}
+		if logStart > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("log start still 0 after the group acked 300 records in several segments")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
