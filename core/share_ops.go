@@ -213,7 +213,7 @@ func (rt *sharePart) receive(ctx context.Context, max int, visibility time.Durat
 	var out []Delivery
 	var err error
 	if len(evs) > 0 {
-		tag := receiptTag(rt.t.store, rt.cfg)
+		tag := receiptTag(rt.t.store, rt.cfg())
 		for _, ev := range evs {
 			e, _ := rt.st.Entry(ev.Offset)
 			rec, rerr := rt.record(ctx, ev.Offset)
@@ -408,7 +408,8 @@ func (b *Broker) DescribeShareGroup(ctx context.Context, topicName, group string
 			}
 		}
 		if info.Owner == "" {
-			probe := &sharePart{b: b, t: t, p: p, cfg: cfg}
+			probe := &sharePart{b: b, t: t, p: p}
+			probe.cfgp.Store(cfg)
 			key, _, err := probe.latestSnapshot(ctx, 1<<62)
 			if err != nil {
 				return nil, err

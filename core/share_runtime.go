@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -42,7 +43,7 @@ type sharePart struct {
 	b     *Broker
 	t, lt *topic // the topic and its state log
 	p     int32
-	cfg   *ShareGroupConfig
+	cfgp  atomic.Pointer[ShareGroupConfig] // replaced when the group is altered
 	key   runtimeKey
 	ready chan struct{} // closed when built (err says whether it worked)
 	err   error
@@ -58,7 +59,7 @@ type sharePart struct {
 	// guarded by token:
 	unsnapped int            // events since the last snapshot
 	firstUnsn time.Time      // time of the first of them
-	lastSnap  int64          // state-log offset of the latest stored snapshot
+	lastSnap  atomic.Int64   // state-log offset of the latest stored snapshot
 	doneRuns  []string       // runs fully read back: deleted after the next snapshot
 	broken    error          // a state-log write failed: the runtime is dropped
 	runKey    string         // the run being read back, and its records
@@ -81,6 +82,9 @@ func (rt *sharePart) lock(ctx context.Context) error {
 func (rt *sharePart) unlock() { <-rt.token }
 
 func (rt *sharePart) close() {}
+
+// cfg is the group's current settings.
+func (rt *sharePart) cfg() *ShareGroupConfig { return rt.cfgp.Load() }
 
 // current reports whether the runtime still sits on the partitions open
 // here (a takeover or a WAL rotation drops and reopens them).
@@ -108,7 +112,8 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 		b.shares.mu.Lock()
 		rt := b.shares.runtimes[key]
 		if rt == nil {
-			rt = &sharePart{b: b, t: t, p: p, cfg: cfg, key: key, ready: make(chan struct{}), token: make(chan struct{}, 1)}
+			rt = &sharePart{b: b, t: t, p: p, key: key, ready: make(chan struct{}), token: make(chan struct{}, 1)}
+			rt.cfgp.Store(cfg)
 			b.shares.runtimes[key] = rt
 			b.shares.mu.Unlock()
 			rt.err = rt.build(ctx)
@@ -125,16 +130,17 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 		case <-ctx.Done():
 			return nil, classify(ctx.Err())
 		}
-		if rt.err != nil || rt.cfg.Seed != cfg.Seed || !rt.current() || rt.isBroken() {
+		old := rt.cfg()
+		if rt.err != nil || old.Seed != cfg.Seed || !rt.current() || rt.isBroken() {
 			b.dropRuntime(rt)
 			continue
 		}
-		if rt.cfg.queueConfig() != cfg.queueConfig() || rt.cfg.DeadLetterTopic != cfg.DeadLetterTopic {
+		if old.queueConfig() != cfg.queueConfig() || old.DeadLetterTopic != cfg.DeadLetterTopic {
 			if err := rt.lock(ctx); err != nil {
 				b.dropRuntime(rt)
 				continue
 			}
-			rt.cfg = cfg
+			rt.cfgp.Store(cfg)
 			rt.st.SetConfig(cfg.tunedConfig(b.cfg.Share))
 			rt.unlock()
 		}
@@ -191,20 +197,21 @@ func (rt *sharePart) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st, err := queue.Restore(rt.cfg.tunedConfig(b.cfg.Share), data)
+		st, err := queue.Restore(rt.cfg().tunedConfig(b.cfg.Share), data)
 		if err != nil {
-			return errorf(ErrInternal, "share group %q partition %d: snapshot %s is unreadable (%v); the group's state there cannot be rebuilt", rt.cfg.Group, rt.p, snapKey, err)
+			return errorf(ErrInternal, "share group %q partition %d: snapshot %s is unreadable (%v); the group's state there cannot be rebuilt", rt.cfg().Group, rt.p, snapKey, err)
 		}
-		rt.st, rt.lastSnap = st, snapOff
+		rt.st = st
+		rt.lastSnap.Store(snapOff)
 	} else {
 		start := int64(0)
-		if !rt.cfg.StartFromEarliest && int(rt.p) < len(rt.cfg.StartOffsets) {
-			start = rt.cfg.StartOffsets[rt.p]
+		if !rt.cfg().StartFromEarliest && int(rt.p) < len(rt.cfg().StartOffsets) {
+			start = rt.cfg().StartOffsets[rt.p]
 		}
-		rt.st = queue.New(rt.cfg.tunedConfig(b.cfg.Share), start)
+		rt.st = queue.New(rt.cfg().tunedConfig(b.cfg.Share), start)
 	}
 	// Replay the events after the snapshot.
-	tag := []byte(rt.cfg.tag())
+	tag := []byte(rt.cfg().tag())
 	n := 0
 	for from := snapOff; from < end; {
 		res, err := rt.log.reader.Read(ctx, from, fillBytes)
@@ -221,7 +228,7 @@ func (rt *sharePart) build(ctx context.Context) error {
 			}
 			ev, err := queue.DecodeEvent(r.Value)
 			if err != nil {
-				return errorf(ErrInternal, "share group %q partition %d: state-log record %d is unreadable: %v", rt.cfg.Group, rt.p, r.Offset, err)
+				return errorf(ErrInternal, "share group %q partition %d: state-log record %d is unreadable: %v", rt.cfg().Group, rt.p, r.Offset, err)
 			}
 			if err := rt.replay(ctx, ev); err != nil {
 				return err
@@ -233,7 +240,7 @@ func (rt *sharePart) build(ctx context.Context) error {
 	if n > 0 {
 		rt.firstUnsn = time.Now()
 	}
-	b.cfg.Logger.Debug("share group state rebuilt", "topic", rt.t.cfg.Name, "group", rt.cfg.Group, "partition", rt.p, "snapshot", snapOff, "events", n)
+	b.cfg.Logger.Debug("share group state rebuilt", "topic", rt.t.cfg.Name, "group", rt.cfg().Group, "partition", rt.p, "snapshot", snapOff, "events", n)
 	return nil
 }
 
@@ -285,7 +292,7 @@ func (rt *sharePart) runRecords(ctx context.Context, evRun *queue.Run) ([]queue.
 	}
 	recs, err := rt.runEntries(ctx, evRun.Key)
 	if err != nil || evRun.Loaded > len(recs) || from > evRun.Loaded {
-		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable or short (%v)", rt.cfg.Group, rt.p, evRun.Key, err)
+		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable or short (%v)", rt.cfg().Group, rt.p, evRun.Key, err)
 	}
 	return recs[from:evRun.Loaded], nil
 }
@@ -293,7 +300,7 @@ func (rt *sharePart) runRecords(ctx context.Context, evRun *queue.Run) ([]queue.
 // latestSnapshot finds the newest snapshot at or below state-log offset end.
 func (rt *sharePart) latestSnapshot(ctx context.Context, end int64) (string, int64, error) {
 	best, bestOff := "", int64(0)
-	err := rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg.Group, rt.p), func(o tier.ObjectInfo) error {
+	err := rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg().Group, rt.p), func(o tier.ObjectInfo) error {
 		if off, ok := meta.ShareSnapshotOffset(o.Key); ok && off <= end && (best == "" || off > bestOff) {
 			best, bestOff = o.Key, off
 		}
@@ -313,7 +320,7 @@ var (
 func (rt *sharePart) getObject(ctx context.Context, key string, compressed bool) ([]byte, error) {
 	rc, _, err := rt.b.cfg.Store.Get(ctx, key)
 	if err != nil {
-		return nil, classify(fmt.Errorf("share group %q partition %d: %s: %w", rt.cfg.Group, rt.p, key, err))
+		return nil, classify(fmt.Errorf("share group %q partition %d: %s: %w", rt.cfg().Group, rt.p, key, err))
 	}
 	data, err := io.ReadAll(io.LimitReader(rc, 1<<30))
 	rc.Close()
@@ -322,7 +329,7 @@ func (rt *sharePart) getObject(ctx context.Context, key string, compressed bool)
 	}
 	if compressed {
 		if data, err = zdec.DecodeAll(data, nil); err != nil {
-			return nil, errorf(ErrInternal, "share group %q partition %d: %s does not decompress: %v", rt.cfg.Group, rt.p, key, err)
+			return nil, errorf(ErrInternal, "share group %q partition %d: %s does not decompress: %v", rt.cfg().Group, rt.p, key, err)
 		}
 	}
 	return data, nil
@@ -341,7 +348,7 @@ func (rt *sharePart) fill(ctx context.Context, limit int64, now int64) (bool, er
 	if errors.As(err, &oor) {
 		m, _ := rt.data.log.Manifest(ctx)
 		if m.LogStartOffset > from { // retention dropped records never settled: skipped
-			rt.b.cfg.Logger.Warn("share group skipped records that retention dropped before the group settled them", "topic", rt.t.cfg.Name, "group", rt.cfg.Group, "partition", rt.p, "from", from, "log_start", m.LogStartOffset)
+			rt.b.cfg.Logger.Warn("share group skipped records that retention dropped before the group settled them", "topic", rt.t.cfg.Name, "group", rt.cfg().Group, "partition", rt.p, "from", from, "log_start", m.LogStartOffset)
 			rt.st.SkipTo(m.LogStartOffset)
 			return true, nil
 		}
@@ -420,7 +427,7 @@ func (rt *sharePart) appendEvents(ctx context.Context, evs []queue.Event) (int64
 	if len(evs) == 0 {
 		return rt.log.log.NextOffset(), nil
 	}
-	tag := []byte(rt.cfg.tag())
+	tag := []byte(rt.cfg().tag())
 	batch := &segment.Batch{ProducerID: segment.NoProducer}
 	now := time.Now().UnixMilli()
 	for _, ev := range evs {
@@ -486,7 +493,7 @@ func (rt *sharePart) maintain(ctx context.Context) error {
 func (rt *sharePart) spillAndLoad(ctx context.Context, now int64) ([]queue.Event, error) {
 	var evs []queue.Event
 	if run, recs := rt.st.SpillPlan(now); run != nil {
-		run.Key = meta.ShareRunKey(rt.t.store, rt.cfg.Group, rt.p)
+		run.Key = meta.ShareRunKey(rt.t.store, rt.cfg().Group, rt.p)
 		data := queue.EncodeRun(recs)
 		if _, err := rt.b.cfg.Store.PutIfAbsent(ctx, run.Key, bytes.NewReader(data), int64(len(data))); err != nil {
 			return nil, classify(fmt.Errorf("storing spilled delayed records: %w", err))
@@ -541,7 +548,7 @@ func (rt *sharePart) runEntries(ctx context.Context, key string) ([]queue.Record
 	}
 	recs, err := queue.DecodeRun(data)
 	if err != nil {
-		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable: %v", rt.cfg.Group, rt.p, key, err)
+		return nil, errorf(ErrInternal, "share group %q partition %d: run %s is unreadable: %v", rt.cfg().Group, rt.p, key, err)
 	}
 	rt.runKey, rt.runRecs = key, recs
 	return recs, nil
@@ -568,14 +575,14 @@ func (rt *sharePart) maybeSnapshot(ctx context.Context) error {
 	if err := rt.durable(ctx, at); err != nil {
 		return err
 	}
-	key := meta.ShareSnapshotKey(rt.t.store, rt.cfg.Group, rt.p, at)
+	key := meta.ShareSnapshotKey(rt.t.store, rt.cfg().Group, rt.p, at)
 	z := zenc.EncodeAll(data, nil)
 	_, err := rt.b.cfg.Store.PutIfAbsent(ctx, key, bytes.NewReader(z), int64(len(z)))
 	if err != nil && !errors.Is(err, tier.ErrPreconditionFailed) {
 		return classify(fmt.Errorf("storing a share-group snapshot: %w", err))
 	}
 	var old []string
-	_ = rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg.Group, rt.p), func(o tier.ObjectInfo) error {
+	_ = rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg().Group, rt.p), func(o tier.ObjectInfo) error {
 		if off, ok := meta.ShareSnapshotOffset(o.Key); ok && off < at {
 			old = append(old, o.Key)
 		}
@@ -584,7 +591,7 @@ func (rt *sharePart) maybeSnapshot(ctx context.Context) error {
 	for _, k := range append(old, done...) {
 		_ = rt.b.cfg.Store.Delete(ctx, k) // garbage if it fails: a later snapshot retries the older ones
 	}
-	rt.lastSnap = at
+	rt.lastSnap.Store(at)
 	rt.b.trimStateLog(rt.lt, rt.t, rt.p)
 	return nil
 }
@@ -598,8 +605,8 @@ func (b *Broker) trimStateLog(lt, t *topic, p int32) {
 		if k.store != t.store || k.p != p {
 			continue
 		}
-		if floor < 0 || rt.lastSnap < floor {
-			floor = rt.lastSnap
+		if snap := rt.lastSnap.Load(); floor < 0 || snap < floor {
+			floor = snap
 		}
 	}
 	n := 0
@@ -669,18 +676,28 @@ func (rt *sharePart) moveDeadLetters(ctx context.Context) error {
 	if err := rt.durable(ctx, end); err != nil {
 		return err
 	}
-	dt, err := rt.b.loadTopic(ctx, rt.cfg.deadLetterTopic())
+	dt, err := rt.b.loadTopic(ctx, rt.cfg().deadLetterTopic())
 	if err != nil {
 		return err
 	}
-	for _, e := range assigned {
+	// The records, read under the token (the record cache is the state's).
+	if err := rt.lock(ctx); err != nil {
+		return err
+	}
+	copies := make([]segment.Record, len(assigned))
+	for i, e := range assigned {
 		rec, err := rt.record(ctx, e.Offset)
 		if err != nil {
+			rt.unlock()
 			return err
 		}
+		copies[i] = rt.deadLetter(rec, e)
+	}
+	rt.unlock()
+	for i, e := range assigned {
 		_, err = rt.b.Produce(ctx, &ProduceRequest{
 			Topic: dt.cfg.Name, Partition: rt.p % dt.cfg.Partitions, Acks: AcksDurable,
-			Records:    []segment.Record{rt.deadLetter(rec, e)},
+			Records:    []segment.Record{copies[i]},
 			ProducerID: pid, BaseSequence: e.DLQSeq,
 		})
 		if errors.Is(err, ErrConflict) {
@@ -735,7 +752,7 @@ func (rt *sharePart) deadLetter(rec segment.Record, e queue.Entry) segment.Recor
 		segment.Header{Key: HeaderDLQOriginPartition, Value: []byte(strconv.Itoa(int(rt.p)))},
 		segment.Header{Key: HeaderDLQOriginOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
 		segment.Header{Key: HeaderDLQOriginTime, Value: ts(rec.Timestamp)},
-		segment.Header{Key: HeaderDLQGroup, Value: []byte(rt.cfg.Group)},
+		segment.Header{Key: HeaderDLQGroup, Value: []byte(rt.cfg().Group)},
 		segment.Header{Key: HeaderDLQDeliveryCount, Value: []byte(strconv.Itoa(int(e.Count)))},
 		segment.Header{Key: HeaderDLQReason, Value: []byte(e.Reason)},
 	)
@@ -793,7 +810,7 @@ func (b *Broker) shareLoopRound(ctx context.Context) {
 		if rt.err != nil {
 			continue
 		}
-		if _, err := b.shareConfig(ctx, rt.t, rt.cfg.Group, false); errors.Is(err, ErrGroupNotFound) {
+		if _, err := b.shareConfig(ctx, rt.t, rt.cfg().Group, false); errors.Is(err, ErrGroupNotFound) {
 			continue // deleted: forgotten by shareConfig
 		}
 		if err := b.checkWriter(rt.t, rt.p); err != nil || !rt.current() {
@@ -801,7 +818,7 @@ func (b *Broker) shareLoopRound(ctx context.Context) {
 			continue
 		}
 		if err := rt.maintain(ctx); err != nil && ctx.Err() == nil {
-			b.cfg.Logger.Warn("share group maintenance failed; will retry", "topic", rt.t.cfg.Name, "group", rt.cfg.Group, "partition", rt.p, "err", err)
+			b.cfg.Logger.Warn("share group maintenance failed; will retry", "topic", rt.t.cfg.Name, "group", rt.cfg().Group, "partition", rt.p, "err", err)
 		}
 		any = true
 	}
@@ -821,6 +838,11 @@ func (b *Broker) applyConsumedRetention(rts []*sharePart) {
 	}
 	floors := map[tp]map[string]int64{}
 	for _, rt := range rts {
+		select {
+		case <-rt.ready:
+		default:
+			continue
+		}
 		if len(rt.t.cfg.ConsumedBy) == 0 || rt.err != nil || !rt.current() {
 			continue
 		}
@@ -835,7 +857,7 @@ func (b *Broker) applyConsumedRetention(rts []*sharePart) {
 		if floors[k] == nil {
 			floors[k] = map[string]int64{}
 		}
-		floors[k][rt.cfg.Group] = f
+		floors[k][rt.cfg().Group] = f
 	}
 	for k, byGroup := range floors {
 		floor := int64(-1)
