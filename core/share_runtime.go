@@ -312,10 +312,19 @@ func (rt *sharePart) latestSnapshot(ctx context.Context, end int64) (string, int
 	return best, bestOff, nil
 }
 
+// Snapshot coders, made and first used at package init: the coders make
+// their pools lazily, and pools made inside a testing/synctest bubble
+// would break every other bubble.
 var (
 	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
 	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(1<<30))
 )
+
+func init() {
+	if _, err := zdec.DecodeAll(zenc.EncodeAll([]byte("warm up"), nil), nil); err != nil {
+		panic("core: zstd: " + err.Error())
+	}
+}
 
 func (rt *sharePart) getObject(ctx context.Context, key string, compressed bool) ([]byte, error) {
 	rc, _, err := rt.b.cfg.Store.Get(ctx, key)
