@@ -263,14 +263,24 @@ func (p *Producer) lookup(ctx context.Context) error {
 	return nil
 }
 
-// partitionOf picks a record's partition, as the broker would. Caller
-// holds mu.
+// msgIDHeader is the header of a record's message id (core.HeaderMsgID):
+// the broker deduplicates by it, per partition.
+const msgIDHeader = "strata-msg-id"
+
+// partitionOf picks a record's partition, as the broker would: by key, or
+// for a keyless record with a message id by the id (so its copies reach
+// the partition that deduplicates them). Caller holds mu.
 func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 	switch {
 	case p.cfg.partition >= 0:
 		return p.cfg.partition
 	case r.Key != nil:
 		return partitioner.ForKey(r.Key, p.partitions)
+	}
+	for _, h := range r.Headers {
+		if h.Key == msgIDHeader {
+			return partitioner.ForKey(h.Value, p.partitions)
+		}
 	}
 	// Keyless records stick to one partition until its batch is cut, so
 	// they make full batches rather than one small request per partition.

@@ -544,6 +544,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 		return nil, errorf(ErrInternal, "%v", err)
 	}
 	pc.Segment.Codec = codec
+	pc.DedupWindow, pc.DedupHeader = dedupWindow(t.cfg), HeaderMsgID
 	pc.Logger = b.cfg.Logger
 	b.mu.Lock()
 	pc.WAL, pc.WALReader = b.wal, b.walr

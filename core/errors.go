@@ -118,6 +118,8 @@ func classify(err error) error {
 	case errors.Is(err, ingest.ErrOutOfOrderSequence):
 		// An earlier batch of this producer may still be in flight.
 		return wrap(ErrConflict, fmt.Sprintf("%v; retry after the earlier batches", err))
+	case errors.Is(err, ingest.ErrInvalidMsgID):
+		return wrap(ErrInvalidArgument, err.Error())
 	case errors.Is(err, ingest.ErrStaleSequence), errors.Is(err, ingest.ErrProducerFenced):
 		return wrap(ErrFailedPrecondition, err.Error())
 	}

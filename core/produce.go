@@ -59,7 +59,8 @@ func (a Acks) String() string {
 type ProduceRequest struct {
 	Topic string
 	// Partition is where every record goes, or -1 to partition by key
-	// (partitioner.ForKey; round robin for records without a key).
+	// (partitioner.ForKey; a record without a key by its message id,
+	// HeaderMsgID, the same way; round robin for a record with neither).
 	Partition int32
 	// Records: Offset is ignored; a Timestamp of 0 is the broker's time.
 	Records []segment.Record
@@ -82,11 +83,18 @@ type ProduceResult struct {
 	// Duplicate: the batch (or one of them) was a retry of a stored one;
 	// the offsets are the stored ones.
 	Duplicate bool
+	// Deduplicated, per record, is true for a record whose message id
+	// (HeaderMsgID) its partition stored within the topic's dedup window,
+	// earlier or in this request: it was not stored again, and its offset
+	// is the stored copy's. Nil when no record was.
+	Deduplicated []bool
 }
 
 // Produce validates every record, appends per partition, then waits for
 // the ack condition (docs/durability.md). A request with one bad record
-// appends nothing.
+// appends nothing. A record that repeats a message id stored within the
+// dedup window is answered with the stored copy's offset (ProduceResult.
+// Deduplicated) once that copy meets the ack condition.
 func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResult, error) {
 	t, err := b.loadTopic(ctx, req.Topic)
 	if err != nil {
@@ -134,11 +142,19 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 		if c := RecordCost(r); c > int64(b.cfg.MaxRecordBytes) {
 			return nil, errorf(ErrInvalidArgument, "record %d costs %d bytes (key, value and headers plus %d bytes per record and %d per header), over the %d-byte limit; nothing was written: split it or raise --max-record-bytes", i, c, RecordOverheadBytes, HeaderOverheadBytes, b.cfg.MaxRecordBytes)
 		}
+		id, hasID, err := msgIDOf(i, r)
+		if err != nil {
+			return nil, err
+		}
 		p := req.Partition
 		if p < 0 {
-			if r.Key != nil {
+			switch {
+			case r.Key != nil:
 				p = partitioner.ForKey(r.Key, t.cfg.Partitions)
-			} else {
+			case hasID:
+				// Dedup is per partition: copies of one id meet there.
+				p = partitioner.ForKey(id, t.cfg.Partitions)
+			default:
 				p = b.ownedRoundRobin(t)
 			}
 		}
@@ -201,7 +217,17 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 		}
 		res.Duplicate = res.Duplicate || wr.Duplicate
 		for j, i := range index[p] {
-			res.Offsets[i] = wr.Base + int64(j)
+			if wr.Offsets == nil {
+				res.Offsets[i] = wr.Base + int64(j)
+				continue
+			}
+			res.Offsets[i] = wr.Offsets[j]
+			if wr.Deduplicated[j] {
+				if res.Deduplicated == nil {
+					res.Deduplicated = make([]bool, len(req.Records))
+				}
+				res.Deduplicated[i] = true
+			}
 		}
 		done = append(done, written{part, wr.End})
 	}

@@ -28,6 +28,10 @@ type TopicConfig struct {
 	// segments), on top of the time and size limits. Empty: replay
 	// topics, kept by time and size alone.
 	ConsumedBy []string `json:"consumed_by,omitempty"`
+	// DedupWindowMs: a record whose message id (HeaderMsgID) its
+	// partition stored this long before is not stored again (dedup.go).
+	// 0: 2 minutes.
+	DedupWindowMs int64 `json:"dedup_window_ms,omitempty"`
 }
 
 // Ranges of the sizes and durations a client sets in a topic config. Zero
@@ -60,7 +64,7 @@ func checkTopicSizes(cfg *TopicConfig) error {
 	case cfg.SegmentBytes != 0 && (cfg.SegmentBytes < MinSegmentBytes || cfg.SegmentBytes > MaxSegmentBytes):
 		return fmt.Errorf("segment_bytes %d is out of range: use 0 (the broker's default) or %d (64 KiB) to %d (1 GiB)", cfg.SegmentBytes, MinSegmentBytes, MaxSegmentBytes)
 	}
-	return nil
+	return checkDedupWindow(cfg)
 }
 
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)

@@ -79,6 +79,18 @@ type PartitionConfig struct {
 	// before it fails with ErrOutOfOrderSequence. Default 2s.
 	SequenceWait time.Duration
 
+	// DedupWindow, when positive, drops records whose message id (the
+	// value of header DedupHeader) the partition stored within this long
+	// before, by broker time: the duplicate is answered with the stored
+	// copy's offset and not stored again (dedup.go). 0 turns it off.
+	DedupWindow time.Duration
+	// DedupHeader names the header that carries a record's message id;
+	// required with DedupWindow.
+	DedupHeader string
+	// DedupMaxIDs bounds the message ids remembered (the newest kept);
+	// 0 means DefaultDedupMaxIDs.
+	DedupMaxIDs int
+
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
 }
@@ -128,6 +140,12 @@ func (c *PartitionConfig) Validate() error {
 		return errors.New("ingest: partition config: WAL and WALReader go together")
 	case c.ProducerExpiry <= 0:
 		return errors.New("ingest: partition config: ProducerExpiry must be positive")
+	case c.DedupWindow < 0:
+		return fmt.Errorf("ingest: partition config: DedupWindow %v is negative (0 turns dedup off)", c.DedupWindow)
+	case c.DedupWindow > 0 && c.DedupHeader == "":
+		return errors.New("ingest: partition config: DedupWindow needs DedupHeader")
+	case c.DedupMaxIDs < 0:
+		return fmt.Errorf("ingest: partition config: DedupMaxIDs %d is negative (0 means %d)", c.DedupMaxIDs, DefaultDedupMaxIDs)
 	}
 	return nil
 }

@@ -33,6 +33,11 @@
 //   - Idempotent-producer state expires by broker time, never by record
 //     timestamps, and remembers as many batches per producer as a client
 //     may have in flight (rememberBatches).
+//   - With DedupWindow, a record whose message id the partition stored
+//     within the window (by broker time) is not stored again; the check
+//     runs under the lock that assigns offsets, so one id is stored once
+//     however many writes race. The ids are bounded (DedupMaxIDs) and
+//     rebuilt from the log on open, never forgotten before the window.
 //   - A `local` ack is refused once the WAL incarnation is fenced, and
 //     waits for the WAL when it stored nothing within LocalAckLease.
 //   - Retention moves the log start in the manifest first and deletes objects
@@ -55,6 +60,6 @@
 // data, recovery from the WAL), write.go (offset assignment, idempotent
 // duplicates, WAL adds), ack.go (high watermark and ack waits), seal.go
 // (sealing and the manifest commit), retention.go (local trim, retention,
-// sweep), hot.go (hot reads cut at the high watermark) and producers.go
-// (idempotent-producer state).
+// sweep), hot.go (hot reads cut at the high watermark), producers.go
+// (idempotent-producer state) and dedup.go (message-id dedup).
 package ingest

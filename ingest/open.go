@@ -29,7 +29,8 @@ var ErrStaleIncarnation = errors.New("ingest: partition opened under a stale WAL
 //     and keeping the previous owner among the WAL owners to recover from;
 //  4. fence the earlier owners' WAL incarnations and recover the records
 //     they stored but never sealed, rebuild the idempotent producer state,
-//     seal what was recovered, and start the background sealer.
+//     seal what was recovered, rebuild the message ids of the dedup
+//     window (dedup.go), and start the background sealer.
 func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -221,7 +222,7 @@ func (p *Partition) dropOtherMarkers() {
 
 // recover completes the local log from earlier owners' WAL objects, seals
 // what was recovered (so the chain of owners never grows), rebuilds the
-// producer state and sets the high watermark.
+// producer state and the message ids, and sets the high watermark.
 func (p *Partition) recover(ctx context.Context, m *meta.Manifest) error {
 	if p.cfg.WAL != nil {
 		for _, inc := range m.WALOwners {
@@ -271,6 +272,10 @@ func (p *Partition) recover(ctx context.Context, m *meta.Manifest) error {
 		if err := p.sealAll(ctx); err != nil {
 			return err
 		}
+	}
+	m, _ = p.Manifest(ctx) // with what the recovery sealed
+	if err := p.rebuildMsgIDs(ctx, m); err != nil {
+		return err
 	}
 	p.advance(p.local.NextOffset())
 	return nil

@@ -51,6 +51,7 @@ type Partition struct {
 	// so a partition's batches reach the WAL in offset order.
 	writeMu   sync.Mutex
 	producers producers // guarded by writeMu
+	ids       *msgIDs   // message ids stored lately (nil with dedup off); guarded by writeMu
 	// appended, when not nil, is closed at the next append (guarded by
 	// writeMu); out-of-order batches wait on it.
 	appended chan struct{}

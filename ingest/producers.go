@@ -80,11 +80,14 @@ func producersFrom(snap []meta.ProducerState) producers {
 	return ps
 }
 
-// check decides what to do with a batch: (0, false, nil) append it;
-// (base, true, nil) it is a retry of the batch stored at base; or an error.
-func (ps producers) check(b *segment.Batch) (int64, bool, error) {
+// check decides what to do with a batch: (_, false, nil) append it;
+// (m, true, nil) it is a retry of the stored batch m; or an error. A
+// stored batch with fewer records than the retry that ends at the same
+// sequence is the retried batch stored without its duplicate records
+// (dedup.go): the caller answers it from the dedup set (retryAnswer).
+func (ps producers) check(b *segment.Batch) (batchMeta, bool, error) {
 	if b.ProducerID == segment.NoProducer {
-		return 0, false, nil
+		return batchMeta{}, false, nil
 	}
 	e := ps[b.ProducerID]
 	if e == nil || len(e.batches) == 0 {
@@ -93,37 +96,41 @@ func (ps producers) check(b *segment.Batch) (int64, bool, error) {
 		// ProducerExpiry gets this error until it starts over with a new
 		// producer id, as the Go client does.)
 		if b.BaseSequence != 0 {
-			return 0, false, fmt.Errorf("%w: producer %d is unknown in this partition and its batch starts at sequence %d, not 0", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence)
+			return batchMeta{}, false, fmt.Errorf("%w: producer %d is unknown in this partition and its batch starts at sequence %d, not 0", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence)
 		}
-		return 0, false, nil
+		return batchMeta{}, false, nil
 	}
 	switch {
 	case b.ProducerEpoch < e.epoch:
-		return 0, false, fmt.Errorf("%w: producer %d epoch %d is older than epoch %d seen before; this producer instance was replaced", ErrProducerFenced, b.ProducerID, b.ProducerEpoch, e.epoch)
+		return batchMeta{}, false, fmt.Errorf("%w: producer %d epoch %d is older than epoch %d seen before; this producer instance was replaced", ErrProducerFenced, b.ProducerID, b.ProducerEpoch, e.epoch)
 	case b.ProducerEpoch > e.epoch:
 		if b.BaseSequence != 0 {
-			return 0, false, fmt.Errorf("%w: producer %d starts epoch %d at sequence %d; a new epoch starts at 0", ErrOutOfOrderSequence, b.ProducerID, b.ProducerEpoch, b.BaseSequence)
+			return batchMeta{}, false, fmt.Errorf("%w: producer %d starts epoch %d at sequence %d; a new epoch starts at 0", ErrOutOfOrderSequence, b.ProducerID, b.ProducerEpoch, b.BaseSequence)
 		}
-		return 0, false, nil
+		return batchMeta{}, false, nil
 	}
 	last := e.last()
 	if b.BaseSequence == last.firstSeq+last.count {
-		return 0, false, nil
+		return batchMeta{}, false, nil
 	}
+	end := b.BaseSequence + int32(len(b.Records))
 	for _, m := range e.batches {
-		if m.firstSeq == b.BaseSequence && int(m.count) == len(b.Records) {
-			return m.base, true, nil
+		if m.firstSeq == b.BaseSequence && int(m.count) == len(b.Records) ||
+			m.firstSeq+m.count == end && int(m.count) < len(b.Records) {
+			return m, true, nil
 		}
 	}
 	if b.BaseSequence < last.firstSeq+last.count {
-		return 0, false, fmt.Errorf("%w: producer %d sequence %d was stored too long ago to tell its offsets (the partition remembers the last %d batches); treat it as stored", ErrStaleSequence, b.ProducerID, b.BaseSequence, rememberBatches)
+		return batchMeta{}, false, fmt.Errorf("%w: producer %d sequence %d was stored too long ago to tell its offsets (the partition remembers the last %d batches); treat it as stored", ErrStaleSequence, b.ProducerID, b.BaseSequence, rememberBatches)
 	}
-	return 0, false, fmt.Errorf("%w: producer %d sent sequence %d but the partition expects %d: an earlier batch is missing", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, last.firstSeq+last.count)
+	return batchMeta{}, false, fmt.Errorf("%w: producer %d sent sequence %d but the partition expects %d: an earlier batch is missing", ErrOutOfOrderSequence, b.ProducerID, b.BaseSequence, last.firstSeq+last.count)
 }
 
 // record notes an appended batch (with its offsets assigned) at broker
 // time nowMs; never pass a record's own timestamp, which a producer sets
-// (a backfill sends event times weeks old).
+// (a backfill sends event times weeks old). A batch with no records is
+// one whose records were all duplicates (dedup.go): it moves the
+// producer's sequence on in memory only.
 func (ps producers) record(b *segment.Batch, nowMs int64) {
 	if b.ProducerID == segment.NoProducer {
 		return

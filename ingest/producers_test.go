@@ -35,9 +35,9 @@ func TestProducerSequenceRules(t *testing.T) {
 	// takeover: issue 11, defect 4).
 	for name, ps := range map[string]producers{"memory": ps, "snapshot": producersFrom(ps.snapshot(-1))} {
 		for i := int32(10 - rememberBatches); i < 10; i++ {
-			base, dup, err := ps.check(pbatch(1, 0, i*3, 3))
-			if err != nil || !dup || base != int64(i*3) {
-				t.Fatalf("%s: retry of seq %d: base %d dup %v err %v", name, i*3, base, dup, err)
+			m, dup, err := ps.check(pbatch(1, 0, i*3, 3))
+			if err != nil || !dup || m.base != int64(i*3) {
+				t.Fatalf("%s: retry of seq %d: base %d dup %v err %v", name, i*3, m.base, dup, err)
 			}
 		}
 	}
@@ -65,7 +65,7 @@ func TestProducerSequenceRules(t *testing.T) {
 	// The snapshot keeps each producer's last batch and survives a round trip.
 	snap := ps.snapshot(-1)
 	back := producersFrom(snap)
-	if base, dup, err := back.check(pbatch(1, 1, 0, 1)); err != nil || !dup || base != 30 {
-		t.Fatalf("retry after a snapshot round trip: base %d dup %v err %v", base, dup, err)
+	if m, dup, err := back.check(pbatch(1, 1, 0, 1)); err != nil || !dup || m.base != 30 {
+		t.Fatalf("retry after a snapshot round trip: base %d dup %v err %v", m.base, dup, err)
 	}
 }

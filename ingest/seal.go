@@ -124,6 +124,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	w := segment.NewWriter(&buf, p.cfg.Segment)
 	prods := producersFrom(m.Producers)
 	nowMs := p.cfg.Clock().UnixMilli() // broker time, never the records' own
+	var msgIDs int64
 	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 		if b.LastOffset() < from {
 			return nil
@@ -132,6 +133,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 			return fmt.Errorf("ingest: local batch %d-%d straddles the sealed end %d", b.BaseOffset, b.LastOffset(), from)
 		}
 		prods.record(b, nowMs)
+		msgIDs += p.countMsgIDs(b)
 		return w.Append(b)
 	})
 	if err != nil {
@@ -166,6 +168,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 		Size:         size,
 		Codec:        footer.Codec.String(),
 		SealedAtMs:   p.cfg.Clock().UnixMilli(),
+		MsgIDs:       msgIDs,
 	})
 	if err := p.commit(ctx, etag, next); err != nil {
 		return err

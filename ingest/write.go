@@ -13,8 +13,17 @@ import (
 // AppendResult says where a batch went.
 type AppendResult struct {
 	Base      int64 // offset of the first record
-	End       int64 // offset after the last record
+	End       int64 // offset after the last record (the offset to wait for: see Offsets)
 	Duplicate bool  // a retry of a batch already stored at Base: nothing was appended
+	// Offsets, when not nil, is each record's offset: some records were
+	// duplicates of stored ones (by message id, dedup.go), answered with
+	// the stored copy's offset, and the others took consecutive offsets.
+	// End is then past the highest of them, so that a wait for End waits
+	// for the stored copies too. Nil when the offsets are Base, Base+1, ...
+	Offsets []int64
+	// Deduplicated, with Offsets, says per record that it was a duplicate
+	// and not stored again.
+	Deduplicated []bool
 }
 
 // Append writes a batch and returns its base offset; see Write.
@@ -31,13 +40,20 @@ func (p *Partition) Append(ctx context.Context, b *segment.Batch) (int64, error)
 // stored batch's offsets (Duplicate) and appends nothing; a batch whose
 // sequence skips ahead waits up to SequenceWait for the batches it
 // overtook, then fails with ErrOutOfOrderSequence. Write waits for WAL
-// buffer space (backpressure) until ctx ends.
+// buffer space (backpressure) until ctx ends. With DedupWindow, records
+// whose message id was stored within the window are not stored again
+// (see AppendResult.Offsets and dedup.go): a copy of b without them is
+// stored and given the offsets, b itself is left as it was. A record with
+// an invalid message id fails the whole batch (ErrInvalidMsgID).
 func (p *Partition) Write(ctx context.Context, b *segment.Batch) (AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return AppendResult{}, err
 	}
 	if len(b.Records) == 0 {
 		return AppendResult{}, errors.New("ingest: empty batch: a batch needs at least one record")
+	}
+	if err := p.checkMsgIDs(b); err != nil {
+		return AppendResult{}, err
 	}
 	// A retry of a stored batch is answered before anything waits for
 	// buffer space: under backpressure it must learn it is stored, not be
@@ -98,11 +114,12 @@ func (p *Partition) duplicate(b *segment.Batch) (res AppendResult, done bool, er
 		return AppendResult{}, true, err
 	}
 	p.writeMu.Lock()
-	base, dup, err := p.producers.check(b)
-	p.writeMu.Unlock()
+	defer p.writeMu.Unlock()
+	m, dup, err := p.producers.check(b)
 	switch {
 	case dup:
-		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: true}, true, nil
+		res, err := p.retryResult(b, m)
+		return res, true, err
 	case err != nil && !errors.Is(err, ErrOutOfOrderSequence):
 		return AppendResult{}, true, err
 	}
@@ -127,7 +144,7 @@ func (p *Partition) write(b *segment.Batch, reserved int64) (AppendResult, <-cha
 	}
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
-	if base, dup, err := p.producers.check(b); err != nil || dup {
+	if m, dup, err := p.producers.check(b); err != nil || dup {
 		if errors.Is(err, ErrOutOfOrderSequence) {
 			if p.appended == nil {
 				p.appended = make(chan struct{})
@@ -135,27 +152,66 @@ func (p *Partition) write(b *segment.Batch, reserved int64) (AppendResult, <-cha
 			return AppendResult{}, p.appended, err
 		}
 		release()
-		return AppendResult{Base: base, End: base + int64(len(b.Records)), Duplicate: dup}, nil, err
+		if err != nil {
+			return AppendResult{}, nil, err
+		}
+		res, err := p.retryResult(b, m)
+		return res, nil, err
 	}
-	base, err := p.local.Append(b)
+	nowMs := p.cfg.Clock().UnixMilli()
+	// The message ids are checked here, where offsets are assigned, so of
+	// two concurrent writes of one id exactly one is stored.
+	stored := b
+	plan := p.plan(b, nowMs)
+	if plan != nil {
+		stored = plan.stored
+	}
+	if len(stored.Records) == 0 {
+		// Every record is a duplicate: nothing to append.
+		release()
+		stored.BaseOffset = p.local.NextOffset()
+		p.producers.record(stored, nowMs)
+		p.wakeAppended()
+		return plan.result(stored.BaseOffset), nil, nil
+	}
+	base, err := p.local.Append(stored)
 	if err != nil {
 		release()
 		return AppendResult{}, nil, err
 	}
-	p.producers.record(b, p.cfg.Clock().UnixMilli())
-	if p.appended != nil {
-		close(p.appended)
-		p.appended = nil
-	}
+	p.producers.record(stored, nowMs)
+	p.remember(stored, nowMs, nowMs)
+	p.wakeAppended()
 	if p.cfg.WAL != nil {
-		if err := p.cfg.WAL.Add(p.cfg.Topic, p.cfg.Partition, b, reserved, p.advance); err != nil {
+		if err := p.cfg.WAL.Add(p.cfg.Topic, p.cfg.Partition, stored, reserved, p.advance); err != nil {
 			// The record has an offset but can never be acknowledged as
 			// durable by this broker: stop taking writes.
 			p.failWAL(err)
 			return AppendResult{}, nil, err
 		}
 	}
+	if plan != nil {
+		return plan.result(base), nil, nil
+	}
 	return AppendResult{Base: base, End: base + int64(len(b.Records))}, nil, nil
+}
+
+// wakeAppended wakes the batches waiting for an earlier batch of their
+// producer. Caller holds writeMu.
+func (p *Partition) wakeAppended() {
+	if p.appended != nil {
+		close(p.appended)
+		p.appended = nil
+	}
+}
+
+// retryResult answers a retry of the stored batch m. Caller holds
+// writeMu.
+func (p *Partition) retryResult(b *segment.Batch, m batchMeta) (AppendResult, error) {
+	if int(m.count) < len(b.Records) {
+		return p.retryAnswer(b, m)
+	}
+	return AppendResult{Base: m.base, End: m.base + int64(len(b.Records)), Duplicate: true}, nil
 }
 
 // maybeRoll closes the active local file once it reaches SealBytes.

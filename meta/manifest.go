@@ -38,6 +38,11 @@ type SegmentRef struct {
 	Size         int64  `json:"size"` // object bytes
 	Codec        string `json:"codec"`
 	SealedAtMs   int64  `json:"sealed_at_ms"` // wall clock of the sealing broker
+	// MsgIDs counts the records that carry a message id (the partition's
+	// dedup header), so an opening partition reads only the segments that
+	// can rebuild its dedup set. 0 in segments sealed before message ids
+	// existed, or by a partition with dedup off.
+	MsgIDs int64 `json:"msg_ids,omitempty"`
 }
 
 // Manifest is the authoritative list of a partition's sealed segments, plus
@@ -152,6 +157,8 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("%w: segment %d (%s) starts at %d, overlapping the previous one ending at %d", ErrManifestCorrupt, i, s.Key, s.BaseOffset, prev)
 		case s.LastOffset < m.LogStartOffset:
 			return fmt.Errorf("%w: segment %d (%s) lies wholly below the log start %d", ErrManifestCorrupt, i, s.Key, m.LogStartOffset)
+		case s.MsgIDs < 0 || s.MsgIDs > s.LastOffset-s.BaseOffset+1:
+			return fmt.Errorf("%w: segment %d (%s) counts %d records with message ids, outside 0 to its %d offsets", ErrManifestCorrupt, i, s.Key, s.MsgIDs, s.LastOffset-s.BaseOffset+1)
 		}
 		prev = s.LastOffset
 	}

@@ -31,6 +31,9 @@ func TestManifestValidate(t *testing.T) {
 		{"below log start", meta.Manifest{Version: 1, LogStartOffset: 20, Segments: []meta.SegmentRef{seg(0, 9)}}, meta.ErrManifestCorrupt},
 		{"log start past end", meta.Manifest{Version: 1, LogStartOffset: 30, Segments: []meta.SegmentRef{seg(0, 29)}}, meta.ErrManifestCorrupt},
 		{"no key", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{{BaseOffset: 0, LastOffset: 1}}}, meta.ErrManifestCorrupt},
+		{"message ids", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{{Key: "k", LastOffset: 1, MsgIDs: 2}}}, nil},
+		{"more message ids than records", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{{Key: "k", LastOffset: 1, MsgIDs: 3}}}, meta.ErrManifestCorrupt},
+		{"negative message ids", meta.Manifest{Version: 1, Segments: []meta.SegmentRef{{Key: "k", LastOffset: 1, MsgIDs: -1}}}, meta.ErrManifestCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.m.Validate()
