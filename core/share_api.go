@@ -32,6 +32,7 @@ const (
 	HeaderDLQFirstDelivery   = "strata-dlq-first-delivery" // RFC 3339, ms
 	HeaderDLQLastDelivery    = "strata-dlq-last-delivery"  // RFC 3339, ms
 	HeaderDLQReason          = "strata-dlq-reason"         // the last nack or reject reason
+	HeaderDLQOriginMsgID     = "strata-dlq-origin-msg-id"  // the record's strata-msg-id, if it had one
 )
 
 // ShareGroupConfig is a share group's settings, as a client sets them and

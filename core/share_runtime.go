@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -752,7 +753,14 @@ func (rt *sharePart) deadLetter(rec segment.Record, e queue.Entry) segment.Recor
 	ts := func(ms int64) []byte { return []byte(time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")) }
 	hs := make([]segment.Header, 0, len(rec.Headers)+9)
 	for _, h := range rec.Headers {
-		if len(h.Key) < len("strata-dlq-") || h.Key[:len("strata-dlq-")] != "strata-dlq-" {
+		switch {
+		case strings.HasPrefix(h.Key, "strata-dlq-"):
+		case h.Key == HeaderMsgID:
+			// Kept under another name: the copy is not a duplicate of the
+			// record (a record dead-lettered twice lands twice), and a
+			// redrive within the window is not dropped as one.
+			hs = append(hs, segment.Header{Key: HeaderDLQOriginMsgID, Value: h.Value})
+		default:
 			hs = append(hs, h)
 		}
 	}
