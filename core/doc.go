@@ -44,6 +44,15 @@
 //     of results held at once.
 //   - Topic configs hold only sizes and durations in range (checkTopicSizes),
 //     checked on create and on load.
+//   - Share groups (share.go, share_runtime.go, share_ops.go): a group's
+//     state on a partition lives only with the partition's owner; every
+//     change of it is an event in the partition of the colocated state
+//     log "__share.<topic>" (same owner, same WAL), and a receive or
+//     settle answers only once its events are durable. A new owner
+//     rebuilds the state from the latest snapshot (stored only once every
+//     event it covers is durable) plus the events after it. A dead-letter
+//     move is written with a producer sequence logged first, so a retried
+//     move is a duplicate. Names starting with "__" are the broker's.
 //   - No broker-wide lock is held across I/O: a topic's config is read from
 //     the bucket without Broker.mu (a load racing a removal reads again),
 //     group state is written under the group's own write lock only, and

@@ -370,15 +370,36 @@ func (b *Broker) shareConfig(ctx context.Context, t *topic, group string, fresh 
 	if err != nil {
 		return nil, classify(err)
 	}
-	var cfg ShareGroupConfig
-	if err := json.Unmarshal(data, &cfg); err != nil || cfg.Group != group || cfg.Seed == 0 {
+	cfg, err := decodeShareConfig(t.cfg.Name, group, data)
+	if err != nil {
 		return nil, errorf(ErrInternal, "share group %q config %s is unreadable (%v); delete and re-create the group", group, meta.ShareConfigKey(t.store, group), err)
 	}
-	cfg.Topic = t.cfg.Name
 	if c != nil && c.cfg.Seed != cfg.Seed {
 		b.forgetShareGroup(t.store, group) // deleted and re-created elsewhere
 	}
-	b.cacheShareConfig(t, &cfg)
+	b.cacheShareConfig(t, cfg)
+	return cfg, nil
+}
+
+// decodeShareConfig parses a stored share-group config and checks what
+// CreateShareGroup checked when it wrote it.
+func decodeShareConfig(topic, group string, data []byte) (*ShareGroupConfig, error) {
+	var cfg ShareGroupConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Group != group || cfg.Seed == 0 {
+		return nil, fmt.Errorf("it names group %q (seed %d)", cfg.Group, cfg.Seed)
+	}
+	cfg.Topic = topic
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	for _, o := range cfg.StartOffsets {
+		if o < 0 {
+			return nil, fmt.Errorf("start offset %d is negative", o)
+		}
+	}
 	return &cfg, nil
 }
 
