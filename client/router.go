@@ -23,6 +23,10 @@ import (
 //     group's coordinator (callRouted).
 //   - DescribeGroup, FetchCommitted: the coordinator first (it knows the
 //     live members), else any broker.
+//   - Receive naming one partition: its owner (callRouted). Ack, Nack,
+//     Release, Reject, Extend whose receipts are all of one partition
+//     (ReceiptPartition): its owner. Otherwise any broker, which serves
+//     what it owns (a ShareConsumer asks every owner itself: share.go).
 //   - Everything else: any live broker, the next one when a broker cannot
 //     be reached (callAny). A create or delete whose broker became
 //     unreachable mid-call may have been applied: its retry elsewhere may
@@ -259,4 +263,97 @@ func cmpErr(err, def error) error {
 		return err
 	}
 	return def
+}
+
+func (r router) CreateShareGroup(ctx context.Context, in *stratapb.CreateShareGroupRequest, opts ...grpc.CallOption) (*stratapb.CreateShareGroupResponse, error) {
+	return unary(ctx, r.anyBroker, in, func(a stratapb.StrataClient) func(context.Context, *stratapb.CreateShareGroupRequest, ...grpc.CallOption) (*stratapb.CreateShareGroupResponse, error) {
+		return a.CreateShareGroup
+	}, opts)
+}
+
+func (r router) AlterShareGroup(ctx context.Context, in *stratapb.AlterShareGroupRequest, opts ...grpc.CallOption) (*stratapb.AlterShareGroupResponse, error) {
+	return unary(ctx, r.anyBroker, in, func(a stratapb.StrataClient) func(context.Context, *stratapb.AlterShareGroupRequest, ...grpc.CallOption) (*stratapb.AlterShareGroupResponse, error) {
+		return a.AlterShareGroup
+	}, opts)
+}
+
+func (r router) DeleteShareGroup(ctx context.Context, in *stratapb.DeleteShareGroupRequest, opts ...grpc.CallOption) (*stratapb.DeleteShareGroupResponse, error) {
+	return unary(ctx, r.anyBroker, in, func(a stratapb.StrataClient) func(context.Context, *stratapb.DeleteShareGroupRequest, ...grpc.CallOption) (*stratapb.DeleteShareGroupResponse, error) {
+		return a.DeleteShareGroup
+	}, opts)
+}
+
+func (r router) ListShareGroups(ctx context.Context, in *stratapb.ListShareGroupsRequest, opts ...grpc.CallOption) (*stratapb.ListShareGroupsResponse, error) {
+	return unary(ctx, r.anyBroker, in, func(a stratapb.StrataClient) func(context.Context, *stratapb.ListShareGroupsRequest, ...grpc.CallOption) (*stratapb.ListShareGroupsResponse, error) {
+		return a.ListShareGroups
+	}, opts)
+}
+
+func (r router) DescribeShareGroup(ctx context.Context, in *stratapb.DescribeShareGroupRequest, opts ...grpc.CallOption) (*stratapb.DescribeShareGroupResponse, error) {
+	return unary(ctx, r.anyBroker, in, func(a stratapb.StrataClient) func(context.Context, *stratapb.DescribeShareGroupRequest, ...grpc.CallOption) (*stratapb.DescribeShareGroupResponse, error) {
+		return a.DescribeShareGroup
+	}, opts)
+}
+
+// partitionRoute sends to the owner of partition p of topic when p >= 0,
+// else to any broker.
+func (r router) partitionRoute(topic string, p int32) func(context.Context, call) error {
+	if p < 0 {
+		return r.anyBroker
+	}
+	return func(ctx context.Context, do call) error { return r.c.callPartition(ctx, topic, p, do) }
+}
+
+func (r router) Receive(ctx context.Context, in *stratapb.ReceiveRequest, opts ...grpc.CallOption) (*stratapb.ReceiveResponse, error) {
+	p := int32(-1)
+	if len(in.GetPartitions()) == 1 {
+		p = in.Partitions[0]
+	}
+	return unary(ctx, r.partitionRoute(in.GetTopic(), p), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.ReceiveRequest, ...grpc.CallOption) (*stratapb.ReceiveResponse, error) {
+		return a.Receive
+	}, opts)
+}
+
+// settleRoute routes a settle: to the owner of its receipts' partition
+// when they share one.
+func (r router) settleRoute(in *stratapb.SettleRequest) func(context.Context, call) error {
+	p := int32(-1)
+	for i, rc := range in.GetReceipts() {
+		q, err := ReceiptPartition(rc)
+		if err != nil || (i > 0 && q != p) {
+			return r.anyBroker
+		}
+		p = q
+	}
+	return r.partitionRoute(in.GetTopic(), p)
+}
+
+func (r router) Ack(ctx context.Context, in *stratapb.SettleRequest, opts ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+	return unary(ctx, r.settleRoute(in), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.SettleRequest, ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+		return a.Ack
+	}, opts)
+}
+
+func (r router) Nack(ctx context.Context, in *stratapb.SettleRequest, opts ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+	return unary(ctx, r.settleRoute(in), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.SettleRequest, ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+		return a.Nack
+	}, opts)
+}
+
+func (r router) Release(ctx context.Context, in *stratapb.SettleRequest, opts ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+	return unary(ctx, r.settleRoute(in), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.SettleRequest, ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+		return a.Release
+	}, opts)
+}
+
+func (r router) Reject(ctx context.Context, in *stratapb.SettleRequest, opts ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+	return unary(ctx, r.settleRoute(in), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.SettleRequest, ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+		return a.Reject
+	}, opts)
+}
+
+func (r router) Extend(ctx context.Context, in *stratapb.SettleRequest, opts ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+	return unary(ctx, r.settleRoute(in), in, func(a stratapb.StrataClient) func(context.Context, *stratapb.SettleRequest, ...grpc.CallOption) (*stratapb.SettleResponse, error) {
+		return a.Extend
+	}, opts)
 }

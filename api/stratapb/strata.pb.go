@@ -2910,6 +2910,1243 @@ func (x *FetchResponse) GetLogStartOffset() int64 {
 	return 0
 }
 
+// A share group's settings. Durations are in milliseconds; a field left 0
+// takes the default named.
+type ShareGroupConfig struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Topic             string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group             string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	VisibilityMs      int64                  `protobuf:"varint,3,opt,name=visibility_ms,json=visibilityMs,proto3" json:"visibility_ms,omitempty"`                   // lease when a receive names none; 1 s to 12 h (default 30 s)
+	MaxDeliveries     int32                  `protobuf:"varint,4,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`                // deliveries before the dead-letter topic; 1 to 1000 (default 5)
+	BackoffMinMs      int64                  `protobuf:"varint,5,opt,name=backoff_min_ms,json=backoffMinMs,proto3" json:"backoff_min_ms,omitempty"`                 // wait after the first failed delivery (default 1 s)
+	BackoffMaxMs      int64                  `protobuf:"varint,6,opt,name=backoff_max_ms,json=backoffMaxMs,proto3" json:"backoff_max_ms,omitempty"`                 // cap of the growing wait (default 10 min)
+	BackoffMultiplier float64                `protobuf:"fixed64,7,opt,name=backoff_multiplier,json=backoffMultiplier,proto3" json:"backoff_multiplier,omitempty"`   // growth per failed delivery; 1 to 100 (default 2)
+	DeadLetterTopic   string                 `protobuf:"bytes,8,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`         // default <topic>.dlq.<group>
+	OrderedByKey      bool                   `protobuf:"varint,9,opt,name=ordered_by_key,json=orderedByKey,proto3" json:"ordered_by_key,omitempty"`                 // at most one record per key in flight
+	PriorityAgingMs   int64                  `protobuf:"varint,10,opt,name=priority_aging_ms,json=priorityAgingMs,proto3" json:"priority_aging_ms,omitempty"`       // waiting time that adds one priority level (default 5 s)
+	Seed              uint64                 `protobuf:"varint,11,opt,name=seed,proto3" json:"seed,omitempty"`                                                      // backoff jitter seed, set at creation (read only)
+	StartFromEarliest bool                   `protobuf:"varint,12,opt,name=start_from_earliest,json=startFromEarliest,proto3" json:"start_from_earliest,omitempty"` // a new group starts at the log start (default: at the end)
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ShareGroupConfig) Reset() {
+	*x = ShareGroupConfig{}
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareGroupConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareGroupConfig) ProtoMessage() {}
+
+func (x *ShareGroupConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareGroupConfig.ProtoReflect.Descriptor instead.
+func (*ShareGroupConfig) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ShareGroupConfig) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ShareGroupConfig) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ShareGroupConfig) GetVisibilityMs() int64 {
+	if x != nil {
+		return x.VisibilityMs
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetMaxDeliveries() int32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetBackoffMinMs() int64 {
+	if x != nil {
+		return x.BackoffMinMs
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetBackoffMaxMs() int64 {
+	if x != nil {
+		return x.BackoffMaxMs
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetBackoffMultiplier() float64 {
+	if x != nil {
+		return x.BackoffMultiplier
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetDeadLetterTopic() string {
+	if x != nil {
+		return x.DeadLetterTopic
+	}
+	return ""
+}
+
+func (x *ShareGroupConfig) GetOrderedByKey() bool {
+	if x != nil {
+		return x.OrderedByKey
+	}
+	return false
+}
+
+func (x *ShareGroupConfig) GetPriorityAgingMs() int64 {
+	if x != nil {
+		return x.PriorityAgingMs
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *ShareGroupConfig) GetStartFromEarliest() bool {
+	if x != nil {
+		return x.StartFromEarliest
+	}
+	return false
+}
+
+type CreateShareGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ShareGroupConfig      `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateShareGroupRequest) Reset() {
+	*x = CreateShareGroupRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateShareGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateShareGroupRequest) ProtoMessage() {}
+
+func (x *CreateShareGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateShareGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateShareGroupRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *CreateShareGroupRequest) GetConfig() *ShareGroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type CreateShareGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ShareGroupConfig      `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateShareGroupResponse) Reset() {
+	*x = CreateShareGroupResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateShareGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateShareGroupResponse) ProtoMessage() {}
+
+func (x *CreateShareGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateShareGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreateShareGroupResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *CreateShareGroupResponse) GetConfig() *ShareGroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type AlterShareGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ShareGroupConfig      `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterShareGroupRequest) Reset() {
+	*x = AlterShareGroupRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterShareGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterShareGroupRequest) ProtoMessage() {}
+
+func (x *AlterShareGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterShareGroupRequest.ProtoReflect.Descriptor instead.
+func (*AlterShareGroupRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *AlterShareGroupRequest) GetConfig() *ShareGroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type AlterShareGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ShareGroupConfig      `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterShareGroupResponse) Reset() {
+	*x = AlterShareGroupResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterShareGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterShareGroupResponse) ProtoMessage() {}
+
+func (x *AlterShareGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterShareGroupResponse.ProtoReflect.Descriptor instead.
+func (*AlterShareGroupResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *AlterShareGroupResponse) GetConfig() *ShareGroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type DeleteShareGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteShareGroupRequest) Reset() {
+	*x = DeleteShareGroupRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteShareGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteShareGroupRequest) ProtoMessage() {}
+
+func (x *DeleteShareGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteShareGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteShareGroupRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteShareGroupRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DeleteShareGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+type DeleteShareGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteShareGroupResponse) Reset() {
+	*x = DeleteShareGroupResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteShareGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteShareGroupResponse) ProtoMessage() {}
+
+func (x *DeleteShareGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteShareGroupResponse.ProtoReflect.Descriptor instead.
+func (*DeleteShareGroupResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+}
+
+type ListShareGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShareGroupsRequest) Reset() {
+	*x = ListShareGroupsRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShareGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShareGroupsRequest) ProtoMessage() {}
+
+func (x *ListShareGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShareGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListShareGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListShareGroupsRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+type ListShareGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*ShareGroupConfig    `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShareGroupsResponse) Reset() {
+	*x = ListShareGroupsResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShareGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShareGroupsResponse) ProtoMessage() {}
+
+func (x *ListShareGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShareGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListShareGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListShareGroupsResponse) GetGroups() []*ShareGroupConfig {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type DescribeShareGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeShareGroupRequest) Reset() {
+	*x = DescribeShareGroupRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeShareGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeShareGroupRequest) ProtoMessage() {}
+
+func (x *DescribeShareGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeShareGroupRequest.ProtoReflect.Descriptor instead.
+func (*DescribeShareGroupRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DescribeShareGroupRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DescribeShareGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// Record counts of a share group (on one partition, or in all).
+type ShareCounts struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Available         int64                  `protobuf:"varint,1,opt,name=available,proto3" json:"available,omitempty"`                                            // may be received now
+	InFlight          int64                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`                              // leased
+	Backoff           int64                  `protobuf:"varint,3,opt,name=backoff,proto3" json:"backoff,omitempty"`                                                // waiting after a failed delivery
+	Delayed           int64                  `protobuf:"varint,4,opt,name=delayed,proto3" json:"delayed,omitempty"`                                                // waiting for their deliver-at time
+	KeyBlocked        int64                  `protobuf:"varint,5,opt,name=key_blocked,json=keyBlocked,proto3" json:"key_blocked,omitempty"`                        // waiting behind their key's record in flight (ordered_by_key)
+	DeadLetterPending int64                  `protobuf:"varint,6,opt,name=dead_letter_pending,json=deadLetterPending,proto3" json:"dead_letter_pending,omitempty"` // on their way to the dead-letter topic
+	Acked             int64                  `protobuf:"varint,7,opt,name=acked,proto3" json:"acked,omitempty"`                                                    // since the group was created
+	DeadLettered      int64                  `protobuf:"varint,8,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`                  // since the group was created
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ShareCounts) Reset() {
+	*x = ShareCounts{}
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareCounts) ProtoMessage() {}
+
+func (x *ShareCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareCounts.ProtoReflect.Descriptor instead.
+func (*ShareCounts) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ShareCounts) GetAvailable() int64 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetBackoff() int64 {
+	if x != nil {
+		return x.Backoff
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetDelayed() int64 {
+	if x != nil {
+		return x.Delayed
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetKeyBlocked() int64 {
+	if x != nil {
+		return x.KeyBlocked
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetDeadLetterPending() int64 {
+	if x != nil {
+		return x.DeadLetterPending
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetAcked() int64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *ShareCounts) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+type SharePartitionInfo struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Partition       int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Cursor          int64                  `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"` // next offset the group reads
+	Floor           int64                  `protobuf:"varint,3,opt,name=floor,proto3" json:"floor,omitempty"`   // every record below is settled
+	Counts          *ShareCounts           `protobuf:"bytes,4,opt,name=counts,proto3" json:"counts,omitempty"`
+	OldestUnackedMs int64                  `protobuf:"varint,5,opt,name=oldest_unacked_ms,json=oldestUnackedMs,proto3" json:"oldest_unacked_ms,omitempty"` // time of the oldest unsettled record (ms since the epoch); 0: none
+	Owner           string                 `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`                                               // the broker holding it; "": read from the bucket
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SharePartitionInfo) Reset() {
+	*x = SharePartitionInfo{}
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharePartitionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharePartitionInfo) ProtoMessage() {}
+
+func (x *SharePartitionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharePartitionInfo.ProtoReflect.Descriptor instead.
+func (*SharePartitionInfo) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *SharePartitionInfo) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *SharePartitionInfo) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+func (x *SharePartitionInfo) GetFloor() int64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+func (x *SharePartitionInfo) GetCounts() *ShareCounts {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *SharePartitionInfo) GetOldestUnackedMs() int64 {
+	if x != nil {
+		return x.OldestUnackedMs
+	}
+	return 0
+}
+
+func (x *SharePartitionInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+type DescribeShareGroupResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Config             *ShareGroupConfig      `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Totals             *ShareCounts           `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	OldestUnackedAgeMs int64                  `protobuf:"varint,3,opt,name=oldest_unacked_age_ms,json=oldestUnackedAgeMs,proto3" json:"oldest_unacked_age_ms,omitempty"` // 0: nothing unsettled
+	Partitions         []*SharePartitionInfo  `protobuf:"bytes,4,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DescribeShareGroupResponse) Reset() {
+	*x = DescribeShareGroupResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeShareGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeShareGroupResponse) ProtoMessage() {}
+
+func (x *DescribeShareGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeShareGroupResponse.ProtoReflect.Descriptor instead.
+func (*DescribeShareGroupResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *DescribeShareGroupResponse) GetConfig() *ShareGroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *DescribeShareGroupResponse) GetTotals() *ShareCounts {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *DescribeShareGroupResponse) GetOldestUnackedAgeMs() int64 {
+	if x != nil {
+		return x.OldestUnackedAgeMs
+	}
+	return 0
+}
+
+func (x *DescribeShareGroupResponse) GetPartitions() []*SharePartitionInfo {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type ReceiveRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Topic        string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group        string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Partitions   []int32                `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`                  // empty: every partition the broker owns
+	MaxRecords   int32                  `protobuf:"varint,4,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`       // 1 to 1000
+	WaitMs       int32                  `protobuf:"varint,5,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`                   // long poll, 0 to 20000; 0: answer at once
+	VisibilityMs int64                  `protobuf:"varint,6,opt,name=visibility_ms,json=visibilityMs,proto3" json:"visibility_ms,omitempty"` // lease, 1 s to 12 h; 0: the group's
+	// Bound of the records' bytes in the answer (keys, values, headers);
+	// 0: 1 MiB; capped by the broker (16 MiB by default). One record is
+	// always answered. Records leased past the bound are released at once,
+	// without penalty.
+	MaxBytes      int32 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveRequest) Reset() {
+	*x = ReceiveRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveRequest) ProtoMessage() {}
+
+func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
+func (*ReceiveRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ReceiveRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ReceiveRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ReceiveRequest) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *ReceiveRequest) GetMaxRecords() int32 {
+	if x != nil {
+		return x.MaxRecords
+	}
+	return 0
+}
+
+func (x *ReceiveRequest) GetWaitMs() int32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *ReceiveRequest) GetVisibilityMs() int64 {
+	if x != nil {
+		return x.VisibilityMs
+	}
+	return 0
+}
+
+func (x *ReceiveRequest) GetMaxBytes() int32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// One record handed out under a lease.
+type Delivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Record        *Record                `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	Receipt       string                 `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`                                   // settles this delivery
+	DeliveryCount int32                  `protobuf:"varint,4,opt,name=delivery_count,json=deliveryCount,proto3" json:"delivery_count,omitempty"` // 1 on the first delivery
+	LeaseUntilMs  int64                  `protobuf:"varint,5,opt,name=lease_until_ms,json=leaseUntilMs,proto3" json:"lease_until_ms,omitempty"`  // the lease ends then (broker clock, ms since the epoch)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *Delivery) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *Delivery) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *Delivery) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *Delivery) GetDeliveryCount() int32 {
+	if x != nil {
+		return x.DeliveryCount
+	}
+	return 0
+}
+
+func (x *Delivery) GetLeaseUntilMs() int64 {
+	if x != nil {
+		return x.LeaseUntilMs
+	}
+	return 0
+}
+
+type ReceiveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveResponse) Reset() {
+	*x = ReceiveResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveResponse) ProtoMessage() {}
+
+func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
+func (*ReceiveResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ReceiveResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type SettleRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Topic    string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Group    string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Receipts []string               `protobuf:"bytes,3,rep,name=receipts,proto3" json:"receipts,omitempty"` // 1 to 1000
+	// Nack: the wait before the record is available again, 0 to 366 days
+	// (0: the group's backoff). Extend: the new lease length from now, 1 s
+	// to 12 h. Others: 0.
+	DelayMs int64 `protobuf:"varint,4,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// Nack, reject: why, kept as the record's last error (and a dead-lettered
+	// record's strata-dlq-reason header); at most 1024 bytes. Others: "".
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleRequest) Reset() {
+	*x = SettleRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleRequest) ProtoMessage() {}
+
+func (x *SettleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleRequest.ProtoReflect.Descriptor instead.
+func (*SettleRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *SettleRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *SettleRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SettleRequest) GetReceipts() []string {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+func (x *SettleRequest) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *SettleRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// The outcome of one receipt.
+type SettleOutcome struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Receipt string                 `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Ok      bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"` // settled (durably, like a durable produce ack)
+	// When not ok: the gRPC code name (FAILED_PRECONDITION: the lease ended
+	// or the record is settled already; INVALID_ARGUMENT: not a receipt of
+	// this group) and what happened.
+	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	OwnerId       string `protobuf:"bytes,5,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"` // with reason NOT_OWNER: the owner (when known)
+	OwnerAddress  string `protobuf:"bytes,6,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	LeaseUntilMs  int64  `protobuf:"varint,7,opt,name=lease_until_ms,json=leaseUntilMs,proto3" json:"lease_until_ms,omitempty"` // Extend: the new lease end
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`                                    // NOT_OWNER: another broker owns the receipt's partition
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleOutcome) Reset() {
+	*x = SettleOutcome{}
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleOutcome) ProtoMessage() {}
+
+func (x *SettleOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleOutcome.ProtoReflect.Descriptor instead.
+func (*SettleOutcome) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *SettleOutcome) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *SettleOutcome) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *SettleOutcome) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *SettleOutcome) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SettleOutcome) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+func (x *SettleOutcome) GetOwnerAddress() string {
+	if x != nil {
+		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *SettleOutcome) GetLeaseUntilMs() int64 {
+	if x != nil {
+		return x.LeaseUntilMs
+	}
+	return 0
+}
+
+func (x *SettleOutcome) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SettleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcomes      []*SettleOutcome       `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettleResponse) Reset() {
+	*x = SettleResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettleResponse) ProtoMessage() {}
+
+func (x *SettleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettleResponse.ProtoReflect.Descriptor instead.
+func (*SettleResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SettleResponse) GetOutcomes() []*SettleOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
@@ -3141,14 +4378,108 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12(\n" +
-	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset*I\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\"\xc7\x03\n" +
+	"\x10ShareGroupConfig\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12#\n" +
+	"\rvisibility_ms\x18\x03 \x01(\x03R\fvisibilityMs\x12%\n" +
+	"\x0emax_deliveries\x18\x04 \x01(\x05R\rmaxDeliveries\x12$\n" +
+	"\x0ebackoff_min_ms\x18\x05 \x01(\x03R\fbackoffMinMs\x12$\n" +
+	"\x0ebackoff_max_ms\x18\x06 \x01(\x03R\fbackoffMaxMs\x12-\n" +
+	"\x12backoff_multiplier\x18\a \x01(\x01R\x11backoffMultiplier\x12*\n" +
+	"\x11dead_letter_topic\x18\b \x01(\tR\x0fdeadLetterTopic\x12$\n" +
+	"\x0eordered_by_key\x18\t \x01(\bR\forderedByKey\x12*\n" +
+	"\x11priority_aging_ms\x18\n" +
+	" \x01(\x03R\x0fpriorityAgingMs\x12\x12\n" +
+	"\x04seed\x18\v \x01(\x04R\x04seed\x12.\n" +
+	"\x13start_from_earliest\x18\f \x01(\bR\x11startFromEarliest\"N\n" +
+	"\x17CreateShareGroupRequest\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\"O\n" +
+	"\x18CreateShareGroupResponse\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\"M\n" +
+	"\x16AlterShareGroupRequest\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\"N\n" +
+	"\x17AlterShareGroupResponse\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\"E\n" +
+	"\x17DeleteShareGroupRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\"\x1a\n" +
+	"\x18DeleteShareGroupResponse\".\n" +
+	"\x16ListShareGroupsRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\"N\n" +
+	"\x17ListShareGroupsResponse\x123\n" +
+	"\x06groups\x18\x01 \x03(\v2\x1b.strata.v1.ShareGroupConfigR\x06groups\"G\n" +
+	"\x19DescribeShareGroupRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\"\x88\x02\n" +
+	"\vShareCounts\x12\x1c\n" +
+	"\tavailable\x18\x01 \x01(\x03R\tavailable\x12\x1b\n" +
+	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x12\x18\n" +
+	"\abackoff\x18\x03 \x01(\x03R\abackoff\x12\x18\n" +
+	"\adelayed\x18\x04 \x01(\x03R\adelayed\x12\x1f\n" +
+	"\vkey_blocked\x18\x05 \x01(\x03R\n" +
+	"keyBlocked\x12.\n" +
+	"\x13dead_letter_pending\x18\x06 \x01(\x03R\x11deadLetterPending\x12\x14\n" +
+	"\x05acked\x18\a \x01(\x03R\x05acked\x12#\n" +
+	"\rdead_lettered\x18\b \x01(\x03R\fdeadLettered\"\xd2\x01\n" +
+	"\x12SharePartitionInfo\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12\x14\n" +
+	"\x05floor\x18\x03 \x01(\x03R\x05floor\x12.\n" +
+	"\x06counts\x18\x04 \x01(\v2\x16.strata.v1.ShareCountsR\x06counts\x12*\n" +
+	"\x11oldest_unacked_ms\x18\x05 \x01(\x03R\x0foldestUnackedMs\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\"\xf3\x01\n" +
+	"\x1aDescribeShareGroupResponse\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\x12.\n" +
+	"\x06totals\x18\x02 \x01(\v2\x16.strata.v1.ShareCountsR\x06totals\x121\n" +
+	"\x15oldest_unacked_age_ms\x18\x03 \x01(\x03R\x12oldestUnackedAgeMs\x12=\n" +
+	"\n" +
+	"partitions\x18\x04 \x03(\v2\x1d.strata.v1.SharePartitionInfoR\n" +
+	"partitions\"\xd8\x01\n" +
+	"\x0eReceiveRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\x05R\n" +
+	"partitions\x12\x1f\n" +
+	"\vmax_records\x18\x04 \x01(\x05R\n" +
+	"maxRecords\x12\x17\n" +
+	"\await_ms\x18\x05 \x01(\x05R\x06waitMs\x12#\n" +
+	"\rvisibility_ms\x18\x06 \x01(\x03R\fvisibilityMs\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x05R\bmaxBytes\"\xba\x01\n" +
+	"\bDelivery\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12)\n" +
+	"\x06record\x18\x02 \x01(\v2\x11.strata.v1.RecordR\x06record\x12\x18\n" +
+	"\areceipt\x18\x03 \x01(\tR\areceipt\x12%\n" +
+	"\x0edelivery_count\x18\x04 \x01(\x05R\rdeliveryCount\x12$\n" +
+	"\x0elease_until_ms\x18\x05 \x01(\x03R\fleaseUntilMs\"F\n" +
+	"\x0fReceiveResponse\x123\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x13.strata.v1.DeliveryR\n" +
+	"deliveries\"\x8a\x01\n" +
+	"\rSettleRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1a\n" +
+	"\breceipts\x18\x03 \x03(\tR\breceipts\x12\x19\n" +
+	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xe5\x01\n" +
+	"\rSettleOutcome\x12\x18\n" +
+	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x19\n" +
+	"\bowner_id\x18\x05 \x01(\tR\aownerId\x12#\n" +
+	"\rowner_address\x18\x06 \x01(\tR\fownerAddress\x12$\n" +
+	"\x0elease_until_ms\x18\a \x01(\x03R\fleaseUntilMs\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"F\n" +
+	"\x0eSettleResponse\x124\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x18.strata.v1.SettleOutcomeR\boutcomes*I\n" +
 	"\x04Acks\x12\x10\n" +
 	"\fACKS_DEFAULT\x10\x00\x12\r\n" +
 	"\tACKS_NONE\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ACKS_LOCAL\x10\x02\x12\x10\n" +
-	"\fACKS_DURABLE\x10\x032\xd9\n" +
-	"\n" +
+	"\fACKS_DURABLE\x10\x032\xa3\x11\n" +
 	"\x06Strata\x12L\n" +
 	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
 	"\vDeleteTopic\x12\x1d.strata.v1.DeleteTopicRequest\x1a\x1e.strata.v1.DeleteTopicResponse\x12I\n" +
@@ -3170,7 +4501,18 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\rDescribeGroup\x12\x1f.strata.v1.DescribeGroupRequest\x1a .strata.v1.DescribeGroupResponse\x12O\n" +
 	"\fResetOffsets\x12\x1e.strata.v1.ResetOffsetsRequest\x1a\x1f.strata.v1.ResetOffsetsResponse\x12>\n" +
 	"\bGetStats\x12\x1a.strata.v1.GetStatsRequest\x1a\x16.strata.v1.BrokerStats\x12C\n" +
-	"\bMetadata\x12\x1a.strata.v1.MetadataRequest\x1a\x1b.strata.v1.MetadataResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
+	"\bMetadata\x12\x1a.strata.v1.MetadataRequest\x1a\x1b.strata.v1.MetadataResponse\x12[\n" +
+	"\x10CreateShareGroup\x12\".strata.v1.CreateShareGroupRequest\x1a#.strata.v1.CreateShareGroupResponse\x12X\n" +
+	"\x0fAlterShareGroup\x12!.strata.v1.AlterShareGroupRequest\x1a\".strata.v1.AlterShareGroupResponse\x12[\n" +
+	"\x10DeleteShareGroup\x12\".strata.v1.DeleteShareGroupRequest\x1a#.strata.v1.DeleteShareGroupResponse\x12X\n" +
+	"\x0fListShareGroups\x12!.strata.v1.ListShareGroupsRequest\x1a\".strata.v1.ListShareGroupsResponse\x12a\n" +
+	"\x12DescribeShareGroup\x12$.strata.v1.DescribeShareGroupRequest\x1a%.strata.v1.DescribeShareGroupResponse\x12@\n" +
+	"\aReceive\x12\x19.strata.v1.ReceiveRequest\x1a\x1a.strata.v1.ReceiveResponse\x12:\n" +
+	"\x03Ack\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12;\n" +
+	"\x04Nack\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12>\n" +
+	"\aRelease\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12=\n" +
+	"\x06Reject\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12=\n" +
+	"\x06Extend\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -3185,68 +4527,87 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_strata_v1_strata_proto_goTypes = []any{
-	(Acks)(0),                      // 0: strata.v1.Acks
-	(*MetadataRequest)(nil),        // 1: strata.v1.MetadataRequest
-	(*BrokerInfo)(nil),             // 2: strata.v1.BrokerInfo
-	(*PartitionOwner)(nil),         // 3: strata.v1.PartitionOwner
-	(*TopicMetadata)(nil),          // 4: strata.v1.TopicMetadata
-	(*GroupCoordinator)(nil),       // 5: strata.v1.GroupCoordinator
-	(*MetadataResponse)(nil),       // 6: strata.v1.MetadataResponse
-	(*GetStatsRequest)(nil),        // 7: strata.v1.GetStatsRequest
-	(*BrokerStats)(nil),            // 8: strata.v1.BrokerStats
-	(*JoinGroupRequest)(nil),       // 9: strata.v1.JoinGroupRequest
-	(*HeartbeatRequest)(nil),       // 10: strata.v1.HeartbeatRequest
-	(*GroupAssignment)(nil),        // 11: strata.v1.GroupAssignment
-	(*LeaveGroupRequest)(nil),      // 12: strata.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),     // 13: strata.v1.LeaveGroupResponse
-	(*CommitOffsetsRequest)(nil),   // 14: strata.v1.CommitOffsetsRequest
-	(*CommitOffsetsResponse)(nil),  // 15: strata.v1.CommitOffsetsResponse
-	(*FetchCommittedRequest)(nil),  // 16: strata.v1.FetchCommittedRequest
-	(*FetchCommittedResponse)(nil), // 17: strata.v1.FetchCommittedResponse
-	(*ListGroupsRequest)(nil),      // 18: strata.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),     // 19: strata.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),   // 20: strata.v1.DescribeGroupRequest
-	(*GroupMember)(nil),            // 21: strata.v1.GroupMember
-	(*PartitionLag)(nil),           // 22: strata.v1.PartitionLag
-	(*DescribeGroupResponse)(nil),  // 23: strata.v1.DescribeGroupResponse
-	(*ResetOffsetsRequest)(nil),    // 24: strata.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),   // 25: strata.v1.ResetOffsetsResponse
-	(*Header)(nil),                 // 26: strata.v1.Header
-	(*Record)(nil),                 // 27: strata.v1.Record
-	(*TopicConfig)(nil),            // 28: strata.v1.TopicConfig
-	(*CreateTopicRequest)(nil),     // 29: strata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),    // 30: strata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),     // 31: strata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),    // 32: strata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),      // 33: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),     // 34: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),   // 35: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),          // 36: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),  // 37: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),     // 38: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),    // 39: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),         // 40: strata.v1.ProduceRequest
-	(*InitProducerRequest)(nil),    // 41: strata.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),   // 42: strata.v1.InitProducerResponse
-	(*ProduceResponse)(nil),        // 43: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),           // 44: strata.v1.FetchRequest
-	(*FetchResponse)(nil),          // 45: strata.v1.FetchResponse
-	nil,                            // 46: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                            // 47: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                            // 48: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(Acks)(0),                          // 0: strata.v1.Acks
+	(*MetadataRequest)(nil),            // 1: strata.v1.MetadataRequest
+	(*BrokerInfo)(nil),                 // 2: strata.v1.BrokerInfo
+	(*PartitionOwner)(nil),             // 3: strata.v1.PartitionOwner
+	(*TopicMetadata)(nil),              // 4: strata.v1.TopicMetadata
+	(*GroupCoordinator)(nil),           // 5: strata.v1.GroupCoordinator
+	(*MetadataResponse)(nil),           // 6: strata.v1.MetadataResponse
+	(*GetStatsRequest)(nil),            // 7: strata.v1.GetStatsRequest
+	(*BrokerStats)(nil),                // 8: strata.v1.BrokerStats
+	(*JoinGroupRequest)(nil),           // 9: strata.v1.JoinGroupRequest
+	(*HeartbeatRequest)(nil),           // 10: strata.v1.HeartbeatRequest
+	(*GroupAssignment)(nil),            // 11: strata.v1.GroupAssignment
+	(*LeaveGroupRequest)(nil),          // 12: strata.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),         // 13: strata.v1.LeaveGroupResponse
+	(*CommitOffsetsRequest)(nil),       // 14: strata.v1.CommitOffsetsRequest
+	(*CommitOffsetsResponse)(nil),      // 15: strata.v1.CommitOffsetsResponse
+	(*FetchCommittedRequest)(nil),      // 16: strata.v1.FetchCommittedRequest
+	(*FetchCommittedResponse)(nil),     // 17: strata.v1.FetchCommittedResponse
+	(*ListGroupsRequest)(nil),          // 18: strata.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 19: strata.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),       // 20: strata.v1.DescribeGroupRequest
+	(*GroupMember)(nil),                // 21: strata.v1.GroupMember
+	(*PartitionLag)(nil),               // 22: strata.v1.PartitionLag
+	(*DescribeGroupResponse)(nil),      // 23: strata.v1.DescribeGroupResponse
+	(*ResetOffsetsRequest)(nil),        // 24: strata.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),       // 25: strata.v1.ResetOffsetsResponse
+	(*Header)(nil),                     // 26: strata.v1.Header
+	(*Record)(nil),                     // 27: strata.v1.Record
+	(*TopicConfig)(nil),                // 28: strata.v1.TopicConfig
+	(*CreateTopicRequest)(nil),         // 29: strata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),        // 30: strata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),         // 31: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),        // 32: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),          // 33: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),         // 34: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),       // 35: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),              // 36: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),      // 37: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),         // 38: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),        // 39: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),             // 40: strata.v1.ProduceRequest
+	(*InitProducerRequest)(nil),        // 41: strata.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),       // 42: strata.v1.InitProducerResponse
+	(*ProduceResponse)(nil),            // 43: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),               // 44: strata.v1.FetchRequest
+	(*FetchResponse)(nil),              // 45: strata.v1.FetchResponse
+	(*ShareGroupConfig)(nil),           // 46: strata.v1.ShareGroupConfig
+	(*CreateShareGroupRequest)(nil),    // 47: strata.v1.CreateShareGroupRequest
+	(*CreateShareGroupResponse)(nil),   // 48: strata.v1.CreateShareGroupResponse
+	(*AlterShareGroupRequest)(nil),     // 49: strata.v1.AlterShareGroupRequest
+	(*AlterShareGroupResponse)(nil),    // 50: strata.v1.AlterShareGroupResponse
+	(*DeleteShareGroupRequest)(nil),    // 51: strata.v1.DeleteShareGroupRequest
+	(*DeleteShareGroupResponse)(nil),   // 52: strata.v1.DeleteShareGroupResponse
+	(*ListShareGroupsRequest)(nil),     // 53: strata.v1.ListShareGroupsRequest
+	(*ListShareGroupsResponse)(nil),    // 54: strata.v1.ListShareGroupsResponse
+	(*DescribeShareGroupRequest)(nil),  // 55: strata.v1.DescribeShareGroupRequest
+	(*ShareCounts)(nil),                // 56: strata.v1.ShareCounts
+	(*SharePartitionInfo)(nil),         // 57: strata.v1.SharePartitionInfo
+	(*DescribeShareGroupResponse)(nil), // 58: strata.v1.DescribeShareGroupResponse
+	(*ReceiveRequest)(nil),             // 59: strata.v1.ReceiveRequest
+	(*Delivery)(nil),                   // 60: strata.v1.Delivery
+	(*ReceiveResponse)(nil),            // 61: strata.v1.ReceiveResponse
+	(*SettleRequest)(nil),              // 62: strata.v1.SettleRequest
+	(*SettleOutcome)(nil),              // 63: strata.v1.SettleOutcome
+	(*SettleResponse)(nil),             // 64: strata.v1.SettleResponse
+	nil,                                // 65: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                                // 66: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                                // 67: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
 	3,  // 0: strata.v1.TopicMetadata.owners:type_name -> strata.v1.PartitionOwner
 	2,  // 1: strata.v1.MetadataResponse.brokers:type_name -> strata.v1.BrokerInfo
 	4,  // 2: strata.v1.MetadataResponse.topics:type_name -> strata.v1.TopicMetadata
 	5,  // 3: strata.v1.MetadataResponse.groups:type_name -> strata.v1.GroupCoordinator
-	46, // 4: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	47, // 5: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	65, // 4: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	66, // 5: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
 	21, // 6: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
 	22, // 7: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	48, // 8: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	67, // 8: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
 	26, // 9: strata.v1.Record.headers:type_name -> strata.v1.Header
 	28, // 10: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
 	28, // 11: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
@@ -3256,47 +4617,81 @@ var file_strata_v1_strata_proto_depIdxs = []int32{
 	27, // 15: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
 	0,  // 16: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
 	27, // 17: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	29, // 18: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	31, // 19: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	33, // 20: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	35, // 21: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	38, // 22: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	40, // 23: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	41, // 24: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
-	44, // 25: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	9,  // 26: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	10, // 27: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	12, // 28: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	14, // 29: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	16, // 30: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	18, // 31: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	20, // 32: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	24, // 33: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	7,  // 34: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
-	1,  // 35: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
-	30, // 36: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	32, // 37: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	34, // 38: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	37, // 39: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	39, // 40: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	43, // 41: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	42, // 42: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
-	45, // 43: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	11, // 44: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	11, // 45: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	13, // 46: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	15, // 47: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	17, // 48: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	19, // 49: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	23, // 50: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	25, // 51: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	8,  // 52: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
-	6,  // 53: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
-	36, // [36:54] is the sub-list for method output_type
-	18, // [18:36] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	46, // 18: strata.v1.CreateShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	46, // 19: strata.v1.CreateShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	46, // 20: strata.v1.AlterShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	46, // 21: strata.v1.AlterShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	46, // 22: strata.v1.ListShareGroupsResponse.groups:type_name -> strata.v1.ShareGroupConfig
+	56, // 23: strata.v1.SharePartitionInfo.counts:type_name -> strata.v1.ShareCounts
+	46, // 24: strata.v1.DescribeShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	56, // 25: strata.v1.DescribeShareGroupResponse.totals:type_name -> strata.v1.ShareCounts
+	57, // 26: strata.v1.DescribeShareGroupResponse.partitions:type_name -> strata.v1.SharePartitionInfo
+	27, // 27: strata.v1.Delivery.record:type_name -> strata.v1.Record
+	60, // 28: strata.v1.ReceiveResponse.deliveries:type_name -> strata.v1.Delivery
+	63, // 29: strata.v1.SettleResponse.outcomes:type_name -> strata.v1.SettleOutcome
+	29, // 30: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	31, // 31: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	33, // 32: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	35, // 33: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	38, // 34: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	40, // 35: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	41, // 36: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	44, // 37: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	9,  // 38: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	10, // 39: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	12, // 40: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	14, // 41: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	16, // 42: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	18, // 43: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	20, // 44: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	24, // 45: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	7,  // 46: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
+	1,  // 47: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
+	47, // 48: strata.v1.Strata.CreateShareGroup:input_type -> strata.v1.CreateShareGroupRequest
+	49, // 49: strata.v1.Strata.AlterShareGroup:input_type -> strata.v1.AlterShareGroupRequest
+	51, // 50: strata.v1.Strata.DeleteShareGroup:input_type -> strata.v1.DeleteShareGroupRequest
+	53, // 51: strata.v1.Strata.ListShareGroups:input_type -> strata.v1.ListShareGroupsRequest
+	55, // 52: strata.v1.Strata.DescribeShareGroup:input_type -> strata.v1.DescribeShareGroupRequest
+	59, // 53: strata.v1.Strata.Receive:input_type -> strata.v1.ReceiveRequest
+	62, // 54: strata.v1.Strata.Ack:input_type -> strata.v1.SettleRequest
+	62, // 55: strata.v1.Strata.Nack:input_type -> strata.v1.SettleRequest
+	62, // 56: strata.v1.Strata.Release:input_type -> strata.v1.SettleRequest
+	62, // 57: strata.v1.Strata.Reject:input_type -> strata.v1.SettleRequest
+	62, // 58: strata.v1.Strata.Extend:input_type -> strata.v1.SettleRequest
+	30, // 59: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	32, // 60: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	34, // 61: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	37, // 62: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	39, // 63: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	43, // 64: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	42, // 65: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	45, // 66: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	11, // 67: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	11, // 68: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	13, // 69: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	15, // 70: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	17, // 71: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	19, // 72: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	23, // 73: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	25, // 74: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	8,  // 75: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
+	6,  // 76: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
+	48, // 77: strata.v1.Strata.CreateShareGroup:output_type -> strata.v1.CreateShareGroupResponse
+	50, // 78: strata.v1.Strata.AlterShareGroup:output_type -> strata.v1.AlterShareGroupResponse
+	52, // 79: strata.v1.Strata.DeleteShareGroup:output_type -> strata.v1.DeleteShareGroupResponse
+	54, // 80: strata.v1.Strata.ListShareGroups:output_type -> strata.v1.ListShareGroupsResponse
+	58, // 81: strata.v1.Strata.DescribeShareGroup:output_type -> strata.v1.DescribeShareGroupResponse
+	61, // 82: strata.v1.Strata.Receive:output_type -> strata.v1.ReceiveResponse
+	64, // 83: strata.v1.Strata.Ack:output_type -> strata.v1.SettleResponse
+	64, // 84: strata.v1.Strata.Nack:output_type -> strata.v1.SettleResponse
+	64, // 85: strata.v1.Strata.Release:output_type -> strata.v1.SettleResponse
+	64, // 86: strata.v1.Strata.Reject:output_type -> strata.v1.SettleResponse
+	64, // 87: strata.v1.Strata.Extend:output_type -> strata.v1.SettleResponse
+	59, // [59:88] is the sub-list for method output_type
+	30, // [30:59] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -3328,7 +4723,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

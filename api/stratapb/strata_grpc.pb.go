@@ -21,24 +21,35 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Strata_CreateTopic_FullMethodName    = "/strata.v1.Strata/CreateTopic"
-	Strata_DeleteTopic_FullMethodName    = "/strata.v1.Strata/DeleteTopic"
-	Strata_ListTopics_FullMethodName     = "/strata.v1.Strata/ListTopics"
-	Strata_DescribeTopic_FullMethodName  = "/strata.v1.Strata/DescribeTopic"
-	Strata_ListOffsets_FullMethodName    = "/strata.v1.Strata/ListOffsets"
-	Strata_Produce_FullMethodName        = "/strata.v1.Strata/Produce"
-	Strata_InitProducer_FullMethodName   = "/strata.v1.Strata/InitProducer"
-	Strata_Fetch_FullMethodName          = "/strata.v1.Strata/Fetch"
-	Strata_JoinGroup_FullMethodName      = "/strata.v1.Strata/JoinGroup"
-	Strata_Heartbeat_FullMethodName      = "/strata.v1.Strata/Heartbeat"
-	Strata_LeaveGroup_FullMethodName     = "/strata.v1.Strata/LeaveGroup"
-	Strata_CommitOffsets_FullMethodName  = "/strata.v1.Strata/CommitOffsets"
-	Strata_FetchCommitted_FullMethodName = "/strata.v1.Strata/FetchCommitted"
-	Strata_ListGroups_FullMethodName     = "/strata.v1.Strata/ListGroups"
-	Strata_DescribeGroup_FullMethodName  = "/strata.v1.Strata/DescribeGroup"
-	Strata_ResetOffsets_FullMethodName   = "/strata.v1.Strata/ResetOffsets"
-	Strata_GetStats_FullMethodName       = "/strata.v1.Strata/GetStats"
-	Strata_Metadata_FullMethodName       = "/strata.v1.Strata/Metadata"
+	Strata_CreateTopic_FullMethodName        = "/strata.v1.Strata/CreateTopic"
+	Strata_DeleteTopic_FullMethodName        = "/strata.v1.Strata/DeleteTopic"
+	Strata_ListTopics_FullMethodName         = "/strata.v1.Strata/ListTopics"
+	Strata_DescribeTopic_FullMethodName      = "/strata.v1.Strata/DescribeTopic"
+	Strata_ListOffsets_FullMethodName        = "/strata.v1.Strata/ListOffsets"
+	Strata_Produce_FullMethodName            = "/strata.v1.Strata/Produce"
+	Strata_InitProducer_FullMethodName       = "/strata.v1.Strata/InitProducer"
+	Strata_Fetch_FullMethodName              = "/strata.v1.Strata/Fetch"
+	Strata_JoinGroup_FullMethodName          = "/strata.v1.Strata/JoinGroup"
+	Strata_Heartbeat_FullMethodName          = "/strata.v1.Strata/Heartbeat"
+	Strata_LeaveGroup_FullMethodName         = "/strata.v1.Strata/LeaveGroup"
+	Strata_CommitOffsets_FullMethodName      = "/strata.v1.Strata/CommitOffsets"
+	Strata_FetchCommitted_FullMethodName     = "/strata.v1.Strata/FetchCommitted"
+	Strata_ListGroups_FullMethodName         = "/strata.v1.Strata/ListGroups"
+	Strata_DescribeGroup_FullMethodName      = "/strata.v1.Strata/DescribeGroup"
+	Strata_ResetOffsets_FullMethodName       = "/strata.v1.Strata/ResetOffsets"
+	Strata_GetStats_FullMethodName           = "/strata.v1.Strata/GetStats"
+	Strata_Metadata_FullMethodName           = "/strata.v1.Strata/Metadata"
+	Strata_CreateShareGroup_FullMethodName   = "/strata.v1.Strata/CreateShareGroup"
+	Strata_AlterShareGroup_FullMethodName    = "/strata.v1.Strata/AlterShareGroup"
+	Strata_DeleteShareGroup_FullMethodName   = "/strata.v1.Strata/DeleteShareGroup"
+	Strata_ListShareGroups_FullMethodName    = "/strata.v1.Strata/ListShareGroups"
+	Strata_DescribeShareGroup_FullMethodName = "/strata.v1.Strata/DescribeShareGroup"
+	Strata_Receive_FullMethodName            = "/strata.v1.Strata/Receive"
+	Strata_Ack_FullMethodName                = "/strata.v1.Strata/Ack"
+	Strata_Nack_FullMethodName               = "/strata.v1.Strata/Nack"
+	Strata_Release_FullMethodName            = "/strata.v1.Strata/Release"
+	Strata_Reject_FullMethodName             = "/strata.v1.Strata/Reject"
+	Strata_Extend_FullMethodName             = "/strata.v1.Strata/Extend"
 )
 
 // StrataClient is the client API for Strata service.
@@ -90,6 +101,43 @@ type StrataClient interface {
 	// (reason NOT_OWNER, domain strata.v1, metadata owner_id and
 	// owner_address): refresh the metadata and retry there.
 	Metadata(ctx context.Context, in *MetadataRequest, opts ...grpc.CallOption) (*MetadataResponse, error)
+	// Share groups (queue semantics, docs/queues.md): any member receives any
+	// available record under a lease (visibility timeout) and settles it by
+	// its receipt. Create, alter, delete, list and describe go to any broker.
+	// CreateShareGroup answers ALREADY_EXISTS when the group exists, and
+	// creates the dead-letter topic when it is absent.
+	CreateShareGroup(ctx context.Context, in *CreateShareGroupRequest, opts ...grpc.CallOption) (*CreateShareGroupResponse, error)
+	// AlterShareGroup replaces the group's settable fields (the topic, the
+	// group and the seed stay): a field left 0 takes its default again.
+	AlterShareGroup(ctx context.Context, in *AlterShareGroupRequest, opts ...grpc.CallOption) (*AlterShareGroupResponse, error)
+	DeleteShareGroup(ctx context.Context, in *DeleteShareGroupRequest, opts ...grpc.CallOption) (*DeleteShareGroupResponse, error)
+	ListShareGroups(ctx context.Context, in *ListShareGroupsRequest, opts ...grpc.CallOption) (*ListShareGroupsResponse, error)
+	DescribeShareGroup(ctx context.Context, in *DescribeShareGroupRequest, opts ...grpc.CallOption) (*DescribeShareGroupResponse, error)
+	// Receive leases available records of a share group from the partitions
+	// the answering broker owns (all of them when none is named; a named
+	// partition owned elsewhere answers NOT_OWNER). It waits up to wait_ms
+	// for a record (long poll), and answers sooner, possibly empty, before
+	// the call's deadline. In a cluster, ask every owner of the topic's
+	// partitions (Metadata).
+	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*ReceiveResponse, error)
+	// Settle receipts of one share group. Each receipt has its own outcome
+	// (SettleResponse.outcomes, in request order); a receipt of a partition
+	// another broker owns answers code FAILED_PRECONDITION, reason NOT_OWNER
+	// and that broker in owner_id and owner_address: send it there. A
+	// receipt is "<partition>-<opaque>": the decimal partition number, a
+	// dash, then opaque base64url text (stable: clients may parse the
+	// partition to route a settle to its owner).
+	//
+	//	Ack: done. Nack: back after the group's backoff, or after delay_ms
+	//	when set; the delivery counts as failed (max_deliveries). Release:
+	//	back now, without penalty (the delivery does not count). Reject: to
+	//	the dead-letter topic now. Extend: the lease now ends delay_ms from
+	//	now. reason (nack, reject) is kept as the record's last error.
+	Ack(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
+	Nack(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
+	Release(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
+	Reject(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
+	Extend(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
 }
 
 type strataClient struct {
@@ -289,6 +337,116 @@ func (c *strataClient) Metadata(ctx context.Context, in *MetadataRequest, opts .
 	return out, nil
 }
 
+func (c *strataClient) CreateShareGroup(ctx context.Context, in *CreateShareGroupRequest, opts ...grpc.CallOption) (*CreateShareGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateShareGroupResponse)
+	err := c.cc.Invoke(ctx, Strata_CreateShareGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) AlterShareGroup(ctx context.Context, in *AlterShareGroupRequest, opts ...grpc.CallOption) (*AlterShareGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlterShareGroupResponse)
+	err := c.cc.Invoke(ctx, Strata_AlterShareGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) DeleteShareGroup(ctx context.Context, in *DeleteShareGroupRequest, opts ...grpc.CallOption) (*DeleteShareGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteShareGroupResponse)
+	err := c.cc.Invoke(ctx, Strata_DeleteShareGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) ListShareGroups(ctx context.Context, in *ListShareGroupsRequest, opts ...grpc.CallOption) (*ListShareGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListShareGroupsResponse)
+	err := c.cc.Invoke(ctx, Strata_ListShareGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) DescribeShareGroup(ctx context.Context, in *DescribeShareGroupRequest, opts ...grpc.CallOption) (*DescribeShareGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeShareGroupResponse)
+	err := c.cc.Invoke(ctx, Strata_DescribeShareGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (*ReceiveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReceiveResponse)
+	err := c.cc.Invoke(ctx, Strata_Receive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Ack(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleResponse)
+	err := c.cc.Invoke(ctx, Strata_Ack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Nack(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleResponse)
+	err := c.cc.Invoke(ctx, Strata_Nack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Release(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleResponse)
+	err := c.cc.Invoke(ctx, Strata_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Reject(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleResponse)
+	err := c.cc.Invoke(ctx, Strata_Reject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) Extend(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SettleResponse)
+	err := c.cc.Invoke(ctx, Strata_Extend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StrataServer is the server API for Strata service.
 // All implementations must embed UnimplementedStrataServer
 // for forward compatibility.
@@ -338,6 +496,43 @@ type StrataServer interface {
 	// (reason NOT_OWNER, domain strata.v1, metadata owner_id and
 	// owner_address): refresh the metadata and retry there.
 	Metadata(context.Context, *MetadataRequest) (*MetadataResponse, error)
+	// Share groups (queue semantics, docs/queues.md): any member receives any
+	// available record under a lease (visibility timeout) and settles it by
+	// its receipt. Create, alter, delete, list and describe go to any broker.
+	// CreateShareGroup answers ALREADY_EXISTS when the group exists, and
+	// creates the dead-letter topic when it is absent.
+	CreateShareGroup(context.Context, *CreateShareGroupRequest) (*CreateShareGroupResponse, error)
+	// AlterShareGroup replaces the group's settable fields (the topic, the
+	// group and the seed stay): a field left 0 takes its default again.
+	AlterShareGroup(context.Context, *AlterShareGroupRequest) (*AlterShareGroupResponse, error)
+	DeleteShareGroup(context.Context, *DeleteShareGroupRequest) (*DeleteShareGroupResponse, error)
+	ListShareGroups(context.Context, *ListShareGroupsRequest) (*ListShareGroupsResponse, error)
+	DescribeShareGroup(context.Context, *DescribeShareGroupRequest) (*DescribeShareGroupResponse, error)
+	// Receive leases available records of a share group from the partitions
+	// the answering broker owns (all of them when none is named; a named
+	// partition owned elsewhere answers NOT_OWNER). It waits up to wait_ms
+	// for a record (long poll), and answers sooner, possibly empty, before
+	// the call's deadline. In a cluster, ask every owner of the topic's
+	// partitions (Metadata).
+	Receive(context.Context, *ReceiveRequest) (*ReceiveResponse, error)
+	// Settle receipts of one share group. Each receipt has its own outcome
+	// (SettleResponse.outcomes, in request order); a receipt of a partition
+	// another broker owns answers code FAILED_PRECONDITION, reason NOT_OWNER
+	// and that broker in owner_id and owner_address: send it there. A
+	// receipt is "<partition>-<opaque>": the decimal partition number, a
+	// dash, then opaque base64url text (stable: clients may parse the
+	// partition to route a settle to its owner).
+	//
+	//	Ack: done. Nack: back after the group's backoff, or after delay_ms
+	//	when set; the delivery counts as failed (max_deliveries). Release:
+	//	back now, without penalty (the delivery does not count). Reject: to
+	//	the dead-letter topic now. Extend: the lease now ends delay_ms from
+	//	now. reason (nack, reject) is kept as the record's last error.
+	Ack(context.Context, *SettleRequest) (*SettleResponse, error)
+	Nack(context.Context, *SettleRequest) (*SettleResponse, error)
+	Release(context.Context, *SettleRequest) (*SettleResponse, error)
+	Reject(context.Context, *SettleRequest) (*SettleResponse, error)
+	Extend(context.Context, *SettleRequest) (*SettleResponse, error)
 	mustEmbedUnimplementedStrataServer()
 }
 
@@ -401,6 +596,39 @@ func (UnimplementedStrataServer) GetStats(context.Context, *GetStatsRequest) (*B
 }
 func (UnimplementedStrataServer) Metadata(context.Context, *MetadataRequest) (*MetadataResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Metadata not implemented")
+}
+func (UnimplementedStrataServer) CreateShareGroup(context.Context, *CreateShareGroupRequest) (*CreateShareGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateShareGroup not implemented")
+}
+func (UnimplementedStrataServer) AlterShareGroup(context.Context, *AlterShareGroupRequest) (*AlterShareGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AlterShareGroup not implemented")
+}
+func (UnimplementedStrataServer) DeleteShareGroup(context.Context, *DeleteShareGroupRequest) (*DeleteShareGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteShareGroup not implemented")
+}
+func (UnimplementedStrataServer) ListShareGroups(context.Context, *ListShareGroupsRequest) (*ListShareGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListShareGroups not implemented")
+}
+func (UnimplementedStrataServer) DescribeShareGroup(context.Context, *DescribeShareGroupRequest) (*DescribeShareGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeShareGroup not implemented")
+}
+func (UnimplementedStrataServer) Receive(context.Context, *ReceiveRequest) (*ReceiveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Receive not implemented")
+}
+func (UnimplementedStrataServer) Ack(context.Context, *SettleRequest) (*SettleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ack not implemented")
+}
+func (UnimplementedStrataServer) Nack(context.Context, *SettleRequest) (*SettleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Nack not implemented")
+}
+func (UnimplementedStrataServer) Release(context.Context, *SettleRequest) (*SettleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
+}
+func (UnimplementedStrataServer) Reject(context.Context, *SettleRequest) (*SettleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reject not implemented")
+}
+func (UnimplementedStrataServer) Extend(context.Context, *SettleRequest) (*SettleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Extend not implemented")
 }
 func (UnimplementedStrataServer) mustEmbedUnimplementedStrataServer() {}
 func (UnimplementedStrataServer) testEmbeddedByValue()                {}
@@ -740,6 +968,204 @@ func _Strata_Metadata_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Strata_CreateShareGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateShareGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).CreateShareGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_CreateShareGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).CreateShareGroup(ctx, req.(*CreateShareGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_AlterShareGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlterShareGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).AlterShareGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_AlterShareGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).AlterShareGroup(ctx, req.(*AlterShareGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_DeleteShareGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteShareGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).DeleteShareGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_DeleteShareGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).DeleteShareGroup(ctx, req.(*DeleteShareGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_ListShareGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListShareGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).ListShareGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_ListShareGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).ListShareGroups(ctx, req.(*ListShareGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_DescribeShareGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeShareGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).DescribeShareGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_DescribeShareGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).DescribeShareGroup(ctx, req.(*DescribeShareGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Receive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Receive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Receive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Receive(ctx, req.(*ReceiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Ack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Ack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Ack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Ack(ctx, req.(*SettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Nack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Nack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Nack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Nack(ctx, req.(*SettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Release_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Release(ctx, req.(*SettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Reject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Reject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Reject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Reject(ctx, req.(*SettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_Extend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).Extend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_Extend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).Extend(ctx, req.(*SettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Strata_ServiceDesc is the grpc.ServiceDesc for Strata service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -814,6 +1240,50 @@ var Strata_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Metadata",
 			Handler:    _Strata_Metadata_Handler,
+		},
+		{
+			MethodName: "CreateShareGroup",
+			Handler:    _Strata_CreateShareGroup_Handler,
+		},
+		{
+			MethodName: "AlterShareGroup",
+			Handler:    _Strata_AlterShareGroup_Handler,
+		},
+		{
+			MethodName: "DeleteShareGroup",
+			Handler:    _Strata_DeleteShareGroup_Handler,
+		},
+		{
+			MethodName: "ListShareGroups",
+			Handler:    _Strata_ListShareGroups_Handler,
+		},
+		{
+			MethodName: "DescribeShareGroup",
+			Handler:    _Strata_DescribeShareGroup_Handler,
+		},
+		{
+			MethodName: "Receive",
+			Handler:    _Strata_Receive_Handler,
+		},
+		{
+			MethodName: "Ack",
+			Handler:    _Strata_Ack_Handler,
+		},
+		{
+			MethodName: "Nack",
+			Handler:    _Strata_Nack_Handler,
+		},
+		{
+			MethodName: "Release",
+			Handler:    _Strata_Release_Handler,
+		},
+		{
+			MethodName: "Reject",
+			Handler:    _Strata_Reject_Handler,
+		},
+		{
+			MethodName: "Extend",
+			Handler:    _Strata_Extend_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

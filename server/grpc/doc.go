@@ -22,6 +22,12 @@
 //     each read.
 //   - A slow reader only slows its own stream (gRPC flow control), never
 //     the server's memory.
+//   - Share groups (share.go): a receive's answer is bounded by its
+//     max_bytes, held from the fetch budget while it waits; what the core
+//     leased and the answer cannot carry is released (no delivery
+//     counted). A receive answers before the call's deadline. A settle
+//     answers every receipt in request order, NOT_OWNER per receipt in
+//     the outcome (reason, owner), never as the call's status.
 //
 // Concurrency: Server is safe for concurrent use. It does not own its
 // core.Broker: stop the gRPC server first, then close the broker.

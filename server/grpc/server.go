@@ -63,6 +63,7 @@ var codeOfKind = []struct {
 	{core.ErrGroupNotFound, codes.NotFound},
 	{core.ErrMemberNotFound, codes.NotFound},
 	{core.ErrTopicExists, codes.AlreadyExists},
+	{core.ErrAlreadyExists, codes.AlreadyExists},
 	{core.ErrOutOfRange, codes.OutOfRange},
 	{core.ErrFailedPrecondition, codes.FailedPrecondition},
 	{core.ErrNotOwner, codes.FailedPrecondition}, // with a NOT_OWNER ErrorInfo (notOwner)
@@ -87,19 +88,29 @@ func statusOf(err error) error {
 		if ce.Kind == core.ErrNotOwner && ce.Owner != nil {
 			return notOwner(ce)
 		}
+		return status.Error(codeOf(err), ce.Msg)
+	}
+	return status.Error(codeOf(err), err.Error())
+}
+
+// codeOf is the gRPC code of an error of the core (codeOfKind), of a
+// context, or else INTERNAL.
+func codeOf(err error) codes.Code {
+	var ce *core.Error
+	if errors.As(err, &ce) {
 		for _, e := range codeOfKind {
 			if ce.Kind == e.kind {
-				return status.Error(e.code, ce.Msg)
+				return e.code
 			}
 		}
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		return codes.DeadlineExceeded
 	}
-	return status.Error(codes.Internal, err.Error())
+	return codes.Internal
 }
 
 // Error details of a NOT_OWNER answer: FAILED_PRECONDITION with an
