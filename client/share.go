@@ -57,8 +57,10 @@ type ShareGroupConfig struct {
 	DeadLetterTopic   string
 	OrderedByKey      bool          // at most one record per key in flight
 	PriorityAging     time.Duration // waiting time that adds one priority level
-	Seed              uint64        // backoff jitter seed, fixed at creation (0: random)
-	StartFromEarliest bool          // a new group starts at the log start (default: at the end)
+	StartFromEarliest bool          // a new group starts at the log start (default: at the end); fixed at creation
+	// Set by the broker (ignored by create and alter):
+	Seed         uint64  // backoff jitter seed, chosen at creation
+	StartOffsets []int64 // where the group started on each partition
 }
 
 func (c *ShareGroupConfig) toProto() *stratapb.ShareGroupConfig {
@@ -66,7 +68,7 @@ func (c *ShareGroupConfig) toProto() *stratapb.ShareGroupConfig {
 		Topic: c.Topic, Group: c.Group, VisibilityMs: c.Visibility.Milliseconds(), MaxDeliveries: c.MaxDeliveries,
 		BackoffMinMs: c.BackoffMin.Milliseconds(), BackoffMaxMs: c.BackoffMax.Milliseconds(), BackoffMultiplier: c.BackoffMultiplier,
 		DeadLetterTopic: c.DeadLetterTopic, OrderedByKey: c.OrderedByKey, PriorityAgingMs: c.PriorityAging.Milliseconds(),
-		Seed: c.Seed, StartFromEarliest: c.StartFromEarliest,
+		StartFromEarliest: c.StartFromEarliest,
 	}
 }
 
@@ -77,7 +79,7 @@ func shareConfigFromProto(c *stratapb.ShareGroupConfig) ShareGroupConfig {
 		Topic: c.GetTopic(), Group: c.GetGroup(), Visibility: ms(c.GetVisibilityMs()), MaxDeliveries: c.GetMaxDeliveries(),
 		BackoffMin: ms(c.GetBackoffMinMs()), BackoffMax: ms(c.GetBackoffMaxMs()), BackoffMultiplier: c.GetBackoffMultiplier(),
 		DeadLetterTopic: c.GetDeadLetterTopic(), OrderedByKey: c.GetOrderedByKey(), PriorityAging: ms(c.GetPriorityAgingMs()),
-		Seed: c.GetSeed(), StartFromEarliest: c.GetStartFromEarliest(),
+		Seed: c.GetSeed(), StartFromEarliest: c.GetStartFromEarliest(), StartOffsets: c.GetStartOffsets(),
 	}
 }
 
@@ -129,8 +131,9 @@ func (c *Client) CreateShareGroup(ctx context.Context, cfg ShareGroupConfig) (*S
 	return &out, nil
 }
 
-// AlterShareGroup replaces a share group's settings with cfg's (Topic,
-// Group and Seed stay); a zero field takes its default.
+// AlterShareGroup replaces a share group's settings with cfg's (its seed,
+// start offsets and StartFromEarliest stay); a zero field takes its
+// default.
 func (c *Client) AlterShareGroup(ctx context.Context, cfg ShareGroupConfig) (*ShareGroupConfig, error) {
 	resp, err := c.api.AlterShareGroup(ctx, &stratapb.AlterShareGroupRequest{Config: cfg.toProto()})
 	if err != nil {

@@ -2924,8 +2924,9 @@ type ShareGroupConfig struct {
 	DeadLetterTopic   string                 `protobuf:"bytes,8,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`         // default <topic>.dlq.<group>
 	OrderedByKey      bool                   `protobuf:"varint,9,opt,name=ordered_by_key,json=orderedByKey,proto3" json:"ordered_by_key,omitempty"`                 // at most one record per key in flight
 	PriorityAgingMs   int64                  `protobuf:"varint,10,opt,name=priority_aging_ms,json=priorityAgingMs,proto3" json:"priority_aging_ms,omitempty"`       // waiting time that adds one priority level (default 5 s)
-	Seed              uint64                 `protobuf:"varint,11,opt,name=seed,proto3" json:"seed,omitempty"`                                                      // backoff jitter seed, set at creation (read only)
-	StartFromEarliest bool                   `protobuf:"varint,12,opt,name=start_from_earliest,json=startFromEarliest,proto3" json:"start_from_earliest,omitempty"` // a new group starts at the log start (default: at the end)
+	Seed              uint64                 `protobuf:"varint,11,opt,name=seed,proto3" json:"seed,omitempty"`                                                      // backoff jitter seed, chosen by the broker at creation (read only)
+	StartFromEarliest bool                   `protobuf:"varint,12,opt,name=start_from_earliest,json=startFromEarliest,proto3" json:"start_from_earliest,omitempty"` // a new group starts at the log start (default: at the end); fixed at creation
+	StartOffsets      []int64                `protobuf:"varint,13,rep,packed,name=start_offsets,json=startOffsets,proto3" json:"start_offsets,omitempty"`           // where the group started on each partition (read only)
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -3042,6 +3043,13 @@ func (x *ShareGroupConfig) GetStartFromEarliest() bool {
 		return x.StartFromEarliest
 	}
 	return false
+}
+
+func (x *ShareGroupConfig) GetStartOffsets() []int64 {
+	if x != nil {
+		return x.StartOffsets
+	}
+	return nil
 }
 
 type CreateShareGroupRequest struct {
@@ -4378,7 +4386,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12(\n" +
-	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\"\xc7\x03\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\"\xec\x03\n" +
 	"\x10ShareGroupConfig\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12#\n" +
@@ -4392,7 +4400,8 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x11priority_aging_ms\x18\n" +
 	" \x01(\x03R\x0fpriorityAgingMs\x12\x12\n" +
 	"\x04seed\x18\v \x01(\x04R\x04seed\x12.\n" +
-	"\x13start_from_earliest\x18\f \x01(\bR\x11startFromEarliest\"N\n" +
+	"\x13start_from_earliest\x18\f \x01(\bR\x11startFromEarliest\x12#\n" +
+	"\rstart_offsets\x18\r \x03(\x03R\fstartOffsets\"N\n" +
 	"\x17CreateShareGroupRequest\x123\n" +
 	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\"O\n" +
 	"\x18CreateShareGroupResponse\x123\n" +

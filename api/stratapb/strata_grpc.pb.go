@@ -107,8 +107,9 @@ type StrataClient interface {
 	// CreateShareGroup answers ALREADY_EXISTS when the group exists, and
 	// creates the dead-letter topic when it is absent.
 	CreateShareGroup(ctx context.Context, in *CreateShareGroupRequest, opts ...grpc.CallOption) (*CreateShareGroupResponse, error)
-	// AlterShareGroup replaces the group's settable fields (the topic, the
-	// group and the seed stay): a field left 0 takes its default again.
+	// AlterShareGroup replaces the group's settings with the request's (the
+	// seed, the start offsets and start_from_earliest stay): a field left 0
+	// takes its default.
 	AlterShareGroup(ctx context.Context, in *AlterShareGroupRequest, opts ...grpc.CallOption) (*AlterShareGroupResponse, error)
 	DeleteShareGroup(ctx context.Context, in *DeleteShareGroupRequest, opts ...grpc.CallOption) (*DeleteShareGroupResponse, error)
 	ListShareGroups(ctx context.Context, in *ListShareGroupsRequest, opts ...grpc.CallOption) (*ListShareGroupsResponse, error)
@@ -502,8 +503,9 @@ type StrataServer interface {
 	// CreateShareGroup answers ALREADY_EXISTS when the group exists, and
 	// creates the dead-letter topic when it is absent.
 	CreateShareGroup(context.Context, *CreateShareGroupRequest) (*CreateShareGroupResponse, error)
-	// AlterShareGroup replaces the group's settable fields (the topic, the
-	// group and the seed stay): a field left 0 takes its default again.
+	// AlterShareGroup replaces the group's settings with the request's (the
+	// seed, the start offsets and start_from_earliest stay): a field left 0
+	// takes its default.
 	AlterShareGroup(context.Context, *AlterShareGroupRequest) (*AlterShareGroupResponse, error)
 	DeleteShareGroup(context.Context, *DeleteShareGroupRequest) (*DeleteShareGroupResponse, error)
 	ListShareGroups(context.Context, *ListShareGroupsRequest) (*ListShareGroupsResponse, error)

@@ -53,16 +53,18 @@ func shareConfigToProto(c *core.ShareGroupConfig) *stratapb.ShareGroupConfig {
 		Topic: c.Topic, Group: c.Group, VisibilityMs: c.VisibilityMs, MaxDeliveries: c.MaxDeliveries,
 		BackoffMinMs: c.BackoffMinMs, BackoffMaxMs: c.BackoffMaxMs, BackoffMultiplier: c.BackoffMultiplier,
 		DeadLetterTopic: c.DeadLetterTopic, OrderedByKey: c.OrderedByKey, PriorityAgingMs: c.PriorityAgingMs,
-		Seed: c.Seed, StartFromEarliest: c.StartFromEarliest,
+		Seed: c.Seed, StartFromEarliest: c.StartFromEarliest, StartOffsets: c.StartOffsets,
 	}
 }
 
+// shareConfigFromProto is a client's config; the fields the broker sets
+// (seed, start offsets) are not taken from it.
 func shareConfigFromProto(c *stratapb.ShareGroupConfig) core.ShareGroupConfig {
 	return core.ShareGroupConfig{
 		Topic: c.Topic, Group: c.Group, VisibilityMs: c.VisibilityMs, MaxDeliveries: c.MaxDeliveries,
 		BackoffMinMs: c.BackoffMinMs, BackoffMaxMs: c.BackoffMaxMs, BackoffMultiplier: c.BackoffMultiplier,
 		DeadLetterTopic: c.DeadLetterTopic, OrderedByKey: c.OrderedByKey, PriorityAgingMs: c.PriorityAgingMs,
-		Seed: c.Seed, StartFromEarliest: c.StartFromEarliest,
+		StartFromEarliest: c.StartFromEarliest,
 	}
 }
 
