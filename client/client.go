@@ -1,8 +1,11 @@
 // Package client is the Go client of a strata cluster (or of a single
-// broker): a Producer that batches, lingers, pipelines and retries, and a
+// broker): a Producer that batches, lingers, pipelines and retries, a
 // Consumer that reads assigned partitions or joins a consumer group
 // (heartbeats in the background, joins again when the group forgets it,
-// commits per an explicitly chosen delivery mode).
+// commits per an explicitly chosen delivery mode), and a ShareConsumer
+// of a share group (queue semantics: receive under a lease, settle each
+// record by its receipt; Run handles records with leases extended in the
+// background; Redrive moves dead letters back).
 //
 // Routing (route.go, router.go): Dial takes one or more seed brokers; the
 // client learns the cluster from the Metadata RPC of whichever broker
@@ -51,6 +54,14 @@
 //     and returns only the records whose commit succeeded. Seek moves a
 //     group consumer's position back only, so that a caller can hand back
 //     records it Polled but did not handle.
+//   - A ShareConsumer receives from every broker owning a partition of
+//     its topic and settles each receipt at its partition's owner
+//     (share.go). Run never acks a message whose handler did not return
+//     nil, extends each lease every half visibility while its handler
+//     runs, and settles every message it received before it returns
+//     (what Run is stopping from is released, not nacked). Redrive is
+//     at-least-once: it commits the dead-letter topic's offsets only after
+//     the records are produced.
 //   - A group Consumer learns a rebalance from its heartbeat or at once
 //     from a fetch or commit refused for a stale generation; it never
 //     repeats a refused fetch without having learned something new, and
@@ -61,9 +72,11 @@
 //     resumes from the group's committed offsets. A group member's calls
 //     and fetches go to the coordinator, the broker that knows the member.
 //
-// Concurrency: Client, Producer and Consumer are safe for concurrent use;
-// each owns its goroutines (a Producer's per-request goroutines end when
-// their requests resolve; a Consumer's heartbeat goroutine ends in Close;
+// Concurrency: Client, Producer, Consumer and ShareConsumer are safe for
+// concurrent use; each owns its goroutines (a Producer's per-request
+// goroutines end when their requests resolve; a Consumer's heartbeat
+// goroutine ends in Close; a ShareConsumer's end before the call that
+// started them returns;
 // the Client's background metadata refreshes end in Close, which waits for
 // them).
 package client

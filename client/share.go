@@ -20,9 +20,10 @@ package client
 //   - A settle goes to the owner of each receipt's partition
 //     (ReceiptPartition), one request per owner, in parallel; receipts
 //     answered NOT_OWNER are sent again to the owner named (at most 10
-//     redirects), and a request whose broker cannot be reached is sent
-//     again once the metadata names another owner or the broker answers,
-//     for at most the failover timeout. A settle resent after its answer
+//     redirects), and a request whose broker cannot be reached, or
+//     receipts the owner could not store (UNAVAILABLE: it is taking the
+//     partition over), are sent again with backoff, after a metadata
+//     refresh, for at most the failover timeout. A settle resent after its answer
 //     was lost may report FAILED_PRECONDITION (already settled) for a
 //     receipt the first attempt settled.
 
@@ -664,8 +665,8 @@ func (k *ShareConsumer) settle(ctx context.Context, kind settleKind, delay time.
 			byOwner[a] = append(byOwner[a], it)
 		}
 		type sent struct {
-			addr  string
 			retry []settleItem
+			wait  bool  // retry after a backoff (not a redirect)
 			err   error // the request's error, when it is to be retried
 		}
 		var reqs [][]settleItem
@@ -683,8 +684,8 @@ func (k *ShareConsumer) settle(ctx context.Context, kind settleKind, delay time.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				retry, err := k.settleAt(ctx, addrs[i], kind, delay, reason, reqs[i], res)
-				answers[i] = sent{addrs[i], retry, err}
+				retry, wait, err := k.settleAt(ctx, addrs[i], kind, delay, reason, reqs[i], res)
+				answers[i] = sent{retry, wait, err}
 			}()
 		}
 		wg.Wait()
@@ -693,9 +694,9 @@ func (k *ShareConsumer) settle(ctx context.Context, kind settleKind, delay time.
 		down := false
 		for _, a := range answers {
 			pending = append(pending, a.retry...)
+			down = down || a.wait
 			if a.err != nil {
 				lastErr = a.err
-				down = down || unreachable(a.err)
 			}
 		}
 		if len(pending) == 0 {
@@ -740,9 +741,10 @@ func receiptErrorOf(receipt string, err error, notOwnerMsg string) *ReceiptError
 }
 
 // settleAt sends items to the broker at addr, notes each settled or
-// failed receipt in res, and returns the items to send again (redirected
-// or not delivered) with the request's error when it had one.
-func (k *ShareConsumer) settleAt(ctx context.Context, addr string, kind settleKind, delay time.Duration, reason string, items []settleItem, res []settled) ([]settleItem, error) {
+// failed receipt in res, and returns the items to send again: redirected,
+// or (wait) not delivered or not stored (UNAVAILABLE), with the error
+// that says why.
+func (k *ShareConsumer) settleAt(ctx context.Context, addr string, kind settleKind, delay time.Duration, reason string, items []settleItem, res []settled) (retry []settleItem, wait bool, err error) {
 	req := &stratapb.SettleRequest{Topic: k.topic, Group: k.group, DelayMs: delay.Milliseconds(), Reason: reason}
 	for _, it := range items {
 		req.Receipts = append(req.Receipts, it.receipt)
@@ -753,7 +755,8 @@ func (k *ShareConsumer) settleAt(ctx context.Context, addr string, kind settleKi
 		resp, err = kind.rpc(api)(ctx, req)
 		if err == nil {
 			k.c.answered(addr)
-			return k.outcomes(items, resp, res), nil
+			retry, wait, err = k.outcomes(items, resp, res)
+			return retry, wait, err
 		}
 	}
 	owner, moved := NotOwner(err)
@@ -763,21 +766,20 @@ func (k *ShareConsumer) settleAt(ctx context.Context, addr string, kind settleKi
 			k.c.learnOwner(k.topic, items[0].part, owner)
 		}
 		k.c.refreshInBackground()
-		return items, nil
+		return items, false, nil
 	case unreachable(err):
 		k.c.markDown(addr)
-		return items, err
+		return items, true, err
 	}
 	for _, it := range items {
 		res[it.idx].err = receiptErrorOf(it.receipt, err, "")
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
-// outcomes notes resp's outcomes of items in res and returns the items
-// redirected to another owner.
-func (k *ShareConsumer) outcomes(items []settleItem, resp *stratapb.SettleResponse, res []settled) []settleItem {
-	var retry []settleItem
+// outcomes notes resp's outcomes of items in res and returns the items to
+// send again: redirected to another owner, or (wait) not stored.
+func (k *ShareConsumer) outcomes(items []settleItem, resp *stratapb.SettleResponse, res []settled) (retry []settleItem, wait bool, err error) {
 	byReceipt := make(map[string]*stratapb.SettleOutcome, len(resp.Outcomes))
 	for _, o := range resp.Outcomes {
 		byReceipt[o.Receipt] = o
@@ -803,11 +805,17 @@ func (k *ShareConsumer) outcomes(items []settleItem, resp *stratapb.SettleRespon
 			}
 			k.c.refreshInBackground()
 			retry = append(retry, it)
+		case codeNamed(o.Code) == codes.Unavailable:
+			// Not stored (the owner is taking the partition over, or its
+			// store failed): the broker asks for the settle again.
+			retry, wait = append(retry, it), true
+			err = status.Error(codes.Unavailable, o.Message)
+			res[it.idx].err = &ReceiptError{Receipt: it.receipt, Code: codes.Unavailable, Message: o.Message}
 		default:
 			res[it.idx].err = &ReceiptError{Receipt: it.receipt, Code: codeNamed(o.Code), Message: o.Message}
 		}
 	}
-	return retry
+	return retry, wait, err
 }
 
 // codeNamed is the gRPC code of a canonical code name (FAILED_PRECONDITION);

@@ -213,7 +213,7 @@ func (s *Server) Receive(ctx context.Context, req *stratapb.ReceiveRequest) (*st
 		d := &ds[i]
 		pd := &stratapb.Delivery{Partition: d.Partition, Record: toProto(&d.Record, d.Partition), Receipt: d.Receipt,
 			DeliveryCount: d.DeliveryCount, LeaseUntilMs: unixMs(d.LeaseUntil)}
-		n := proto.Size(pd)
+		n := proto.Size(pd) + core.RecordOverheadBytes // as a fetch counts
 		if len(out.Deliveries) > 0 && size+n > maxBytes {
 			over = append(over, d.Receipt)
 			continue
