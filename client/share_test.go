@@ -239,7 +239,9 @@ func TestRunExtendsLeasesOfSlowHandlers(t *testing.T) {
 	// Backoff floor 1 ms: a lost lease would bring the record back at once.
 	shareGroup(t, c, "jobs", 1, client.ShareGroupConfig{BackoffMin: time.Millisecond, BackoffMax: 2 * time.Millisecond})
 	produceValues(t, c, "jobs", "a", "b", "c")
-	k := c.NewShareConsumer("jobs", "workers", client.WithVisibility(time.Second), client.WithWait(time.Second))
+	// Leases of 2s, extended every 1s (1s of slack for each extension on
+	// a loaded machine); handlers of 4.5s.
+	k := c.NewShareConsumer("jobs", "workers", client.WithVisibility(2*time.Second), client.WithWait(time.Second))
 	var h handled
 	var runErrs []error
 	var mu sync.Mutex
@@ -247,7 +249,7 @@ func TestRunExtendsLeasesOfSlowHandlers(t *testing.T) {
 		h.saw(m)
 		defer h.finished()
 		select {
-		case <-time.After(2500 * time.Millisecond): // 2.5 visibility timeouts
+		case <-time.After(4500 * time.Millisecond): // 2.25 visibility timeouts
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
