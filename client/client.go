@@ -86,6 +86,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +109,28 @@ type Record struct {
 	Key       []byte
 	Value     []byte
 	Headers   map[string][]byte
+
+	// Queue settings of a record sent (docs/queues.md), written as its
+	// strata-* headers; on a received record they are read back from them.
+	// Delay: no share group hands the record out before this long after
+	// the broker received it (0 to 366 days; the broker's clock decides).
+	// DeliverAt: ... nor before this time (set one of the two). Priority:
+	// 0 (the default, lowest) to 9. MsgID: a deduplication id
+	// (docs/dedup.md): a second record with the same id within the
+	// topic's window is acknowledged but not stored.
+	Delay     time.Duration
+	DeliverAt time.Time
+	Priority  int
+	MsgID     string
 }
+
+// Header names of the queue settings (see Record).
+const (
+	HeaderDelay     = "strata-delay-ms"
+	HeaderDeliverAt = "strata-deliver-at"
+	HeaderPriority  = "strata-priority"
+	HeaderMsgID     = "strata-msg-id"
+)
 
 // Option configures a Client.
 type Option func(*clientConfig)
@@ -265,6 +287,19 @@ func toProto(r *Record) *stratapb.Record {
 	for k, v := range r.Headers {
 		out.Headers = append(out.Headers, &stratapb.Header{Key: k, Value: v})
 	}
+	add := func(k, v string) { out.Headers = append(out.Headers, &stratapb.Header{Key: k, Value: []byte(v)}) }
+	if r.Delay != 0 {
+		add(HeaderDelay, strconv.FormatInt(r.Delay.Milliseconds(), 10))
+	}
+	if !r.DeliverAt.IsZero() {
+		add(HeaderDeliverAt, strconv.FormatInt(r.DeliverAt.UnixMilli(), 10))
+	}
+	if r.Priority != 0 {
+		add(HeaderPriority, strconv.Itoa(r.Priority))
+	}
+	if r.MsgID != "" {
+		add(HeaderMsgID, r.MsgID)
+	}
 	return out
 }
 
@@ -273,6 +308,16 @@ func fromProto(topic string, r *stratapb.Record) Record {
 	if len(r.Headers) > 0 {
 		out.Headers = make(map[string][]byte, len(r.Headers))
 		for _, h := range r.Headers {
+			switch h.Key {
+			case HeaderDeliverAt:
+				if ms, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+					out.DeliverAt = time.UnixMilli(ms)
+				}
+			case HeaderPriority:
+				out.Priority, _ = strconv.Atoi(string(h.Value))
+			case HeaderMsgID:
+				out.MsgID = string(h.Value)
+			}
 			out.Headers[h.Key] = h.Value
 		}
 	}
