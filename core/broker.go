@@ -670,6 +670,9 @@ func (b *Broker) ListTopics(ctx context.Context) ([]*TopicConfig, error) {
 	sort.Strings(names)
 	var out []*TopicConfig
 	for _, n := range names {
+		if strings.HasPrefix(n, internalPrefix) {
+			continue // the broker's own (share-group state logs)
+		}
 		t, err := b.loadTopic(ctx, n)
 		if err != nil {
 			return nil, err
@@ -749,6 +752,9 @@ type Position struct {
 
 // ListOffsets resolves pos in partition p of topic, claiming nothing.
 func (b *Broker) ListOffsets(ctx context.Context, topicName string, p int32, pos Position) (int64, error) {
+	if err := clientTopic(topicName, "read"); err != nil {
+		return 0, err
+	}
 	t, err := b.loadTopic(ctx, topicName)
 	if err != nil {
 		return 0, err
@@ -788,6 +794,14 @@ func (b *Broker) resolveStart(ctx context.Context, v *readView, pos Position) (i
 // names; deleting the topic again (after re-creating it) or a sweep
 // removes them.
 func (b *Broker) DeleteTopic(ctx context.Context, name string) (int64, error) {
+	if err := clientTopic(name, "delete"); err != nil {
+		return 0, err
+	}
+	return b.deleteTopic(ctx, name)
+}
+
+// deleteTopic deletes a topic, one of a client's or the broker's own.
+func (b *Broker) deleteTopic(ctx context.Context, name string) (int64, error) {
 	t, err := b.loadTopic(ctx, name)
 	if err != nil {
 		return 0, err

@@ -65,6 +65,9 @@ type FetchResult struct {
 // ErrTopicNotFound). A tailing fetch never busy-polls: it waits on the
 // partition's append notification.
 func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchResult) error) error {
+	if err := clientTopic(req.Topic, "read"); err != nil {
+		return err
+	}
 	t, err := b.loadTopic(ctx, req.Topic)
 	if err != nil {
 		return err

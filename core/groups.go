@@ -152,8 +152,8 @@ func decodeGroupState(data []byte) (groupState, error) {
 var groupName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,200}$`)
 
 func validGroupName(name string) error {
-	if !groupName.MatchString(name) {
-		return errorf(ErrInvalidArgument, "invalid group name %q: use 1-200 characters from a-z A-Z 0-9 . _ -", name)
+	if !groupName.MatchString(name) || name == "." || name == ".." {
+		return errorf(ErrInvalidArgument, "invalid group name %q: use 1-200 characters from a-z A-Z 0-9 . _ - (not . or ..)", name)
 	}
 	return nil
 }

@@ -96,6 +96,9 @@ type ProduceResult struct {
 // dedup window is answered with the stored copy's offset (ProduceResult.
 // Deduplicated) once that copy meets the ack condition.
 func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResult, error) {
+	if err := clientTopic(req.Topic, "write"); err != nil {
+		return nil, err
+	}
 	t, err := b.loadTopic(ctx, req.Topic)
 	if err != nil {
 		return nil, err

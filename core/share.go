@@ -129,10 +129,10 @@ func (c *ShareGroupConfig) check() error {
 	if err := c.queueConfig().Defaults().Check(); err != nil {
 		return errorf(ErrInvalidArgument, "%v", err)
 	}
+	if err := validNewName(c.deadLetterTopic()); err != nil {
+		return errorf(ErrInvalidArgument, "dead-letter topic: %v (the default is <topic>.dlq.<group>: with a long topic or group name, name a dead-letter topic)", err)
+	}
 	if c.DeadLetterTopic != "" {
-		if err := validNewName(c.DeadLetterTopic); err != nil {
-			return err
-		}
 		if c.DeadLetterTopic == c.Topic {
 			return errorf(ErrInvalidArgument, "the dead-letter topic of group %q is its own topic %q: dead letters would be delivered again; name another topic, or leave it empty for %q", c.Group, c.Topic, c.Topic+".dlq."+c.Group)
 		}
@@ -156,6 +156,9 @@ func (c *ShareGroupConfig) tag() string { return fmt.Sprintf("%s/%016x", c.Group
 // CreateShareGroup creates a share group on a topic, and its dead-letter
 // topic when it does not exist (colocated with the topic, same partitions).
 func (b *Broker) CreateShareGroup(ctx context.Context, cfg ShareGroupConfig) (*ShareGroupConfig, error) {
+	if err := clientTopic(cfg.Topic, "consume as a queue"); err != nil {
+		return nil, err
+	}
 	t, err := b.loadTopic(ctx, cfg.Topic)
 	if err != nil {
 		return nil, err
@@ -419,7 +422,7 @@ func (b *Broker) deleteShares(ctx context.Context, t *topic) error {
 			return classify(err)
 		}
 	}
-	if _, err := b.DeleteTopic(ctx, shareLogPrefix+t.cfg.Name); err != nil && !errors.Is(err, ErrTopicNotFound) {
+	if _, err := b.deleteTopic(ctx, shareLogPrefix+t.cfg.Name); err != nil && !errors.Is(err, ErrTopicNotFound) {
 		return err
 	}
 	return nil

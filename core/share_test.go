@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,5 +340,58 @@ func TestShareRetentionByConsumption(t *testing.T) {
 			t.Fatal("log start still 0 after the group acked 300 records in several segments")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Clients cannot write, read or delete a share group's state log, nor
+// make a share group on it; the topic list does not show it.
+func TestShareStateLogIsTheBrokers(t *testing.T) {
+	b := newBroker(t, testConfig(t, tier.NewMemStore()))
+	shareTopic(t, b, "jobs", 1, ShareGroupConfig{})
+	ctx := context.Background()
+	name := shareLogPrefix + "jobs"
+	if _, err := b.Produce(ctx, &ProduceRequest{Topic: name, Partition: 0, Records: []segment.Record{{Value: []byte(`{"k":2,"o":0,"at":1}`)}}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("produce to the state log: %v", err)
+	}
+	err := b.Fetch(ctx, &FetchRequest{Topic: name, Partition: 0}, func(*FetchResult) error { return nil })
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("fetch of the state log: %v", err)
+	}
+	if _, err := b.DeleteTopic(ctx, name); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("delete of the state log: %v", err)
+	}
+	if _, err := b.CreateShareGroup(ctx, ShareGroupConfig{Topic: name, Group: "g"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("share group on the state log: %v", err)
+	}
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "__mine", Partitions: 1}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("create of a __ topic: %v", err)
+	}
+	topics, err := b.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range topics {
+		if tc.Name == name {
+			t.Fatal("the topic list shows the state log")
+		}
+	}
+	for _, g := range []string{".", ".."} {
+		if _, err := b.CreateShareGroup(ctx, ShareGroupConfig{Topic: "jobs", Group: g}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("group %q: %v", g, err)
+		}
+	}
+	long := strings.Repeat("x", 190)
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: long, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateShareGroup(ctx, ShareGroupConfig{Topic: long, Group: "workers"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a default dead-letter name over 200 characters: %v", err)
+	}
+	// The topic itself can still be deleted, with its state log.
+	if _, err := b.DeleteTopic(ctx, "jobs"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.loadTopic(ctx, name); !errors.Is(err, ErrTopicNotFound) {
+		t.Fatalf("state log after its topic was deleted: %v", err)
 	}
 }

@@ -86,6 +86,16 @@ func validName(name string) error {
 	return nil
 }
 
+// clientTopic refuses a client's request to op on one of the broker's
+// own topics: a share group's state log holds lease tokens, and a record
+// written into it would be taken for the group's own events.
+func clientTopic(name, op string) error {
+	if strings.HasPrefix(name, internalPrefix) {
+		return errorf(ErrInvalidArgument, "topic %q is strata's own (names starting with %q hold share-group state): clients cannot %s it", name, internalPrefix, op)
+	}
+	return nil
+}
+
 // validNewName checks the name of a topic a client creates: valid, and
 // not one the broker keeps for itself.
 func validNewName(name string) error {
