@@ -3,6 +3,8 @@ package queue
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // Kind is an event's kind.
@@ -40,11 +42,25 @@ type Event struct {
 // MaxReasonBytes bounds a nack or reject reason; longer ones are cut.
 const MaxReasonBytes = 1024
 
+// cutReason is a reason as a state keeps and logs it: valid UTF-8 (the
+// logged form, JSON, would replace other bytes, and a rebuilt state would
+// keep another reason than the live one) and at most MaxReasonBytes, cut
+// at a rune boundary (a cut inside a rune is not valid UTF-8 either).
+func cutReason(reason string) string {
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
+	if len(reason) <= MaxReasonBytes {
+		return reason
+	}
+	cut := MaxReasonBytes
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
+
 // EncodeEvent is an event's logged form.
 func EncodeEvent(ev Event) []byte {
-	if len(ev.Reason) > MaxReasonBytes {
-		ev.Reason = ev.Reason[:MaxReasonBytes]
-	}
+	ev.Reason = cutReason(ev.Reason)
 	data, _ := json.Marshal(ev)
 	return data
 }
@@ -60,6 +76,9 @@ func DecodeEvent(data []byte) (Event, error) {
 	}
 	if ev.Offset < 0 || ev.Time < 0 || ev.Until < 0 || ev.Seq < 0 {
 		return Event{}, fmt.Errorf("queue: event with a negative field")
+	}
+	if len(ev.Reason) > MaxReasonBytes {
+		return Event{}, fmt.Errorf("queue: event with a reason of %d bytes (EncodeEvent keeps at most %d)", len(ev.Reason), MaxReasonBytes)
 	}
 	if (ev.Kind == KindSpill || ev.Kind == KindLoadRun) != (ev.Run != nil) {
 		return Event{}, fmt.Errorf("queue: %d event with a run %v", ev.Kind, ev.Run != nil)

@@ -382,7 +382,7 @@ func (s *State) Settle(kind SettleKind, offset int64, count int32, token uint64,
 	if delay < 0 || delay > MaxDelay {
 		return Event{}, fmt.Errorf("delay %v is out of range: use 0 to %v", delay, MaxDelay)
 	}
-	ev := Event{Offset: offset, Time: s.now, Reason: reason}
+	ev := Event{Offset: offset, Time: s.now, Reason: cutReason(reason)}
 	e := s.entries[offset]
 	switch kind {
 	case Ack:
@@ -465,13 +465,13 @@ func (s *State) Apply(ev Event) error {
 		s.settled(e)
 		s.acked++
 	case KindNack:
-		e.Reason = ev.Reason
+		e.Reason = cutReason(ev.Reason)
 		s.failed(e, ev.Until)
 	case KindRelease:
 		e.Count = max(e.Count-1, 0)
 		s.makeAvailable(e)
 	case KindReject:
-		e.Reason = ev.Reason
+		e.Reason = cutReason(ev.Reason)
 		s.setStatus(e, DeadLetterPending)
 	case KindExtend:
 		if e.Status == Leased {
