@@ -44,6 +44,6 @@
 //   - OrderedByKey: at most one record per key is in flight (leased, in
 //     backoff or waiting for the dead-letter move); the next record of the
 //     key becomes available only once the previous one is settled.
-//     Delayed records leave their key's order (their delay holds back
-//     nothing else).
+//     Records with a deliver-at time leave their key's order (their delay
+//     holds back nothing else).
 package queue

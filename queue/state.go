@@ -13,7 +13,7 @@ type Record struct {
 	Offset    int64
 	Timestamp int64  // ms since the epoch
 	Priority  int8   // 0 (lowest, the default) to 9
-	DeliverAt int64  // ms since the epoch; 0: no delay
+	DeliverAt int64  // ms since the epoch; 0: no delay (a record with one, even past, leaves its key's order)
 	KeyHash   uint64 // hash of the key (ordered groups); records without a key have HasKey false
 	HasKey    bool
 }
@@ -271,10 +271,15 @@ func (s *State) makeAvailable(e *Entry) {
 }
 
 // keyed reports whether e takes part in its key's order: in an ordered
-// group, a record with a key that was not produced with a delay (a
-// delay is decided by the record alone, so a rebuild agrees).
+// group, a record with a key and without a deliver-at time. That is
+// decided by the record alone, so a rebuild agrees; and a keyed record is
+// never Delayed. (A rule that kept a deliver-at not after the record's
+// timestamp in the order let a record whose producer's clock ran ahead be
+// keyed and Delayed at once: later records of its key were handed out
+// before it, and the key's order then depended on when it was offered,
+// so a rebuilt state ordered the key differently.)
 func (s *State) keyed(e *Entry) bool {
-	return s.cfg.OrderedByKey && e.HasKey && e.DeliverAt <= e.Timestamp
+	return s.cfg.OrderedByKey && e.HasKey && e.DeliverAt == 0
 }
 
 // Lease is one record handed out.
