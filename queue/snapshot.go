@@ -67,12 +67,7 @@ func Restore(cfg Config, data []byte) (*State, error) {
 		}
 		s.runs = append(s.runs, &r)
 	}
-	// Available records rejoin their lists in the order they became
-	// available; key holders are settled before the waiting ones rejoin.
-	sort.SliceStable(sn.Entries, func(i, j int) bool {
-		a, b := sn.Entries[i], sn.Entries[j]
-		return a.Since < b.Since || a.Since == b.Since && a.Offset < b.Offset
-	})
+	// Key holders are settled before the waiting ones rejoin.
 	var blocked []*Entry
 	for _, x := range sn.Entries {
 		if x.Offset < 0 || x.Offset >= sn.Cursor || x.Priority < 0 || x.Priority > MaxPriority || x.Status < Available || x.Status > DeadLetterPending || x.Count < 0 || x.DLQSeq < -1 {
@@ -109,7 +104,7 @@ func Restore(cfg Config, data []byte) (*State, error) {
 		}
 		if !k.has { // its holder settled: it is next
 			e.Status = 0
-			s.makeAvailable(e)
+			s.makeAvailable(e, s.now)
 			continue
 		}
 		k.waiting = append(k.waiting, e.Offset)

@@ -176,7 +176,7 @@ func (s *State) ApplyLoad(ev Event, recs []Record) (done string, err error) {
 			s.setDelayed(e, r.DeliverAt)
 		} else {
 			s.held++
-			s.makeAvailable(e)
+			s.makeAvailable(e, s.now)
 		}
 	}
 	cur.Loaded, cur.NextDue = ev.Run.Loaded, ev.Run.NextDue

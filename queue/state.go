@@ -95,7 +95,7 @@ type State struct {
 	now     int64 // latest time seen, ms: time never moves back
 	entries map[int64]*Entry
 	timers  timerHeap
-	avail   [MaxPriority + 1]fifo
+	avail   [MaxPriority + 1]availList
 	keys    map[uint64]*keyQueue // OrderedByKey only
 	runs    []*Run               // spilled, not fully loaded, in creation order
 	held    int                  // entries that are not Delayed (bounded by Window)
@@ -183,7 +183,7 @@ func (s *State) Offer(r Record, now int64) error {
 		return nil
 	}
 	s.held++
-	s.makeAvailable(e)
+	s.makeAvailable(e, s.now)
 	return nil
 }
 
@@ -206,15 +206,18 @@ func (s *State) advance(now int64) {
 		if e == nil || e.gen != it.gen {
 			continue
 		}
+		// A record whose backoff or delay ended is available since then,
+		// not since the call that noticed: a rebuilt state, which notices
+		// at other times (the event times), must age and order it alike.
 		switch e.Status {
 		case Leased: // ran out: a nack without reason
 			s.failed(e, e.Until+s.cfg.Backoff(e.Offset, e.Count).Milliseconds())
 		case Backoff:
-			s.makeAvailable(e)
+			s.makeAvailable(e, it.at)
 		case Delayed:
 			s.delayed--
 			s.held++
-			s.makeAvailable(e)
+			s.makeAvailable(e, it.at)
 		}
 	}
 }
@@ -247,9 +250,9 @@ func (s *State) setDelayed(e *Entry, at int64) {
 	heap.Push(&s.timers, timerItem{at: at, off: e.Offset, gen: e.gen})
 }
 
-// makeAvailable makes e available now, or key-blocked behind its key's
-// record in flight (ordered groups).
-func (s *State) makeAvailable(e *Entry) {
+// makeAvailable makes e available since the time since (at most now),
+// or key-blocked behind its key's record in flight (ordered groups).
+func (s *State) makeAvailable(e *Entry, since int64) {
 	if s.keyed(e) {
 		k := s.keys[e.KeyHash]
 		if k == nil {
@@ -266,7 +269,7 @@ func (s *State) makeAvailable(e *Entry) {
 		k.has, k.holder = true, e.Offset
 	}
 	s.setStatus(e, Available)
-	e.Since = s.now
+	e.Since = since
 	s.avail[e.Priority].push(listItem{off: e.Offset, gen: e.gen, since: e.Since})
 }
 
@@ -474,7 +477,7 @@ func (s *State) Apply(ev Event) error {
 		s.failed(e, ev.Until)
 	case KindRelease:
 		e.Count = max(e.Count-1, 0)
-		s.makeAvailable(e)
+		s.makeAvailable(e, s.now)
 	case KindReject:
 		e.Reason = cutReason(ev.Reason)
 		s.setStatus(e, DeadLetterPending)
@@ -526,7 +529,7 @@ func (s *State) settled(e *Entry) {
 		next := s.entries[k.waiting[0]]
 		k.waiting = k.waiting[1:]
 		if next != nil && next.Status == KeyBlocked {
-			s.makeAvailable(next)
+			s.makeAvailable(next, s.now)
 		}
 	}
 	if !k.has && len(k.waiting) == 0 {
@@ -628,37 +631,45 @@ func (h *timerHeap) Pop() any {
 	return it
 }
 
-// fifo is one priority level's available records, in the order they
-// became available; stale items (gen changed) are skipped lazily.
+// availList is one priority level's available records, ordered by the
+// time they became available, then by offset (the order pick hands them
+// out in); stale items (gen changed) are dropped lazily. A heap, not a
+// queue in the order records arrived: records that became available at
+// the same time arrive in no particular offset order (a run's records
+// read back, releases), and a restored state, which knows only Since,
+// must hand them out as the live one would.
 type listItem struct {
 	off   int64
 	gen   uint32
 	since int64
 }
 
-type fifo struct {
-	items []listItem
-	head_ int
+type availList []listItem
+
+func (l availList) Len() int { return len(l) }
+func (l availList) Less(i, j int) bool {
+	return l[i].since < l[j].since || l[i].since == l[j].since && l[i].off < l[j].off
+}
+func (l availList) Swap(i, j int) { l[i], l[j] = l[j], l[i] }
+func (l *availList) Push(x any)   { *l = append(*l, x.(listItem)) }
+func (l *availList) Pop() any {
+	old := *l
+	it := old[len(old)-1]
+	*l = old[:len(old)-1]
+	return it
 }
 
-func (f *fifo) push(it listItem) {
-	if f.head_ > 1024 && f.head_ > len(f.items)/2 {
-		f.items = append(f.items[:0], f.items[f.head_:]...)
-		f.head_ = 0
-	}
-	f.items = append(f.items, it)
-}
+func (l *availList) push(it listItem) { heap.Push(l, it) }
 
 // head drops stale items and returns the first live one.
-func (f *fifo) head(live func(listItem) bool) (listItem, bool) {
-	for f.head_ < len(f.items) {
-		if it := f.items[f.head_]; live(it) {
+func (l *availList) head(live func(listItem) bool) (listItem, bool) {
+	for len(*l) > 0 {
+		if it := (*l)[0]; live(it) {
 			return it, true
 		}
-		f.head_++
+		heap.Pop(l)
 	}
-	f.items, f.head_ = f.items[:0], 0
 	return listItem{}, false
 }
 
-func (f *fifo) pop() { f.head_++ }
+func (l *availList) pop() { heap.Pop(l) }
