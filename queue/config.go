@@ -111,6 +111,9 @@ func (c Config) Check() error {
 // state decides as the original did).
 func (c Config) Backoff(offset int64, count int32) time.Duration {
 	c = c.Defaults()
+	// No delivery count passes MaxMaxDeliveries; a larger one (a corrupt
+	// snapshot) must not run the loop below 2^31 times.
+	count = min(count, MaxMaxDeliveries)
 	base := float64(c.BackoffMin)
 	for i := int32(1); i < count && base < float64(c.BackoffMax); i++ {
 		base *= c.BackoffMultiplier
