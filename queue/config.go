@@ -83,16 +83,16 @@ func (c Config) Check() error {
 		return fmt.Errorf("visibility timeout %v is out of range: use %v to %v", c.Visibility, MinVisibility, MaxVisibility)
 	case c.MaxDeliveries < 0 || c.MaxDeliveries > MaxMaxDeliveries:
 		return fmt.Errorf("max deliveries %d is out of range: use 1 to %d (0 for the default, %d)", c.MaxDeliveries, MaxMaxDeliveries, DefaultMaxDeliveries)
-	case c.BackoffMin < 0 || c.BackoffMin > MaxDelay:
-		return fmt.Errorf("minimum backoff %v is out of range: use 0 (the default, %v) up to %v", c.BackoffMin, DefaultBackoffMin, MaxDelay)
+	case c.BackoffMin < 0 || c.BackoffMin > MaxDelay || c.BackoffMin != 0 && c.BackoffMin < time.Millisecond:
+		return fmt.Errorf("minimum backoff %v is out of range: use 0 (the default, %v) or 1ms up to %v", c.BackoffMin, DefaultBackoffMin, MaxDelay)
 	case c.BackoffMax < 0 || c.BackoffMax > MaxDelay:
 		return fmt.Errorf("maximum backoff %v is out of range: use 0 (the default, %v) up to %v", c.BackoffMax, DefaultBackoffMax, MaxDelay)
 	case c.BackoffMax != 0 && c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("maximum backoff %v is below the minimum %v: the maximum caps the growing backoff", c.BackoffMax, c.BackoffMin)
 	case c.BackoffMultiplier != 0 && (c.BackoffMultiplier < 1 || c.BackoffMultiplier > maxBackoffMultiplier):
 		return fmt.Errorf("backoff multiplier %v is out of range: use 1 to %v (0 for the default, %v)", c.BackoffMultiplier, maxBackoffMultiplier, DefaultBackoffFactor)
-	case c.PriorityAging < 0 || c.PriorityAging > time.Hour:
-		return fmt.Errorf("priority aging %v is out of range: use 0 (the default, %v) up to 1h", c.PriorityAging, DefaultPriorityAging)
+	case c.PriorityAging < 0 || c.PriorityAging > time.Hour || c.PriorityAging != 0 && c.PriorityAging < time.Millisecond:
+		return fmt.Errorf("priority aging %v is out of range: use 0 (the default, %v) or 1ms up to 1h", c.PriorityAging, DefaultPriorityAging)
 	case c.Window < 0 || c.Window > maxConfiguredWindow:
 		return fmt.Errorf("window %d is out of range: use 0 (the default, %d) up to %d", c.Window, DefaultWindow, maxConfiguredWindow)
 	case c.MemTimers != 0 && (c.MemTimers < minMemTimers || c.MemTimers > maxConfiguredMemTimer):

@@ -318,7 +318,7 @@ func (s *State) Receive(now int64, max int, visibility time.Duration, token func
 // (priority + waiting/PriorityAging), ties to the longest waiting, then
 // the lowest offset; nil when none is available.
 func (s *State) pick() *Entry {
-	aging := s.cfg.PriorityAging.Milliseconds()
+	aging := max(s.cfg.PriorityAging.Milliseconds(), 1) // Check refuses less than 1ms; SetConfig does not check
 	best, bestEff := -1, int64(-1)
 	var bestItem listItem
 	for p := MaxPriority; p >= 0; p-- {
