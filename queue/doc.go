@@ -18,6 +18,11 @@
 // that ended) is not an event: it is recomputed from the event times, and
 // the jitter of a backoff is a hash of the group's seed, the offset and
 // the delivery count, so a rebuilt state decides as the lost one did.
+// One thing is not logged: when a record was offered. A record offered
+// again after the snapshot may count as available from a later time than
+// it did in the lost state, so the order among such records may differ
+// (by priority aging); which records are available, leased, settled or
+// spilled does not.
 //
 // Invariants:
 //   - A settled record (acked, or moved to the dead-letter topic) is never
@@ -33,14 +38,20 @@
 //     the broker reports it stored in the dead-letter topic.
 //   - Memory is bounded: at most Window records that are not delayed are
 //     held (Offer refuses more: CanOffer), and at most MemTimers delayed
-//     ones; past that, the latest-due delayed records are spilled to a
-//     run (a sorted, immutable object the broker stores) and read back in
-//     order as their time comes.
+//     ones besides those due within 2 × Horizon (never spilled); past
+//     that, the latest-due delayed records are spilled to a run (a
+//     sorted, immutable object the broker stores) and read back in order
+//     as their time comes (every one due within the Horizon, before its
+//     time).
 //   - Priority: a receive hands out the available record with the highest
 //     effective priority, priority + ⌊waiting time / PriorityAging⌋, ties
-//     to the longest waiting; so a record of priority p is never passed by
-//     a record that became available more than (9-p) × PriorityAging after
-//     it, whatever its priority (bounded starvation).
+//     to the longest waiting, then the lowest offset; so a record of
+//     priority p is never passed by a record that became available
+//     (9-p) × PriorityAging or more after it, whatever its priority
+//     (bounded starvation): behind a stream of higher-priority records
+//     that receivers keep up with, it waits at most (9-p) × PriorityAging.
+//     (Behind a backlog that grows, it also waits for the part of the
+//     backlog older than that.)
 //   - OrderedByKey: at most one record per key is in flight (leased, in
 //     backoff or waiting for the dead-letter move); the next record of the
 //     key becomes available only once the previous one is settled.
