@@ -1,0 +1,6 @@
+//go:build !race
+
+package queue
+
+// raceScale: see race_test.go.
+const raceScale = 1
