@@ -526,6 +526,9 @@ func (rt *sharePart) spillAndLoad(ctx context.Context, now int64) ([]queue.Event
 		if err != nil {
 			return evs, err
 		}
+		if n = rt.st.LoadCount(run, recs, n, now); n == 0 {
+			break // no room: the records come back as the window drains
+		}
 		if run.Loaded+n > len(recs) {
 			return evs, errorf(ErrInternal, "run %s holds %d records, its state says %d", run.Key, len(recs), run.Count)
 		}

@@ -133,6 +133,37 @@ func (s *State) LoadPlan(now int64) (*Run, int) {
 	return &r, min(r.Count-r.Loaded, max(s.cfg.MemTimers/4, 1))
 }
 
+// LoadCount is how many of the run's records from run.Loaded on (recs is
+// the whole run) to read back now, at most max: a prefix whose records
+// fit the state's bounds, those due now in the window's room (they become
+// available) and those due later within the Horizon in the room for
+// delayed records. So a burst of records coming due at once is read back
+// as the window drains, never all at once; 0 when none fits.
+func (s *State) LoadCount(run *Run, recs []Record, max int, now int64) int {
+	s.advance(now)
+	window := s.cfg.Window - s.held
+	timers := s.cfg.MemTimers - s.delayed
+	n := 0
+	for _, r := range recs[min(run.Loaded, len(recs)):] {
+		if n >= max {
+			break
+		}
+		if r.DeliverAt <= s.now {
+			if window <= 0 {
+				break
+			}
+			window--
+		} else {
+			if timers <= 0 {
+				break
+			}
+			timers--
+		}
+		n++
+	}
+	return n
+}
+
 // InMemory returns how many unsettled records the state holds in memory,
 // and how many of them are delayed (bounded by MemTimers, but for records
 // due within twice the Horizon).

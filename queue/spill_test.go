@@ -362,3 +362,48 @@ func TestRunCodec(t *testing.T) {
 		}
 	}
 }
+
+// A burst of spilled records all due at once comes back only as the
+// window has room: LoadCount never lets the state hold more than Window
+// records that are not delayed.
+func TestLoadCountKeepsTheWindow(t *testing.T) {
+	const day = int64(24 * 3600 * 1000)
+	s := New(Config{Window: 10, MemTimers: 16, Horizon: time.Second}, 0)
+	for i := int64(0); i < 100; i++ {
+		mustOffer(t, s, 1, Record{Offset: i, Timestamp: 1, DeliverAt: day})
+	}
+	run, recs := s.SpillPlan(1)
+	if run == nil {
+		t.Fatal("no spill of 100 delayed records over a bound of 16")
+	}
+	run.Key = "r"
+	if err := s.Apply(Event{Kind: KindSpill, Time: 1, Run: run}); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for round := 0; round < 1000 && got < 100; round++ {
+		now := day + int64(round)
+		r, n := s.LoadPlan(now)
+		if r != nil {
+			if n = s.LoadCount(r, recs, n, now); n > 0 {
+				next := int64(0)
+				if r.Loaded+n < len(recs) {
+					next = recs[r.Loaded+n].DeliverAt
+				}
+				if _, err := s.ApplyLoad(LoadEvent(r, n, next, now), recs[r.Loaded:r.Loaded+n]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if entries, delayed := s.InMemory(); entries-delayed > 10 {
+			t.Fatalf("round %d: %d records not delayed in memory, over the window of 10", round, entries-delayed)
+		}
+		for _, l := range receive(t, s, now, 3) {
+			settle(t, s, Ack, l, now, 0, "")
+			got++
+		}
+	}
+	if got != 100 {
+		t.Fatalf("%d of the 100 delayed records delivered (%d of them spilled)", got, run.Count)
+	}
+}
