@@ -534,7 +534,7 @@ func (rt *sharePart) spillAndLoad(ctx context.Context, now int64) ([]queue.Event
 		}
 		next := int64(0)
 		if run.Loaded+n < len(recs) {
-			next = recs[run.Loaded+n].DeliverAt
+			next = recs[run.Loaded+n].Due()
 		}
 		ev := queue.LoadEvent(run, n, next, now)
 		done, err := rt.st.ApplyLoad(ev, recs[run.Loaded:run.Loaded+n])

@@ -188,7 +188,7 @@ func lockstep(t *testing.T, m *sim, states []*State, steps, max int) {
 			all := m.store[run.Key]
 			var next int64
 			if run.Loaded+n < len(all) {
-				next = all[run.Loaded+n].DeliverAt
+				next = all[run.Loaded+n].Due()
 			}
 			ev := LoadEvent(run, n, next, now)
 			for _, s := range states {

@@ -407,13 +407,17 @@ func (m *sim) spill() {
 	}
 	for i, r := range recs {
 		e, ok := m.s.Entry(r.Offset)
-		if !ok || e.Status != Delayed || e.Count != 0 || e.Record != r || r.DeliverAt <= m.now+2*ms(m.cfg.Horizon) {
+		plain := r
+		plain.Failed = nil
+		delayed := ok && e.Status == Delayed && e.Count == 0 && r.Failed == nil && r.DeliverAt > m.now+2*ms(m.cfg.Horizon)
+		backoff := ok && e.Status == Backoff && r.Failed != nil && *r.Failed == Failed{Count: e.Count, First: e.First, Last: e.Last, Until: e.Until, Reason: e.Reason} && e.Until > m.now+2*ms(m.cfg.Horizon)
+		if !ok || e.Record != plain || !delayed && !backoff {
 			m.fatalf("spill plan holds %+v, entry %+v", r, e)
 		}
 		if i > 0 && !before(recs[i-1], r) {
 			m.fatalf("spill plan out of order at %d", i)
 		}
-		if r.Offset < run.MinOffset || r.DeliverAt < run.SplitAt {
+		if r.Offset < run.MinOffset || r.Due() < run.SplitAt {
 			m.fatalf("spill plan %+v holds %+v", *run, r)
 		}
 	}
@@ -440,7 +444,7 @@ func (m *sim) load() {
 			return
 		}
 		all := m.store[run.Key]
-		if n <= 0 || run.Loaded+n > len(all) || all[run.Loaded].DeliverAt != run.NextDue || run.NextDue > m.now+ms(m.cfg.Horizon) {
+		if n <= 0 || run.Loaded+n > len(all) || all[run.Loaded].Due() != run.NextDue || run.NextDue > m.now+ms(m.cfg.Horizon) {
 			m.fatalf("load plan %+v, %d of %d", *run, n, len(all))
 		}
 		if n > max(m.cfg.MemTimers/4, 1) {
@@ -448,7 +452,7 @@ func (m *sim) load() {
 		}
 		var next int64
 		if run.Loaded+n < len(all) {
-			next = all[run.Loaded+n].DeliverAt
+			next = all[run.Loaded+n].Due()
 		}
 		ev := LoadEvent(run, n, next, m.now)
 		if ev.Run.Loaded != run.Loaded+n || ev.Run.NextDue != next || ev.Time != m.now {

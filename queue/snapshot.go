@@ -76,7 +76,7 @@ func Restore(cfg Config, data []byte) (*State, error) {
 		if _, dup := s.entries[x.Offset]; dup {
 			return nil, fmt.Errorf("queue: snapshot holds offset %d twice", x.Offset)
 		}
-		e := &Entry{Record: Record{x.Offset, x.Timestamp, x.Priority, x.DeliverAt, x.KeyHash, x.HasKey}, Status: x.Status, Count: x.Count, Token: x.Token, Until: x.Until, Since: x.Since, First: x.First, Last: x.Last, Reason: x.Reason, DLQSeq: x.DLQSeq}
+		e := &Entry{Record: Record{Offset: x.Offset, Timestamp: x.Timestamp, Priority: x.Priority, DeliverAt: x.DeliverAt, KeyHash: x.KeyHash, HasKey: x.HasKey}, Status: x.Status, Count: x.Count, Token: x.Token, Until: x.Until, Since: x.Since, First: x.First, Last: x.Last, Reason: x.Reason, DLQSeq: x.DLQSeq}
 		s.entries[e.Offset] = e
 		switch e.Status {
 		case Delayed:

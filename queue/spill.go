@@ -38,55 +38,83 @@ func (r *Run) check() error {
 const SpillHorizon = time.Minute
 
 // SpillPlan returns the run to store when more than MemTimers delayed
-// records are in memory: the latest-due half of them (those due beyond
-// twice the Horizon), sorted by deliver-at. The broker stores them under a
-// new key, sets Run.Key, and applies Event{Kind: KindSpill, Run: run}.
+// records are in memory, or the window is full and records in backoff
+// wait far ahead (a nack with a long delay): the latest-due records
+// (delayed ones never delivered, and records in backoff outside any key's
+// order), all due beyond twice the Horizon, sorted by when they are due,
+// keeping the nearest delayed ones up to MemTimers/2. The broker stores
+// them under a new key, sets Run.Key, and applies Event{Kind: KindSpill,
+// Run: run}.
 func (s *State) SpillPlan(now int64) (*Run, []Record) {
 	s.advance(now)
-	if s.delayed <= s.cfg.MemTimers {
+	windowFull := s.held >= s.cfg.Window
+	if s.delayed <= s.cfg.MemTimers && !windowFull {
 		return nil, nil
 	}
 	limit := s.now + 2*s.cfg.Horizon.Milliseconds()
 	var cand []Record
+	farDelayed := 0
 	for _, e := range s.entries {
-		if e.Status == Delayed && e.Count == 0 && e.DeliverAt > limit {
+		switch {
+		case e.Status == Delayed && e.Count == 0 && e.DeliverAt > limit:
 			cand = append(cand, e.Record)
+			farDelayed++
+		case e.Status == Backoff && e.Until > limit && !s.keyed(e):
+			r := e.Record
+			r.Failed = &Failed{Count: e.Count, First: e.First, Last: e.Last, Until: e.Until, Reason: e.Reason}
+			cand = append(cand, r)
 		}
 	}
 	sort.Slice(cand, func(i, j int) bool { return before(cand[i], cand[j]) })
-	keep := s.cfg.MemTimers / 2
-	if s.delayed-len(cand) > keep {
-		keep = 0 // the near ones alone exceed the target: spill every far one
-	} else {
-		keep -= s.delayed - len(cand)
+	keep := 0
+	if !windowFull {
+		keep = s.cfg.MemTimers / 2
+		if near := s.delayed - farDelayed; near > keep {
+			keep = 0 // the near ones alone exceed the target: spill every far one
+		} else {
+			keep -= near
+		}
 	}
 	if keep >= len(cand) {
 		return nil, nil
 	}
 	cand = cand[keep:]
-	run := &Run{Count: len(cand), Cursor: s.cursor, SplitAt: cand[0].DeliverAt, SplitOffset: cand[0].Offset, NextDue: cand[0].DeliverAt, MinOffset: cand[0].Offset}
+	first := cand[0]
+	run := &Run{Count: len(cand), Cursor: s.cursor, SplitAt: first.Due(), SplitOffset: first.Offset, NextDue: first.Due(), MinOffset: first.Offset}
 	for _, r := range cand {
 		run.MinOffset = min(run.MinOffset, r.Offset)
 	}
 	return run, cand
 }
 
+// before orders spilled records by when they are due, then offset.
 func before(a, b Record) bool {
-	return a.DeliverAt < b.DeliverAt || a.DeliverAt == b.DeliverAt && a.Offset < b.Offset
+	return a.Due() < b.Due() || a.Due() == b.Due() && a.Offset < b.Offset
 }
 
-// spill takes the run's records out of memory (the rule in Run's doc).
+// spill takes the run's records out of memory (the rule in Run's doc:
+// below Cursor, due at or after the split, and never delivered and not
+// leased, or in backoff outside any key's order).
 func (s *State) spill(run *Run) {
 	split := Record{DeliverAt: run.SplitAt, Offset: run.SplitOffset}
 	for off, e := range s.entries {
-		if off >= run.Cursor || e.Count != 0 || before(e.Record, split) {
+		if off >= run.Cursor {
 			continue
 		}
-		switch e.Status {
-		case Delayed:
+		r := e.Record
+		if e.Status == Backoff {
+			r.Failed = &Failed{Until: e.Until}
+		}
+		if before(r, split) {
+			continue
+		}
+		switch {
+		case e.Status == Delayed && e.Count == 0:
 			s.delayed--
-		case Available, KeyBlocked:
+		case (e.Status == Available || e.Status == KeyBlocked) && e.Count == 0:
 			s.unlist(e)
+			s.held--
+		case e.Status == Backoff && !s.keyed(e):
 			s.held--
 		default:
 			continue
@@ -148,7 +176,7 @@ func (s *State) LoadCount(run *Run, recs []Record, max int, now int64) int {
 		if n >= max {
 			break
 		}
-		if r.DeliverAt <= s.now {
+		if r.Failed != nil || r.DeliverAt <= s.now { // joins the window
 			if window <= 0 {
 				break
 			}
@@ -201,11 +229,21 @@ func (s *State) ApplyLoad(ev Event, recs []Record) (done string, err error) {
 		if _, ok := s.entries[r.Offset]; ok {
 			continue
 		}
+		f := r.Failed
+		r.Failed = nil
 		e := &Entry{Record: r, DLQSeq: -1}
 		s.entries[r.Offset] = e
-		if r.DeliverAt > s.now {
+		switch {
+		case f != nil: // back in backoff, as it was
+			e.Count, e.First, e.Last, e.Reason = f.Count, f.First, f.Last, f.Reason
+			s.held++
+			s.setStatus(e, Backoff)
+			e.Until = f.Until
+			heap.Push(&s.timers, timerItem{at: e.Until, off: e.Offset, gen: e.gen})
+			s.advance(s.now)
+		case r.DeliverAt > s.now:
 			s.setDelayed(e, r.DeliverAt)
-		} else {
+		default:
 			s.held++
 			s.makeAvailable(e, s.now)
 		}
@@ -236,51 +274,95 @@ func (s *State) Runs() []Run {
 	return out
 }
 
-const runRecordBytes = 8 + 8 + 8 + 8 + 1 + 1
+const runRecordBytes = 8 + 8 + 8 + 8 + 1 + 1 // a record never delivered
 
-// EncodeRun is a run's stored form: fixed-size records, sorted.
+// failedBytes is what a record in backoff adds (before its reason).
+const failedBytes = 4 + 8 + 8 + 8 + 2
+
+var runMagic = []byte("SQRUN2\x00\x00")
+
+// EncodeRun is a run's stored form: the records in order, each its fixed
+// fields, a flag, and for one in backoff its delivery state and reason.
 func EncodeRun(recs []Record) []byte {
-	out := make([]byte, 0, 8+len(recs)*runRecordBytes)
-	out = append(out, "SQRUN1\x00\x00"...)
+	out := make([]byte, 0, len(runMagic)+len(recs)*runRecordBytes)
+	out = append(out, runMagic...)
 	for _, r := range recs {
 		out = binary.BigEndian.AppendUint64(out, uint64(r.Offset))
 		out = binary.BigEndian.AppendUint64(out, uint64(r.Timestamp))
 		out = binary.BigEndian.AppendUint64(out, uint64(r.DeliverAt))
 		out = binary.BigEndian.AppendUint64(out, r.KeyHash)
 		out = append(out, byte(r.Priority))
-		hk := byte(0)
+		flags := byte(0)
 		if r.HasKey {
-			hk = 1
+			flags |= 1
 		}
-		out = append(out, hk)
+		if r.Failed != nil {
+			flags |= 2
+		}
+		out = append(out, flags)
+		if f := r.Failed; f != nil {
+			reason := f.Reason
+			if len(reason) > MaxReasonBytes {
+				reason = reason[:MaxReasonBytes]
+			}
+			out = binary.BigEndian.AppendUint32(out, uint32(f.Count))
+			out = binary.BigEndian.AppendUint64(out, uint64(f.First))
+			out = binary.BigEndian.AppendUint64(out, uint64(f.Last))
+			out = binary.BigEndian.AppendUint64(out, uint64(f.Until))
+			out = binary.BigEndian.AppendUint16(out, uint16(len(reason)))
+			out = append(out, reason...)
+		}
 	}
 	return out
 }
 
 // DecodeRun parses a stored run and checks that it is sorted and in range.
 func DecodeRun(data []byte) ([]Record, error) {
-	if len(data) < 8 || string(data[:8]) != "SQRUN1\x00\x00" || (len(data)-8)%runRecordBytes != 0 {
+	if len(data) < len(runMagic) || string(data[:len(runMagic)]) != string(runMagic) {
 		return nil, fmt.Errorf("queue: not a run object (%d bytes)", len(data))
 	}
-	data = data[8:]
-	recs := make([]Record, 0, len(data)/runRecordBytes)
+	data = data[len(runMagic):]
+	var recs []Record
 	for len(data) > 0 {
+		if len(data) < runRecordBytes {
+			return nil, fmt.Errorf("queue: run truncated (%d bytes left)", len(data))
+		}
 		r := Record{
 			Offset:    int64(binary.BigEndian.Uint64(data)),
 			Timestamp: int64(binary.BigEndian.Uint64(data[8:])),
 			DeliverAt: int64(binary.BigEndian.Uint64(data[16:])),
 			KeyHash:   binary.BigEndian.Uint64(data[24:]),
 			Priority:  int8(data[32]),
-			HasKey:    data[33] == 1,
+			HasKey:    data[33]&1 != 0,
 		}
-		if r.Offset < 0 || r.Priority < 0 || r.Priority > MaxPriority || data[33] > 1 {
+		flags := data[33]
+		data = data[runRecordBytes:]
+		if r.Offset < 0 || r.Priority < 0 || r.Priority > MaxPriority || flags > 3 {
 			return nil, fmt.Errorf("queue: run record out of range: %+v", r)
+		}
+		if flags&2 != 0 {
+			if len(data) < failedBytes {
+				return nil, fmt.Errorf("queue: run truncated in record %d", r.Offset)
+			}
+			f := &Failed{
+				Count: int32(binary.BigEndian.Uint32(data)),
+				First: int64(binary.BigEndian.Uint64(data[4:])),
+				Last:  int64(binary.BigEndian.Uint64(data[12:])),
+				Until: int64(binary.BigEndian.Uint64(data[20:])),
+			}
+			n := int(binary.BigEndian.Uint16(data[28:]))
+			data = data[failedBytes:]
+			if n > MaxReasonBytes || len(data) < n || f.Count <= 0 || f.Count > MaxMaxDeliveries || f.Until < 0 {
+				return nil, fmt.Errorf("queue: run record %d: delivery state out of range", r.Offset)
+			}
+			f.Reason = string(data[:n])
+			data = data[n:]
+			r.Failed = f
 		}
 		if n := len(recs); n > 0 && !before(recs[n-1], r) {
 			return nil, fmt.Errorf("queue: run records out of order at offset %d", r.Offset)
 		}
 		recs = append(recs, r)
-		data = data[runRecordBytes:]
 	}
 	return recs, nil
 }

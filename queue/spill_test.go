@@ -78,7 +78,7 @@ func (st *runStore) read(run *Run, n int, now int64) (Event, []Record) {
 	}
 	var next int64
 	if run.Loaded+n < len(all) {
-		next = all[run.Loaded+n].DeliverAt
+		next = all[run.Loaded+n].Due()
 	}
 	return LoadEvent(run, n, next, now), all[run.Loaded : run.Loaded+n]
 }
@@ -350,7 +350,7 @@ func TestRunCodec(t *testing.T) {
 	}
 	for name, bad := range map[string][]byte{
 		"short":        data[:7],
-		"magic":        append([]byte("SQRUN2\x00\x00"), data[8:]...),
+		"magic":        append([]byte("SQRUN1\x00\x00"), data[8:]...),
 		"truncated":    data[:len(data)-1],
 		"out of order": EncodeRun([]Record{recs[1], recs[0]}),
 		"duplicate":    EncodeRun([]Record{recs[1], recs[1]}),
@@ -388,7 +388,7 @@ func TestLoadCountKeepsTheWindow(t *testing.T) {
 			if n = s.LoadCount(r, recs, n, now); n > 0 {
 				next := int64(0)
 				if r.Loaded+n < len(recs) {
-					next = recs[r.Loaded+n].DeliverAt
+					next = recs[r.Loaded+n].Due()
 				}
 				if _, err := s.ApplyLoad(LoadEvent(r, n, next, now), recs[r.Loaded:r.Loaded+n]); err != nil {
 					t.Fatal(err)
@@ -405,5 +405,80 @@ func TestLoadCountKeepsTheWindow(t *testing.T) {
 	}
 	if got != 100 {
 		t.Fatalf("%d of the 100 delayed records delivered (%d of them spilled)", got, run.Count)
+	}
+}
+
+// Records nacked with a long delay do not stall the partition: once they
+// fill the window they are spilled with their delivery state, the records
+// after them are handed out, and they come back at their time with their
+// delivery count and reason.
+func TestNackedFarAheadSpillsWithItsState(t *testing.T) {
+	const day = int64(24 * 3600 * 1000)
+	s := New(Config{Window: 10, MemTimers: 16, Horizon: time.Second}, 0)
+	store := map[string][]Record{}
+	drive := func(now int64) {
+		if run, recs := s.SpillPlan(now); run != nil {
+			run.Key = fmt.Sprintf("r%d", len(store))
+			store[run.Key] = recs
+			if err := s.Apply(Event{Kind: KindSpill, Time: now, Run: run}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			r, n := s.LoadPlan(now)
+			if r == nil {
+				return
+			}
+			all := store[r.Key]
+			if n = s.LoadCount(r, all, n, now); n == 0 {
+				return
+			}
+			next := int64(0)
+			if r.Loaded+n < len(all) {
+				next = all[r.Loaded+n].Due()
+			}
+			if _, err := s.ApplyLoad(LoadEvent(r, n, next, now), all[r.Loaded:r.Loaded+n]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	next := int64(0)
+	offer := func(now int64) {
+		for s.CanOffer() {
+			mustOffer(t, s, now, Record{Offset: next, Timestamp: now})
+			next++
+		}
+	}
+	offer(1)
+	for _, l := range receive(t, s, 1, 10) {
+		settle(t, s, Nack, l, 1, 24*time.Hour, "later")
+	}
+	drive(2)
+	offer(2)
+	got := receive(t, s, 3, 10)
+	if len(got) != 10 || got[0].Offset < 10 {
+		t.Fatalf("after 10 records nacked for a day, %d handed out (first %v): the window stalled", len(got), offsets(got))
+	}
+	for _, l := range got {
+		settle(t, s, Ack, l, 3, 0, "")
+	}
+	back := map[int64]bool{}
+	for now := day + 1; now < day+100 && len(back) < 10; now++ {
+		drive(now)
+		for _, l := range receive(t, s, now, 10) {
+			e, _ := s.Entry(l.Offset)
+			if l.Offset >= 10 {
+				settle(t, s, Ack, l, now, 0, "")
+				continue
+			}
+			if l.Count != 2 || e.Reason != "later" || e.First != 1 {
+				t.Fatalf("record %d came back with count %d, reason %q, first delivery %d: want 2, later, 1", l.Offset, l.Count, e.Reason, e.First)
+			}
+			back[l.Offset] = true
+			settle(t, s, Ack, l, now, 0, "")
+		}
+	}
+	if len(back) != 10 {
+		t.Fatalf("%d of the 10 nacked records came back after their day", len(back))
 	}
 }

@@ -16,6 +16,26 @@ type Record struct {
 	DeliverAt int64  // ms since the epoch; 0: no delay (a record with one, even past, leaves its key's order)
 	KeyHash   uint64 // hash of the key (ordered groups); records without a key have HasKey false
 	HasKey    bool
+	// Failed, in a run only: the delivery state of a record spilled while
+	// in backoff (nil for one never delivered).
+	Failed *Failed
+}
+
+// Failed is the delivery state a spilled record in backoff keeps.
+type Failed struct {
+	Count       int32
+	First, Last int64
+	Until       int64 // end of its backoff
+	Reason      string
+}
+
+// Due is when a spilled record comes back: its deliver-at, or the end of
+// its backoff.
+func (r *Record) Due() int64 {
+	if r.Failed != nil {
+		return r.Failed.Until
+	}
+	return r.DeliverAt
 }
 
 // Status is where an unsettled record is.
