@@ -390,7 +390,6 @@ func (b *Broker) DescribeShareGroup(ctx context.Context, topicName, group string
 	oldest := int64(0)
 	for p := range t.cfg.Partitions {
 		info := SharePartitionInfo{Partition: p}
-		var st *queue.State
 		b.shares.mu.Lock()
 		rt := b.shares.runtimes[runtimeKey{t.store, group, p}]
 		b.shares.mu.Unlock()
@@ -398,16 +397,16 @@ func (b *Broker) DescribeShareGroup(ctx context.Context, topicName, group string
 			select {
 			case <-rt.ready:
 				if rt.err == nil && rt.lock(ctx) == nil {
-					st = rt.st
+					st := rt.st
 					info.Cursor, info.Floor = st.Cursor(), st.Floor()
 					fillInfo(&info, st.Counts())
 					rt.unlock()
-					info.Owner = b.self().ID
+					info.Owner, info.Live = b.self().ID, true
 				}
 			default:
 			}
 		}
-		if info.Owner == "" {
+		if !info.Live {
 			probe := &sharePart{b: b, t: t, p: p}
 			probe.cfgp.Store(cfg)
 			key, _, err := probe.latestSnapshot(ctx, 1<<62)
