@@ -358,6 +358,9 @@ func widen(a, k [2]int, ok bool) [2]int {
 //     PUT of it and no read of its fence), and the record was not in a
 //     stored WAL object before the fence;
 //
+// (a read of a fence counts unless a read-only request's bucket view made
+// it: that tells the broker's WAL writer nothing; see observe)
+//
 // and, for a move or a fence, only while the broker's local-ack lease held
 // (it had stored a WAL object within LocalAckLease before the request):
 // otherwise it must have waited for its WAL, and learned of the move.
