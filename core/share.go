@@ -54,7 +54,19 @@ type shares struct {
 	mu       sync.Mutex
 	configs  map[string]*cachedShareConfig // by topic store + "\x00" + group
 	runtimes map[runtimeKey]*sharePart
-	wake     chan struct{} // closed and replaced when any runtime may have records
+	tokens   map[runtimeKey]chan struct{} // each key's token, outliving its runtimes (sharePart.token)
+	wake     chan struct{}                // closed and replaced when any runtime may have records
+}
+
+// tokenOf returns key's token (sharePart.token), made on first use. The
+// caller holds s.mu.
+func (s *shares) tokenOf(key runtimeKey) chan struct{} {
+	t := s.tokens[key]
+	if t == nil {
+		t = make(chan struct{}, 1)
+		s.tokens[key] = t
+	}
+	return t
 }
 
 type cachedShareConfig struct {
@@ -70,6 +82,7 @@ type runtimeKey struct {
 func (s *shares) init() {
 	s.configs = map[string]*cachedShareConfig{}
 	s.runtimes = map[runtimeKey]*sharePart{}
+	s.tokens = map[runtimeKey]chan struct{}{}
 	s.wake = make(chan struct{})
 }
 
@@ -275,17 +288,21 @@ func (b *Broker) DeleteShareGroup(ctx context.Context, topicName, group string) 
 func (b *Broker) forgetShareGroup(store, group string) {
 	b.shares.mu.Lock()
 	delete(b.shares.configs, store+"\x00"+group)
-	var drop []*sharePart
 	for k, rt := range b.shares.runtimes {
 		if k.store == store && (group == "" || k.group == group) {
-			drop = append(drop, rt)
+			rt.dropped.Store(true)
 			delete(b.shares.runtimes, k)
 		}
 	}
-	b.shares.mu.Unlock()
-	for _, rt := range drop {
-		rt.close()
+	// The keys' tokens go too: a group created again has another tag, so
+	// a dropped runtime of the old one still appending cannot mislead a
+	// new one's rebuild.
+	for k := range b.shares.tokens {
+		if k.store == store && (group == "" || k.group == group) {
+			delete(b.shares.tokens, k)
+		}
 	}
+	b.shares.mu.Unlock()
 }
 
 // ListShareGroups lists the share groups of a topic, or of every topic

@@ -123,6 +123,10 @@ type SharePartitionInfo struct {
 	Acked, DeadLettered                                                  int64 // since the group was created
 	OldestUnacked                                                        time.Time
 	Owner                                                                string // the broker that holds it ("" when read from the bucket)
+	// Live: the state is held by this broker (current), not read from
+	// the latest snapshot in the bucket. (Owner alone does not tell: a
+	// broker without a node id has Owner "".)
+	Live bool
 }
 
 // ShareGroupDescription describes a share group.

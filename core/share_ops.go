@@ -125,8 +125,17 @@ func (b *Broker) Receive(ctx context.Context, req *ReceiveRequest) ([]Delivery, 
 				break
 			}
 			p := parts[(start+i)%len(parts)]
-			rt, err := b.sharePart(ctx, t, cfg, p)
-			if err != nil {
+			var (
+				rt *sharePart
+				ds []Delivery
+				w  int64
+			)
+			ran, err := b.onSharePart(ctx, t, cfg, p, func(r *sharePart) (err error) {
+				rt = r
+				ds, w, err = rt.receive(ctx, req.MaxRecords-len(out), req.Visibility)
+				return err
+			})
+			if !ran {
 				if explicit || !errors.Is(err, ErrNotOwner) {
 					if len(out) > 0 {
 						return out, nil // what is leased is returned
@@ -135,7 +144,6 @@ func (b *Broker) Receive(ctx context.Context, req *ReceiveRequest) ([]Delivery, 
 				}
 				continue
 			}
-			ds, w, err := rt.receive(ctx, req.MaxRecords-len(out), req.Visibility)
 			out = append(out, ds...)
 			if err != nil {
 				if len(out) > 0 {
@@ -157,6 +165,23 @@ func (b *Broker) Receive(ctx context.Context, req *ReceiveRequest) ([]Delivery, 
 		}
 		if err := waitAny(ctx, wake, changed, wait); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// onSharePart runs fn on the live state of cfg's group on partition p,
+// and again on a new one (twice at most) when the state it got was
+// dropped before fn could take its token (errRuntimeDropped: nothing was
+// done). ran is false, and err sharePart's error, when the last try found
+// no state.
+func (b *Broker) onSharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig, p int32, fn func(*sharePart) error) (ran bool, err error) {
+	for try := 0; ; try++ {
+		rt, err := b.sharePart(ctx, t, cfg, p)
+		if err != nil {
+			return false, err
+		}
+		if err := fn(rt); !errors.Is(err, errRuntimeDropped) || try == 2 {
+			return true, err
 		}
 	}
 }
@@ -309,30 +334,24 @@ func (b *Broker) Settle(ctx context.Context, req *SettleRequest) ([]SettleResult
 	}
 	for _, p := range order {
 		idx := byPart[p]
-		rt, err := b.sharePart(ctx, t, cfg, p)
+		_, err := b.onSharePart(ctx, t, cfg, p, func(rt *sharePart) error {
+			return rt.settle(ctx, kind, req, idx, results)
+		})
 		if err != nil {
 			for _, i := range idx {
 				results[i].Err = err
 			}
-			continue
 		}
-		rt.settle(ctx, kind, req, idx, results)
 	}
 	return results, nil
 }
 
-// settle settles the receipts results[idx] of this partition.
-func (rt *sharePart) settle(ctx context.Context, kind queue.SettleKind, req *SettleRequest, idx []int, results []SettleResult) {
-	fail := func(err error) {
-		for _, i := range idx {
-			if results[i].Err == nil {
-				results[i].Err = err
-			}
-		}
-	}
+// settle settles the receipts results[idx] of this partition. It returns
+// an error, and sets no result, only when it could not take the state's
+// token (nothing was done).
+func (rt *sharePart) settle(ctx context.Context, kind queue.SettleKind, req *SettleRequest, idx []int, results []SettleResult) error {
 	if err := rt.lock(ctx); err != nil {
-		fail(err)
-		return
+		return err
 	}
 	now := time.Now().UnixMilli()
 	var evs []queue.Event
@@ -367,11 +386,12 @@ func (rt *sharePart) settle(ctx context.Context, kind queue.SettleKind, req *Set
 		for _, i := range ok {
 			results[i].Err = &Error{Kind: ErrUnavailable, Cause: err, Msg: fmt.Sprintf("%s of %s/%d: the settle was not stored (%v); its outcome is unknown until the partition's state is rebuilt: settle the receipt again (a receipt already settled answers so)", kind, rt.t.cfg.Name, rt.p, classify(err))}
 		}
-		return
+		return nil
 	}
 	if kind == queue.Nack || kind == queue.Release {
 		rt.b.shares.notify()
 	}
+	return nil
 }
 
 // DescribeShareGroup describes a share group: its settings and, per
@@ -390,7 +410,6 @@ func (b *Broker) DescribeShareGroup(ctx context.Context, topicName, group string
 	oldest := int64(0)
 	for p := range t.cfg.Partitions {
 		info := SharePartitionInfo{Partition: p}
-		var st *queue.State
 		b.shares.mu.Lock()
 		rt := b.shares.runtimes[runtimeKey{t.store, group, p}]
 		b.shares.mu.Unlock()
@@ -398,16 +417,16 @@ func (b *Broker) DescribeShareGroup(ctx context.Context, topicName, group string
 			select {
 			case <-rt.ready:
 				if rt.err == nil && rt.lock(ctx) == nil {
-					st = rt.st
+					st := rt.st
 					info.Cursor, info.Floor = st.Cursor(), st.Floor()
 					fillInfo(&info, st.Counts())
 					rt.unlock()
-					info.Owner = b.self().ID
+					info.Owner, info.Live = b.self().ID, true
 				}
 			default:
 			}
 		}
-		if info.Owner == "" {
+		if !info.Live {
 			probe := &sharePart{b: b, t: t, p: p}
 			probe.cfgp.Store(cfg)
 			key, _, err := probe.latestSnapshot(ctx, 1<<62)

@@ -49,10 +49,18 @@ type sharePart struct {
 	ready chan struct{} // closed when built (err says whether it worked)
 	err   error
 
-	token chan struct{} // held to change st and append to the state log (never a mutex: held across I/O)
-	st    *queue.State
-	data  *partition // the topic's partition, open here
-	log   *partition // the state log's partition, open here
+	// token is held to change st and append to the state log (never a
+	// mutex: held across I/O). It is the key's, shared by every runtime
+	// the key has here over time (shares.tokenOf), so a rebuild takes it
+	// before it reads the state log: by then no dropped runtime of the
+	// key is appending, and none will (dropped).
+	token chan struct{}
+	// dropped is set, before rt leaves shares.runtimes, when rt is
+	// forgotten (dropRuntime): its state may be stale, and lock refuses.
+	dropped atomic.Bool
+	st      *queue.State
+	data    *partition // the topic's partition, open here
+	log     *partition // the state log's partition, open here
 
 	recs     map[int64]segment.Record // records of held entries (a cache)
 	recBytes int64
@@ -67,9 +75,17 @@ type sharePart struct {
 	runRecs   []queue.Record // (a cache)
 }
 
+// errRuntimeDropped: the runtime was dropped before lock got its token;
+// nothing was done, and a new runtime of the key may serve the request.
+var errRuntimeDropped = &Error{Kind: ErrUnavailable, Msg: "the share group's state on this partition was dropped to be rebuilt (a takeover, a reopen or a failed write) while the request waited for it; nothing was done: retry"}
+
 func (rt *sharePart) lock(ctx context.Context) error {
 	select {
 	case rt.token <- struct{}{}:
+		if rt.dropped.Load() {
+			<-rt.token
+			return errRuntimeDropped
+		}
 		if rt.broken != nil {
 			<-rt.token
 			return rt.broken
@@ -81,8 +97,6 @@ func (rt *sharePart) lock(ctx context.Context) error {
 }
 
 func (rt *sharePart) unlock() { <-rt.token }
-
-func (rt *sharePart) close() {}
 
 // cfg is the group's current settings.
 func (rt *sharePart) cfg() *ShareGroupConfig { return rt.cfgp.Load() }
@@ -113,7 +127,7 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 		b.shares.mu.Lock()
 		rt := b.shares.runtimes[key]
 		if rt == nil {
-			rt = &sharePart{b: b, t: t, p: p, key: key, ready: make(chan struct{}), token: make(chan struct{}, 1)}
+			rt = &sharePart{b: b, t: t, p: p, key: key, ready: make(chan struct{}), token: b.shares.tokenOf(key)}
 			rt.cfgp.Store(cfg)
 			b.shares.runtimes[key] = rt
 			b.shares.mu.Unlock()
@@ -132,7 +146,7 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 			return nil, classify(ctx.Err())
 		}
 		old := rt.cfg()
-		if rt.err != nil || old.Seed != cfg.Seed || !rt.current() || rt.isBroken() {
+		if rt.err != nil || old.Seed != cfg.Seed || !rt.current() || rt.isBroken() || rt.dropped.Load() {
 			b.dropRuntime(rt)
 			continue
 		}
@@ -160,8 +174,11 @@ func (rt *sharePart) isBroken() bool {
 	}
 }
 
-// dropRuntime forgets rt (if it is still the runtime of its key).
+// dropRuntime forgets rt (if it is still the runtime of its key) and
+// makes its lock refuse, so no request still holding rt changes its state
+// or appends to the state log once a new runtime may be built.
 func (b *Broker) dropRuntime(rt *sharePart) {
+	rt.dropped.Store(true)
 	b.shares.mu.Lock()
 	if b.shares.runtimes[rt.key] == rt {
 		delete(b.shares.runtimes, rt.key)
@@ -188,7 +205,22 @@ func (rt *sharePart) build(ctx context.Context) error {
 		return err
 	}
 	rt.recs = map[int64]segment.Record{}
-	end := rt.log.log.HighWatermark()
+	// An earlier runtime of the key here (dropped: a takeover of the
+	// topic's partition, a reopen) may have appended events that are not
+	// durable yet, for requests still waiting to answer: they are in the
+	// log below NextOffset, not below the high watermark. Take the key's
+	// token, so that runtime's last append is done and no other follows,
+	// then wait for every event appended so far and replay them all;
+	// otherwise this runtime would hand out records those requests are
+	// about to answer as leased (or settle them again).
+	if err := rt.lock(ctx); err != nil {
+		return err
+	}
+	defer rt.unlock()
+	end := rt.log.log.NextOffset()
+	if err := rt.log.log.WaitDurable(ctx, end); err != nil {
+		return classify(err)
+	}
 	snapKey, snapOff, err := rt.latestSnapshot(ctx, end)
 	if err != nil {
 		return err
@@ -870,6 +902,10 @@ func (b *Broker) applyConsumedRetention(rts []*sharePart) {
 		case rt.token <- struct{}{}:
 		default:
 			continue // busy: next round
+		}
+		if rt.dropped.Load() || rt.broken != nil {
+			<-rt.token
+			continue // its state may be ahead of the log
 		}
 		f := rt.st.Floor()
 		<-rt.token

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stratalog/strata/segment"
@@ -394,4 +397,83 @@ func TestShareStateLogIsTheBrokers(t *testing.T) {
 	if _, err := b.loadTopic(ctx, name); !errors.Is(err, ErrTopicNotFound) {
 		t.Fatalf("state log after its topic was deleted: %v", err)
 	}
+}
+
+// walGate holds the WAL's object writes while closed, so records and
+// state-log events stay appended but not durable.
+type walGate struct {
+	tier.Store
+	mu   sync.Mutex
+	hold chan struct{} // non-nil: WAL writes wait until it is closed
+}
+
+func (g *walGate) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (tier.ObjectInfo, error) {
+	g.mu.Lock()
+	h := g.hold
+	g.mu.Unlock()
+	if h != nil && strings.HasPrefix(key, "wal/") {
+		select {
+		case <-h:
+		case <-ctx.Done():
+			return tier.ObjectInfo{}, ctx.Err()
+		}
+	}
+	return g.Store.PutIfAbsent(ctx, key, r, size)
+}
+
+// A state rebuilt on the same broker while an earlier runtime of it has a
+// lease appended but not yet durable (a receive waiting to answer) must
+// see that lease: otherwise both receives hand the record out, under two
+// live leases. (The simulation found it: a takeover of the topic's
+// partition drops the runtime while the state log stays open.)
+func TestShareRebuildSeesLeasesNotYetDurable(t *testing.T) {
+	warmCoders(t)
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		g := &walGate{Store: tier.NewMemStore()}
+		b := newBroker(t, testConfig(t, g))
+		shareTopic(t, b, "jobs", 1, ShareGroupConfig{})
+		produceN(t, b, "jobs", 1, nil)
+
+		g.mu.Lock()
+		g.hold = make(chan struct{})
+		g.mu.Unlock()
+		type got struct {
+			ds  []Delivery
+			err error
+		}
+		recv := func(out chan<- got) {
+			ds, err := b.Receive(ctx, &ReceiveRequest{Topic: "jobs", Group: "workers", MaxRecords: 10})
+			out <- got{ds, err}
+		}
+		first, second := make(chan got, 1), make(chan got, 1)
+		go recv(first)
+		synctest.Wait() // the lease is appended; the receive waits for it to be stored
+
+		tp, err := b.loadTopic(ctx, "jobs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.shares.mu.Lock()
+		rt := b.shares.runtimes[runtimeKey{tp.store, "workers", 0}]
+		b.shares.mu.Unlock()
+		if rt == nil {
+			t.Fatal("no live state after a receive")
+		}
+		b.dropRuntime(rt) // as when the topic's partition is taken over and reopened
+		go recv(second)
+		synctest.Wait()
+		g.mu.Lock()
+		close(g.hold)
+		g.hold = nil
+		g.mu.Unlock()
+
+		a, c := <-first, <-second
+		if a.err != nil || len(a.ds) != 1 {
+			t.Fatalf("first receive: %d records, %v; want the one record", len(a.ds), a.err)
+		}
+		if c.err != nil || len(c.ds) != 0 {
+			t.Fatalf("second receive: %d records (%v): the record was handed out again while the first lease (until %v) was live", len(c.ds), c.err, a.ds[0].LeaseUntil)
+		}
+	})
 }

@@ -38,13 +38,31 @@
 //     local acks, with and without an idempotent producer (which retries
 //     an unknown batch with the same sequence), reads from random
 //     offsets, and delete and re-create of topic b (topic a lives
-//     throughout, so most of the history is checked in one era).
+//     throughout, so most of the history is checked in one era). Some
+//     produces to topic a carry a delivery delay (core.HeaderDelay).
+//   - A share group ("g") on topic a, created early (before most
+//     produces) with short leases and backoffs and MaxDeliveries 3; its
+//     clients call the core's methods directly (core.Broker's
+//     CreateShareGroup, Receive, Settle, DescribeShareGroup), not the
+//     front end's share handlers, which were written beside this
+//     simulation. A receive goes mostly to a partition's home broker,
+//     else anywhere for every partition (both claim the topic's
+//     partition and its state-log partition, so they move ownership like
+//     writes); the client holds what it got, forgets
+//     some of it (those leases run out), and acks, nacks, releases or
+//     rejects random subsets of what it holds, sometimes settling a
+//     lease that ended, and again a receipt whose outcome it does not
+//     know. The history keeps every delivery (partition and offset,
+//     delivery count, lease end, receipt) and every settle's outcome per
+//     receipt (settled, certainly not applied, or unknown).
 //
 // It does not model a real network (no gRPC, no connection reuse or
 // reordering beyond what the wrapper injects), real fsync timing or disk
 // errors other than a crash, memory limits, clock skew between brokers
-// (they share the bubble's clock), consumer groups, membership, or an
-// object store that reorders writes of one key.
+// (they share the bubble's clock), consumer groups, membership, share
+// groups' extend, alter, delete, priorities, ordering by key or spilled
+// delays (the group is small), or an object store that reorders writes
+// of one key.
 //
 // # The check
 //
@@ -79,6 +97,36 @@
 //   - nothing refused as not written (NotFound, InvalidArgument, an
 //     out-of-order sequence) yet stored.
 //
+// Then every fault is still healed and every other broker closed, and a
+// fresh broker drains the share group: it receives with one-second leases
+// and acks everything, letting fake time pass for backoffs, delays and
+// the leases still running, until the group holds nothing and has read
+// every partition to its end; and it reads the dead-letter topic
+// (a.dlq.g). The share history must show (checkShare):
+//
+//  1. ack durability: no record is handed out again after an ack of it
+//     was answered without error for its receipt (a lease that began after
+//     the ack was sent), nor moved to the dead-letter topic, through every
+//     takeover and disk loss;
+//  2. lease exclusivity: no record is handed out while an earlier lease of
+//     it had not reached its LeaseUntil and no settle of that delivery had
+//     been sent (one that was refused does not count); times are the fake
+//     clock's, in milliseconds, as the queue state keeps them;
+//  3. at least once: every record of topic a at or past the group's start
+//     offsets (read from its stored config) in the final log, and every
+//     durable produce ack there, is in the end acked by someone (an ack
+//     answered ok or of unknown outcome) or in the dead-letter topic;
+//     every dead-letter copy carries the origin headers
+//     (core.HeaderDLQOriginOffset and the others) naming a record of the
+//     log with the same value, and no origin appears twice;
+//  4. delivery counts grow: a record's next delivery has a higher count
+//     than the one before, or the same count only when that one's release
+//     was sent; and no count exceeds MaxDeliveries;
+//
+// beside consistency checks (a delivered record is the log's record at
+// that offset, at or past the group's start; a lease begins within its
+// receive) and that the drain ends.
+//
 // Beside the history: a read-only request (Fetch, DescribeTopic,
 // ListOffsets, marked with ReadOnly in its context) must never write a
 // manifest, and the final drain must be able to open and read every
@@ -107,7 +155,8 @@
 // which prints the checker's findings and the schedule with what happened
 // at each step (add -sim.logs for the brokers' logs). Run many with
 // -sim.seeds=N (and -sim.first=M); -sim.disable=gc,delete-topic,... leaves
-// step kinds out (to tell which one a failure needs); `make sim` runs
+// step kinds out (to tell which one a failure needs; share-create leaves
+// the share group out altogether); `make sim` runs
 // thousands. Defaults (sim_test.go): 300 seeds of 250 steps (seconds on
 // two cores), 60 under -race, 20 with -short.
 //

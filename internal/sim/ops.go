@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"testing/synctest"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/history"
 )
 
@@ -41,10 +43,13 @@ const (
 	KCreate                  // CreateTopic of a deleted topic's name
 	KAdvance                 // only time passes: seals, GC and sweeps run
 	KHandOff                 // a broker hands every open partition off (seal, mark unowned), as on a graceful leave or a rebalance
+	KShareCreate             // CreateShareGroup of the share group on topic a (planned once, early)
+	KReceive                 // Receive from the share group
+	KSettle                  // ack, nack, release or reject a random subset of the deliveries the client holds
 	numKinds
 )
 
-var kindNames = [numKinds]string{"produce", "produce-idem", "fetch", "describe", "list-offsets", "gc", "faults", "heal", "pause", "resume", "kill", "restart", "delete-topic", "create-topic", "advance", "hand-off"}
+var kindNames = [numKinds]string{"produce", "produce-idem", "fetch", "describe", "list-offsets", "gc", "faults", "heal", "pause", "resume", "kill", "restart", "delete-topic", "create-topic", "advance", "hand-off", "share-create", "receive", "settle"}
 
 func (k Kind) String() string {
 	if k < 0 || k >= numKinds {
@@ -141,6 +146,13 @@ type Step struct {
 	KeepDisk bool
 	TornSeed uint64 // kill with the disk: nonzero keeps a torn tail of unsynced writes
 	Wait     time.Duration
+	// Delay: a produce to topic a whose records carry a delivery delay
+	// header (core.HeaderDelay) of this much.
+	Delay time.Duration
+	// Vis and Poll: a receive's lease length and long-poll wait. Part is
+	// -1 for a receive of every partition the broker owns.
+	Vis, Poll time.Duration
+	Settle    core.SettleKind // a settle's kind
 }
 
 func (s Step) String() string {
@@ -153,6 +165,9 @@ func (s Step) String() string {
 	switch s.Kind {
 	case KProduce:
 		out = fmt.Sprintf("produce %s %s x%d %s", b, tp, s.N, acks)
+		if s.Delay > 0 {
+			out += fmt.Sprintf(" delay %v", s.Delay)
+		}
 	case KProduceIdem:
 		out = fmt.Sprintf("produce-idem p%d %s %s x%d %s", s.Producer, b, tp, s.N, acks)
 	case KFetch:
@@ -174,6 +189,12 @@ func (s Step) String() string {
 		out = fmt.Sprintf("kill %s %s", b, disk)
 	case KAdvance:
 		out = "advance"
+	case KShareCreate:
+		out = fmt.Sprintf("share-create %s %s/%s", b, topicSpecs[shareTopic].name, shareGroup)
+	case KReceive:
+		out = fmt.Sprintf("receive %s %s x%d vis %v poll %v", b, shareParts(s.Part), 4*s.N, s.Vis, s.Poll)
+	case KSettle:
+		out = fmt.Sprintf("settle %s %s of %s %.0f%%", b, settleName(s.Settle), shareParts(s.Part), 100*s.Frac)
 	default:
 		out = fmt.Sprintf("%v %s", s.Kind, b)
 	}
@@ -210,6 +231,13 @@ func NewPlan(o Options) []Step {
 	weights := [numKinds]int{
 		KProduce: 30, KProduceIdem: 20, KFetch: 12, KDescribe: 4, KListOffsets: 4, KCollect: 5,
 		KFaults: 4, KPause: 3, KKill: 3, KRestart: 1, KDelete: 1, KAdvance: 3, KHandOff: 3,
+		KReceive: 12, KSettle: 16,
+	}
+	// The share group is created once, early: before most produces.
+	shareAt := rng.IntN(6)
+	if o.Disable[KShareCreate] {
+		shareAt = -1
+		weights[KReceive], weights[KSettle] = 0, 0
 	}
 	total := 0
 	for k := range weights {
@@ -285,6 +313,13 @@ func NewPlan(o Options) []Step {
 			plan = append(plan, Step{Kind: KAdvance, Wait: 70 * time.Minute})
 			continue
 		}
+		if shareAt >= 0 && i >= shareAt {
+			if slot, ok := pickSlot(running); ok {
+				plan = append(plan, Step{Kind: KShareCreate, Slot: slot, Topic: shareTopic, Wait: wait()})
+				shareAt = -1
+				continue
+			}
+		}
 		x := rng.IntN(total)
 		k := Kind(0)
 		for ; x >= weights[k]; k++ {
@@ -304,6 +339,32 @@ func NewPlan(o Options) []Step {
 			// move ownership on purpose.
 			if home := (2*st.Topic + int(st.Part)) % n; alive[home] && rng.IntN(10) < 8 {
 				st.Slot = home
+			}
+			if k == KProduce && st.Topic == shareTopic && rng.IntN(10) == 0 {
+				st.Delay = time.Duration(500+rng.IntN(3500)) * time.Millisecond
+			}
+		case KReceive, KSettle:
+			// Mostly to the home broker of one partition, as a routed
+			// client would send them; else anywhere, for every partition
+			// (a receive) or any receipts (a settle).
+			st.Topic, st.Part = shareTopic, -1
+			if p := int32(rng.IntN(int(topicSpecs[shareTopic].parts))); alive[int(p)%n] && rng.IntN(10) < 7 {
+				st.Part, st.Slot = p, int(p)%n
+			}
+			st.Vis = time.Duration(2000+rng.IntN(4000)) * time.Millisecond
+			if rng.IntN(2) == 0 {
+				st.Poll = time.Duration(rng.IntN(500)) * time.Millisecond
+			}
+			st.Frac = 0.3 + 0.7*rng.Float64()
+			switch x := rng.IntN(90); {
+			case x < 50:
+				st.Settle = core.SettleAck
+			case x < 70:
+				st.Settle = core.SettleNack
+			case x < 85:
+				st.Settle = core.SettleRelease
+			default:
+				st.Settle = core.SettleReject
 			}
 		case KFetch:
 			st.Frac = rng.Float64()
@@ -417,11 +478,12 @@ type attempt struct {
 	part    int32
 	values  []string
 	local   bool
-	retry   bool      // an earlier attempt of these values had an unknown outcome
-	eras    [2]int    // the eras the client may have written to (see runner.eras)
-	sent    int64     // logical time the broker got it
-	sentAt  time.Time // ... and its fake time
-	done    int64     // logical time the answer came
+	delay   time.Duration // its records carry a delivery delay (core.HeaderDelay)
+	retry   bool          // an earlier attempt of these values had an unknown outcome
+	eras    [2]int        // the eras the client may have written to (see runner.eras)
+	sent    int64         // logical time the broker got it
+	sentAt  time.Time     // ... and its fake time
+	done    int64         // logical time the answer came
 	res     outcome
 	offsets []int64
 	err     string
@@ -476,6 +538,7 @@ type runner struct {
 	drainErr []string
 	liveErr  []string
 	cutoff   int64 // logical time the final phase's own writes began (see excuse)
+	share    shareRun
 }
 
 func (r *runner) note(i int, format string, args ...any) {
@@ -508,6 +571,7 @@ func Run(o Options) *Result {
 	o = o.withDefaults()
 	r := &runner{o: o, w: NewWorld(o.Seed, o.Brokers, o.Logs), plan: NewPlan(o), start: time.Now(), seqs: map[tpKey]*seqState{}}
 	r.w.noGC = o.Disable[KCollect]
+	r.share.rng = rand.New(rand.NewPCG(o.Seed, 0x7368617265))
 	r.notes = make([][]string, len(r.plan)+1)
 	r.stepAt = make([]time.Duration, len(r.plan))
 	for _, ts := range topicSpecs {
@@ -623,6 +687,12 @@ func (r *runner) exec(i int, st Step) {
 		r.note(i, "killed %s", r.w.Kill(st.Slot, st.KeepDisk, torn))
 	case KDelete, KCreate:
 		r.admin(i, st, proc)
+	case KShareCreate:
+		r.shareCreate(i, proc)
+	case KReceive:
+		r.receive(i, st, proc)
+	case KSettle:
+		r.settle(i, st, proc)
 	}
 }
 
@@ -674,7 +744,7 @@ func values(step, n int) []string {
 }
 
 func (r *runner) produce(i int, st Step, p *Process) {
-	a := &attempt{step: i, proc: p.Name, topic: st.Topic, part: st.Part, values: values(i, st.N), local: st.Local}
+	a := &attempt{step: i, proc: p.Name, topic: st.Topic, part: st.Part, values: values(i, st.N), local: st.Local, delay: st.Delay}
 	r.ops.Add(1)
 	go func() {
 		defer r.ops.Done()
@@ -693,7 +763,11 @@ func (r *runner) send(i int, p *Process, a *attempt, producerID int64, seq int32
 		req.ProducerId, req.BaseSequence = producerID, seq
 	}
 	for _, v := range a.values {
-		req.Records = append(req.Records, &stratapb.Record{Value: []byte(v)})
+		rec := &stratapb.Record{Value: []byte(v)}
+		if a.delay > 0 {
+			rec.Headers = []*stratapb.Header{{Key: core.HeaderDelay, Value: []byte(strconv.FormatInt(a.delay.Milliseconds(), 10))}}
+		}
+		req.Records = append(req.Records, rec)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

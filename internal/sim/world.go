@@ -701,11 +701,15 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 	}
 	if (op == tier.OpGet || op == tier.OpGetRange) && err == nil {
 		// A process reading a fence under its own prefix learns that it
-		// was fenced.
+		// was fenced; but not through a read-only request's bucket view
+		// (it reads the WAL objects of a partition's owners, its own
+		// fenced incarnation's among them), which tells the WAL writer
+		// nothing: the writer may still take a local ack until it finds
+		// the fence itself.
 		s.w.obs.mu.Lock()
 		own := s.w.obs.incs[inc] == s.proc
 		s.w.obs.mu.Unlock()
-		if own && s.w.isFence(key) {
+		if own && ctx.Value(readOnly{}) == nil && s.w.isFence(key) {
 			s.w.obs.add(&s.w.obs.reveals, event{at: s.w.Now(), proc: s.proc, what: "fence"})
 		}
 		return
