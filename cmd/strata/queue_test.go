@@ -1025,3 +1025,64 @@ func TestQueueCLIHelpers(t *testing.T) {
 		}
 	})
 }
+
+// TestQueueRunStops: `queue run` extends the lease of a record whose
+// command outlives the visibility timeout (no one else receives it
+// meanwhile); on SIGTERM it takes no more records, lets the running
+// command finish and acks its record; with --max 1 a failing command's
+// record is nacked, not released (it comes back with its delivery
+// counted), and the worker exits 0.
+func TestQueueRunStops(t *testing.T) {
+	s := serveBin(t, t.TempDir(), "")
+	addr := s.addr
+	const vis = 3 * time.Second
+	mustCLI(t, "", "topic", "create", "slow", "--partitions", "1", "--broker", addr)
+	mustCLI(t, "", "queue", "create", "slow", "--group", "s", "--visibility", vis.String(), "--backoff", "100ms,200ms", "--broker", addr)
+	mustCLI(t, "long\nnext\n", "produce", "slow", "--broker", addr)
+
+	// The command runs twice the visibility timeout; SIGTERM comes while it runs.
+	w := startWorker(t, nil, "queue", "run", "slow", "--group", "s", "--broker", addr, "--",
+		"sh", "-c", `echo "start $(cat)"; sleep 6; echo done`)
+	if l := w.next(t, 1, time.Minute); l[0] != "start long" {
+		t.Fatalf("the worker ran %q first, want the record long", l[0])
+	}
+	started := time.Now()
+	time.Sleep(vis + vis/2)
+	if ds, err := receiveJSON(t, addr, "slow", "s", 10, 0); err != nil || len(ds) != 1 || ds[0].Value != "next" {
+		t.Fatalf("past the visibility timeout of the running command's record, a receive got %+v (%v): want only the other record (the lease is extended)", ds, err)
+	} else if _, err := settleCLI(t, addr, "release", "slow", "s", []string{ds[0].Receipt}); err != nil {
+		t.Fatal(err)
+	}
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	if l := w.next(t, 1, time.Minute); l[0] != "done" {
+		t.Fatalf("after SIGTERM the running command printed %q, want done: it was not let finish", l[0])
+	}
+	w.stop(t, time.Minute)
+	if took := time.Since(started); took < 6*time.Second {
+		t.Fatalf("the worker stopped %v after the command started, before the command's 6s", took)
+	}
+	select {
+	case l := <-w.lines:
+		t.Fatalf("after SIGTERM the worker took another record: %q", l)
+	default:
+	}
+	if d := describeJSONOf(t, addr, "slow", "s"); d.Totals.Acked != 1 || d.Totals.Available != 1 {
+		t.Fatalf("after the stop, describe says %+v: want the long record acked and the other available", d.Totals)
+	}
+
+	// --max 1 with a failing command: nacked, the worker exits 0.
+	out, errs, err := runCLI(t, time.Minute, "", "queue", "run", "slow", "--group", "s", "--max", "1", "--broker", addr, "--",
+		"sh", "-c", `cat > /dev/null; echo "no good" >&2; exit 4`)
+	if err != nil || !strings.Contains(errs, "handled 1 records") || !strings.Contains(errs, "no good") {
+		t.Fatalf("queue run --max 1: %v, stdout %q, stderr %q", err, out, errs)
+	}
+	var ds []qdelivery
+	waitFor(t, 30*time.Second, "the nacked record back after its backoff", func() bool {
+		ds, err = receiveJSON(t, addr, "slow", "s", 10, time.Second)
+		return err == nil && len(ds) > 0
+	})
+	if len(ds) != 1 || ds[0].Value != "next" || ds[0].DeliveryCount != 2 {
+		t.Fatalf("after the failed command, receive got %+v: want next at delivery 2 (the test's release gave its delivery back, the command's failure counted; a release by the worker would make it 1)", ds)
+	}
+	s.stop(t)
+}
