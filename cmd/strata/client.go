@@ -234,9 +234,9 @@ every record (over a line's own header of the same name): the share-group
 headers of docs/queues.md, strata-delay-ms (the broker adds the delay to
 its own clock), strata-deliver-at (ms since the epoch) and strata-priority.
 --dedup-id-header NAME copies each record's header NAME into the
-message-id header strata-msg-id, by which a broker that deduplicates
-drops a record it already stored within its window; a record without
-header NAME stops the produce. It is the Go client's idempotent producer: a request whose answer is lost
+message-id header strata-msg-id: the broker stores a record whose id the
+partition stored within the topic's dedup window once (docs/dedup.md); a
+record without header NAME stops the produce. It is the Go client's idempotent producer: a request whose answer is lost
 is the Go client's idempotent producer: a request whose answer is lost
 (a dropped connection, a broker restart) is retried, up to 5 times with
 backoff, and the broker stores it once and answers the retry with the

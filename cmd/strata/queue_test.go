@@ -917,7 +917,7 @@ func TestQueueBadInput(t *testing.T) {
 		{"negative nack delay", q("nack", topic, "--group", "g2", "--delay", "-5s", d2.Receipt), "", []string{"--delay -5s is out of range"}},
 		{"negative produce delay", []string{"produce", topic, "--delay", "-5s", "--broker", addr}, "x\n", []string{"--delay -5s is out of range"}},
 		{"priority 12", []string{"produce", topic, "--priority", "12", "--broker", addr}, "x\n", []string{"--priority 12 is out of range", "0", "9"}},
-		{"delay and deliver-at", []string{"produce", topic, "--delay", "1s", "--deliver-at", "2030-01-01T00:00:00Z", "--broker", addr}, "x\n", []string{"give one of them"}},
+		{"delay and deliver-at", []string{"produce", topic, "--delay", "1s", "--deliver-at", "2026-01-01T00:00:00Z", "--broker", addr}, "x\n", []string{"give one of them"}},
 		{"dead letter is the topic", q("create", topic, "--group", "g3", "--dead-letter", topic), "", []string{"its own topic", "invalid argument"}},
 		{"visibility 13h on create", q("create", topic, "--group", "g4", "--visibility", "13h"), "", []string{"visibility timeout 13h0m0s is out of range"}},
 		{"visibility 13h on receive", q("receive", topic, "--group", "g2", "--visibility", "13h"), "", []string{"--visibility 13h0m0s is out of range"}},
@@ -1083,6 +1083,53 @@ func TestQueueRunStops(t *testing.T) {
 	})
 	if len(ds) != 1 || ds[0].Value != "next" || ds[0].DeliveryCount != 2 {
 		t.Fatalf("after the failed command, receive got %+v: want next at delivery 2 (the test's release gave its delivery back, the command's failure counted; a release by the worker would make it 1)", ds)
+	}
+	s.stop(t)
+}
+
+// TestQueueProduceHeaders: produce --format json with --dedup-id-header
+// stores one copy of records that share an id (the broker's dedup on the
+// message-id header), and --delay, --deliver-at, --priority and --header
+// land as the headers of every record.
+func TestQueueProduceHeaders(t *testing.T) {
+	s := serveBin(t, t.TempDir(), "")
+	addr := s.addr
+	mustCLI(t, "", "topic", "create", "hd", "--partitions", "3", "--broker", addr)
+	in := `{"value":"a","headers":{"id":"m-1"}}` + "\n" + `{"value":"a again","headers":{"id":"m-1"}}` + "\n" + `{"key":"k","value":"b","headers":{"id":"m-2"}}` + "\n"
+	if got := strings.TrimSpace(mustCLI(t, in, "produce", "hd", "--format", "json", "--dedup-id-header", "id", "--broker", addr)); got != "3" {
+		t.Fatalf("produce acknowledged %s of 3 (a duplicate is acknowledged, not stored)", got)
+	}
+	sum := 0
+	for _, n := range hwms(t, mustCLI(t, "", "topic", "describe", "hd", "--broker", addr)) {
+		sum += n
+	}
+	if sum != 2 {
+		t.Fatalf("the topic holds %d records, want 2: records with one message id were stored twice", sum)
+	}
+	mustCLI(t, "x\n", "produce", "hd", "--partition", "0", "--priority", "4", "--header", "team=ops", "--delay", "1h", "--broker", addr)
+	at := time.Now().Add(48 * time.Hour).Truncate(time.Second).UTC()
+	mustCLI(t, "y\n", "produce", "hd", "--partition", "0", "--deliver-at", at.Format(time.RFC3339), "--broker", addr)
+	p0 := hwms(t, mustCLI(t, "", "topic", "describe", "hd", "--broker", addr))[0]
+	out := mustCLI(t, "", "consume", "hd", "--partition", "0", "--from", "earliest", "--max", strconv.Itoa(p0), "--format", "json", "--broker", addr)
+	var x, y struct{ Headers map[string]string }
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			Value   string
+			Headers map[string]string
+		}
+		json.Unmarshal([]byte(line), &r)
+		switch r.Value {
+		case "x":
+			x.Headers = r.Headers
+		case "y":
+			y.Headers = r.Headers
+		}
+	}
+	if x.Headers["strata-priority"] != "4" || x.Headers["team"] != "ops" || x.Headers["strata-deliver-at"] == "" {
+		t.Fatalf("record x has headers %v: want strata-priority 4, team ops and a deliver-at (the broker's turn of strata-delay-ms)", x.Headers)
+	}
+	if y.Headers["strata-deliver-at"] != strconv.FormatInt(at.UnixMilli(), 10) {
+		t.Fatalf("record y has headers %v: want strata-deliver-at %d (%s)", y.Headers, at.UnixMilli(), at)
 	}
 	s.stop(t)
 }

@@ -19,10 +19,6 @@ import (
 // queue receive, dlq list print it; produce --format json reads it) and
 // the headers produce sets.
 
-// headerMsgID is the message-id header a deduplicating broker keys on
-// (core.HeaderMsgID once the dedup work lands).
-const headerMsgID = "strata-msg-id"
-
 // recordJSON is the JSON object of a record of topic: its fields as
 // consume --format json prints them (key null when the record has none,
 // timestamp in RFC 3339).
@@ -153,7 +149,7 @@ func parseProduceLine(line, format, sep string, extra map[string][]byte, dedupHe
 		if !ok || len(bytes.TrimSpace(id)) == 0 {
 			return r, fmt.Errorf("the record has no header %s (--dedup-id-header) to take its message id from: give every record one", dedupHeader)
 		}
-		r.Headers[headerMsgID] = id
+		r.Headers[core.HeaderMsgID] = id
 	}
 	return r, nil
 }
