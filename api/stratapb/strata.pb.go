@@ -1729,8 +1729,13 @@ type TopicConfig struct {
 	RetentionBytes int64                  `protobuf:"varint,4,opt,name=retention_bytes,json=retentionBytes,proto3" json:"retention_bytes,omitempty"` // per partition; 0: no limit
 	Compression    string                 `protobuf:"bytes,5,opt,name=compression,proto3" json:"compression,omitempty"`                              // zstd (default), s2, none
 	SegmentBytes   int64                  `protobuf:"varint,6,opt,name=segment_bytes,json=segmentBytes,proto3" json:"segment_bytes,omitempty"`       // 0: the broker's default
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Share groups whose settling lets retention drop records: once every
+	// named group has acked or dead-lettered a record, its segment may go
+	// (whole segments, on top of the time and size limits). Empty: kept by
+	// time and size alone (docs/queues.md, retention by consumption).
+	ConsumedBy    []string `protobuf:"bytes,7,rep,name=consumed_by,json=consumedBy,proto3" json:"consumed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopicConfig) Reset() {
@@ -1803,6 +1808,13 @@ func (x *TopicConfig) GetSegmentBytes() int64 {
 		return x.SegmentBytes
 	}
 	return 0
+}
+
+func (x *TopicConfig) GetConsumedBy() []string {
+	if x != nil {
+		return x.ConsumedBy
+	}
+	return nil
 }
 
 type CreateTopicRequest struct {
@@ -4297,7 +4309,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x1c\n" +
 	"\tpartition\x18\x06 \x01(\x05R\tpartitionB\x06\n" +
 	"\x04_keyB\b\n" +
-	"\x06_value\"\xd4\x01\n" +
+	"\x06_value\"\xf5\x01\n" +
 	"\vTopicConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -4306,7 +4318,9 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\fretention_ms\x18\x03 \x01(\x03R\vretentionMs\x12'\n" +
 	"\x0fretention_bytes\x18\x04 \x01(\x03R\x0eretentionBytes\x12 \n" +
 	"\vcompression\x18\x05 \x01(\tR\vcompression\x12#\n" +
-	"\rsegment_bytes\x18\x06 \x01(\x03R\fsegmentBytes\"D\n" +
+	"\rsegment_bytes\x18\x06 \x01(\x03R\fsegmentBytes\x12\x1f\n" +
+	"\vconsumed_by\x18\a \x03(\tR\n" +
+	"consumedBy\"D\n" +
 	"\x12CreateTopicRequest\x12.\n" +
 	"\x06config\x18\x01 \x01(\v2\x16.strata.v1.TopicConfigR\x06config\"E\n" +
 	"\x13CreateTopicResponse\x12.\n" +

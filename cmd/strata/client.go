@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -48,10 +49,14 @@ func dial(addrs string) (*client.Client, error) {
 // ...", "not found: ...".
 func rpcErr(err error) error {
 	if s, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s: %s", codeWords(s.Code()), s.Message())
+		// A status wrapped by the client has the wrapping text as its
+		// message, with the status's own "rpc error: code = ..." in it.
+		return fmt.Errorf("%s: %s", codeWords(s.Code()), rpcPrefix.ReplaceAllString(s.Message(), ""))
 	}
 	return err
 }
+
+var rpcPrefix = regexp.MustCompile(`rpc error: code = \w+ desc = `)
 
 // codeWords spells a status code as lower-case words: OutOfRange is
 // "out of range".
@@ -95,6 +100,7 @@ func topicCmd(ctx context.Context, args []string) error {
 	retention := fs.Duration("retention", 7*24*time.Hour, "retention by time; 0 keeps forever (create)")
 	retentionBytes := sizeFlag(fs, "retention-bytes", 0, "retention by size per partition; 0 = no limit (create)")
 	compression := fs.String("compression", "zstd", "segment compression: zstd, s2, none (create)")
+	consumedBy := fs.String("consumed-by", "", "retention by consumption: comma-separated share groups G1,G2 (at most 16); once every one of them has acked or dead-lettered a record, retention may drop it, whole segments at a time, on top of --retention and --retention-bytes (create; docs/queues.md)")
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
@@ -108,16 +114,24 @@ func topicCmd(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "create":
 		if len(pos) != 1 {
-			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] --broker HOST:PORT[,...]")
+			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] [--consumed-by G1,G2] --broker HOST:PORT[,...]")
+		}
+		groups, err := splitList(*consumedBy)
+		if err != nil {
+			return fmt.Errorf("--consumed-by %q: %v", *consumedBy, err)
 		}
 		resp, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{
 			Name: pos[0], Partitions: int32(*partitions), RetentionMs: retention.Milliseconds(),
-			RetentionBytes: int64(*retentionBytes), Compression: *compression,
+			RetentionBytes: int64(*retentionBytes), Compression: *compression, ConsumedBy: groups,
 		}})
 		if err != nil {
 			return rpcErr(err)
 		}
-		fmt.Fprintf(stdout, "created topic %s with %d partitions\n", resp.Config.Name, resp.Config.Partitions)
+		fmt.Fprintf(stdout, "created topic %s with %d partitions", resp.Config.Name, resp.Config.Partitions)
+		if len(resp.Config.ConsumedBy) > 0 {
+			fmt.Fprintf(stdout, ", retained until consumed by %s", strings.Join(resp.Config.ConsumedBy, ","))
+		}
+		fmt.Fprintln(stdout)
 	case "delete":
 		if len(pos) != 1 {
 			return errors.New("usage: strata topic delete NAME --broker HOST:PORT[,...]")
@@ -133,7 +147,11 @@ func topicCmd(ctx context.Context, args []string) error {
 			return rpcErr(err)
 		}
 		for _, t := range resp.Topics {
-			fmt.Fprintf(stdout, "%s\tpartitions=%d\tretention=%v\tcompression=%s\n", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.Compression)
+			fmt.Fprintf(stdout, "%s\tpartitions=%d\tretention=%v\tcompression=%s", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.Compression)
+			if len(t.ConsumedBy) > 0 {
+				fmt.Fprintf(stdout, "\tconsumed_by=%s", strings.Join(t.ConsumedBy, ","))
+			}
+			fmt.Fprintln(stdout)
 		}
 	case "describe":
 		if len(pos) != 1 {
@@ -144,7 +162,11 @@ func topicCmd(ctx context.Context, args []string) error {
 			return rpcErr(err)
 		}
 		t := resp.Config
-		fmt.Fprintf(stdout, "topic %s: %d partitions, retention %v / %d bytes, compression %s\n", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.RetentionBytes, t.Compression)
+		fmt.Fprintf(stdout, "topic %s: %d partitions, retention %v / %d bytes, compression %s", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.RetentionBytes, t.Compression)
+		if len(t.ConsumedBy) > 0 {
+			fmt.Fprintf(stdout, ", consumed_by %s", strings.Join(t.ConsumedBy, ","))
+		}
+		fmt.Fprintln(stdout)
 		fmt.Fprintf(stdout, "partition\tlog_start\thigh_watermark\tsealed_segments\tsealed_bytes\tlocal_bytes\n")
 		for _, p := range resp.Partitions {
 			fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.LogStartOffset, p.HighWatermark, p.SealedSegments, p.SealedBytes, p.LocalBytes)
@@ -201,9 +223,20 @@ func parseAcks(s string) (stratapb.Acks, error) {
 func produceCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP] [--partition P] [--acks none|local|durable]
+		fmt.Fprint(fs.Output(), `usage: strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP | --format json] [--partition P] [--acks none|local|durable]
+         [--header NAME=VALUE]... [--delay DUR | --deliver-at RFC3339] [--priority 0-9] [--dedup-id-header NAME]
 
-Sends one record per stdin line and prints how many were acknowledged. It
+Sends one record per stdin line and prints how many were acknowledged.
+With --format json each line is a record {"key": "k", "value": "v",
+"headers": {"name": "value"}} (key and headers optional; key null or absent:
+no key). --header, --delay, --deliver-at and --priority set headers on
+every record (over a line's own header of the same name): the share-group
+headers of docs/queues.md, strata-delay-ms (the broker adds the delay to
+its own clock), strata-deliver-at (ms since the epoch) and strata-priority.
+--dedup-id-header NAME copies each record's header NAME into the
+message-id header strata-msg-id: the broker stores a record whose id the
+partition stored within the topic's dedup window once (docs/dedup.md); a
+record without header NAME stops the produce. It is the Go client's idempotent producer: a request whose answer is lost
 is the Go client's idempotent producer: a request whose answer is lost
 (a dropped connection, a broker restart) is retried, up to 5 times with
 backoff, and the broker stores it once and answers the retry with the
@@ -220,6 +253,13 @@ stdin, prints the count, and says which records may or may not be stored.
 	partition := fs.Int("partition", -1, "partition; -1 partitions by key (FNV-1a of the key, as the broker does); keyless records fill one partition's batch, then the next partition's")
 	batch := fs.Int("batch", 500, "most records per produce request (a request holds one partition's records)")
 	acksFlag := fs.String("acks", "durable", "when the broker acknowledges: none, local (after its fsync) or durable (in the object store)")
+	format := fs.String("format", "text", `input: text (a line is a value, or key<SEP>value with --key-separator) or json (a line is {"key":..,"value":..,"headers":{..}})`)
+	var headers headerFlags
+	fs.Var(&headers, "header", "NAME=VALUE: a header on every record (repeat the flag for more)")
+	delay := fs.Duration("delay", 0, "share groups deliver each record no earlier than this long after the broker stores it (header strata-delay-ms; 0 to 366 days)")
+	deliverAt := fs.String("deliver-at", "", "share groups deliver each record no earlier than this RFC3339 time (header strata-deliver-at); not with --delay")
+	priority := fs.Int("priority", 0, "share-group priority of every record, 0 (lowest, the default) to 9 (header strata-priority)")
+	dedupHeader := fs.String("dedup-id-header", "", "copy each record's header NAME into its message id (header strata-msg-id), for the broker's deduplication; needs --format json (per-record headers)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -227,6 +267,19 @@ stdin, prints the count, and says which records may or may not be stored.
 	acks, err := parseAcks(*acksFlag)
 	if err != nil {
 		return err
+	}
+	extra, err := produceHeaders(fs, headers, *delay, *deliverAt, *priority)
+	if err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("--format %q: use text (one value per line) or json (one record object per line)", *format)
+	}
+	if *format == "json" && *sep != "" {
+		return errors.New("--key-separator splits text lines; with --format json each line names its key: drop one of them")
+	}
+	if *dedupHeader != "" && *format != "json" {
+		return fmt.Errorf("--dedup-id-header %s copies a header of each record, and text lines have none of their own: give the records as JSON lines (--format json) with a headers object", *dedupHeader)
 	}
 	if len(pos) != 1 {
 		return errors.New("usage: strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP]   (one record per stdin line)")
@@ -267,16 +320,18 @@ stdin, prints the count, and says which records may or may not be stored.
 		}
 	}()
 	sent := 0
-	var sendErr error // a record Send refused: it and what follows were not sent
+	var sendErr error  // a record Send refused: it and what follows were not sent
+	var inputErr error // a line that is not a record: it and what follows were not sent
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	for sendCtx.Err() == nil && sc.Scan() {
-		line := sc.Text()
-		r := client.Record{Value: []byte(line)}
-		if *sep != "" {
-			if k, v, ok := strings.Cut(line, *sep); ok {
-				r.Key, r.Value = []byte(k), []byte(v)
-			}
+	for line := 1; sendCtx.Err() == nil && sc.Scan(); line++ {
+		if *format == "json" && strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		r, err := parseProduceLine(sc.Text(), *format, *sep, extra, *dedupHeader)
+		if err != nil {
+			inputErr = fmt.Errorf("line %d: %v", line, err)
+			break
 		}
 		res, err := p.Send(sendCtx, r)
 		if res != nil {
@@ -306,6 +361,8 @@ stdin, prints the count, and says which records may or may not be stored.
 		what = rpcErr(firstErr)
 	case sendErr != nil:
 		what = rpcErr(sendErr)
+	case inputErr != nil:
+		what = inputErr
 	case readErr != nil:
 		what = fmt.Errorf("reading stdin: %w", readErr)
 	case closeErr != nil:
@@ -320,7 +377,7 @@ stdin, prints the count, and says which records may or may not be stored.
 	if unacked > 0 {
 		stored += fmt.Sprintf(", %d not acknowledged (each may or may not be stored)", unacked)
 	}
-	if sendErr != nil || readErr != nil || firstErr != nil || ctx.Err() != nil {
+	if sendErr != nil || inputErr != nil || readErr != nil || firstErr != nil || ctx.Err() != nil {
 		stored += fmt.Sprintf("; lines after line %d were not sent", sent)
 	}
 	return fmt.Errorf("produce to %s: %w; %s", topic, what, stored)
@@ -455,19 +512,7 @@ last printed record is committed).
 	defer w.Flush()
 	emit := func(r client.Record) {
 		if *format == "json" {
-			hs := map[string]string{}
-			for k, v := range r.Headers {
-				hs[k] = string(v)
-			}
-			var key any
-			if r.Key != nil {
-				key = string(r.Key)
-			}
-			line, _ := json.Marshal(map[string]any{
-				"topic": topic, "partition": r.Partition, "offset": r.Offset,
-				"timestamp": time.UnixMilli(r.Timestamp).UTC().Format(time.RFC3339Nano),
-				"key":       key, "value": string(r.Value), "headers": hs,
-			})
+			line, _ := json.Marshal(recordJSON(topic, r))
 			w.Write(line)
 			w.WriteByte('\n')
 		} else {

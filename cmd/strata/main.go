@@ -8,12 +8,16 @@
 // each request to the broker that owns what it names (a partition's
 // writes to its owner, a group's calls to its coordinator), following the
 // cluster as partitions move. stats reports the first broker that answers.
+// queue and dlq are share groups (docs/queues.md) on the client's
+// ShareConsumer (queue run on its Run) and Redrive.
 //
 //	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL [--node-id ID --gossip-listen HOST:PORT --join HOST:PORT[,...]] ... (every flag also STRATA_<NAME>)
-//	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...]
-//	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP] [--partition P] [--acks none|local|durable]
+//	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...] [--consumed-by G1,G2]
+//	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP | --format json] [--partition P] [--acks none|local|durable] [--header K=V] [--delay DUR | --deliver-at T] [--priority N] [--dedup-id-header NAME]
 //	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
 //	strata group   list|describe|reset GROUP --broker HOST:PORT[,...]
+//	strata queue   create|alter|delete|list|describe|receive|ack|nack|release|reject|extend|run TOPIC --group G --broker HOST:PORT[,...]
+//	strata dlq     list|redrive TOPIC --group G --broker HOST:PORT[,...]
 //	strata stats   --broker HOST:PORT[,...]
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 package main
@@ -41,6 +45,10 @@ usage:
   strata consume TOPIC                   print records of every partition (text or json); --partition P for one,
                                          --max N to stop after N in total, --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
+  strata queue   create|alter|delete|list|describe   share groups: a topic read as a queue (docs/queues.md)
+  strata queue   receive|ack|nack|release|reject|extend   lease records, settle them by receipt
+  strata queue   run TOPIC --group G -- CMD   run CMD per record (value on stdin): exit 0 acks, else nacks
+  strata dlq     list|redrive            a share group's dead letters: print them, move them back
   strata stats                           a broker's read-cache and WAL counters (the first --broker that answers)
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
@@ -52,6 +60,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the flags were printed
+		}
 		fmt.Fprintln(os.Stderr, "strata:", err)
 		os.Exit(1)
 	}
@@ -73,6 +84,10 @@ func run(ctx context.Context, args []string) error {
 		return consumeCmd(ctx, args[1:])
 	case "group":
 		return groupCmd(ctx, args[1:])
+	case "queue":
+		return queueCmd(ctx, args[1:])
+	case "dlq":
+		return dlqCmd(ctx, args[1:])
 	case "stats":
 		return statsCmd(ctx, args[1:])
 	case "demo":

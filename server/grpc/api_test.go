@@ -368,3 +368,41 @@ func TestPartitionOpensOverlap(t *testing.T) {
 		t.Fatalf("at most %d partition opens overlapped, want all %d", bs.most, parts)
 	}
 }
+
+// consumed_by goes through the wire both ways: a topic created with it
+// lists and describes with it, and a bad group name in it is refused.
+func TestTopicConsumedBy(t *testing.T) {
+	c, _, _ := start(t, tier.NewMemStore(), t.TempDir())
+	ctx := context.Background()
+	resp, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "work", Partitions: 1, ConsumedBy: []string{"g1", "g2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Config.ConsumedBy; len(got) != 2 || got[0] != "g1" || got[1] != "g2" {
+		t.Fatalf("create answered consumed_by %v, want [g1 g2]", got)
+	}
+	d, err := c.DescribeTopic(ctx, &stratapb.DescribeTopicRequest{Name: "work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Config.ConsumedBy; len(got) != 2 || got[0] != "g1" || got[1] != "g2" {
+		t.Fatalf("describe answered consumed_by %v, want [g1 g2]", got)
+	}
+	l, err := c.ListTopics(ctx, &stratapb.ListTopicsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, tc := range l.Topics {
+		if tc.Name == "work" {
+			found = len(tc.ConsumedBy) == 2
+		}
+	}
+	if !found {
+		t.Fatalf("list did not answer topic work with its consumed_by: %v", l.Topics)
+	}
+	_, err = c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{Name: "bad", Partitions: 1, ConsumedBy: []string{"no spaces"}}})
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "consumed_by") {
+		t.Fatalf("a bad group name in consumed_by: %v, want INVALID_ARGUMENT naming consumed_by", err)
+	}
+}

@@ -157,7 +157,8 @@ func (s *Server) Metadata(ctx context.Context, req *stratapb.MetadataRequest) (*
 }
 
 func topicToProto(c *core.TopicConfig) *stratapb.TopicConfig {
-	return &stratapb.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes}
+	return &stratapb.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes,
+		ConsumedBy: c.ConsumedBy}
 }
 
 // position converts a request's start spec (earliest, latest, none set,
@@ -181,7 +182,8 @@ func (s *Server) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 	if c == nil {
 		return nil, status.Error(codes.InvalidArgument, "config is required")
 	}
-	cfg, err := s.core.CreateTopic(ctx, core.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes})
+	cfg, err := s.core.CreateTopic(ctx, core.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes,
+		ConsumedBy: c.ConsumedBy})
 	if err != nil {
 		return nil, statusOf(err)
 	}
