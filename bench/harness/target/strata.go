@@ -206,6 +206,12 @@ func (s *Strata) Usage(ctx context.Context) Usage {
 	u := Usage{DiskBytes: procs.DirBytes(s.dataDir)}
 	if s.proc != nil {
 		u.RSSBytes = procs.RSS(s.proc.PID())
+		u.CPUSeconds = procs.CPUSeconds(s.proc.PID())
+	}
+	if s.cfg.MinIO != nil {
+		if pid := s.cfg.MinIO.PID(); pid > 0 {
+			u.StoreCPUSeconds = procs.CPUSeconds(pid)
+		}
 	}
 	if s.proxy != nil {
 		u.Objects = s.proxy.Counts()
