@@ -130,7 +130,13 @@ func (s *Strata) launch(ctx context.Context) error {
 	}
 	s.addr = "127.0.0.1:" + strconv.Itoa(port)
 	_, fsync, _ := strataAcks(s.cfg.Acks)
-	args := []string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--object-store", s.storeURL(), "--fsync", fsync}
+	// A node id although this is one broker: without one, the broker's
+	// DescribeShareGroup answers from the group's latest snapshot in the
+	// bucket (up to 2,000 events or 30 s old) instead of its live state,
+	// and the queue workload's check of what the server holds unacked
+	// reads that (core/share_ops.go: an owner with an empty id reads as
+	// "not held here").
+	args := []string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--object-store", s.storeURL(), "--fsync", fsync, "--node-id", "stratabench"}
 	if s.cfg.SealSize != "" {
 		args = append(args, "--seal-bytes", s.cfg.SealSize)
 	}
