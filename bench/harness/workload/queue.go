@@ -58,14 +58,22 @@ func (p Params) queueWait() time.Duration {
 	return time.Second
 }
 
+// closeWorkers closes every worker at once (a close may wait: RabbitMQ's).
+func closeWorkers(ws []target.Worker) {
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Close() }()
+	}
+	wg.Wait()
+}
+
 func startWorkers(ctx context.Context, q target.Queue, p Params) ([]target.Worker, error) {
 	ws := make([]target.Worker, 0, p.QueueWorkers)
 	for i := 0; i < p.QueueWorkers; i++ {
 		w, err := q.NewWorker(ctx, p.wopts())
 		if err != nil {
-			for _, w := range ws {
-				w.Close()
-			}
+			closeWorkers(ws)
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		ws = append(ws, w)
@@ -168,9 +176,7 @@ func QueueDrain(ctx context.Context, t target.Target, kind target.QueueKind, nam
 		el = time.Duration(e - start.UnixNano())
 	}
 	after := t.Usage(ctx)
-	for _, w := range ws {
-		w.Close()
-	}
+	closeWorkers(ws)
 	drain = &Result{Target: kind.Name, Workload: "queue", Records: distinct.Load(), Bytes: distinct.Load() * int64(p.RecordSize),
 		Seconds: el.Seconds(), Errors: errs.Load(), Missing: n - distinct.Load(), Redelivered: redelivered.Load()}
 	drain.RecPerS, drain.MBPerS = float64(drain.Records)/el.Seconds(), float64(drain.Bytes)/1e6/el.Seconds()
@@ -367,9 +373,7 @@ func QueueEndToEnd(ctx context.Context, t target.Target, kind target.QueueKind, 
 	if err != nil {
 		stopWorkers()
 		wg.Wait()
-		for _, w := range ws {
-			w.Close()
-		}
+		closeWorkers(ws)
 		return nil, err
 	}
 	tmpl := Payloads(1, p.RecordSize, 4)[0]
@@ -414,9 +418,7 @@ send:
 	}
 	stopWorkers()
 	wg.Wait()
-	for _, w := range ws {
-		w.Close()
-	}
+	closeWorkers(ws)
 	r := &Result{Target: kind.Name, Workload: "queue-e2e-open", Offered: rate, Records: received.Load(), Bytes: received.Load() * int64(p.RecordSize),
 		Seconds: sendTime.Seconds(), Errors: errs.Load(), Missing: max(acked.Load()-received.Load(), 0)}
 	r.RecPerS, r.MBPerS = float64(acked.Load())/sendTime.Seconds(), float64(acked.Load()*int64(p.RecordSize))/1e6/sendTime.Seconds()
