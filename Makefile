@@ -25,7 +25,7 @@ check:          ## what CI runs
 bench:          ## the benchmarks behind docs/performance.md (needs MinIO: started here)
 	bash scripts/bench.sh
 
-bench-peers:    ## strata next to NATS JetStream, Redis and RabbitMQ, full mode (~15 min); results in bench/harness/results/
+bench-peers:    ## strata next to NATS JetStream, Redis and RabbitMQ (streams and queues), full mode (~20 min); results in bench/harness/results/
 	bash scripts/peers.sh install
 	cd bench/harness && go run ./cmd/stratabench -out results/
 

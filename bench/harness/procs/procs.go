@@ -1,6 +1,7 @@
 // Package procs starts and stops the servers the harness measures: free
 // loopback ports, readiness waits, stop by PID (the process group the
-// harness created, never by name), resident memory and disk usage.
+// harness created, never by name), resident memory, CPU time and disk
+// usage.
 package procs
 
 import (
@@ -143,6 +144,38 @@ func RSS(pid int) int64 {
 		}
 	}
 	return total
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of CPU times in
+// /proc/<pid>/stat: 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// CPUSeconds returns the user+system CPU time, in seconds, that pid and
+// its living descendants have used so far (0 when unknown). Descendants
+// that already exited are not counted (unless they were waited for: then
+// they are in their parent's cutime, which this leaves out too).
+func CPUSeconds(pid int) float64 {
+	var ticks int64
+	for _, q := range append([]int{pid}, descendants(pid)...) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", q))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		// After the command: state ppid pgrp session tty tpgid flags
+		// minflt cminflt majflt cmajflt utime stime (fields 3..15).
+		f := strings.Fields(s[i+1:])
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + st
+		}
+	}
+	return float64(ticks) / clockTicks
 }
 
 func descendants(pid int) []int {

@@ -19,7 +19,8 @@ import (
 func (r *Report) Plots(dir string) ([]string, error) {
 	var out []string
 	for _, f := range []func(string) (string, error){r.throughputPlot, r.latencyPlot("e2e-open", "latency-e2e.png", "End-to-end latency, open loop (send → receive)"),
-		r.latencyPlot("produce", "latency-produce.png", "Producer-side latency at saturation (send → ack)"), r.partitionsPlot} {
+		r.latencyPlot("produce", "latency-produce.png", "Producer-side latency at saturation (send → ack)"), r.partitionsPlot,
+		r.queuePlot, r.latencyPlot("queue", "latency-queue.png", "Queue: receive → ack latency while draining a backlog")} {
 		p, err := f(dir)
 		if err != nil {
 			return out, err
@@ -35,6 +36,9 @@ func (r *Report) targetNames() []string {
 	var names []string
 	seen := map[string]bool{}
 	for _, x := range r.Results {
+		if isQueue(x.Workload) {
+			continue
+		}
 		if !seen[x.Target] {
 			seen[x.Target] = true
 			names = append(names, x.Target)
@@ -184,4 +188,33 @@ func (r *Report) partitionsPlot(dir string) (string, error) {
 	p.Add(plotter.NewGrid())
 	path := filepath.Join(dir, "partitions.png")
 	return path, p.Save(160*vg.Millimeter, 100*vg.Millimeter, path)
+}
+
+// queuePlot: the queue kinds' drain throughput (records received and
+// acked per second), bars.
+func (r *Report) queuePlot(dir string) (string, error) {
+	var names []string
+	var vals plotter.Values
+	for _, k := range r.Queues {
+		if x := r.Find(k.Name, "queue"); x != nil {
+			names = append(names, k.Name)
+			vals = append(vals, x.RecPerS)
+		}
+	}
+	if len(names) == 0 {
+		return "", nil
+	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Queue: %d-record backlog, %d workers, batches of %d (%d B records)", r.Params.QueueRecords, r.Params.QueueWorkers, r.Params.QueueBatch, r.Params.RecordSize)
+	p.Y.Label.Text = "records received and acked per second"
+	b, err := plotter.NewBarChart(vals, vg.Points(30))
+	if err != nil {
+		return "", err
+	}
+	b.LineStyle.Width = vg.Length(0)
+	b.Color = plotutil.Color(0)
+	p.Add(b)
+	p.NominalX(names...)
+	path := filepath.Join(dir, "queue.png")
+	return path, p.Save(vg.Length(140+110*len(names))*vg.Millimeter/4, 110*vg.Millimeter, path)
 }

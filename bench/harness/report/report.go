@@ -1,6 +1,7 @@
 // Package report is the benchmark's output: one JSON document, a text
 // table that puts strata next to its peers and next to the machine's
-// limits, and PNG plots (throughput bars, latency percentile curves).
+// limits (and a table of the queues), and PNG plots (throughput bars,
+// latency percentile curves).
 package report
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +27,7 @@ type Report struct {
 	Machine     Machine            `json:"machine"`
 	Params      workload.Params    `json:"params"`
 	Targets     []target.Info      `json:"targets"`
+	Queues      []target.QueueKind `json:"queues,omitempty"`      // the queue kinds measured, with their durability
 	Unavailable map[string]string  `json:"unavailable,omitempty"` // target -> reason
 	Limits      []limits.Rate      `json:"limits"`
 	Results     []*workload.Result `json:"results"`
@@ -145,7 +148,47 @@ func (r *Report) Judge() {
 		g.Note = x.Target
 	}
 	r.Goals = append(r.Goals, g)
+	// 5. queue throughput: strata's share group (each WAL flush interval
+	// measured) at least that of the fastest peer queue with comparable
+	// durability.
+	name := "queue throughput (received+acked/s): strata / fastest peer of comparable durability"
+	var best *workload.Result
+	for _, k := range r.Queues {
+		if !k.Comparable || strings.HasPrefix(k.Name, "strata") {
+			continue
+		}
+		if x := r.Find(k.Name, "queue"); x != nil && x.Missing == 0 && (best == nil || x.RecPerS > best.RecPerS) {
+			best = x
+		}
+	}
+	judged = false
+	for _, k := range r.Queues {
+		s := r.Find(k.Name, "queue")
+		if !strings.HasPrefix(k.Name, "strata") || s == nil || best == nil || best.RecPerS <= 0 {
+			continue
+		}
+		g = Goal{Name: name + " (" + k.Name + ")", Bound: 1, Unit: "x", Judged: true, Value: s.RecPerS / best.RecPerS}
+		g.Met = g.Value >= g.Bound
+		g.Note = fmt.Sprintf("%s vs %s/s on %s", human(s.RecPerS), human(best.RecPerS), best.Target)
+		r.Goals = append(r.Goals, g)
+		judged = true
+	}
+	if !judged {
+		r.Goals = append(r.Goals, Goal{Name: name, Bound: 1, Unit: "x"})
+	}
 }
+
+// QueueKind returns the queue kind named name, or nil.
+func (r *Report) QueueKind(name string) *target.QueueKind {
+	for i := range r.Queues {
+		if r.Queues[i].Name == name {
+			return &r.Queues[i]
+		}
+	}
+	return nil
+}
+
+func isQueue(wl string) bool { return strings.HasPrefix(wl, "queue") }
 
 func human(n float64) string {
 	switch {
@@ -162,45 +205,50 @@ func (r *Report) Table(w io.Writer) {
 	fmt.Fprintf(w, "stratabench %s mode, %s, %d cores, %d GiB, %s\n\n", r.Mode, r.Started.UTC().Format(time.RFC3339), r.Machine.Cores, r.Machine.MemoryGiB, r.Machine.GoVersion)
 	p := r.Params
 	fmt.Fprintf(w, "record %d B, %d partitions, %d producers, batch %d, %d in flight, %v per phase\n\n", p.RecordSize, p.Partitions, p.Producers, p.Batch, p.InFlight, p.Duration)
-	fmt.Fprintln(w, "| target | workload | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | PUTs/GiB | GETs/GiB | stored/produced | RSS MiB | notes |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
-	res := append([]*workload.Result(nil), r.Results...)
-	order := map[string]int{}
-	for i, t := range r.Targets {
-		order[t.Name] = i
-	}
-	sort.SliceStable(res, func(i, j int) bool { return wlOrder(res[i].Workload) < wlOrder(res[j].Workload) })
-	for _, x := range res {
-		p50, p99, p999 := "", "", ""
-		if x.Latency != nil && x.Latency.Count > 0 {
-			p50, p99, p999 = fmt.Sprintf("%.2f", x.Latency.P50), fmt.Sprintf("%.2f", x.Latency.P99), fmt.Sprintf("%.2f", x.Latency.P999)
+	if slices.ContainsFunc(r.Results, func(x *workload.Result) bool { return !isQueue(x.Workload) }) {
+		fmt.Fprintln(w, "| target | workload | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | PUTs/GiB | GETs/GiB | stored/produced | RSS MiB | notes |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+		res := append([]*workload.Result(nil), r.Results...)
+		order := map[string]int{}
+		for i, t := range r.Targets {
+			order[t.Name] = i
 		}
-		wl := x.Workload
-		if x.Offered > 0 {
-			wl = fmt.Sprintf("%s @%s/s", wl, human(x.Offered))
+		sort.SliceStable(res, func(i, j int) bool { return wlOrder(res[i].Workload) < wlOrder(res[j].Workload) })
+		for _, x := range res {
+			if isQueue(x.Workload) {
+				continue // their own table
+			}
+			p50, p99, p999 := "", "", ""
+			if x.Latency != nil && x.Latency.Count > 0 {
+				p50, p99, p999 = fmt.Sprintf("%.2f", x.Latency.P50), fmt.Sprintf("%.2f", x.Latency.P99), fmt.Sprintf("%.2f", x.Latency.P999)
+			}
+			wl := x.Workload
+			if x.Offered > 0 {
+				wl = fmt.Sprintf("%s @%s/s", wl, human(x.Offered))
+			}
+			puts, gets, stored := "", "", ""
+			if x.Cost.PutsPerGiB > 0 {
+				puts = fmt.Sprintf("%.0f", x.Cost.PutsPerGiB)
+			}
+			if x.Cost.GetsPerGiB > 0 {
+				gets = fmt.Sprintf("%.0f", x.Cost.GetsPerGiB)
+			}
+			if x.Cost.StoredPerProduced > 0 {
+				stored = fmt.Sprintf("%.2f", x.Cost.StoredPerProduced)
+			}
+			notes := []string{}
+			if x.Errors > 0 {
+				notes = append(notes, fmt.Sprintf("%d errors", x.Errors))
+			}
+			if x.Missing > 0 {
+				notes = append(notes, fmt.Sprintf("%d never received", x.Missing))
+			}
+			if x.Note != "" {
+				notes = append(notes, x.Note)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %s |\n", x.Target, wl, human(x.RecPerS), x.MBPerS, p50, p99, p999, puts, gets, stored,
+				float64(x.Cost.RSSBytes)/(1<<20), strings.Join(notes, "; "))
 		}
-		puts, gets, stored := "", "", ""
-		if x.Cost.PutsPerGiB > 0 {
-			puts = fmt.Sprintf("%.0f", x.Cost.PutsPerGiB)
-		}
-		if x.Cost.GetsPerGiB > 0 {
-			gets = fmt.Sprintf("%.0f", x.Cost.GetsPerGiB)
-		}
-		if x.Cost.StoredPerProduced > 0 {
-			stored = fmt.Sprintf("%.2f", x.Cost.StoredPerProduced)
-		}
-		notes := []string{}
-		if x.Errors > 0 {
-			notes = append(notes, fmt.Sprintf("%d errors", x.Errors))
-		}
-		if x.Missing > 0 {
-			notes = append(notes, fmt.Sprintf("%d never received", x.Missing))
-		}
-		if x.Note != "" {
-			notes = append(notes, x.Note)
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %.0f | %s |\n", x.Target, wl, human(x.RecPerS), x.MBPerS, p50, p99, p999, puts, gets, stored,
-			float64(x.Cost.RSSBytes)/(1<<20), strings.Join(notes, "; "))
 	}
 	if len(r.Unavailable) > 0 {
 		fmt.Fprintln(w)
@@ -213,6 +261,7 @@ func (r *Report) Table(w io.Writer) {
 			fmt.Fprintf(w, "unavailable: %s: %s\n", n, r.Unavailable[n])
 		}
 	}
+	r.queueTable(w)
 	fmt.Fprintln(w, "\nlimits of the machine (same run):\n\n| limit | MB/s | ops/s | note |\n|---|---|---|---|")
 	for _, l := range r.Limits {
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %s |\n", l.Name, l.MBPerS, l.OpsPerS, l.Note)
@@ -236,6 +285,79 @@ func (r *Report) Table(w io.Writer) {
 			note = " (" + g.Note + ")"
 		}
 		fmt.Fprintf(w, "| %s%s | %s | %.4g %s | %s |\n", g.Name, note, v, g.Bound, g.Unit, met)
+	}
+}
+
+// queueTable writes the queue workload's results: one row per queue kind.
+func (r *Report) queueTable(w io.Writer) {
+	if len(r.Queues) == 0 {
+		return
+	}
+	p := r.Params
+	fmt.Fprintf(w, "\nqueues: a backlog of %d records of %d B, %d workers, receive up to %d and ack them in one call; receive→ack is from the receive call returning to the ack call returning:\n\n",
+		p.QueueRecords, p.RecordSize, p.QueueWorkers, p.QueueBatch)
+	fmt.Fprintln(w, "| queue | fill records/s | records/s (received+acked) | receive→ack p50 ms | p99 ms | receive call p50 / p99 ms | requests / 1,000 acks (PUTs) | server CPU % | store CPU % | RSS MiB | light load: produce→receive p50 / p99 ms (produce confirm p50) | notes |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, k := range r.Queues {
+		fill, x, e2e := r.Find(k.Name, "queue-fill"), r.Find(k.Name, "queue"), r.Find(k.Name, "queue-e2e-open")
+		cell := func(f func() string, ok bool) string {
+			if !ok {
+				return ""
+			}
+			return f()
+		}
+		fr := cell(func() string { return human(fill.RecPerS) }, fill != nil)
+		var rate, p50, p99, recv, reqs, cpu, scpu, rss, light string
+		var notes []string
+		if x != nil {
+			rate = human(x.RecPerS)
+			if x.Latency != nil && x.Latency.Count > 0 {
+				p50, p99 = fmt.Sprintf("%.2f", x.Latency.P50), fmt.Sprintf("%.2f", x.Latency.P99)
+			}
+			if x.Latency2 != nil && x.Latency2.Count > 0 {
+				recv = fmt.Sprintf("%.1f / %.1f", x.Latency2.P50, x.Latency2.P99)
+			}
+			if x.Cost.Requests > 0 {
+				reqs = fmt.Sprintf("%.1f (%.1f)", x.Cost.RequestsPer1k, x.Cost.PutsPer1k)
+			}
+			cpu = fmt.Sprintf("%.0f", x.Cost.CPUPercent)
+			if x.Cost.StoreCPUSeconds > 0 {
+				scpu = fmt.Sprintf("%.0f", x.Cost.StoreCPUPercent)
+			}
+			rss = fmt.Sprintf("%.0f", float64(x.Cost.RSSBytes)/(1<<20))
+			if x.Missing > 0 {
+				notes = append(notes, fmt.Sprintf("%d never acked", x.Missing))
+			}
+			if x.Redelivered > 0 {
+				notes = append(notes, fmt.Sprintf("%d delivered again", x.Redelivered))
+			}
+			if x.Unacked != 0 {
+				notes = append(notes, fmt.Sprintf("server holds %d unacked", x.Unacked))
+			}
+			if x.Errors > 0 {
+				notes = append(notes, fmt.Sprintf("%d errors", x.Errors))
+			}
+			if x.Note != "" {
+				notes = append(notes, x.Note)
+			}
+		}
+		if e2e != nil && e2e.Latency != nil && e2e.Latency.Count > 0 {
+			light = fmt.Sprintf("%.1f / %.1f @%s/s", e2e.Latency.P50, e2e.Latency.P99, human(e2e.Offered))
+			if e2e.Latency2 != nil && e2e.Latency2.Count > 0 {
+				light += fmt.Sprintf(" (%.1f)", e2e.Latency2.P50)
+			}
+			if e2e.Missing > 0 {
+				notes = append(notes, fmt.Sprintf("light load: %d never received", e2e.Missing))
+			}
+		}
+		if !k.AckConfirmed {
+			notes = append(notes, "ack has no reply: receive→ack is the client's send")
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k.Name, fr, rate, p50, p99, recv, reqs, cpu, scpu, rss, light, strings.Join(notes, "; "))
+	}
+	fmt.Fprintln(w, "\n| queue | durability | comparable to strata's |\n|---|---|---|")
+	for _, k := range r.Queues {
+		fmt.Fprintf(w, "| %s | %s | %s |\n", k.Name, k.Durability, map[bool]string{true: "yes", false: "no"}[k.Comparable])
 	}
 }
 
@@ -281,7 +403,7 @@ func (r *Report) Bounds() []Bound {
 }
 
 func wlOrder(w string) string {
-	for i, p := range []string{"produce", "e2e-saturation", "e2e-open", "replay-ingest", "replay", "partitions"} {
+	for i, p := range []string{"produce", "e2e-saturation", "e2e-open", "replay-ingest", "replay", "partitions", "queue-fill", "queue-e2e", "queue"} {
 		if strings.HasPrefix(w, p) {
 			n := 0
 			fmt.Sscanf(strings.TrimPrefix(strings.TrimPrefix(w, p), "-"), "%d", &n)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stratalog/strata/bench/harness/hist"
 	"github.com/stratalog/strata/bench/harness/limits"
+	"github.com/stratalog/strata/bench/harness/target"
 	"github.com/stratalog/strata/bench/harness/workload"
 )
 
@@ -34,7 +35,15 @@ func sample() *Report {
 			{Target: "strata-local", Workload: "replay", Seconds: 2, MBPerS: 700, Cost: workload.Cost{GetBytes: 1700e6, Gets: 40}},
 			{Target: "strata-local", Workload: "partitions-100", MBPerS: 80},
 			{Target: "strata-local", Workload: "partitions-1", MBPerS: 90},
+			{Target: "strata-share", Workload: "queue-fill", RecPerS: 20000},
+			{Target: "strata-share", Workload: "queue", RecPerS: 6000, Latency: &s, Latency2: &s, Cost: workload.Cost{Requests: 50, RequestsPer1k: 12.5, PutsPer1k: 6}},
+			{Target: "strata-share", Workload: "queue-e2e-open", Offered: 600, Latency: &s, Latency2: &s},
+			{Target: "redis-always", Workload: "queue", RecPerS: 30000, Latency: &s},
+			{Target: "rabbitmq-classic", Workload: "queue", RecPerS: 60000, Latency: &s},
 		},
+		Queues: []target.QueueKind{{Name: "strata-share", Comparable: true, AckConfirmed: true, Durability: "WAL"},
+			{Name: "redis-always", Comparable: true, AckConfirmed: true, Durability: "fsync always"},
+			{Name: "rabbitmq-classic", Durability: "batched fsync"}},
 		Unavailable: map[string]string{"rabbitmq-stream": "unavailable: not installed"},
 	}
 }
@@ -66,6 +75,7 @@ func TestGoals(t *testing.T) {
 		"e2e p99":  {9.9, true}, // 10..10000 µs uniform: p99 = 9.9 ms
 		"cold":     {85, true},  // 1700 MB in 2 s vs 1000 MB/s
 		"PUTs per": {100, true},
+		"queue":    {0.2, false}, // 6k vs redis-always's 30k: the faster classic queue is not comparable
 	}
 	for _, g := range r.Goals {
 		for k, w := range want {
@@ -94,7 +104,8 @@ func TestTableAndPlots(t *testing.T) {
 	var b bytes.Buffer
 	r.Table(&b)
 	out := b.String()
-	for _, s := range []string{"| strata-local | produce | 150.0k |", "e2e-open @5.0k/s", "unavailable: rabbitmq-stream", "| strata-local produce (fsync before ack) | 150 | disk write+fsync 100 KiB | 400 | 38 % |"} {
+	for _, s := range []string{"| strata-local | produce | 150.0k |", "e2e-open @5.0k/s", "unavailable: rabbitmq-stream", "| strata-local produce (fsync before ack) | 150 | disk write+fsync 100 KiB | 400 | 38 % |",
+		"| strata-share | 20.0k | 6.0k | 5.00 | 9.90 | 5.0 / 9.9 | 12.5 (6.0) |", "| rabbitmq-classic | batched fsync | no |", "@600/s (5.0)"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
@@ -107,7 +118,10 @@ func TestTableAndPlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(paths) != 4 {
+	if strings.Contains(out, "| strata-share | queue") {
+		t.Error("queue results belong in the queue table only")
+	}
+	if len(paths) != 6 {
 		t.Fatalf("plots %v", paths)
 	}
 	for _, p := range paths {

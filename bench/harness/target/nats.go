@@ -125,7 +125,7 @@ func (n *NATS) CreateTopic(ctx context.Context, topic string, partitions int) er
 }
 
 func (n *NATS) Usage(ctx context.Context) Usage {
-	return Usage{RSSBytes: procs.RSS(n.proc.PID()), DiskBytes: procs.DirBytes(filepath.Join(n.root, "js"))}
+	return Usage{RSSBytes: procs.RSS(n.proc.PID()), CPUSeconds: procs.CPUSeconds(n.proc.PID()), DiskBytes: procs.DirBytes(filepath.Join(n.root, "js"))}
 }
 
 type natsProducer struct {

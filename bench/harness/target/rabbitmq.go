@@ -163,7 +163,7 @@ func (r *Rabbit) CreateTopic(ctx context.Context, topic string, partitions int) 
 }
 
 func (r *Rabbit) Usage(ctx context.Context) Usage {
-	return Usage{RSSBytes: procs.RSS(r.proc.PID()), DiskBytes: procs.DirBytes(filepath.Join(r.root, "mnesia"))}
+	return Usage{RSSBytes: procs.RSS(r.proc.PID()), CPUSeconds: procs.CPUSeconds(r.proc.PID()), DiskBytes: procs.DirBytes(filepath.Join(r.root, "mnesia"))}
 }
 
 type rabbitProducer struct {

@@ -104,7 +104,7 @@ func redisKey(topic string, p int) string { return fmt.Sprintf("%s:%d", topic, p
 func (r *Redis) CreateTopic(ctx context.Context, topic string, partitions int) error { return nil }
 
 func (r *Redis) Usage(ctx context.Context) Usage {
-	return Usage{RSSBytes: procs.RSS(r.proc.PID()), DiskBytes: procs.DirBytes(r.root)}
+	return Usage{RSSBytes: procs.RSS(r.proc.PID()), CPUSeconds: procs.CPUSeconds(r.proc.PID()), DiskBytes: procs.DirBytes(r.root)}
 }
 
 type redisProducer struct {

@@ -130,7 +130,13 @@ func (s *Strata) launch(ctx context.Context) error {
 	}
 	s.addr = "127.0.0.1:" + strconv.Itoa(port)
 	_, fsync, _ := strataAcks(s.cfg.Acks)
-	args := []string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--object-store", s.storeURL(), "--fsync", fsync}
+	// A node id although this is one broker: without one, the broker's
+	// DescribeShareGroup answers from the group's latest snapshot in the
+	// bucket (up to 2,000 events or 30 s old) instead of its live state,
+	// and the queue workload's check of what the server holds unacked
+	// reads that (core/share_ops.go: an owner with an empty id reads as
+	// "not held here").
+	args := []string{"serve", "--listen", s.addr, "--data-dir", s.dataDir, "--object-store", s.storeURL(), "--fsync", fsync, "--node-id", "stratabench"}
 	if s.cfg.SealSize != "" {
 		args = append(args, "--seal-bytes", s.cfg.SealSize)
 	}
@@ -206,6 +212,12 @@ func (s *Strata) Usage(ctx context.Context) Usage {
 	u := Usage{DiskBytes: procs.DirBytes(s.dataDir)}
 	if s.proc != nil {
 		u.RSSBytes = procs.RSS(s.proc.PID())
+		u.CPUSeconds = procs.CPUSeconds(s.proc.PID())
+	}
+	if s.cfg.MinIO != nil {
+		if pid := s.cfg.MinIO.PID(); pid > 0 {
+			u.StoreCPUSeconds = procs.CPUSeconds(pid)
+		}
 	}
 	if s.proxy != nil {
 		u.Objects = s.proxy.Counts()

@@ -1,7 +1,9 @@
 // Package target is what the harness measures: a server it starts and
 // stops itself on loopback (strata, NATS JetStream, Redis Streams, RabbitMQ
 // streams), with a producer and a tailing/replaying consumer behind one
-// small interface so every workload runs unchanged against each.
+// small interface so every workload runs unchanged against each, and
+// (Queuer, workqueue.go) each one's queue: competing workers that
+// receive and ack.
 package target
 
 import (
@@ -64,6 +66,11 @@ type Usage struct {
 	// broker process, so they restart at 0 with it).
 	CacheHits   int64 `json:"cache_hits"`
 	CacheMisses int64 `json:"cache_misses"`
+	// CPUSeconds is the server's user+system CPU time so far (its process
+	// and descendants); StoreCPUSeconds the object store's (strata on
+	// MinIO: the MinIO server's), 0 without one.
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	StoreCPUSeconds float64 `json:"store_cpu_seconds"`
 }
 
 // ProducerOptions are the producer's batching knobs, applied as each

@@ -1,7 +1,9 @@
 // Package workload runs the benchmark's workloads against any
 // target.Target: produce throughput, end-to-end latency (open loop at an
-// offered rate, and at saturation), catch-up / cold replay, and produce
-// across many partitions. Every loop is bounded in records and in time.
+// offered rate, and at saturation), catch-up / cold replay, produce
+// across many partitions, and (queue.go, on a target.Queuer) a queue's
+// backlog drained by competing workers. Every loop is bounded in records
+// and in time.
 package workload
 
 import (
@@ -33,6 +35,20 @@ type Params struct {
 	ReplayMiB  int           `json:"replay_mib"`  // history written, then replayed
 	// ReplayTimeout bounds the replay read (0: 10 min).
 	ReplayTimeout time.Duration `json:"replay_timeout_ns"`
+	// The queue workloads: a backlog of QueueRecords records drained by
+	// QueueWorkers workers, each receiving up to QueueBatch records and
+	// acking them in one call; a receive waits up to QueueWait (0: 1 s).
+	QueueRecords int64         `json:"queue_records"`
+	QueueWorkers int           `json:"queue_workers"`
+	QueueBatch   int           `json:"queue_batch"`
+	QueueWait    time.Duration `json:"queue_wait_ns"`
+	// QueueRate is the light-load end-to-end phase's offered rate (0:
+	// QueueLoad of the measured drain throughput; QueueLoad < 0: no such
+	// phase).
+	QueueRate float64 `json:"queue_rate"`
+	QueueLoad float64 `json:"queue_load"`
+	// QueueTimeout bounds the fill and the drain each (0: 10 min).
+	QueueTimeout time.Duration `json:"queue_timeout_ns"`
 }
 
 // Result is one workload on one target.
@@ -45,12 +61,19 @@ type Result struct {
 	RecPerS  float64 `json:"records_per_s"`
 	MBPerS   float64 `json:"mb_per_s"` // 10^6 bytes of payload per second
 	Errors   int64   `json:"errors"`
-	Missing  int64   `json:"missing,omitempty"` // sent, acked, never received (latency)
+	Missing  int64   `json:"missing,omitempty"` // sent, acked, never received (latency); queue: never acked
+	// Queue: deliveries beyond a record's first, and records the server
+	// still held unacked after the drain (-1: unknown).
+	Redelivered int64 `json:"redelivered,omitempty"`
+	Unacked     int64 `json:"unacked,omitempty"`
 	// Offered is the open-loop rate in records/s.
 	Offered float64       `json:"offered_per_s,omitempty"`
-	Latency *hist.Summary `json:"latency,omitempty"` // producer-side (produce) or send-to-receive (e2e)
-	Cost    Cost          `json:"cost"`
-	Note    string        `json:"note,omitempty"`
+	Latency *hist.Summary `json:"latency,omitempty"` // producer-side (produce), send-to-receive (e2e), receive-to-ack (queue)
+	// Queue: how long a receive call that returned records took (from
+	// its call); queue-e2e-open: the producer's send-to-confirm latency.
+	Latency2 *hist.Summary `json:"latency2,omitempty"`
+	Cost     Cost          `json:"cost"`
+	Note     string        `json:"note,omitempty"`
 }
 
 // Cost is what the server used for the workload.
@@ -69,6 +92,16 @@ type Cost struct {
 	// a GET (read-ahead makes most of a sequential replay hits); -1 when
 	// the target does not say.
 	CacheHitRatio float64 `json:"cache_hit_ratio"`
+	// Queue: object-store requests of every kind (and PUTs) per 1,000
+	// records acked; the server's and the object store's CPU over the
+	// phase, in % of one core.
+	Requests        int64   `json:"requests,omitempty"`
+	RequestsPer1k   float64 `json:"requests_per_1k,omitempty"`
+	PutsPer1k       float64 `json:"puts_per_1k,omitempty"`
+	CPUSeconds      float64 `json:"cpu_seconds,omitempty"`
+	CPUPercent      float64 `json:"cpu_percent,omitempty"`
+	StoreCPUSeconds float64 `json:"store_cpu_seconds,omitempty"`
+	StoreCPUPercent float64 `json:"store_cpu_percent,omitempty"`
 }
 
 const gib = float64(1 << 30)

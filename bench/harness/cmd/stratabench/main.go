@@ -1,6 +1,8 @@
 // Command stratabench runs the same workloads against strata, its peers
-// (NATS JetStream, Redis Streams, RabbitMQ streams) and the raw limits of
-// the machine, in one run, and writes a table, JSON and PNG plots.
+// (NATS JetStream, Redis Streams, RabbitMQ streams; for the queue
+// workload their queues: JetStream work queues, Redis consumer groups,
+// RabbitMQ quorum and classic queues) and the raw limits of the machine,
+// in one run, and writes a table, JSON and PNG plots.
 //
 //	cd bench/harness && go run ./cmd/stratabench -quick -out results/
 //
@@ -19,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +57,7 @@ func parse(args []string) (*config, error) {
 	fs.BoolVar(&c.quick, "quick", false, "quick mode (under 2 minutes; CI's smoke test): short phases, small history")
 	fs.StringVar(&c.out, "out", "results", "results directory (JSON, table, PNGs)")
 	fs.StringVar(&c.targets, "targets", "", "comma-separated targets (default: strata-local,nats-js-sync,redis-always,rabbitmq-stream; full mode adds strata-local-5ms, strata-none and redis-everysec). Known: strata-local, strata-none, strata-durable (each with an optional WAL flush interval: strata-local-5ms), nats-js-sync, nats-js, redis-always, redis-everysec, rabbitmq-stream")
-	fs.StringVar(&c.workloads, "workloads", "produce,e2e,replay,partitions", "comma-separated workloads: produce, e2e, replay, partitions")
+	fs.StringVar(&c.workloads, "workloads", "produce,e2e,replay,partitions,queue", "comma-separated workloads: produce, e2e, replay, partitions, queue")
 	fs.BoolVar(&c.noLimits, "no-limits", false, "skip measuring the machine's limits")
 	fs.StringVar(&c.store, "store", "minio", "strata's object store: minio (started via scripts/minio.sh, requests counted by a proxy) or file (embedded, no request counts)")
 	fs.StringVar(&c.repo, "repo", "", "the strata repository root (default: found from the working directory)")
@@ -77,6 +80,13 @@ func parse(args []string) (*config, error) {
 	fs.DurationVar(&c.p.ReplayTimeout, "replay-timeout", 0, "bound on the replay read per target (default: 20s quick, 5m full)")
 	fs.StringVar(&c.partitionCounts, "partition-counts", "", "partition counts of the partitions workload (default: 1,100 quick; 1,100,1000,10000 full)")
 	fs.StringVar(&c.partitionTargets, "partition-targets", "strata-local", "comma-separated targets that run the partitions workload")
+	fs.Int64Var(&c.p.QueueRecords, "queue-records", 0, "queue: backlog produced before the workers start (default: 4,000 quick, 100,000 full)")
+	fs.IntVar(&c.p.QueueWorkers, "queue-workers", 8, "queue: competing workers, each with its own connection")
+	fs.IntVar(&c.p.QueueBatch, "queue-batch", 100, "queue: most records per receive (and per ack call); RabbitMQ's prefetch and NATS's pull window per worker")
+	fs.DurationVar(&c.p.QueueWait, "queue-wait", time.Second, "queue: how long a receive waits when nothing is available")
+	fs.Float64Var(&c.p.QueueRate, "queue-rate", 0, "queue: offered records/s of the light-load produce-to-receive phase (0: -queue-load of the measured drain throughput)")
+	fs.Float64Var(&c.p.QueueLoad, "queue-load", 0.1, "queue: light-load rate as a fraction of the measured drain throughput (< 0: no light-load phase)")
+	fs.DurationVar(&c.p.QueueTimeout, "queue-timeout", 0, "queue: bound on the fill and on the drain, each (default: 1m quick, 10m full)")
 	fs.DurationVar(&c.totalTimeout, "timeout", 0, "stop everything after this long (default: 4m quick, 40m full)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -89,6 +99,10 @@ func parse(args []string) (*config, error) {
 	def(&c.p.Duration, 2*time.Second, 10*time.Second)
 	def(&c.p.ReplayTimeout, 20*time.Second, 5*time.Minute)
 	def(&c.totalTimeout, 4*time.Minute, 40*time.Minute)
+	def(&c.p.QueueTimeout, time.Minute, 10*time.Minute)
+	if c.p.QueueRecords == 0 {
+		c.p.QueueRecords = map[bool]int64{true: 4_000, false: 100_000}[c.quick]
+	}
 	if c.p.ReplayMiB == 0 {
 		c.p.ReplayMiB = map[bool]int{true: 16, false: 256}[c.quick]
 	}
@@ -103,6 +117,9 @@ func parse(args []string) (*config, error) {
 	}
 	if c.p.RecordSize < 16 || c.p.Partitions < 1 || c.p.Producers < 1 || c.p.Batch < 1 || c.p.InFlight < 1 {
 		return nil, errors.New("record-size >= 16, and partitions, producers, batch, inflight >= 1")
+	}
+	if c.p.QueueRecords < 1 || c.p.QueueWorkers < 1 || c.p.QueueBatch < 1 || c.p.QueueBatch > 1000 {
+		return nil, errors.New("queue-records and queue-workers >= 1, queue-batch 1 to 1000 (strata's receive takes at most 1000)")
 	}
 	return c, nil
 }
@@ -238,6 +255,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		rep.Targets = append(rep.Targets, t.Info())
 		runWorkloads(ctx, c, t, rep, fail, logf)
+		if has(c.workloads, "queue") {
+			runQueues(ctx, c, t, rep, fail, logf)
+		}
 		if err := t.Stop(); err != nil {
 			logf("%s: stop: %v", name, err)
 		}
@@ -366,6 +386,63 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 			}
 		}
 	}
+}
+
+// runQueues runs the queue workload on each queue kind t offers that no
+// earlier target measured (strata-local and strata-none run the same
+// share group: strata-share).
+func runQueues(ctx context.Context, c *config, t target.Target, rep *report.Report, fail func(string, ...any), logf func(string, ...any)) {
+	qr, ok := t.(target.Queuer)
+	if !ok {
+		return
+	}
+	for _, k := range qr.QueueKinds() {
+		if slices.ContainsFunc(rep.Queues, func(x target.QueueKind) bool { return x.Name == k.Name }) {
+			logf("%s: queue %s already measured", t.Name(), k.Name)
+			continue
+		}
+		if ctx.Err() != nil {
+			fail("out of time before queue %s", k.Name)
+			return
+		}
+		rep.Queues = append(rep.Queues, k)
+		add := func(r *workload.Result) {
+			if r == nil {
+				return
+			}
+			rep.Results = append(rep.Results, r)
+			lat := ""
+			if r.Latency != nil && r.Latency.Count > 0 {
+				lat = fmt.Sprintf(", p50 %.2f ms, p99 %.2f ms", r.Latency.P50, r.Latency.P99)
+			}
+			logf("%s %s: %.0f records/s%s", k.Name, r.Workload, r.RecPerS, lat)
+		}
+		logf("%s: queue %s: %d records, %d workers, batches of %d", t.Name(), k.Name, c.p.QueueRecords, c.p.QueueWorkers, c.p.QueueBatch)
+		fill, drain, err := workload.QueueDrain(ctx, t, k, queueName(k.Name, "q"), c.p)
+		add(fill)
+		add(drain)
+		if err != nil {
+			fail("%s queue: %v", k.Name, err)
+			continue
+		}
+		rate := c.p.QueueRate
+		if rate == 0 && c.p.QueueLoad > 0 {
+			rate = drain.RecPerS * c.p.QueueLoad
+		}
+		if rate > 0 {
+			r, err := workload.QueueEndToEnd(ctx, t, k, queueName(k.Name, "qlat"), c.p, rate)
+			add(r)
+			if err != nil {
+				fail("%s queue e2e: %v", k.Name, err)
+			}
+		}
+	}
+}
+
+// queueName is a queue name every target accepts: letters, digits and
+// dashes (RabbitMQ's kinds share one server, so the name says the kind).
+func queueName(kind, base string) string {
+	return base + "-" + strings.NewReplacer(".", "-", "_", "-").Replace(kind)
 }
 
 func measureLimits(ctx context.Context, c *config, tmp string, minio *target.MinIO, payload [][]byte, rep *report.Report, fail func(string, ...any)) {

@@ -24,7 +24,7 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	err := run(ctx, []string{"-quick", "-store", "file", "-targets", "strata-local", "-out", out, "-duration", "700ms",
-		"-replay-mib", "4", "-partition-counts", "1,10", "-tmp", t.TempDir()}, &stdout)
+		"-replay-mib", "4", "-partition-counts", "1,10", "-queue-records", "2000", "-tmp", t.TempDir()}, &stdout)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, stdout.String())
 	}
@@ -44,10 +44,25 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 	if x := r.Find("strata-local", "replay"); x == nil || x.Cost.CacheHitRatio < 0 || x.Cost.CacheHitRatio > 1 || !strings.Contains(x.Note, "hit ratio") {
 		t.Errorf("cold replay has no read-cache hit ratio: %+v", x)
 	}
+	// The queue: the share group drained the whole backlog, each record
+	// acked once, and the light-load phase ran at a tenth of that rate.
+	q := r.Find("strata-share", "queue")
+	if q == nil || q.Records != 2000 || q.Missing != 0 || q.Redelivered != 0 || q.Unacked != 0 || q.Latency == nil || q.Latency.Count != 2000 {
+		t.Errorf("queue: %+v", q)
+	}
+	if f := r.Find("strata-share", "queue-fill"); f == nil || f.Records != 2000 {
+		t.Errorf("queue fill: %+v", f)
+	}
+	if e := r.Find("strata-share", "queue-e2e-open"); q != nil && (e == nil || e.Records == 0 || e.Offered < q.RecPerS*0.09 || e.Offered > q.RecPerS*0.11) {
+		t.Errorf("queue light load: %+v", e)
+	}
+	if k := r.QueueKind("strata-share"); k == nil || !strings.Contains(k.Durability, "ACKS_DURABLE") || !k.Comparable {
+		t.Errorf("queue kinds: %+v", r.Queues)
+	}
 	if r.Limit("disk write+fsync") == nil || r.Limit("zstd decode") == nil {
 		t.Errorf("limits missing: %+v", r.Limits)
 	}
-	for _, f := range []string{"results.md", "throughput.png", "latency-e2e.png", "latency-produce.png", "partitions.png"} {
+	for _, f := range []string{"results.md", "throughput.png", "latency-e2e.png", "latency-produce.png", "partitions.png", "queue.png", "latency-queue.png"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
@@ -59,15 +74,18 @@ func TestFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.p.Duration != 2*time.Second || c.p.ReplayMiB != 16 || c.partitionCounts != "1,100" {
+	if c.p.Duration != 2*time.Second || c.p.ReplayMiB != 16 || c.partitionCounts != "1,100" || c.p.QueueRecords != 4000 || c.p.QueueTimeout != time.Minute {
 		t.Fatalf("quick defaults %+v %s", c.p, c.partitionCounts)
 	}
 	c, _ = parse(nil)
-	if c.p.Duration != 10*time.Second || c.partitionCounts != "1,100,1000,10000" {
+	if c.p.Duration != 10*time.Second || c.partitionCounts != "1,100,1000,10000" || c.p.QueueRecords != 100_000 || c.p.QueueWorkers != 8 || c.p.QueueBatch != 100 {
 		t.Fatalf("full defaults %+v", c.p)
 	}
 	if _, err := parse([]string{"-record-size", "8"}); err == nil {
 		t.Fatal("record size 8 accepted")
+	}
+	if _, err := parse([]string{"-queue-batch", "1001"}); err == nil {
+		t.Fatal("a queue batch over strata's receive limit accepted")
 	}
 	tg, err := newTarget("strata-local-5ms", c, t.TempDir(), nil, "strata")
 	if err != nil || tg.Name() != "strata-local-5ms" || !strings.Contains(tg.Info().Durability, "--wal-flush-interval 5ms") {
