@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/queue"
 	"github.com/stratalog/strata/segment"
 )
@@ -236,23 +237,35 @@ func (rt *sharePart) receive(ctx context.Context, max int, visibility time.Durat
 	evs := rt.st.Receive(now, max, visibility, randomToken)
 	var end int64
 	var out []Delivery
+	var leases []queue.Lease
 	var err error
 	if len(evs) > 0 {
 		tag := receiptTag(rt.t.store, rt.cfg())
+		var gone []queue.Event
 		for _, ev := range evs {
 			e, _ := rt.st.Entry(ev.Offset)
 			rec, rerr := rt.record(ctx, ev.Offset)
+			var oor *fetch.OutOfRangeError
+			if errors.As(rerr, &oor) {
+				// Retention dropped it before the group settled it: it is
+				// settled as gone, not handed out.
+				g := queue.Event{Kind: queue.KindGone, Offset: ev.Offset, Time: now}
+				_ = rt.st.Apply(g)
+				gone = append(gone, g)
+				continue
+			}
 			if rerr != nil {
 				err = rerr
 				break
 			}
 			l := queue.Lease{Offset: ev.Offset, Count: e.Count, Token: ev.Token, Until: ev.Until}
+			leases = append(leases, l)
 			out = append(out, Delivery{Partition: rt.p, Record: rec, Receipt: encodeReceipt(rt.p, tag, l), DeliveryCount: e.Count, LeaseUntil: time.UnixMilli(ev.Until)})
 		}
 		// Log the leases even when a record was unreadable: they are
 		// applied, and expire like any lease.
 		var aerr error
-		end, aerr = rt.appendEvents(ctx, evs)
+		end, aerr = rt.appendEvents(ctx, append(evs, gone...))
 		if err == nil {
 			err = aerr
 		}
@@ -264,12 +277,39 @@ func (rt *sharePart) receive(ctx context.Context, max int, visibility time.Durat
 	}
 	if len(evs) > 0 {
 		if err := rt.durable(ctx, end); err != nil {
+			if ctx.Err() != nil && len(leases) > 0 {
+				// The caller left before the leases were stored: give the
+				// records back once they are, at no cost to their
+				// delivery count.
+				go rt.releaseLater(end, leases)
+			}
 			// Not stored: the leases may be lost with this broker, so the
 			// records are not handed out (a new owner has them available).
 			return nil, 0, classify(err)
 		}
 	}
 	return out, next, nil
+}
+
+// releaseLater releases leases whose receive was abandoned, once the
+// state log holds them (up to end); if it never does, the runtime is
+// rebuilt anyway and they were never stored.
+func (rt *sharePart) releaseLater(end int64, leases []queue.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if rt.log.log.WaitDurable(ctx, end) != nil || rt.lock(ctx) != nil {
+		return
+	}
+	now := time.Now().UnixMilli()
+	var evs []queue.Event
+	for _, l := range leases {
+		if ev, err := rt.st.Settle(queue.Release, l.Offset, l.Count, l.Token, now, 0, ""); err == nil {
+			evs = append(evs, ev)
+		}
+	}
+	_, _ = rt.appendEvents(ctx, evs)
+	rt.unlock()
+	rt.b.shares.notify()
 }
 
 // Settle settles receipts of a share group. Each receipt's result is

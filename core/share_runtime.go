@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +36,7 @@ const (
 	fillBytes = 1 << 20
 	// deadLetterBatch bounds the dead-letter moves assigned at once (within
 	// what a partition remembers of a producer: a retry is a duplicate).
-	deadLetterBatch = 8
+	deadLetterBatch = 64
 )
 
 // sharePart is a share group's live state on partition p: the queue state,
@@ -243,10 +244,19 @@ func (rt *sharePart) build(ctx context.Context) error {
 		}
 		rt.st = queue.New(rt.cfg().tunedConfig(b.cfg.Share), start)
 	}
-	// Replay the events after the snapshot.
+	// Replay the events after the snapshot (without one, the group logged
+	// nothing yet: its first snapshot comes before its first event, so the
+	// state log may have dropped what is below its start).
 	tag := []byte(rt.cfg().tag())
 	n := 0
-	for from := snapOff; from < end; {
+	m, _ := rt.log.log.Manifest(ctx)
+	from := snapOff
+	if snapKey == "" {
+		from = max(from, m.LogStartOffset)
+	} else if from < m.LogStartOffset {
+		return errorf(ErrInternal, "share group %q partition %d: the state log starts at %d, after its snapshot at %d: events it needs are gone; the group's state there cannot be rebuilt", rt.cfg().Group, rt.p, m.LogStartOffset, from)
+	}
+	for from < end {
 		res, err := rt.log.reader.Read(ctx, from, fillBytes)
 		if err != nil {
 			return classify(err)
@@ -272,6 +282,13 @@ func (rt *sharePart) build(ctx context.Context) error {
 	rt.unsnapped = n
 	if n > 0 {
 		rt.firstUnsn = time.Now()
+	}
+	if snapKey == "" {
+		// The first snapshot, before this state logs anything (see
+		// trimStateLog).
+		if err := rt.snapshotLocked(ctx); err != nil {
+			return err
+		}
 	}
 	b.cfg.Logger.Debug("share group state rebuilt", "topic", rt.t.cfg.Name, "group", rt.cfg().Group, "partition", rt.p, "snapshot", snapOff, "events", n)
 	return nil
@@ -333,7 +350,7 @@ func (rt *sharePart) runRecords(ctx context.Context, evRun *queue.Run) ([]queue.
 // latestSnapshot finds the newest snapshot at or below state-log offset end.
 func (rt *sharePart) latestSnapshot(ctx context.Context, end int64) (string, int64, error) {
 	best, bestOff := "", int64(0)
-	err := rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg().Group, rt.p), func(o tier.ObjectInfo) error {
+	err := rt.b.cfg.Store.List(ctx, rt.snapPrefix(), func(o tier.ObjectInfo) error {
 		if off, ok := meta.ShareSnapshotOffset(o.Key); ok && off <= end && (best == "" || off > bestOff) {
 			best, bestOff = o.Key, off
 		}
@@ -469,6 +486,11 @@ func (rt *sharePart) appendEvents(ctx context.Context, evs []queue.Event) (int64
 	if len(evs) == 0 {
 		return rt.log.log.NextOffset(), nil
 	}
+	// The events are applied already: a caller that leaves now must not
+	// make the append fail (that breaks the runtime), so the write has its
+	// own deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	tag := []byte(rt.cfg().tag())
 	batch := &segment.Batch{ProducerID: segment.NoProducer}
 	now := time.Now().UnixMilli()
@@ -523,8 +545,14 @@ func (rt *sharePart) maintain(ctx context.Context) error {
 	if err := rt.durable(ctx, end); err != nil {
 		return err
 	}
-	if err := rt.moveDeadLetters(ctx); err != nil {
-		return err
+	for i := 0; i < 16; i++ {
+		moved, err := rt.moveDeadLetters(ctx)
+		if err != nil {
+			return err
+		}
+		if !moved {
+			break
+		}
 	}
 	return rt.maybeSnapshot(ctx)
 }
@@ -599,35 +627,52 @@ func (rt *sharePart) runEntries(ctx context.Context, key string) ([]queue.Record
 	return recs, nil
 }
 
+// snapPrefix is the prefix of this group creation's snapshots of p.
+func (rt *sharePart) snapPrefix() string {
+	c := rt.cfg()
+	return meta.ShareSnapshotPrefix(rt.t.store, c.Group, fmt.Sprintf("%016x", c.Seed), rt.p)
+}
+
 // maybeSnapshot stores a snapshot when enough events were logged since the
-// last one, deletes older snapshots and runs read back, and lets the state
-// log drop what the snapshot covers.
+// last one.
 func (rt *sharePart) maybeSnapshot(ctx context.Context) error {
 	if err := rt.lock(ctx); err != nil {
 		return err
 	}
+	defer rt.unlock()
 	if rt.unsnapped == 0 || rt.unsnapped < snapshotEvery && time.Since(rt.firstUnsn) < snapshotInterval {
-		rt.unlock()
 		return nil
 	}
+	return rt.snapshotLocked(ctx)
+}
+
+// snapshotLocked (the caller holds the token) logs a tick, so the
+// snapshot is of a moment in the log and stored only once this broker
+// stored a state-log write after every event it covers (a fenced owner
+// cannot), then stores the snapshot, deletes older ones and the runs read
+// back, and lets the state log drop what every group's snapshots cover.
+func (rt *sharePart) snapshotLocked(ctx context.Context) error {
+	tick := queue.Event{Kind: queue.KindTick, Time: time.Now().UnixMilli()}
+	_ = rt.st.Apply(tick)
+	at, err := rt.appendEvents(ctx, []queue.Event{tick})
+	if err != nil {
+		return err
+	}
 	data := rt.st.Snapshot()
-	at := rt.log.log.NextOffset()
 	done := rt.doneRuns
-	rt.doneRuns = nil
-	rt.unsnapped = 0
-	rt.unlock()
-	// Every event below `at` must be stored before a snapshot says so.
 	if err := rt.durable(ctx, at); err != nil {
 		return err
 	}
-	key := meta.ShareSnapshotKey(rt.t.store, rt.cfg().Group, rt.p, at)
+	key := meta.ShareSnapshotKey(rt.t.store, rt.cfg().Group, fmt.Sprintf("%016x", rt.cfg().Seed), rt.p, at)
 	z := zenc.EncodeAll(data, nil)
-	_, err := rt.b.cfg.Store.PutIfAbsent(ctx, key, bytes.NewReader(z), int64(len(z)))
-	if err != nil && !errors.Is(err, tier.ErrPreconditionFailed) {
+	if _, err := rt.b.cfg.Store.PutIfAbsent(ctx, key, bytes.NewReader(z), int64(len(z))); err != nil && !errors.Is(err, tier.ErrPreconditionFailed) {
 		return classify(fmt.Errorf("storing a share-group snapshot: %w", err))
 	}
+	rt.doneRuns = nil
+	rt.unsnapped = 0
+	rt.lastSnap.Store(at)
 	var old []string
-	_ = rt.b.cfg.Store.List(ctx, meta.ShareSnapshotPrefix(rt.t.store, rt.cfg().Group, rt.p), func(o tier.ObjectInfo) error {
+	_ = rt.b.cfg.Store.List(ctx, rt.snapPrefix(), func(o tier.ObjectInfo) error {
 		if off, ok := meta.ShareSnapshotOffset(o.Key); ok && off < at {
 			old = append(old, o.Key)
 		}
@@ -636,39 +681,33 @@ func (rt *sharePart) maybeSnapshot(ctx context.Context) error {
 	for _, k := range append(old, done...) {
 		_ = rt.b.cfg.Store.Delete(ctx, k) // garbage if it fails: a later snapshot retries the older ones
 	}
-	rt.lastSnap.Store(at)
-	rt.b.trimStateLog(rt.lt, rt.t, rt.p)
+	rt.b.trimStateLog(ctx, rt.lt, rt.t, rt.p)
 	return nil
 }
 
-// trimStateLog lets partition p of the state log lt drop what every group
-// of t has snapshotted past, when every group's state on p is live here.
-func (b *Broker) trimStateLog(lt, t *topic, p int32) {
-	b.shares.mu.Lock()
+// trimStateLog lets partition p of the state log lt drop the events below
+// every share group's latest snapshot of p, as listed in the bucket. A
+// group without a snapshot of p has no events there (a state stores its
+// first snapshot before it logs anything).
+func (b *Broker) trimStateLog(ctx context.Context, lt, t *topic, p int32) {
+	cfgs, err := b.ListShareGroups(ctx, t.cfg.Name)
+	if err != nil {
+		return // next snapshot
+	}
 	floor := int64(-1)
-	for k, rt := range b.shares.runtimes {
-		if k.store != t.store || k.p != p {
-			continue
+	for _, cfg := range cfgs {
+		probe := &sharePart{b: b, t: t, p: p}
+		probe.cfgp.Store(cfg)
+		key, off, err := probe.latestSnapshot(ctx, math.MaxInt64)
+		if err != nil {
+			return
 		}
-		if snap := rt.lastSnap.Load(); floor < 0 || snap < floor {
-			floor = snap
-		}
-	}
-	n := 0
-	for k := range b.shares.configs {
-		if len(k) > len(t.store) && k[:len(t.store)+1] == t.store+"\x00" {
-			n++
+		if key != "" && (floor < 0 || off < floor) {
+			floor = off
 		}
 	}
-	live := 0
-	for k := range b.shares.runtimes {
-		if k.store == t.store && k.p == p {
-			live++
-		}
-	}
-	b.shares.mu.Unlock()
-	if floor <= 0 || live < n {
-		return // a group not live here may still need older events
+	if floor <= 0 {
+		return
 	}
 	lt.mu.Lock()
 	part := lt.parts[p]
@@ -681,14 +720,14 @@ func (b *Broker) trimStateLog(lt, t *topic, p int32) {
 // moveDeadLetters stores the records waiting for the dead-letter topic
 // there, each with the producer id and sequence logged for it first, so a
 // move retried by a new owner is recognized as a duplicate.
-func (rt *sharePart) moveDeadLetters(ctx context.Context) error {
+func (rt *sharePart) moveDeadLetters(ctx context.Context) (moved bool, err error) {
 	if err := rt.lock(ctx); err != nil {
-		return err
+		return false, err
 	}
 	assigned, unassigned := rt.st.DeadLetters(deadLetterBatch)
 	if len(assigned)+len(unassigned) == 0 {
 		rt.unlock()
-		return nil
+		return false, nil
 	}
 	var evs []queue.Event
 	now := time.Now().UnixMilli()
@@ -696,7 +735,7 @@ func (rt *sharePart) moveDeadLetters(ctx context.Context) error {
 		pid, err := rt.b.InitProducer(ctx)
 		if err != nil {
 			rt.unlock()
-			return err
+			return false, err
 		}
 		ev := queue.Event{Kind: queue.KindProducer, Producer: pid, Time: now}
 		_ = rt.st.Apply(ev)
@@ -716,70 +755,97 @@ func (rt *sharePart) moveDeadLetters(ctx context.Context) error {
 	end, err := rt.appendEvents(ctx, evs)
 	rt.unlock()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := rt.durable(ctx, end); err != nil {
-		return err
+		return false, err
 	}
 	dt, err := rt.b.loadTopic(ctx, rt.cfg().deadLetterTopic())
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The records, read under the token (the record cache is the state's).
 	if err := rt.lock(ctx); err != nil {
-		return err
+		return false, err
 	}
-	copies := make([]segment.Record, len(assigned))
-	for i, e := range assigned {
+	var copies []segment.Record
+	var gone []queue.Event
+	for _, e := range assigned {
 		rec, err := rt.record(ctx, e.Offset)
+		var oor *fetch.OutOfRangeError
+		if errors.As(err, &oor) {
+			gone = append(gone, queue.Event{Kind: queue.KindGone, Offset: e.Offset, Time: time.Now().UnixMilli()})
+			continue
+		}
 		if err != nil {
 			rt.unlock()
-			return err
+			return false, err
 		}
-		copies[i] = rt.deadLetter(rec, e)
+		copies = append(copies, rt.deadLetter(rec, e))
+	}
+	if len(gone) > 0 {
+		moved = true
+		// Retention dropped some before they were moved: they are gone,
+		// and the others are assigned again under a new producer (their
+		// sequences would have a gap).
+		gone = append(gone, queue.Event{Kind: queue.KindProducer, Producer: 0, Time: time.Now().UnixMilli()})
+		for _, ev := range gone {
+			_ = rt.st.Apply(ev)
+			rt.forget(ev.Offset)
+		}
+		end, err := rt.appendEvents(ctx, gone)
+		rt.unlock()
+		if err != nil {
+			return false, err
+		}
+		return moved, rt.durable(ctx, end)
 	}
 	rt.unlock()
-	for i, e := range assigned {
-		_, err = rt.b.Produce(ctx, &ProduceRequest{
-			Topic: dt.cfg.Name, Partition: rt.p % dt.cfg.Partitions, Acks: AcksDurable,
-			Records:    []segment.Record{copies[i]},
-			ProducerID: pid, BaseSequence: e.DLQSeq,
-		})
-		if errors.Is(err, ErrConflict) {
-			// The dead-letter partition does not know our producer (its
-			// state expired): take a new producer id; the moves are
-			// assigned again.
-			if err := rt.lock(ctx); err != nil {
-				return err
-			}
-			ev := queue.Event{Kind: queue.KindProducer, Producer: 0, Time: time.Now().UnixMilli()}
-			_ = rt.st.Apply(ev)
-			end, err := rt.appendEvents(ctx, []queue.Event{ev})
-			rt.unlock()
-			if err != nil {
-				return err
-			}
-			return rt.durable(ctx, end)
-		}
-		if err != nil {
-			return fmt.Errorf("moving record %d of %s/%d to dead-letter topic %q: %w", e.Offset, rt.t.cfg.Name, rt.p, dt.cfg.Name, err)
-		}
+	// One request: the batch's sequences are consecutive (assigned
+	// together), and a retry after a crash sends the same batch, which the
+	// dead-letter partition answers as a duplicate.
+	_, err = rt.b.Produce(ctx, &ProduceRequest{
+		Topic: dt.cfg.Name, Partition: rt.p % dt.cfg.Partitions, Acks: AcksDurable,
+		Records: copies, ProducerID: pid, BaseSequence: assigned[0].DLQSeq,
+	})
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrFailedPrecondition) {
+		// The dead-letter partition does not know our producer (its state
+		// expired) or refuses the sequence: take a new producer id; the
+		// moves are assigned again.
 		if err := rt.lock(ctx); err != nil {
-			return err
+			return false, err
 		}
-		ev := queue.Event{Kind: queue.KindDeadLettered, Offset: e.Offset, Time: time.Now().UnixMilli()}
+		ev := queue.Event{Kind: queue.KindProducer, Producer: 0, Time: time.Now().UnixMilli()}
 		_ = rt.st.Apply(ev)
-		rt.forget(e.Offset)
 		end, err := rt.appendEvents(ctx, []queue.Event{ev})
 		rt.unlock()
 		if err != nil {
-			return err
+			return false, err
 		}
-		if err := rt.durable(ctx, end); err != nil {
-			return err
-		}
+		return moved, rt.durable(ctx, end)
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("moving %d records of %s/%d to dead-letter topic %q: %w", len(copies), rt.t.cfg.Name, rt.p, dt.cfg.Name, err)
+	}
+	if err := rt.lock(ctx); err != nil {
+		return false, err
+	}
+	var done []queue.Event
+	for _, e := range assigned {
+		ev := queue.Event{Kind: queue.KindDeadLettered, Offset: e.Offset, Time: time.Now().UnixMilli()}
+		_ = rt.st.Apply(ev)
+		rt.forget(e.Offset)
+		done = append(done, ev)
+	}
+	end, err = rt.appendEvents(ctx, done)
+	rt.unlock()
+	if err != nil {
+		return false, err
+	}
+	if err := rt.durable(ctx, end); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // deadLetter is the dead-letter copy of rec: its key, value and headers,

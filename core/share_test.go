@@ -433,6 +433,7 @@ func TestShareRebuildSeesLeasesNotYetDurable(t *testing.T) {
 		g := &walGate{Store: tier.NewMemStore()}
 		b := newBroker(t, testConfig(t, g))
 		shareTopic(t, b, "jobs", 1, ShareGroupConfig{})
+		receive(t, b, "jobs", "workers", 1, 0) // builds the state (and its first snapshot)
 		produceN(t, b, "jobs", 1, nil)
 
 		g.mu.Lock()

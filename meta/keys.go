@@ -12,7 +12,7 @@ package meta
 //	groups/<group>/state.json                          consumer-group offsets
 //	producers/next-id.json                             producer-id allocator
 //	shares/<topic>/<group>/config.json                 share-group config
-//	shares/<topic>/<group>/<p>/snapshots/<off:020d>    share-group state of a partition at state-log offset off
+//	shares/<topic>/<group>/<p>/snapshots/<seed>/<off:020d>  share-group state of a partition at state-log offset off
 //	shares/<topic>/<group>/<p>/runs/<rand>             spilled delayed records (queue.Run)
 //
 // <topic> is a topic's storage name: <name>/<id> (StorageName), or just
@@ -168,16 +168,17 @@ func ShareGroupOfConfigKey(topic, key string) (string, bool) {
 // ShareGroupPrefix is the prefix of everything a share group stores.
 func ShareGroupPrefix(topic, group string) string { return ShareTopicPrefix(topic) + group + "/" }
 
-// ShareSnapshotPrefix is the prefix of a share group's snapshots of one
-// partition.
-func ShareSnapshotPrefix(topic, group string, p int32) string {
-	return ShareGroupPrefix(topic, group) + strconv.Itoa(int(p)) + "/snapshots/"
+// ShareSnapshotPrefix is the prefix of the snapshots of one partition of
+// one creation of a share group (inst: its seed, so a group deleted and
+// created again never takes the old one's snapshots).
+func ShareSnapshotPrefix(topic, group, inst string, p int32) string {
+	return ShareGroupPrefix(topic, group) + strconv.Itoa(int(p)) + "/snapshots/" + inst + "/"
 }
 
 // ShareSnapshotKey names the snapshot that covers the state-log events
 // below offset off.
-func ShareSnapshotKey(topic, group string, p int32, off int64) string {
-	return ShareSnapshotPrefix(topic, group, p) + fmt.Sprintf("%020d", off)
+func ShareSnapshotKey(topic, group, inst string, p int32, off int64) string {
+	return ShareSnapshotPrefix(topic, group, inst, p) + fmt.Sprintf("%020d", off)
 }
 
 // ShareSnapshotOffset parses the offset of a snapshot key.

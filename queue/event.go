@@ -22,6 +22,8 @@ const (
 	KindProducer                         // the dead-letter producer id is Producer
 	KindSpill                            // delayed records moved to Run
 	KindLoadRun                          // Run's entries up to Run.Loaded are back in memory
+	KindTick                             // time passed (the broker logs one before a snapshot)
+	KindGone                             // Offset is gone from the log (retention) before it was settled
 	maxKind
 )
 

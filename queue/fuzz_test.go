@@ -231,7 +231,7 @@ func TestEventCodec(t *testing.T) {
 	for name, bad := range map[string]string{
 		"not json":          `{"k":2`,
 		"kind 0":            `{"k":0,"at":1}`,
-		"unknown kind":      `{"k":12,"at":1}`,
+		"unknown kind":      `{"k":99,"at":1}`,
 		"negative offset":   `{"k":2,"o":-1,"at":1}`,
 		"negative time":     `{"k":2,"at":-1}`,
 		"negative sequence": `{"k":7,"s":-1,"at":1}`,

@@ -14,6 +14,7 @@ type snapshot struct {
 	Now      int64       `json:"now"`
 	Acked    int64       `json:"acked"`
 	Dead     int64       `json:"dead"`
+	Gone     int64       `json:"gone,omitempty"`
 	Producer int64       `json:"producer,omitempty"`
 	NextSeq  int32       `json:"next_seq,omitempty"`
 	Entries  []snapEntry `json:"entries"`
@@ -40,7 +41,7 @@ type snapEntry struct {
 
 // Snapshot is the state's stored form (restored by Restore).
 func (s *State) Snapshot() []byte {
-	sn := snapshot{V: 1, Cursor: s.cursor, Now: s.now, Acked: s.acked, Dead: s.dead, Producer: s.producer, NextSeq: s.nextSeq, Runs: s.Runs(), Entries: make([]snapEntry, 0, len(s.entries))}
+	sn := snapshot{V: 1, Cursor: s.cursor, Now: s.now, Acked: s.acked, Dead: s.dead, Gone: s.gone, Producer: s.producer, NextSeq: s.nextSeq, Runs: s.Runs(), Entries: make([]snapEntry, 0, len(s.entries))}
 	for _, e := range s.entries {
 		sn.Entries = append(sn.Entries, snapEntry{e.Offset, e.Timestamp, e.Priority, e.DeliverAt, e.KeyHash, e.HasKey, e.Status, e.Count, e.Token, e.Until, e.Since, e.First, e.Last, e.Reason, e.DLQSeq})
 	}
@@ -55,11 +56,11 @@ func Restore(cfg Config, data []byte) (*State, error) {
 	if err := json.Unmarshal(data, &sn); err != nil {
 		return nil, fmt.Errorf("queue: undecodable snapshot: %w", err)
 	}
-	if sn.V != 1 || sn.Cursor < 0 || sn.Acked < 0 || sn.Dead < 0 || sn.NextSeq < 0 {
+	if sn.V != 1 || sn.Cursor < 0 || sn.Acked < 0 || sn.Dead < 0 || sn.Gone < 0 || sn.NextSeq < 0 {
 		return nil, fmt.Errorf("queue: snapshot version %d or counters out of range", sn.V)
 	}
 	s := New(cfg, sn.Cursor)
-	s.now, s.acked, s.dead, s.producer, s.nextSeq = sn.Now, sn.Acked, sn.Dead, sn.Producer, sn.NextSeq
+	s.now, s.acked, s.dead, s.gone, s.producer, s.nextSeq = sn.Now, sn.Acked, sn.Dead, sn.Gone, sn.Producer, sn.NextSeq
 	for i := range sn.Runs {
 		r := sn.Runs[i]
 		if err := r.check(); err != nil {

@@ -104,6 +104,7 @@ func (e *ReceiptError) Unwrap() error { return ErrReceipt }
 type Counts struct {
 	Available, Leased, Backoff, Delayed, KeyBlocked, DeadLetterPending int64
 	Acked, DeadLettered                                                int64 // settled since the group was created
+	Gone                                                               int64 // dropped by retention before they were settled
 	OldestUnsettled                                                    int64 // timestamp (ms) of the oldest unsettled record not delayed; 0: none
 }
 
@@ -122,6 +123,7 @@ type State struct {
 	delayed int                  // Delayed entries in memory
 	acked   int64
 	dead    int64
+	gone    int64 // records retention dropped before they were settled
 	// producer is the dead-letter producer id (0: none yet); nextSeq its
 	// next sequence.
 	producer int64
@@ -144,7 +146,25 @@ func (s *State) Config() Config { return s.cfg }
 
 // SetConfig changes the settings (a group altered); what is in flight keeps
 // its lease.
-func (s *State) SetConfig(cfg Config) { s.cfg = cfg.Defaults() }
+// An ordered group made unordered lets every record waiting for its key
+// go.
+func (s *State) SetConfig(cfg Config) {
+	was := s.cfg.OrderedByKey
+	s.cfg = cfg.Defaults()
+	if was && !s.cfg.OrderedByKey {
+		var blocked []*Entry
+		for _, e := range s.entries {
+			if e.Status == KeyBlocked {
+				blocked = append(blocked, e)
+			}
+		}
+		sort.Slice(blocked, func(i, j int) bool { return blocked[i].Offset < blocked[j].Offset })
+		clear(s.keys)
+		for _, e := range blocked {
+			s.makeAvailable(e, s.now)
+		}
+	}
+}
 
 // Cursor is the next offset to offer.
 func (s *State) Cursor() int64 { return s.cursor }
@@ -472,6 +492,8 @@ func (s *State) Apply(ev Event) error {
 			}
 		}
 		return nil
+	case KindTick:
+		return nil // the clock moved: advance did what time decides
 	case KindSpill:
 		if ev.Run == nil {
 			return fmt.Errorf("queue: spill event without a run")
@@ -508,10 +530,16 @@ func (s *State) Apply(ev Event) error {
 			heap.Push(&s.timers, timerItem{at: e.Until, off: e.Offset, gen: e.gen})
 		}
 	case KindDeadLetterAssign:
+		// The sequence is used, whatever the record's state decides now
+		// (a group altered since may not count it as a dead letter): it
+		// is never handed out twice.
+		s.nextSeq = max(s.nextSeq, ev.Seq+1)
 		if e.Status == DeadLetterPending && e.DLQSeq < 0 {
 			e.DLQSeq = ev.Seq
-			s.nextSeq = max(s.nextSeq, ev.Seq+1)
 		}
+	case KindGone:
+		s.settled(e)
+		s.gone++
 	case KindDeadLettered:
 		s.settled(e)
 		s.dead++
@@ -581,7 +609,7 @@ func (s *State) DeadLetters(max int) (assigned, unassigned []Entry) {
 
 // Counts returns the state's sizes.
 func (s *State) Counts() Counts {
-	c := Counts{Acked: s.acked, DeadLettered: s.dead}
+	c := Counts{Acked: s.acked, DeadLettered: s.dead, Gone: s.gone}
 	for _, e := range s.entries {
 		switch e.Status {
 		case Available:
