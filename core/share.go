@@ -54,8 +54,12 @@ type shares struct {
 	mu       sync.Mutex
 	configs  map[string]*cachedShareConfig // by topic store + "\x00" + group
 	runtimes map[runtimeKey]*sharePart
-	tokens   map[runtimeKey]chan struct{} // each key's token, outliving its runtimes (sharePart.token)
-	wake     chan struct{}                // closed and replaced when any runtime may have records
+	// scanned is when activateShares last looked (owned by shareLoop);
+	// activating bounds the builds it runs at once.
+	scanned    time.Time
+	activating chan struct{}
+	tokens     map[runtimeKey]chan struct{} // each key's token, outliving its runtimes (sharePart.token)
+	wake       chan struct{}                // closed and replaced when any runtime may have records
 }
 
 // tokenOf returns key's token (sharePart.token), made on first use. The
@@ -82,6 +86,7 @@ type runtimeKey struct {
 func (s *shares) init() {
 	s.configs = map[string]*cachedShareConfig{}
 	s.runtimes = map[runtimeKey]*sharePart{}
+	s.activating = make(chan struct{}, 4)
 	s.tokens = map[runtimeKey]chan struct{}{}
 	s.wake = make(chan struct{})
 }

@@ -72,6 +72,7 @@ type sharePart struct {
 	lastSnap  atomic.Int64   // state-log offset of the latest stored snapshot
 	doneRuns  []string       // runs fully read back: deleted after the next snapshot
 	broken    error          // a state-log write failed: the runtime is dropped
+	seen      uint64         // the state's Version at the last maintenance
 	runKey    string         // the run being read back, and its records
 	runRecs   []queue.Record // (a cache)
 }
@@ -132,7 +133,11 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 			rt.cfgp.Store(cfg)
 			b.shares.runtimes[key] = rt
 			b.shares.mu.Unlock()
-			rt.err = rt.build(ctx)
+			// The build is the state's, not the caller's: a caller with a
+			// short deadline must not keep a large rebuild from finishing.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			rt.err = rt.build(bctx)
+			cancel()
 			close(rt.ready)
 			if rt.err != nil {
 				b.dropRuntime(rt)
@@ -522,9 +527,9 @@ func (rt *sharePart) durable(ctx context.Context, end int64) error {
 
 // maintain does what time asks of the state: read ahead, spill and read
 // back delayed records, move dead letters, snapshot.
-func (rt *sharePart) maintain(ctx context.Context) error {
+func (rt *sharePart) maintain(ctx context.Context) (changed bool, err error) {
 	if err := rt.lock(ctx); err != nil {
-		return err
+		return false, err
 	}
 	now := time.Now().UnixMilli()
 	rt.st.Advance(now)
@@ -538,23 +543,26 @@ func (rt *sharePart) maintain(ctx context.Context) error {
 	if err == nil {
 		end, err = rt.appendEvents(ctx, evs)
 	}
+	v := rt.st.Version()
+	changed = v != rt.seen
+	rt.seen = v
 	rt.unlock()
 	if err != nil {
-		return err
+		return changed, err
 	}
 	if err := rt.durable(ctx, end); err != nil {
-		return err
+		return changed, err
 	}
 	for i := 0; i < 16; i++ {
 		moved, err := rt.moveDeadLetters(ctx)
 		if err != nil {
-			return err
+			return changed, err
 		}
 		if !moved {
 			break
 		}
 	}
-	return rt.maybeSnapshot(ctx)
+	return changed, rt.maybeSnapshot(ctx)
 }
 
 // spillAndLoad stores a run when too many delayed records are in memory,
@@ -935,14 +943,90 @@ func (b *Broker) shareLoopRound(ctx context.Context) {
 			b.dropRuntime(rt)
 			continue
 		}
-		if err := rt.maintain(ctx); err != nil && ctx.Err() == nil {
+		changed, err := rt.maintain(ctx)
+		if err != nil && ctx.Err() == nil {
 			b.cfg.Logger.Warn("share group maintenance failed; will retry", "topic", rt.t.cfg.Name, "group", rt.cfg().Group, "partition", rt.p, "err", err)
 		}
-		any = true
+		any = any || changed
 	}
 	b.applyConsumedRetention(rts)
 	if any {
 		b.shares.notify()
+	}
+	if b.cfg.Cluster != nil && time.Since(b.shares.scanned) > shareScanInterval {
+		b.shares.scanned = time.Now()
+		b.activateShares(ctx)
+	}
+}
+
+// shareScanInterval is how often a broker in a cluster looks for share
+// groups on partitions it owns whose state it does not hold yet.
+const shareScanInterval = 5 * time.Second
+
+// activateShares builds, in the background, the state of every share
+// group on every partition this broker owns and does not hold yet: after
+// a restart or a takeover, dead-letter moves, read-back of delayed
+// records and retention by consumption go on without waiting for a
+// client. Only in a cluster, where ownership is proposed: a standalone
+// broker claims only what it is asked for (another broker on the same
+// bucket may serve the rest).
+func (b *Broker) activateShares(ctx context.Context) {
+	var keys []string
+	if err := b.cfg.Store.List(ctx, meta.SharesPrefix, func(o tier.ObjectInfo) error {
+		if strings.HasSuffix(o.Key, "/config.json") {
+			keys = append(keys, o.Key)
+		}
+		return nil
+	}); err != nil {
+		return
+	}
+	for _, k := range keys {
+		parts := strings.Split(strings.TrimSuffix(strings.TrimPrefix(k, meta.SharesPrefix), "/config.json"), "/")
+		if len(parts) != 3 && len(parts) != 2 {
+			continue
+		}
+		name, group := parts[0], parts[len(parts)-1]
+		t, err := b.loadTopic(ctx, name)
+		if err != nil || t.store != strings.Join(parts[:len(parts)-1], "/") {
+			continue // gone, or another identity of the name
+		}
+		cfg, err := b.shareConfig(ctx, t, group, false)
+		if err != nil {
+			continue
+		}
+		for p := range t.cfg.Partitions {
+			if _, self := b.ownerOf(t.cfg.OwnerKey(p)); !self {
+				continue
+			}
+			b.shares.mu.Lock()
+			_, live := b.shares.runtimes[runtimeKey{t.store, group, p}]
+			b.shares.mu.Unlock()
+			if live {
+				continue
+			}
+			select {
+			case b.shares.activating <- struct{}{}:
+			default:
+				return // enough builds under way: next scan
+			}
+			b.bg.Add(1)
+			go func() {
+				defer b.bg.Done()
+				defer func() { <-b.shares.activating }()
+				bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				go func() {
+					select {
+					case <-b.stop:
+						cancel()
+					case <-bctx.Done():
+					}
+				}()
+				if _, err := b.sharePart(bctx, t, cfg, p); err != nil && bctx.Err() == nil {
+					b.cfg.Logger.Debug("share group state not built yet; will retry", "topic", t.cfg.Name, "group", group, "partition", p, "err", err)
+				}
+			}()
+		}
 	}
 }
 

@@ -478,3 +478,48 @@ func TestShareRebuildSeesLeasesNotYetDurable(t *testing.T) {
 		}
 	})
 }
+
+// In a cluster, a broker that takes a partition over builds the share
+// groups' state there without waiting for a client: records rejected on
+// the old owner reach the dead-letter topic although nobody touches the
+// group on the new one.
+func TestShareStateResumesOnTheNewOwnerUnasked(t *testing.T) {
+	store := tier.NewMemStore()
+	b1 := clusterBroker(t, store, newView("b1", "b1", "b2"))
+	shareTopic(t, b1, "jobs", 1, ShareGroupConfig{})
+	ds := func() []Delivery {
+		produceN(t, b1, "jobs", 3, nil)
+		return receive(t, b1, "jobs", "workers", 3, time.Second)
+	}()
+	if len(ds) != 3 {
+		t.Fatalf("received %d of 3", len(ds))
+	}
+	// Reject them with b1's background loop unable to move them: b1 stops
+	// right after the rejects are stored.
+	for _, r := range settle(t, b1, "jobs", "workers", SettleReject, ds) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	b1.Close(context.Background())
+	v2 := newView("b2", "b2")
+	b2 := clusterBroker(t, store, v2)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := 0
+		err := b2.Fetch(context.Background(), &FetchRequest{Topic: "jobs.dlq.workers", Partition: 0, MaxWait: 10 * time.Millisecond}, func(r *FetchResult) error {
+			n += len(r.Records)
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			t.Fatal(err)
+		}
+		if n >= 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 rejected records in the dead-letter topic 20s after b2 took over, with no client on the group", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -124,6 +124,7 @@ type State struct {
 	acked   int64
 	dead    int64
 	gone    int64 // records retention dropped before they were settled
+	version uint64 // counts status changes (Version)
 	// producer is the dead-letter producer id (0: none yet); nextSeq its
 	// next sequence.
 	producer int64
@@ -203,6 +204,10 @@ func (s *State) SkipTo(off int64) {
 	}
 }
 
+// Version changes whenever a record changes status: a broker wakes its
+// waiting receivers only when it moved.
+func (s *State) Version() uint64 { return s.version }
+
 // CanOffer reports whether the state takes another record now (the
 // window of records held is not full).
 func (s *State) CanOffer() bool { return s.held < s.cfg.Window }
@@ -281,6 +286,7 @@ func (s *State) failed(e *Entry, at int64) {
 func (s *State) setStatus(e *Entry, st Status) {
 	e.Status = st
 	e.gen++
+	s.version++
 }
 
 func (s *State) setDelayed(e *Entry, at int64) {
