@@ -132,18 +132,26 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 			rt = &sharePart{b: b, t: t, p: p, key: key, ready: make(chan struct{}), token: b.shares.tokenOf(key)}
 			rt.cfgp.Store(cfg)
 			b.shares.runtimes[key] = rt
-			b.shares.mu.Unlock()
-			// The build is the state's, not the caller's: a caller with a
-			// short deadline must not keep a large rebuild from finishing.
-			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-			rt.err = rt.build(bctx)
-			cancel()
-			close(rt.ready)
-			if rt.err != nil {
-				b.dropRuntime(rt)
-				return nil, rt.err
-			}
-			return rt, nil
+			// The build is the state's, not the caller's: it runs on its
+			// own (ended by its deadline or Close), so a caller with a
+			// short deadline neither keeps a large rebuild from finishing
+			// nor waits past its deadline for it.
+			go func() {
+				bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				go func() {
+					select {
+					case <-b.stop:
+						cancel()
+					case <-bctx.Done():
+					}
+				}()
+				rt.err = rt.build(bctx)
+				if rt.err != nil {
+					b.dropRuntime(rt)
+				}
+				close(rt.ready)
+			}()
 		}
 		b.shares.mu.Unlock()
 		select {
@@ -151,8 +159,11 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 		case <-ctx.Done():
 			return nil, classify(ctx.Err())
 		}
+		if rt.err != nil {
+			return nil, rt.err // the next request builds again
+		}
 		old := rt.cfg()
-		if rt.err != nil || old.Seed != cfg.Seed || !rt.current() || rt.isBroken() || rt.dropped.Load() {
+		if old.Seed != cfg.Seed || !rt.current() || rt.isBroken() || rt.dropped.Load() {
 			b.dropRuntime(rt)
 			continue
 		}
