@@ -123,7 +123,7 @@ type State struct {
 	delayed int                  // Delayed entries in memory
 	acked   int64
 	dead    int64
-	gone    int64 // records retention dropped before they were settled
+	gone    int64  // records retention dropped before they were settled
 	version uint64 // counts status changes (Version)
 	// producer is the dead-letter producer id (0: none yet); nextSeq its
 	// next sequence.
