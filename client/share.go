@@ -108,7 +108,8 @@ type SharePartition struct {
 	Floor     int64 // every record below is settled
 	ShareCounts
 	OldestUnacked time.Time // zero: nothing unsettled
-	Owner         string    // the broker holding it; "": read from the bucket
+	Owner         string    // the broker holding it (its node id; "" for a broker without one)
+	Live          bool      // the answering broker holds the state; else as of its latest snapshot
 }
 
 // ShareGroupDescription describes a share group: its settings, its
@@ -172,7 +173,7 @@ func (c *Client) DescribeShareGroup(ctx context.Context, topic, group string) (*
 	out := &ShareGroupDescription{Config: shareConfigFromProto(resp.Config), ShareCounts: countsFromProto(resp.Totals),
 		OldestUnackedAge: ms(resp.OldestUnackedAgeMs)}
 	for _, p := range resp.Partitions {
-		sp := SharePartition{Partition: p.Partition, Cursor: p.Cursor, Floor: p.Floor, ShareCounts: countsFromProto(p.Counts), Owner: p.Owner}
+		sp := SharePartition{Partition: p.Partition, Cursor: p.Cursor, Floor: p.Floor, ShareCounts: countsFromProto(p.Counts), Owner: p.Owner, Live: p.GetLive()}
 		if p.OldestUnackedMs != 0 {
 			sp.OldestUnacked = time.UnixMilli(p.OldestUnackedMs)
 		}

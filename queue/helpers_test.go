@@ -203,6 +203,15 @@ func unionKeys[K int64 | uint64, V any](a, b map[K]V) []K {
 // and timers each entry must be in, the key queues. It returns the first
 // problem found, "" when none.
 func checkInternal(s *State) string {
+	pending := 0
+	for _, e := range s.entries {
+		if e.Status == DeadLetterPending {
+			pending++
+		}
+	}
+	if pending != s.dlqPending {
+		return fmt.Sprintf("%d records dead-letter pending, counted %d", pending, s.dlqPending)
+	}
 	held, delayed := 0, 0
 	liveTimer := map[int64]int64{}
 	for _, it := range s.timers {

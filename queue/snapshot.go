@@ -79,6 +79,9 @@ func Restore(cfg Config, data []byte) (*State, error) {
 		}
 		e := &Entry{Record: Record{Offset: x.Offset, Timestamp: x.Timestamp, Priority: x.Priority, DeliverAt: x.DeliverAt, KeyHash: x.KeyHash, HasKey: x.HasKey}, Status: x.Status, Count: x.Count, Token: x.Token, Until: x.Until, Since: x.Since, First: x.First, Last: x.Last, Reason: x.Reason, DLQSeq: x.DLQSeq}
 		s.entries[e.Offset] = e
+		if e.Status == DeadLetterPending {
+			s.dlqPending++
+		}
 		switch e.Status {
 		case Delayed:
 			s.delayed++

@@ -125,6 +125,9 @@ type State struct {
 	dead    int64
 	gone    int64  // records retention dropped before they were settled
 	version uint64 // counts status changes (Version)
+	// dlqPending counts the DeadLetterPending entries (kept by setStatus
+	// and settled), so the broker's frequent DeadLetters is free when none.
+	dlqPending int
 	// producer is the dead-letter producer id (0: none yet); nextSeq its
 	// next sequence.
 	producer int64
@@ -284,6 +287,12 @@ func (s *State) failed(e *Entry, at int64) {
 }
 
 func (s *State) setStatus(e *Entry, st Status) {
+	switch {
+	case e.Status == DeadLetterPending && st != DeadLetterPending:
+		s.dlqPending--
+	case e.Status != DeadLetterPending && st == DeadLetterPending:
+		s.dlqPending++
+	}
 	e.Status = st
 	e.gen++
 	s.version++
@@ -571,6 +580,9 @@ func (s *State) unlist(e *Entry) {
 // settled forgets e (acked or dead-lettered) and frees its key.
 func (s *State) settled(e *Entry) {
 	s.unlist(e)
+	if e.Status == DeadLetterPending {
+		s.dlqPending--
+	}
 	delete(s.entries, e.Offset)
 	s.held--
 	e.gen++
@@ -595,6 +607,9 @@ func (s *State) settled(e *Entry) {
 // offset order: first those with a sequence assigned (to be stored again,
 // in sequence order), then up to max without one.
 func (s *State) DeadLetters(max int) (assigned, unassigned []Entry) {
+	if s.dlqPending == 0 {
+		return nil, nil // the common case: no scan of the window
+	}
 	for _, e := range s.entries {
 		if e.Status != DeadLetterPending {
 			continue

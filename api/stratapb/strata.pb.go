@@ -3576,7 +3576,8 @@ type SharePartitionInfo struct {
 	Floor           int64                  `protobuf:"varint,3,opt,name=floor,proto3" json:"floor,omitempty"`   // every record below is settled
 	Counts          *ShareCounts           `protobuf:"bytes,4,opt,name=counts,proto3" json:"counts,omitempty"`
 	OldestUnackedMs int64                  `protobuf:"varint,5,opt,name=oldest_unacked_ms,json=oldestUnackedMs,proto3" json:"oldest_unacked_ms,omitempty"` // time of the oldest unsettled record (ms since the epoch); 0: none
-	Owner           string                 `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`                                               // the broker holding it; "": read from the bucket
+	Owner           string                 `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`                                               // the broker holding it (its node id; "" for a broker without one)
+	Live            bool                   `protobuf:"varint,7,opt,name=live,proto3" json:"live,omitempty"`                                                // the answering broker holds the state (else: as of its latest snapshot in the bucket)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -3651,6 +3652,13 @@ func (x *SharePartitionInfo) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *SharePartitionInfo) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
 }
 
 type DescribeShareGroupResponse struct {
@@ -4444,14 +4452,15 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"keyBlocked\x12.\n" +
 	"\x13dead_letter_pending\x18\x06 \x01(\x03R\x11deadLetterPending\x12\x14\n" +
 	"\x05acked\x18\a \x01(\x03R\x05acked\x12#\n" +
-	"\rdead_lettered\x18\b \x01(\x03R\fdeadLettered\"\xd2\x01\n" +
+	"\rdead_lettered\x18\b \x01(\x03R\fdeadLettered\"\xe6\x01\n" +
 	"\x12SharePartitionInfo\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x03R\x06cursor\x12\x14\n" +
 	"\x05floor\x18\x03 \x01(\x03R\x05floor\x12.\n" +
 	"\x06counts\x18\x04 \x01(\v2\x16.strata.v1.ShareCountsR\x06counts\x12*\n" +
 	"\x11oldest_unacked_ms\x18\x05 \x01(\x03R\x0foldestUnackedMs\x12\x14\n" +
-	"\x05owner\x18\x06 \x01(\tR\x05owner\"\xf3\x01\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x12\n" +
+	"\x04live\x18\a \x01(\bR\x04live\"\xf3\x01\n" +
 	"\x1aDescribeShareGroupResponse\x123\n" +
 	"\x06config\x18\x01 \x01(\v2\x1b.strata.v1.ShareGroupConfigR\x06config\x12.\n" +
 	"\x06totals\x18\x02 \x01(\v2\x16.strata.v1.ShareCountsR\x06totals\x121\n" +

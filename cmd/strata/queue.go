@@ -406,6 +406,7 @@ type partitionJSON struct {
 	countsJSON
 	OldestUnacked *string `json:"oldest_unacked"` // RFC 3339; null: nothing unsettled
 	Owner         string  `json:"owner"`
+	Live          bool    `json:"live"` // the answering broker holds the state; else as of its latest snapshot
 }
 
 type describeJSON struct {
@@ -450,7 +451,7 @@ record below floor is settled.`)
 		out := describeJSON{Config: toConfigJSON(d.Config), Totals: toCountsJSON(d.ShareCounts),
 			OldestUnackedAgeMs: d.OldestUnackedAge.Milliseconds(), Partitions: []partitionJSON{}}
 		for _, p := range d.Partitions {
-			pj := partitionJSON{Partition: p.Partition, Cursor: p.Cursor, Floor: p.Floor, countsJSON: toCountsJSON(p.ShareCounts), Owner: p.Owner}
+			pj := partitionJSON{Partition: p.Partition, Cursor: p.Cursor, Floor: p.Floor, countsJSON: toCountsJSON(p.ShareCounts), Owner: p.Owner, Live: p.Live}
 			if !p.OldestUnacked.IsZero() {
 				s := rfc3339ms(p.OldestUnacked)
 				pj.OldestUnacked = &s
@@ -474,8 +475,11 @@ record below floor is settled.`)
 			o = rfc3339ms(p.OldestUnacked)
 		}
 		owner := p.Owner
-		if owner == "" {
-			owner = "-"
+		switch {
+		case !p.Live:
+			owner = "- (as of its last snapshot)"
+		case owner == "":
+			owner = "this broker"
 		}
 		fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Partition, p.Cursor, p.Floor,
 			p.Available, p.InFlight, p.Backoff, p.Delayed, p.KeyBlocked, p.DeadLetterPending, p.Acked, p.DeadLettered, o, owner)

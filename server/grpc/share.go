@@ -141,7 +141,7 @@ func (s *Server) DescribeShareGroup(ctx context.Context, req *stratapb.DescribeS
 				Available: p.Available, InFlight: p.InFlight, Backoff: p.Backoff, Delayed: p.Delayed,
 				KeyBlocked: p.KeyBlocked, DeadLetterPending: p.DeadLetterPending, Acked: p.Acked, DeadLettered: p.DeadLettered,
 			},
-			OldestUnackedMs: unixMs(p.OldestUnacked), Owner: p.Owner,
+			OldestUnackedMs: unixMs(p.OldestUnacked), Owner: p.Owner, Live: p.Live,
 		})
 	}
 	return out, nil

@@ -133,6 +133,11 @@ func TestShareGroupRoundTrip(t *testing.T) {
 	if err != nil || d.Totals.Acked != 10 || d.Totals.InFlight != 0 || len(d.Partitions) != 2 {
 		t.Fatalf("describe after the acks: %v, %v", d, err)
 	}
+	for _, p := range d.Partitions {
+		if !p.Live {
+			t.Fatalf("partition %d described from its snapshot, though this broker holds its state", p.Partition)
+		}
+	}
 	if err := deleteGroup(c, "jobs"); err != nil {
 		t.Fatal(err)
 	}
