@@ -49,8 +49,10 @@
 //     change of it is an event in the partition of the colocated state
 //     log "__share.<topic>" (same owner, same WAL), and a receive or
 //     settle answers only once its events are durable. A new owner
-//     rebuilds the state from the latest snapshot (stored only once every
-//     event it covers is durable) plus the events after it. A dead-letter
+//     rebuilds the state from the latest snapshot (of a logged moment: a
+//     tick event stored after every event it covers, so a fenced owner
+//     stores none) plus the events after it; snapshot keys carry the
+//     group's creation. A dead-letter
 //     move is written with a producer sequence logged first, so a retried
 //     move is a duplicate. Names starting with "__" are the broker's.
 //   - No broker-wide lock is held across I/O: a topic's config is read from

@@ -41,8 +41,11 @@
 //     ones besides those due within 2 × Horizon (never spilled); past
 //     that, the latest-due delayed records are spilled to a run (a
 //     sorted, immutable object the broker stores) and read back in order
-//     as their time comes (every one due within the Horizon, before its
-//     time).
+//     as their time comes, into the room there is (LoadCount: the window
+//     for records due, MemTimers for records due within the Horizon).
+//     When the window is full, records in backoff due beyond 2 × Horizon
+//     (outside any key's order) are spilled too, with their delivery
+//     state, so a long nack never stalls the partition.
 //   - Priority: a receive hands out the available record with the highest
 //     effective priority, priority + ⌊waiting time / PriorityAging⌋, ties
 //     to the longest waiting, then the lowest offset; so a record of
