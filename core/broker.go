@@ -851,8 +851,13 @@ func (b *Broker) deleteTopicData(ctx context.Context, t *topic) (int64, error) {
 			return 0, classify(ctx.Err())
 		}
 	}
+	return b.deletePrefix(ctx, meta.TopicPrefix(t.cfg.Name))
+}
+
+// deletePrefix deletes every object under prefix and returns how many.
+func (b *Broker) deletePrefix(ctx context.Context, prefix string) (int64, error) {
 	var keys []string
-	if err := b.cfg.Store.List(ctx, meta.TopicPrefix(t.cfg.Name), func(o tier.ObjectInfo) error {
+	if err := b.cfg.Store.List(ctx, prefix, func(o tier.ObjectInfo) error {
 		keys = append(keys, o.Key)
 		return nil
 	}); err != nil {

@@ -115,6 +115,11 @@ func (a *idAllocator) takeBlock(ctx context.Context) (int64, error) {
 // every runs fn every interval, with a context that ends after one
 // interval, until the broker closes. The caller did b.bg.Add(1).
 func (b *Broker) every(interval time.Duration, fn func(ctx context.Context)) {
+	b.everyWithin(interval, interval, fn)
+}
+
+// everyWithin is every with another bound on each run than the interval.
+func (b *Broker) everyWithin(interval, timeout time.Duration, fn func(ctx context.Context)) {
 	defer b.bg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -124,10 +129,24 @@ func (b *Broker) every(interval time.Duration, fn func(ctx context.Context)) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		ctx, cancel := b.bgContext(timeout)
 		fn(ctx)
 		cancel()
 	}
+}
+
+// bgContext is the context of background work: it ends after timeout, or
+// when the broker closes.
+func (b *Broker) bgContext(timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // collectWALRound deletes WAL objects whose records are all sealed.

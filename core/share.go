@@ -273,17 +273,8 @@ func (b *Broker) DeleteShareGroup(ctx context.Context, topicName, group string) 
 		return classify(err)
 	}
 	b.forgetShareGroup(t.store, group)
-	var keys []string
-	if err := b.cfg.Store.List(ctx, meta.ShareGroupPrefix(t.store, group), func(o tier.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}); err != nil {
-		return classify(err)
-	}
-	for _, k := range keys {
-		if err := b.cfg.Store.Delete(ctx, k); err != nil {
-			return classify(err)
-		}
+	if _, err := b.deletePrefix(ctx, meta.ShareGroupPrefix(t.store, group)); err != nil {
+		return err
 	}
 	b.cfg.Logger.Info("share group deleted", "topic", topicName, "group", group)
 	return nil
@@ -432,17 +423,8 @@ func decodeShareConfig(topic, group string, data []byte) (*ShareGroupConfig, err
 // deleted): their objects and the state log.
 func (b *Broker) deleteShares(ctx context.Context, t *topic) error {
 	b.forgetShareGroup(t.store, "")
-	var keys []string
-	if err := b.cfg.Store.List(ctx, meta.ShareTopicPrefix(t.store), func(o tier.ObjectInfo) error {
-		keys = append(keys, o.Key)
-		return nil
-	}); err != nil {
-		return classify(err)
-	}
-	for _, k := range keys {
-		if err := b.cfg.Store.Delete(ctx, k); err != nil {
-			return classify(err)
-		}
+	if _, err := b.deletePrefix(ctx, meta.ShareTopicPrefix(t.store)); err != nil {
+		return err
 	}
 	if _, err := b.deleteTopic(ctx, shareLogPrefix+t.cfg.Name); err != nil && !errors.Is(err, ErrTopicNotFound) {
 		return err

@@ -137,15 +137,8 @@ func (b *Broker) sharePart(ctx context.Context, t *topic, cfg *ShareGroupConfig,
 			// short deadline neither keeps a large rebuild from finishing
 			// nor waits past its deadline for it.
 			go func() {
-				bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				bctx, cancel := b.bgContext(2 * time.Minute)
 				defer cancel()
-				go func() {
-					select {
-					case <-b.stop:
-						cancel()
-					case <-bctx.Done():
-					}
-				}()
 				rt.err = rt.build(bctx)
 				if rt.err != nil {
 					b.dropRuntime(rt)
@@ -904,28 +897,10 @@ func (rt *sharePart) deadLetter(rec segment.Record, e queue.Entry) segment.Recor
 // moves dead letters, spills, snapshots and wakes waiting receivers).
 const shareLoopInterval = 200 * time.Millisecond
 
-// shareLoop maintains every live share-group state every shareLoopInterval.
+// shareLoop maintains every live share-group state every
+// shareLoopInterval (each round bounded by 30 s).
 func (b *Broker) shareLoop() {
-	defer b.bg.Done()
-	t := time.NewTicker(shareLoopInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		go func() {
-			select {
-			case <-b.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		b.shareLoopRound(ctx)
-		cancel()
-	}
+	b.everyWithin(shareLoopInterval, 30*time.Second, b.shareLoopRound)
 }
 
 // shareLoopRound maintains every live share-group state once.
@@ -1024,15 +999,8 @@ func (b *Broker) activateShares(ctx context.Context) {
 			go func() {
 				defer b.bg.Done()
 				defer func() { <-b.shares.activating }()
-				bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				bctx, cancel := b.bgContext(2 * time.Minute)
 				defer cancel()
-				go func() {
-					select {
-					case <-b.stop:
-						cancel()
-					case <-bctx.Done():
-					}
-				}()
 				if _, err := b.sharePart(bctx, t, cfg, p); err != nil && bctx.Err() == nil {
 					b.cfg.Logger.Debug("share group state not built yet; will retry", "topic", t.cfg.Name, "group", group, "partition", p, "err", err)
 				}
