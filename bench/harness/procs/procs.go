@@ -112,8 +112,14 @@ func (p *Proc) WaitTCP(ctx context.Context, addr string, timeout time.Duration) 
 		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
+			// A dial to a loopback port in the ephemeral range that no
+			// one listens on can connect to itself (TCP simultaneous
+			// open), which says nothing about the server.
+			self := c.LocalAddr().String() == c.RemoteAddr().String()
 			c.Close()
-			return nil
+			if !self {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -99,17 +99,20 @@ log.file.level = warning
 	if err := p.WaitTCP(ctx, "127.0.0.1:"+strconv.Itoa(r.streamPort), 90*time.Second); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	// The stream listener can accept before the plugin answers; retry
+	// until the same deadline, and stop early if the server died.
 	var e *stream.Environment
-	for i := 0; i < 50; i++ {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		e, err = stream.NewEnvironment(stream.NewEnvironmentOptions().SetHost("127.0.0.1").SetPort(r.streamPort).
 			SetUser("guest").SetPassword("guest").SetMaxProducersPerClient(1).SetMaxConsumersPerClient(1))
 		if err == nil {
 			break
 		}
+		if p.Exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w: stream client: %v: %s", ErrUnavailable, err, p.Tail(2000))
+		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: stream client: %v", ErrUnavailable, err)
 	}
 	r.env = e
 	return nil
