@@ -1,0 +1,257 @@
+// Package columnar turns a partition's records into Arrow record batches:
+// the one row layout that the Arrow Flight front end (server/flight) and
+// the Parquet export (export) both use, so a range read over Flight and
+// the same range read from Parquet have the same columns and values.
+//
+// The default layout (no value schema) has these columns, in this order:
+//
+//	partition  int32                                    not null
+//	offset     int64                                    not null
+//	timestamp  timestamp[ms, tz=UTC]                     not null
+//	key        binary                                   null: the record has no key
+//	value      binary                                   null: a tombstone (no value)
+//	headers    list<struct<key: utf8, value: binary>>   not null; empty when none; order and duplicates kept
+//
+// A topic whose values are JSON objects may declare a value schema (Spec);
+// its layout then replaces the value column by one column per declared
+// field (see spec.go), followed by two columns that carry the records
+// whose values do not fit:
+//
+//	_invalid   utf8     null when the value fits; else why it does not
+//	_raw       binary   null when the value fits; else the value as stored
+//
+// Invariants:
+//   - Every record appended becomes exactly one row, in append order: a
+//     value that does not fit the schema is never dropped and never turned
+//     into a wrong value; its fields are null and _invalid/_raw say why and
+//     keep the bytes. Report counts those rows and names their first
+//     offsets.
+//   - The builder copies what it keeps: the records passed to Append may be
+//     reused (they are shared with the read cache) once Append returns.
+//   - A Layout is immutable and safe for concurrent use; a Builder is not.
+package columnar
+
+import (
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/stratalog/strata/segment"
+)
+
+// Column names of the layouts.
+const (
+	ColPartition = "partition"
+	ColOffset    = "offset"
+	ColTimestamp = "timestamp"
+	ColKey       = "key"
+	ColValue     = "value"
+	ColHeaders   = "headers"
+	ColInvalid   = "_invalid"
+	ColRaw       = "_raw"
+)
+
+// MaxReportedOffsets is how many offsets of records that do not fit the
+// schema a Report names (it counts all of them).
+const MaxReportedOffsets = 16
+
+// HeaderType is the Arrow type of one header: a key/value struct.
+var HeaderType = arrow.StructOf(
+	arrow.Field{Name: "key", Type: arrow.BinaryTypes.String},
+	arrow.Field{Name: "value", Type: arrow.BinaryTypes.Binary, Nullable: true},
+)
+
+// TimestampType is the type of the timestamp column: milliseconds, UTC.
+var TimestampType = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+
+// Layout is the row layout of one topic: the default one, or the one of
+// its value schema.
+type Layout struct {
+	spec   *Spec // nil: the default layout
+	schema *arrow.Schema
+}
+
+// NewLayout returns the layout for a topic's value schema; spec nil (or
+// with no fields) gives the default layout. The spec must be valid
+// (ParseSpec or Infer made it).
+func NewLayout(spec *Spec) (*Layout, error) {
+	fields := []arrow.Field{
+		{Name: ColPartition, Type: arrow.PrimitiveTypes.Int32},
+		{Name: ColOffset, Type: arrow.PrimitiveTypes.Int64},
+		{Name: ColTimestamp, Type: TimestampType},
+		{Name: ColKey, Type: arrow.BinaryTypes.Binary, Nullable: true},
+	}
+	if spec == nil || len(spec.Fields) == 0 {
+		fields = append(fields,
+			arrow.Field{Name: ColValue, Type: arrow.BinaryTypes.Binary, Nullable: true},
+			arrow.Field{Name: ColHeaders, Type: arrow.ListOf(HeaderType)},
+		)
+		return &Layout{schema: arrow.NewSchema(fields, nil)}, nil
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	fields = append(fields, arrow.Field{Name: ColHeaders, Type: arrow.ListOf(HeaderType)})
+	for _, f := range spec.Fields {
+		fields = append(fields, arrow.Field{Name: f.Name, Type: f.arrowType(), Nullable: true})
+	}
+	fields = append(fields,
+		arrow.Field{Name: ColInvalid, Type: arrow.BinaryTypes.String, Nullable: true},
+		arrow.Field{Name: ColRaw, Type: arrow.BinaryTypes.Binary, Nullable: true},
+	)
+	return &Layout{spec: spec, schema: arrow.NewSchema(fields, nil)}, nil
+}
+
+// Schema is the Arrow schema of the layout's record batches.
+func (l *Layout) Schema() *arrow.Schema { return l.schema }
+
+// Spec is the value schema of the layout (nil for the default layout).
+func (l *Layout) Spec() *Spec { return l.spec }
+
+// Report says which appended records did not fit the value schema.
+type Report struct {
+	Count        int64   // rows whose value did not fit
+	FirstOffsets []int64 // the offsets of the first of them, at most MaxReportedOffsets
+}
+
+// add counts one record that did not fit.
+func (r *Report) add(offset int64) {
+	r.Count++
+	if len(r.FirstOffsets) < MaxReportedOffsets {
+		r.FirstOffsets = append(r.FirstOffsets, offset)
+	}
+}
+
+// Merge adds o to r (the offsets of r first).
+func (r *Report) Merge(o Report) {
+	r.Count += o.Count
+	for _, off := range o.FirstOffsets {
+		if len(r.FirstOffsets) == MaxReportedOffsets {
+			break
+		}
+		r.FirstOffsets = append(r.FirstOffsets, off)
+	}
+}
+
+// Builder accumulates the rows of one partition and cuts record batches.
+// It is not safe for concurrent use.
+type Builder struct {
+	layout    *Layout
+	partition int32
+	rb        *array.RecordBuilder
+	bytes     int // approximate bytes appended since the last NewRecord
+	report    Report
+
+	// columns of rb, by role
+	part    *array.Int32Builder
+	offset  *array.Int64Builder
+	ts      *array.TimestampBuilder
+	key     *array.BinaryBuilder
+	value   *array.BinaryBuilder // default layout only
+	headers *array.ListBuilder
+	hdr     *array.StructBuilder
+	hdrKey  *array.StringBuilder
+	hdrVal  *array.BinaryBuilder
+	typed   *typedColumns // value-schema layout only
+}
+
+// NewBuilder returns a builder of rows of partition p. mem nil means the
+// Go allocator. Release it when done.
+func (l *Layout) NewBuilder(mem memory.Allocator, p int32) *Builder {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	rb := array.NewRecordBuilder(mem, l.schema)
+	b := &Builder{
+		layout:    l,
+		partition: p,
+		rb:        rb,
+		part:      rb.Field(0).(*array.Int32Builder),
+		offset:    rb.Field(1).(*array.Int64Builder),
+		ts:        rb.Field(2).(*array.TimestampBuilder),
+		key:       rb.Field(3).(*array.BinaryBuilder),
+	}
+	next := 4
+	if l.spec == nil {
+		b.value = rb.Field(next).(*array.BinaryBuilder)
+		next++
+	}
+	b.headers = rb.Field(next).(*array.ListBuilder)
+	b.hdr = b.headers.ValueBuilder().(*array.StructBuilder)
+	b.hdrKey = b.hdr.FieldBuilder(0).(*array.StringBuilder)
+	b.hdrVal = b.hdr.FieldBuilder(1).(*array.BinaryBuilder)
+	next++
+	if l.spec != nil {
+		b.typed = newTypedColumns(l.spec, rb, next)
+	}
+	return b
+}
+
+// Append adds r as one row. It never fails: a value that does not fit the
+// value schema becomes a row with null fields, the reason in _invalid and
+// the value in _raw, and is counted in Report.
+func (b *Builder) Append(r *segment.Record) {
+	b.part.Append(b.partition)
+	b.offset.Append(r.Offset)
+	b.ts.Append(arrow.Timestamp(r.Timestamp))
+	if r.Key == nil {
+		b.key.AppendNull()
+	} else {
+		b.key.Append(r.Key)
+	}
+	b.headers.Append(true)
+	for _, h := range r.Headers {
+		b.hdr.Append(true)
+		b.hdrKey.Append(h.Key)
+		if h.Value == nil {
+			b.hdrVal.AppendNull()
+		} else {
+			b.hdrVal.Append(h.Value)
+		}
+	}
+	if b.typed == nil {
+		if r.Value == nil {
+			b.value.AppendNull()
+		} else {
+			b.value.Append(r.Value)
+		}
+	} else if !b.typed.append(r.Value) {
+		b.report.add(r.Offset)
+	}
+	b.bytes += rowBytes(r)
+}
+
+// rowBytes approximates what a row costs in the batch: its bytes plus the
+// fixed-width columns and offsets.
+func rowBytes(r *segment.Record) int {
+	n := len(r.Key) + len(r.Value) + 4 + 8 + 8 + 3*4
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 2*4
+	}
+	return n
+}
+
+// Len is the number of rows appended since the last NewRecord.
+func (b *Builder) Len() int { return b.offset.Len() }
+
+// Bytes approximates the bytes appended since the last NewRecord (what a
+// caller cuts batches or row groups by).
+func (b *Builder) Bytes() int { return b.bytes }
+
+// NewRecord returns the rows appended since the last call as one record
+// batch (the caller releases it) and starts an empty one.
+func (b *Builder) NewRecord() arrow.Record {
+	b.bytes = 0
+	return b.rb.NewRecord()
+}
+
+// Report is the cumulative report of the rows appended whose value did
+// not fit the schema (always empty for the default layout).
+func (b *Builder) Report() Report {
+	r := b.report
+	r.FirstOffsets = append([]int64(nil), r.FirstOffsets...)
+	return r
+}
+
+// Release frees the builder's buffers.
+func (b *Builder) Release() { b.rb.Release() }
