@@ -91,6 +91,7 @@ func NewLayout(spec *Spec) (*Layout, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	spec = &Spec{Fields: append([]Field(nil), spec.Fields...)} // a Layout is immutable: its own copy
 	fields = append(fields, arrow.Field{Name: ColHeaders, Type: arrow.ListOf(HeaderType)})
 	for _, f := range spec.Fields {
 		fields = append(fields, arrow.Field{Name: f.Name, Type: f.arrowType(), Nullable: true})
@@ -105,7 +106,8 @@ func NewLayout(spec *Spec) (*Layout, error) {
 // Schema is the Arrow schema of the layout's record batches.
 func (l *Layout) Schema() *arrow.Schema { return l.schema }
 
-// Spec is the value schema of the layout (nil for the default layout).
+// Spec is the value schema of the layout (nil for the default layout);
+// the caller must not modify it.
 func (l *Layout) Spec() *Spec { return l.spec }
 
 // Report says which appended records did not fit the value schema.
