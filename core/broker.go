@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stratalog/strata/columnar"
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/ingest"
 	"github.com/stratalog/strata/ingest/wal"
@@ -68,6 +68,11 @@ type topic struct {
 	id, store string
 	etag      string        // of the config object as loaded; guarded by Broker.mu
 	rr        atomic.Uint32 // round robin for keyless records
+	// layout is the row layout of the topic's values once known
+	// (ValueLayout; learnSchema for a schema stored after the load): set
+	// once. inferring is a token held while a value schema is inferred.
+	layout    atomic.Pointer[columnar.Layout]
+	inferring chan struct{}
 
 	mu    sync.Mutex
 	parts map[int32]*partition
@@ -430,23 +435,11 @@ func (b *Broker) loadTopic(ctx context.Context, name string) (*topic, error) {
 
 // readTopic reads topic name's config from the bucket.
 func (b *Broker) readTopic(ctx context.Context, name string) (*topic, error) {
-	rc, info, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
-	if errors.Is(err, tier.ErrNotFound) {
-		return nil, errorf(ErrTopicNotFound, "topic %q does not exist; create it with `strata topic create %s --partitions N`", name, name)
-	}
+	st, etag, err := readStoredTopic(ctx, b.cfg.Store, name)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	var st *storedTopic
-	if err == nil {
-		st, err = decodeTopicConfig(name, data)
-	}
-	if err != nil {
-		return nil, errorf(ErrInternal, "topic %q: config object %s is unreadable: %v; restore it or delete the topic's objects", name, meta.TopicConfigKey(name), err)
-	}
-	return &topic{cfg: st.TopicConfig, id: st.ID, store: meta.StorageName(name, st.ID), etag: info.ETag, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}}, nil
+	return &topic{cfg: st.TopicConfig, id: st.ID, store: meta.StorageName(name, st.ID), etag: etag, parts: map[int32]*partition{}, opening: map[int32]chan struct{}{}, inferring: make(chan struct{}, 1)}, nil
 }
 
 // removeTopic takes t out of the cache (if it is still there).
@@ -630,6 +623,9 @@ func (b *Broker) createTopic(ctx context.Context, cfg TopicConfig) (*TopicConfig
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
 		return nil, errorf(ErrInvalidArgument, "%v", err)
 	}
+	if err := checkValueConfig(&cfg); err != nil { // stores the schema compact
+		return nil, errorf(ErrInvalidArgument, "topic %q: %v; nothing was created", cfg.Name, err)
+	}
 	// The topic's new identity makes the config unique to this create, so
 	// a create whose answer was lost is recognized as ours (meta.CAS).
 	id := meta.NewTopicID()
@@ -677,7 +673,7 @@ func (b *Broker) ListTopics(ctx context.Context) ([]*TopicConfig, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := *t.cfg
+		c := t.describedConfig()
 		out = append(out, &c)
 	}
 	return out, nil
@@ -705,7 +701,7 @@ func (b *Broker) DescribeTopic(ctx context.Context, name string) (*TopicDescript
 	if err != nil {
 		return nil, err
 	}
-	out := &TopicDescription{Config: *t.cfg}
+	out := &TopicDescription{Config: t.describedConfig()}
 	for p := int32(0); p < t.cfg.Partitions; p++ {
 		v, err := b.view(ctx, t, p)
 		if err != nil {

@@ -43,7 +43,13 @@
 //     notification; a FetchBudget given by the front end bounds the bytes
 //     of results held at once.
 //   - Topic configs hold only sizes and durations in range (checkTopicSizes),
-//     checked on create and on load.
+//     and only known value formats, valid value schemas and known exports
+//     (checkValueConfig), checked on create and on load.
+//   - A topic's value schema (value format "json") is declared at create
+//     or inferred from its first records by the first reader that asks
+//     for its layout, and stored by a compare-and-swap on the topic config
+//     only while none is stored: every broker and exporter ends with the
+//     same schema, and it never changes after (value.go).
 //   - Share groups (share.go, share_runtime.go, share_ops.go): a group's
 //     state on a partition lives only with the partition's owner; every
 //     change of it is an event in the partition of the colocated state

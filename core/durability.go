@@ -248,18 +248,19 @@ func (b *Broker) RefreshTopics(ctx context.Context) error {
 	b.mu.Unlock()
 	var errs []error // a topic that cannot be checked now is checked next time; the others go on
 	for _, t := range changed {
-		id, etag, err := b.topicIdentity(ctx, t.cfg.Name)
+		st, etag, err := b.topicIdentity(ctx, t.cfg.Name)
 		switch {
 		case errors.Is(err, tier.ErrNotFound):
 			gone = append(gone, t)
 		case err != nil:
 			errs = append(errs, fmt.Errorf("topic %q: %w", t.cfg.Name, err))
-		case id != t.id:
+		case st.ID != t.id:
 			gone = append(gone, t)
 		default:
 			b.mu.Lock()
 			t.etag = etag
 			b.mu.Unlock()
+			t.learnSchema(st.TopicConfig) // a value schema inferred elsewhere
 		}
 	}
 	for _, t := range gone {
@@ -280,20 +281,21 @@ func (b *Broker) forgetTopic(t *topic) {
 	b.cfg.Logger.Warn("topic deleted or re-created through another broker; stopped serving it here", "topic", t.cfg.Name, "partitions_dropped", n)
 }
 
-// topicIdentity reads a topic's stored identity and the config's ETag.
-func (b *Broker) topicIdentity(ctx context.Context, name string) (id, etag string, err error) {
+// topicIdentity reads a topic's stored config (and identity) and the
+// config's ETag.
+func (b *Broker) topicIdentity(ctx context.Context, name string) (*storedTopic, string, error) {
 	rc, info, err := b.cfg.Store.Get(ctx, meta.TopicConfigKey(name))
 	if err != nil {
-		return "", "", err
+		return nil, "", err
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
 	if err != nil {
-		return "", "", err
+		return nil, "", err
 	}
 	st, err := decodeTopicConfig(name, data)
 	if err != nil {
-		return "", "", fmt.Errorf("core: topic %q config unreadable: %w", name, err)
+		return nil, "", fmt.Errorf("core: topic %q config unreadable: %w", name, err)
 	}
-	return st.ID, info.ETag, nil
+	return st, info.ETag, nil
 }

@@ -10,7 +10,11 @@ import (
 )
 
 // TopicConfig is a topic's settings, as clients set them and as the bucket
-// stores them (the JSON field names are the stored format: keep them).
+// stores them. The JSON field names are the stored format and are fixed
+// forever: a bucket written by an older broker loads (a field it lacks is
+// empty, which every field gives its default meaning), and a field added
+// later is omitted when empty, so older configs stay byte-for-byte what
+// they were.
 type TopicConfig struct {
 	Name           string `json:"name,omitempty"`
 	Partitions     int32  `json:"partitions,omitempty"`
@@ -32,7 +36,26 @@ type TopicConfig struct {
 	// partition stored this long before is not stored again (dedup.go).
 	// 0: 2 minutes.
 	DedupWindowMs int64 `json:"dedup_window_ms,omitempty"`
+	// ValueFormat says what the topic's values are: "" opaque bytes,
+	// ValueFormatJSON JSON objects, which the Arrow front ends (Flight,
+	// the Parquet export) read as one column per field (value.go).
+	ValueFormat string `json:"value_format,omitempty"`
+	// ValueSchema is the columnar.Spec of a "json" topic's values, stored
+	// compact (columnar.Spec.Marshal). Empty with format "json": inferred
+	// from the topic's first records the first time a reader asks for the
+	// layout, then stored here and fixed (value.go). Only with format
+	// "json".
+	ValueSchema json.RawMessage `json:"value_schema,omitempty"`
+	// Export is "" or ExportParquet: the broker exports each newly
+	// sealed range of the topic to Parquet.
+	Export string `json:"export,omitempty"`
 }
+
+// Values of TopicConfig.ValueFormat and TopicConfig.Export.
+const (
+	ValueFormatJSON = "json"
+	ExportParquet   = "parquet"
+)
 
 // Ranges of the sizes and durations a client sets in a topic config. Zero
 // means the default each field documents (keep forever, no size limit,
@@ -147,6 +170,9 @@ func decodeTopicConfig(name string, data []byte) (*storedTopic, error) {
 		return nil, err
 	}
 	if _, err := segment.ParseCodec(cfg.Compression); err != nil {
+		return nil, err
+	}
+	if err := checkValueConfig(cfg); err != nil {
 		return nil, err
 	}
 	return st, nil
