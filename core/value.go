@@ -197,6 +197,9 @@ func (t *topic) describedConfig() TopicConfig {
 // segments only; a "json" topic with nothing sealed yet is
 // ErrFailedPrecondition. Nothing is cached: a caller keeps the layout.
 func TopicLayout(ctx context.Context, store tier.Store, name string) (*columnar.Layout, error) {
+	if err := clientTopic(name, "read"); err != nil {
+		return nil, err
+	}
 	st, etag, err := readStoredTopic(ctx, store, name)
 	if err != nil {
 		return nil, err
