@@ -1733,7 +1733,17 @@ type TopicConfig struct {
 	// named group has acked or dead-lettered a record, its segment may go
 	// (whole segments, on top of the time and size limits). Empty: kept by
 	// time and size alone (docs/queues.md, retention by consumption).
-	ConsumedBy    []string `protobuf:"bytes,7,rep,name=consumed_by,json=consumedBy,proto3" json:"consumed_by,omitempty"`
+	ConsumedBy []string `protobuf:"bytes,7,rep,name=consumed_by,json=consumedBy,proto3" json:"consumed_by,omitempty"`
+	// What the values are: "" opaque bytes, "json" JSON objects, which the
+	// Arrow front ends (Flight, the Parquet export) read as one column per
+	// field (docs/value-schemas.md).
+	ValueFormat string `protobuf:"bytes,8,opt,name=value_format,json=valueFormat,proto3" json:"value_format,omitempty"`
+	// The JSON of the values' schema, {"fields": [{"name": ..., "type":
+	// ...}, ...]}, only with value_format "json"; answered compact. Empty
+	// with "json": inferred from the topic's first records, then fixed.
+	ValueSchema string `protobuf:"bytes,9,opt,name=value_schema,json=valueSchema,proto3" json:"value_schema,omitempty"`
+	// "" or "parquet": the broker exports each newly sealed range as Parquet.
+	Export        string `protobuf:"bytes,10,opt,name=export,proto3" json:"export,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1815,6 +1825,27 @@ func (x *TopicConfig) GetConsumedBy() []string {
 		return x.ConsumedBy
 	}
 	return nil
+}
+
+func (x *TopicConfig) GetValueFormat() string {
+	if x != nil {
+		return x.ValueFormat
+	}
+	return ""
+}
+
+func (x *TopicConfig) GetValueSchema() string {
+	if x != nil {
+		return x.ValueSchema
+	}
+	return ""
+}
+
+func (x *TopicConfig) GetExport() string {
+	if x != nil {
+		return x.Export
+	}
+	return ""
 }
 
 type CreateTopicRequest struct {
@@ -4317,7 +4348,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x1c\n" +
 	"\tpartition\x18\x06 \x01(\x05R\tpartitionB\x06\n" +
 	"\x04_keyB\b\n" +
-	"\x06_value\"\xf5\x01\n" +
+	"\x06_value\"\xd3\x02\n" +
 	"\vTopicConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -4328,7 +4359,11 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\vcompression\x18\x05 \x01(\tR\vcompression\x12#\n" +
 	"\rsegment_bytes\x18\x06 \x01(\x03R\fsegmentBytes\x12\x1f\n" +
 	"\vconsumed_by\x18\a \x03(\tR\n" +
-	"consumedBy\"D\n" +
+	"consumedBy\x12!\n" +
+	"\fvalue_format\x18\b \x01(\tR\vvalueFormat\x12!\n" +
+	"\fvalue_schema\x18\t \x01(\tR\vvalueSchema\x12\x16\n" +
+	"\x06export\x18\n" +
+	" \x01(\tR\x06export\"D\n" +
 	"\x12CreateTopicRequest\x12.\n" +
 	"\x06config\x18\x01 \x01(\v2\x16.strata.v1.TopicConfigR\x06config\"E\n" +
 	"\x13CreateTopicResponse\x12.\n" +

@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -158,7 +159,17 @@ func (s *Server) Metadata(ctx context.Context, req *stratapb.MetadataRequest) (*
 
 func topicToProto(c *core.TopicConfig) *stratapb.TopicConfig {
 	return &stratapb.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes,
-		ConsumedBy: c.ConsumedBy}
+		ConsumedBy: c.ConsumedBy, ValueFormat: c.ValueFormat, ValueSchema: string(c.ValueSchema), Export: c.Export}
+}
+
+// topicFromProto is the core config a client asked for.
+func topicFromProto(c *stratapb.TopicConfig) core.TopicConfig {
+	cfg := core.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes,
+		ConsumedBy: c.ConsumedBy, ValueFormat: c.ValueFormat, Export: c.Export}
+	if c.ValueSchema != "" {
+		cfg.ValueSchema = json.RawMessage(c.ValueSchema)
+	}
+	return cfg
 }
 
 // position converts a request's start spec (earliest, latest, none set,
@@ -182,8 +193,7 @@ func (s *Server) CreateTopic(ctx context.Context, req *stratapb.CreateTopicReque
 	if c == nil {
 		return nil, status.Error(codes.InvalidArgument, "config is required")
 	}
-	cfg, err := s.core.CreateTopic(ctx, core.TopicConfig{Name: c.Name, Partitions: c.Partitions, RetentionMs: c.RetentionMs, RetentionBytes: c.RetentionBytes, Compression: c.Compression, SegmentBytes: c.SegmentBytes,
-		ConsumedBy: c.ConsumedBy})
+	cfg, err := s.core.CreateTopic(ctx, topicFromProto(c))
 	if err != nil {
 		return nil, statusOf(err)
 	}
