@@ -100,6 +100,9 @@ func topicCmd(ctx context.Context, args []string) error {
 	retention := fs.Duration("retention", 7*24*time.Hour, "retention by time; 0 keeps forever (create)")
 	retentionBytes := sizeFlag(fs, "retention-bytes", 0, "retention by size per partition; 0 = no limit (create)")
 	compression := fs.String("compression", "zstd", "segment compression: zstd, s2, none (create)")
+	valueFormat := fs.String("value-format", "", `what the values are: "json" (JSON objects, read as typed columns over Flight and in the Parquet export) or empty (opaque bytes) (create; docs/value-schemas.md)`)
+	valueSchema := fs.String("value-schema", "", `the values' schema, as JSON {"fields": [{"name": ..., "type": ...}, ...]} or @FILE; implies --value-format json; without it a json topic's schema is inferred from its first records, then fixed (create)`)
+	export := fs.String("export", "", `"parquet": the broker exports each newly sealed range as Parquet (create)`)
 	consumedBy := fs.String("consumed-by", "", "retention by consumption: comma-separated share groups G1,G2 (at most 16); once every one of them has acked or dead-lettered a record, retention may drop it, whole segments at a time, on top of --retention and --retention-bytes (create; docs/queues.md)")
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
@@ -114,15 +117,23 @@ func topicCmd(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "create":
 		if len(pos) != 1 {
-			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] [--consumed-by G1,G2] --broker HOST:PORT[,...]")
+			return errors.New("usage: strata topic create NAME --partitions N [--retention DUR] [--retention-bytes N] [--consumed-by G1,G2] [--value-format json [--value-schema JSON|@FILE]] [--export parquet] --broker HOST:PORT[,...]")
 		}
 		groups, err := splitList(*consumedBy)
 		if err != nil {
 			return fmt.Errorf("--consumed-by %q: %v", *consumedBy, err)
 		}
+		schema, err := readSchemaFlag(*valueSchema)
+		if err != nil {
+			return err
+		}
+		if schema != "" && *valueFormat == "" {
+			*valueFormat = "json"
+		}
 		resp, err := c.CreateTopic(ctx, &stratapb.CreateTopicRequest{Config: &stratapb.TopicConfig{
 			Name: pos[0], Partitions: int32(*partitions), RetentionMs: retention.Milliseconds(),
 			RetentionBytes: int64(*retentionBytes), Compression: *compression, ConsumedBy: groups,
+			ValueFormat: *valueFormat, ValueSchema: schema, Export: *export,
 		}})
 		if err != nil {
 			return rpcErr(err)
@@ -130,6 +141,15 @@ func topicCmd(ctx context.Context, args []string) error {
 		fmt.Fprintf(stdout, "created topic %s with %d partitions", resp.Config.Name, resp.Config.Partitions)
 		if len(resp.Config.ConsumedBy) > 0 {
 			fmt.Fprintf(stdout, ", retained until consumed by %s", strings.Join(resp.Config.ConsumedBy, ","))
+		}
+		switch {
+		case resp.Config.ValueSchema != "":
+			fmt.Fprintf(stdout, ", json values with schema %s", resp.Config.ValueSchema)
+		case resp.Config.ValueFormat != "":
+			fmt.Fprintf(stdout, ", %s values (schema inferred from the first records when first read, then fixed)", resp.Config.ValueFormat)
+		}
+		if resp.Config.Export != "" {
+			fmt.Fprintf(stdout, ", exported to %s as segments seal", resp.Config.Export)
 		}
 		fmt.Fprintln(stdout)
 	case "delete":
@@ -151,6 +171,12 @@ func topicCmd(ctx context.Context, args []string) error {
 			if len(t.ConsumedBy) > 0 {
 				fmt.Fprintf(stdout, "\tconsumed_by=%s", strings.Join(t.ConsumedBy, ","))
 			}
+			if t.ValueFormat != "" {
+				fmt.Fprintf(stdout, "\tvalue_format=%s", t.ValueFormat)
+			}
+			if t.Export != "" {
+				fmt.Fprintf(stdout, "\texport=%s", t.Export)
+			}
 			fmt.Fprintln(stdout)
 		}
 	case "describe":
@@ -166,7 +192,16 @@ func topicCmd(ctx context.Context, args []string) error {
 		if len(t.ConsumedBy) > 0 {
 			fmt.Fprintf(stdout, ", consumed_by %s", strings.Join(t.ConsumedBy, ","))
 		}
+		if t.Export != "" {
+			fmt.Fprintf(stdout, ", export %s", t.Export)
+		}
 		fmt.Fprintln(stdout)
+		switch {
+		case t.ValueSchema != "":
+			fmt.Fprintf(stdout, "value_format %s, value_schema %s\n", t.ValueFormat, t.ValueSchema)
+		case t.ValueFormat != "":
+			fmt.Fprintf(stdout, "value_format %s, value_schema not fixed yet (inferred from the first records when first read)\n", t.ValueFormat)
+		}
 		fmt.Fprintf(stdout, "partition\tlog_start\thigh_watermark\tsealed_segments\tsealed_bytes\tlocal_bytes\n")
 		for _, p := range resp.Partitions {
 			fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.LogStartOffset, p.HighWatermark, p.SealedSegments, p.SealedBytes, p.LocalBytes)
@@ -175,6 +210,20 @@ func topicCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown topic command %q: use create, delete, list or describe", args[0])
 	}
 	return nil
+}
+
+// readSchemaFlag is --value-schema's JSON: as given, or read from the
+// file named after an @.
+func readSchemaFlag(v string) (string, error) {
+	name, ok := strings.CutPrefix(v, "@")
+	if !ok {
+		return v, nil
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("--value-schema @%s: %v; give the schema's JSON inline or name a readable file", name, err)
+	}
+	return string(data), nil
 }
 
 func statsCmd(ctx context.Context, args []string) error {
