@@ -12,8 +12,8 @@
 //	value      binary                                   null: a tombstone (no value)
 //	headers    list<struct<key: utf8, value: binary>>   not null; empty when none; order and duplicates kept
 //
-// A topic whose values are JSON objects may declare a value schema (Spec);
-// its layout then replaces the value column by one column per declared
+// A topic whose values are JSON objects may declare a value schema (Spec),
+// or have one inferred from sample values (Infer); its layout then replaces the value column by one column per declared
 // field (see spec.go), followed by two columns that carry the records
 // whose values do not fit:
 //
