@@ -22,6 +22,12 @@
 //     keys at once (failover is not delayed).
 //   - Node metadata (node id, client address, zone, start time) is at most
 //     memberlist.MetaMaxSize bytes; Join refuses larger.
+//   - Gossip encryption (Config.Keys, keys.go) is on or off for a
+//     Cluster's life: with keys, every message out is encrypted with the
+//     primary key (the first) and every message in must decrypt with one
+//     of the installed keys, so a member without a shared key neither
+//     joins nor is joined. SetKeys replaces the key ring in place (key
+//     rotation); it never turns encryption on or off.
 //
 // Concurrency: a Cluster is safe for concurrent use. Its memberlist
 // goroutines are owned by the Cluster and stopped by Leave/Shutdown.
@@ -67,6 +73,11 @@ type Config struct {
 	// Timing is memberlist's failure-detection timing; zero fields take
 	// DefaultTiming's.
 	Timing Timing
+	// Keys turns gossip encryption on (AES-GCM, memberlist's key ring):
+	// Keys[0] is the primary key, used to encrypt; every key is accepted
+	// to decrypt. Each is 16, 24 or 32 bytes (AES-128, -192, -256).
+	// Default nil: gossip in the clear.
+	Keys   [][]byte
 	Logger io.Writer // memberlist's log output; default discarded
 }
 
@@ -129,14 +140,18 @@ type Cluster struct {
 	shutdown bool
 	meta     nodeMeta // what this member publishes; guarded by mu
 	delegate *delegate
+	// keyring is memberlist's key ring (safe for concurrent use; SetKeys
+	// holds mu across its changes); nil when gossip is not encrypted.
+	keyring *memberlist.Keyring
 
-	// viewMu guards view and gen only, and is never held across a
-	// memberlist call: memberlist calls changed() with its node lock held,
-	// and Members() needs that lock, so holding viewMu across it would
-	// deadlock gossip and every ownership query.
+	// viewMu guards nodes and view only, and is never held across a
+	// memberlist call. memberlist calls the event methods (NotifyJoin,
+	// NotifyUpdate, NotifyLeave) with its node lock held, the only time
+	// its *Node may be read (it rewrites them in place), so they copy
+	// what Members needs into nodes.
 	viewMu sync.Mutex
-	view   []Member // the live members, decoded; nil when a change came since
-	gen    uint64   // bumped by every change
+	nodes  map[string]Member // the live (alive or suspect) members, by name
+	view   []Member          // nodes, sorted; nil when a change came since
 }
 
 type delegate struct{ meta atomic.Pointer[[]byte] }
@@ -149,13 +164,20 @@ func (*delegate) NotifyMsg([]byte)                           {}
 func (*delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (*delegate) LocalState(join bool) []byte                { return nil }
 func (*delegate) MergeRemoteState(buf []byte, join bool)     {}
-func (c *Cluster) NotifyJoin(*memberlist.Node)               { c.changed() }
-func (c *Cluster) NotifyLeave(*memberlist.Node)              { c.changed() }
-func (c *Cluster) NotifyUpdate(*memberlist.Node)             { c.changed() }
-func (c *Cluster) changed() {
+func (c *Cluster) NotifyJoin(n *memberlist.Node)             { c.changed(n, true) }
+func (c *Cluster) NotifyLeave(n *memberlist.Node)            { c.changed(n, false) }
+func (c *Cluster) NotifyUpdate(n *memberlist.Node)           { c.changed(n, true) }
+
+// changed records n (live or gone); memberlist's node lock is held.
+func (c *Cluster) changed(n *memberlist.Node, live bool) {
+	m := member(n)
 	c.viewMu.Lock()
+	if live {
+		c.nodes[m.Name] = m
+	} else {
+		delete(c.nodes, m.Name)
+	}
 	c.view = nil
-	c.gen++
 	c.viewMu.Unlock()
 	select {
 	case c.changes <- struct{}{}:
@@ -202,7 +224,19 @@ func Join(cfg Config) (*Cluster, error) {
 		cfg.Logger = io.Discard
 	}
 	mc.Logger = log.New(cfg.Logger, "memberlist: ", log.LstdFlags)
-	c := &Cluster{settle: cfg.Settle, changes: make(chan struct{}, 1), stop: make(chan struct{}), meta: nm, delegate: &delegate{}}
+	if len(cfg.Keys) > 0 {
+		if err := ValidateKeys(cfg.Keys); err != nil {
+			return nil, err
+		}
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("membership: gossip key ring: %w", err)
+		}
+		// Verify in and out (memberlist's defaults, set here so they do
+		// not silently change): a clear-text message is refused.
+		mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = kr, true, true
+	}
+	c := &Cluster{settle: cfg.Settle, changes: make(chan struct{}, 1), stop: make(chan struct{}), meta: nm, delegate: &delegate{}, nodes: map[string]Member{}}
 	c.delegate.meta.Store(&meta)
 	mc.Delegate = c.delegate
 	mc.Events = c
@@ -211,6 +245,7 @@ func Join(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("membership: start gossip on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	c.ml = ml
+	c.keyring = mc.Keyring
 	if len(cfg.Seeds) == 0 {
 		return c, nil
 	}
@@ -291,8 +326,17 @@ func (c *Cluster) Addr() string {
 // Name is this member's name.
 func (c *Cluster) Name() string { return c.ml.LocalNode().Name }
 
-// Self is this member.
-func (c *Cluster) Self() Member { return member(c.ml.LocalNode()) }
+// Self is this member, as it last published itself.
+func (c *Cluster) Self() Member {
+	name := c.Name()
+	c.viewMu.Lock()
+	m, ok := c.nodes[name]
+	c.viewMu.Unlock()
+	if !ok { // not possible once Join returned; kept safe
+		m = Member{Name: name, Addr: c.Addr()}
+	}
+	return m
+}
 
 // Changes is signalled (coalesced) whenever the view changes.
 func (c *Cluster) Changes() <-chan struct{} { return c.changes }
@@ -307,27 +351,19 @@ func member(n *memberlist.Node) Member {
 // modify the slice.
 func (c *Cluster) Members() []Member {
 	c.viewMu.Lock()
-	view, gen := c.view, c.gen
-	c.viewMu.Unlock()
-	if view != nil {
-		return view
-	}
-	out := []Member{}
-	for _, n := range c.ml.Members() {
+	defer c.viewMu.Unlock()
+	if c.view == nil {
 		// A suspect member still counts: it loses its keys when it is
-		// declared dead, not on a missed probe (no thrash on a slow one).
-		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
-			continue
+		// declared dead (NotifyLeave), not on a missed probe (no thrash
+		// on a slow one).
+		out := make([]Member, 0, len(c.nodes))
+		for _, m := range c.nodes {
+			out = append(out, m)
 		}
-		out = append(out, member(n))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	c.viewMu.Lock()
-	if c.gen == gen { // no change came while we read: cache it
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 		c.view = out
 	}
-	c.viewMu.Unlock()
-	return out
+	return c.view
 }
 
 // Owner proposes the owner of key among the settled live members.
