@@ -8,13 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // S3 part sizes: S3 refuses parts under 5 MiB (but the last) and objects of
@@ -40,8 +38,19 @@ type S3Config struct {
 	// Region is the bucket's region. Default "": minio-go asks the bucket
 	// for its location once (AWS), MinIO answers "us-east-1".
 	Region string
-	// AccessKey and SecretKey default to $AWS_ACCESS_KEY_ID and
-	// $AWS_SECRET_ACCESS_KEY, SessionToken to $AWS_SESSION_TOKEN.
+	// AccessKey, SecretKey and SessionToken are explicit (static) keys.
+	// Default (both keys empty): the standard AWS chain, in order: the
+	// environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+	// AWS_SESSION_TOKEN; then MinIO's MINIO_ROOT_USER and
+	// MINIO_ROOT_PASSWORD), the shared credentials file
+	// (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, with
+	// ~/.aws/config; profile AWS_PROFILE or default), then an IAM role
+	// (web identity from AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, a
+	// container's credentials endpoint, or the instance's metadata
+	// service unless AWS_EC2_METADATA_DISABLED=true); unsigned requests
+	// when none has keys. Temporary credentials (session tokens, roles)
+	// are renewed before they expire. S3Store.CredentialSource says
+	// which source answered. Keys never appear in errors or logs.
 	AccessKey    string
 	SecretKey    string
 	SessionToken string
@@ -141,6 +150,7 @@ type S3Store struct {
 	deadline  Deadline
 	transport *http.Transport // ours to close; nil when the caller gave one
 	closeOnce sync.Once
+	creds     *credSource // the source of the credentials in use
 }
 
 var (
@@ -180,15 +190,6 @@ func (cfg S3Config) normalize() (S3Config, error) {
 			return cfg, fmt.Errorf("tier: s3 store: prefix: %w", err)
 		}
 	}
-	if cfg.AccessKey == "" {
-		cfg.AccessKey = os.Getenv("AWS_ACCESS_KEY_ID")
-	}
-	if cfg.SecretKey == "" {
-		cfg.SecretKey = os.Getenv("AWS_SECRET_ACCESS_KEY")
-	}
-	if cfg.SessionToken == "" {
-		cfg.SessionToken = os.Getenv("AWS_SESSION_TOKEN")
-	}
 	switch {
 	case cfg.PartSize == 0:
 		cfg.PartSize = DefaultS3PartSize
@@ -214,7 +215,7 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	case cfg.PathStyle == nil && strings.HasSuffix(cfg.Endpoint, "amazonaws.com"):
 		lookup = minio.BucketLookupAuto
 	}
-	s := &S3Store{bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: cfg.PartSize, retry: cfg.Retry, deadline: cfg.Deadline}
+	s := &S3Store{bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: cfg.PartSize, retry: cfg.Retry, deadline: cfg.Deadline, creds: &credSource{}}
 	transport := cfg.Transport
 	if transport == nil {
 		if s.transport, err = minio.DefaultTransport(!cfg.Insecure); err != nil {
@@ -230,7 +231,7 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 		transport = s.transport
 	}
 	s.client, err = minio.New(cfg.Endpoint, &minio.Options{
-		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
+		Creds:        credentialsFor(cfg, s.creds),
 		Secure:       !cfg.Insecure,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
@@ -275,6 +276,11 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	}
 	return s, nil
 }
+
+// CredentialSource names where the credentials in use came from: one of
+// the Creds* constants (CredsAnonymous when no source had keys). It names
+// the source, never a key.
+func (s *S3Store) CredentialSource() string { return s.creds.get() }
 
 // Bucket is the store's bucket.
 func (s *S3Store) Bucket() string { return s.bucket }

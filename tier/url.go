@@ -2,6 +2,7 @@ package tier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -22,8 +23,11 @@ const urlUsage = "use file:///abs/dir or s3://bucket/prefix"
 // path-style overrides S3Config.PathStyle's default; create=true creates a
 // missing bucket; request-timeout (a Go duration) and min-throughput
 // (bytes per second: a number, or one with a KiB, MiB or GiB suffix) set
-// S3Config.Deadline's Base and MinThroughput (default 5s and 8MiB). Credentials come from AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, never from the URL.
+// S3Config.Deadline's Base and MinThroughput (default 5s and 8MiB).
+// Credentials never come from the URL (a URL with user information is
+// refused): they come from the standard AWS chain (S3Config.AccessKey
+// has the order: environment, shared credentials file, IAM role). Errors
+// show the URL through RedactURL.
 func Open(ctx context.Context, rawURL string) (Store, error) {
 	loc, err := parseURL(rawURL)
 	if err != nil {
@@ -44,14 +48,18 @@ type location struct {
 func parseURL(rawURL string) (location, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return location{}, fmt.Errorf("tier: object store URL %q: %v; %s", rawURL, err, urlUsage)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text would repeat the URL, secrets and all
+		}
+		return location{}, fmt.Errorf("tier: object store URL %q: %v; %s", RedactURL(rawURL), err, urlUsage)
 	}
-	shown := u.Redacted() // never echo a password
+	shown := RedactURL(rawURL) // never echo a key
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("tier: object store URL %q: %s", shown, fmt.Sprintf(format, args...))
 	}
 	if u.User != nil {
-		return location{}, bad("credentials in the URL are not supported; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		return location{}, bad("credentials in the URL are not supported; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use a shared credentials file or an IAM role (the standard AWS chain)")
 	}
 	switch u.Scheme {
 	case "file":
