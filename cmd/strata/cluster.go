@@ -70,6 +70,7 @@ func (g *gossipCluster) Changes() <-chan struct{} { return g.c.Changes() }
 type clusterFlags struct {
 	nodeID, gossipListen, gossipAdvertise, join, advertise, zone *string
 	settle                                                       *time.Duration
+	gossipKeyFile                                                *string
 }
 
 func addClusterFlags(fs *flag.FlagSet) clusterFlags {
@@ -81,6 +82,7 @@ func addClusterFlags(fs *flag.FlagSet) clusterFlags {
 		advertise:       fs.String("advertise", "", "client (gRPC) address HOST:PORT the other brokers and clients are told (default --listen)"),
 		zone:            fs.String("zone", "", "zone label of this broker, published to the cluster"),
 		settle:          fs.Duration("settle", 5*time.Second, "how long a broker that joined must be up before partitions move to it (anti-flap)"),
+		gossipKeyFile:   fs.String("gossip-key-file", "", "encrypt gossip (AES, memberlist's key ring) with the keys in FILE: one base64 key of 16, 24 or 32 bytes a line, the first used to encrypt, all accepted to decrypt; reread on SIGHUP and when the file changes (rotation: docs/ops-security.md)"),
 	}
 }
 
@@ -88,6 +90,9 @@ func addClusterFlags(fs *flag.FlagSet) clusterFlags {
 // cluster of one without gossip.
 func (f clusterFlags) start(listen string) (*gossipCluster, error) {
 	if *f.gossipListen == "" && *f.join == "" {
+		if *f.gossipKeyFile != "" {
+			return nil, fmt.Errorf("--gossip-key-file %s encrypts gossip, and this broker gossips with no one: add --gossip-listen HOST:PORT or --join HOST:PORT, or drop --gossip-key-file", *f.gossipKeyFile)
+		}
 		return nil, nil
 	}
 	if *f.gossipListen == "" {
@@ -106,6 +111,11 @@ func (f clusterFlags) start(listen string) (*gossipCluster, error) {
 		return nil, err
 	}
 	mc := membership.Config{Name: id, BindAddr: host, BindPort: port, ClientAddr: advertise, Zone: *f.zone, Settle: *f.settle, RetryJoin: true}
+	if *f.gossipKeyFile != "" {
+		if mc.Keys, err = membership.LoadKeyFile(*f.gossipKeyFile); err != nil {
+			return nil, fmt.Errorf("%w (--gossip-key-file); the broker did not start", err)
+		}
+	}
 	if *f.gossipAdvertise != "" {
 		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort("--gossip-advertise", *f.gossipAdvertise); err != nil {
 			return nil, err

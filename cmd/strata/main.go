@@ -133,7 +133,7 @@ func demo(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	fmt.Printf("object store: %s\n", *store)
+	fmt.Printf("object store: %s\n", tier.RedactURL(*store))
 	_, err = bench.Demo(ctx, bench.DemoConfig{Dir: abs, Store: st, Records: *records, Partitions: *partitions}, os.Stdout)
 	return err
 }

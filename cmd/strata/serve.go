@@ -104,6 +104,9 @@ func serve(ctx context.Context, args []string) error {
 		cfg.Cluster = gc
 		defer gc.c.Shutdown()
 		log.Info("gossip started", "node_id", gc.c.Name(), "gossip_addr", gc.c.Addr(), "join", *cf.join, "settle", *cf.settle)
+		if *cf.gossipKeyFile != "" {
+			defer watchGossipKeys(ctx, gc.c, *cf.gossipKeyFile, log)()
+		}
 	}
 	b, err := core.New(cfg)
 	if err != nil {
@@ -123,7 +126,11 @@ func serve(ctx context.Context, args []string) error {
 	hs.SetServingStatus(stratapb.Strata_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
-	log.Info("strata broker listening", "addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir, "object_store", *store)
+	storeAttrs := []any{"object_store", tier.RedactURL(*store)}
+	if s3, ok := st.(*tier.S3Store); ok {
+		storeAttrs = append(storeAttrs, "object_store_credentials", s3.CredentialSource())
+	}
+	log.Info("strata broker listening", append([]any{"addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir}, storeAttrs...)...)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
