@@ -74,7 +74,9 @@ func codeWords(c codes.Code) string {
 	return b.String()
 }
 
-// parseArgs parses flags that may come before or after positional args.
+// parseArgs parses flags that may come before or after positional args,
+// then defaults the flags not given from the environment and the config
+// file (flagDefaults).
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -83,7 +85,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
+			return pos, flagDefaults(fs)
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
@@ -104,8 +106,12 @@ func topicCmd(ctx context.Context, args []string) error {
 	valueSchema := fs.String("value-schema", "", `the values' schema, as JSON {"fields": [{"name": ..., "type": ...}, ...]} or @FILE; implies --value-format json; without it a json topic's schema is inferred from its first records, then fixed (create)`)
 	export := fs.String("export", "", `"parquet": the broker exports each newly sealed range as Parquet (create)`)
 	consumedBy := fs.String("consumed-by", "", "retention by consumption: comma-separated share groups G1,G2 (at most 16); once every one of them has acked or dead-lettered a record, retention may drop it, whole segments at a time, on top of --retention and --retention-bytes (create; docs/queues.md)")
+	output := outputFlag(fs)
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
 		return err
 	}
 	cl, err := dial(*brokerAddr)
@@ -166,19 +172,19 @@ func topicCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return rpcErr(err)
 		}
-		for _, t := range resp.Topics {
-			fmt.Fprintf(stdout, "%s\tpartitions=%d\tretention=%v\tcompression=%s", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.Compression)
-			if len(t.ConsumedBy) > 0 {
-				fmt.Fprintf(stdout, "\tconsumed_by=%s", strings.Join(t.ConsumedBy, ","))
+		if *output == "json" {
+			out := make([]any, 0, len(resp.Topics))
+			for _, t := range resp.Topics {
+				out = append(out, protoMap(t))
 			}
-			if t.ValueFormat != "" {
-				fmt.Fprintf(stdout, "\tvalue_format=%s", t.ValueFormat)
-			}
-			if t.Export != "" {
-				fmt.Fprintf(stdout, "\texport=%s", t.Export)
-			}
-			fmt.Fprintln(stdout)
+			return printJSON(out)
 		}
+		tb := newTable(stdout, "NAME", "PARTITIONS", "RETENTION", "RETENTION_BYTES", "COMPRESSION", "CONSUMED_BY", "VALUE_FORMAT", "EXPORT")
+		for _, t := range resp.Topics {
+			tb.row(t.Name, t.Partitions, retentionText(t.RetentionMs), orDash(t.RetentionBytes), t.Compression, orDash(strings.Join(t.ConsumedBy, ",")),
+				orDash(t.ValueFormat), orDash(t.Export))
+		}
+		return tb.flush()
 	case "describe":
 		if len(pos) != 1 {
 			return errors.New("usage: strata topic describe NAME --broker HOST:PORT[,...]")
@@ -187,8 +193,15 @@ func topicCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return rpcErr(err)
 		}
+		if *output == "json" {
+			return printJSON(protoMap(resp))
+		}
 		t := resp.Config
-		fmt.Fprintf(stdout, "topic %s: %d partitions, retention %v / %d bytes, compression %s", t.Name, t.Partitions, time.Duration(t.RetentionMs)*time.Millisecond, t.RetentionBytes, t.Compression)
+		retBytes := "no size limit"
+		if t.RetentionBytes > 0 {
+			retBytes = fmt.Sprintf("%d bytes per partition", t.RetentionBytes)
+		}
+		fmt.Fprintf(stdout, "topic %s: %d partitions, retention %s, %s, compression %s", t.Name, t.Partitions, retentionText(t.RetentionMs), retBytes, t.Compression)
 		if len(t.ConsumedBy) > 0 {
 			fmt.Fprintf(stdout, ", consumed_by %s", strings.Join(t.ConsumedBy, ","))
 		}
@@ -202,10 +215,11 @@ func topicCmd(ctx context.Context, args []string) error {
 		case t.ValueFormat != "":
 			fmt.Fprintf(stdout, "value_format %s, value_schema not fixed yet (inferred from the first records when first read)\n", t.ValueFormat)
 		}
-		fmt.Fprintf(stdout, "partition\tlog_start\thigh_watermark\tsealed_segments\tsealed_bytes\tlocal_bytes\n")
+		tb := newTable(stdout, "PARTITION", "LOG_START", "HIGH_WATERMARK", "SEALED_SEGMENTS", "SEALED_BYTES", "LOCAL_BYTES")
 		for _, p := range resp.Partitions {
-			fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.LogStartOffset, p.HighWatermark, p.SealedSegments, p.SealedBytes, p.LocalBytes)
+			tb.row(p.Partition, p.LogStartOffset, p.HighWatermark, p.SealedSegments, p.SealedBytes, p.LocalBytes)
 		}
+		return tb.flush()
 	default:
 		return fmt.Errorf("unknown topic command %q: use create, delete, list or describe", args[0])
 	}
@@ -229,10 +243,14 @@ func readSchemaFlag(v string) (string, error) {
 func statsCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
 	brokerAddr := brokerFlag(fs)
+	output := outputFlag(fs)
 	if pos, err := parseArgs(fs, args); err != nil {
 		return err
 	} else if len(pos) != 0 {
-		return errors.New("usage: strata stats --broker HOST:PORT[,...]")
+		return errors.New("usage: strata stats [--output json] --broker HOST:PORT[,...]")
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	cl, err := dial(*brokerAddr)
 	if err != nil {
@@ -247,6 +265,11 @@ func statsCmd(ctx context.Context, args []string) error {
 	hitRatio := 0.0
 	if n := st.CacheHits + st.CacheMisses; n > 0 {
 		hitRatio = float64(st.CacheHits) / float64(n)
+	}
+	if *output == "json" {
+		out := protoMap(st)
+		out["cache_hit_ratio"] = hitRatio
+		return printJSON(out)
 	}
 	fmt.Fprintf(stdout, "broker incarnation %s\n", st.Incarnation)
 	fmt.Fprintf(stdout, "read cache: %d hits (%d from disk), %d misses, hit ratio %.3f; %d GETs, %d bytes fetched, %d read-ahead spans; %d bytes in memory, %d on disk\n",
@@ -435,7 +458,7 @@ stdin, prints the count, and says which records may or may not be stored.
 func consumeCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: strata consume TOPIC --broker HOST:PORT[,...] [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--format text|json]
+		fmt.Fprint(fs.Output(), `usage: strata consume TOPIC --broker HOST:PORT[,...] [--partition P] [--from-offset N | --from-time RFC3339 | --from earliest|latest] [--max N] [--until RFC3339] [--format text|json]
        strata consume TOPIC --group G --broker HOST:PORT[,...] [--from earliest|latest] [--max N] [--format text|json]
 
 Prints records, one per line. Without --partition it reads every partition
@@ -445,7 +468,10 @@ only P. --max N stops after N records in total. With --group G it is a
 member of consumer group G: the broker assigns the partitions, and what
 was printed is committed (at-least-once: a crash between printing and
 committing prints those records again; with --max, nothing past the
-last printed record is committed).
+last printed record is committed). --until T stops each partition at its
+first record at or after T and exits when every partition has (not with
+--group). With --max or --until, and stderr a terminal, a progress bar
+shows records, bytes, rate and ETA on stderr.
 
 `)
 		fs.PrintDefaults()
@@ -456,6 +482,7 @@ last printed record is committed).
 	fromTime := fs.String("from-time", "", "start each partition at its first record at or after this RFC3339 time")
 	from := fs.String("from", "earliest", "start at earliest or latest (when no --from-offset/--from-time); with --group, where partitions without a committed offset start")
 	maxN := fs.Int("max", 0, "exit after this many records in total; 0 follows the log until interrupted")
+	untilFlag := fs.String("until", "", "stop each partition at its first record at or after this RFC3339 time (not printed), and exit when every partition has; a partition with none yet ends at its high watermark once the clock passes the time")
 	format := fs.String("format", "text", "text (one value per line) or json (one object per line)")
 	group := fs.String("group", "", "consume as a member of this consumer group (partitions assigned by the broker; offsets committed after printing)")
 	pos, err := parseArgs(fs, args)
@@ -488,6 +515,15 @@ last printed record is committed).
 		latest = true
 	default:
 		return fmt.Errorf("--from %q: use earliest or latest", *from)
+	}
+	var until time.Time
+	if *untilFlag != "" {
+		if until, err = time.Parse(time.RFC3339, *untilFlag); err != nil {
+			return fmt.Errorf("--until %q: %v (use RFC3339, like 2026-11-22T10:00:00Z)", *untilFlag, err)
+		}
+		if *group != "" {
+			return errors.New("--until reads a fixed set of partitions to a time, and a group member's partitions change with the group: drop --group (and read from --from-time or --from-offset), or drop --until")
+		}
 	}
 	if *group != "" {
 		if *fromOffset >= 0 || *fromTime != "" {
@@ -540,6 +576,7 @@ last printed record is committed).
 		return k.Close(cctx)
 	}
 	defer closeConsumer()
+	starts := map[int32]int64{} // each partition's start, when known
 	for _, p := range parts {
 		off := *fromOffset
 		if !startTime.IsZero() {
@@ -550,11 +587,32 @@ last printed record is committed).
 			}
 			off = resp.Offset
 		}
+		if off < 0 && !until.IsZero() {
+			// --until needs to know where each partition starts.
+			spec := &stratapb.ListOffsetsRequest{Topic: topic, Partition: p, Spec: &stratapb.ListOffsetsRequest_Earliest{Earliest: true}}
+			if latest {
+				spec.Spec = &stratapb.ListOffsetsRequest_Latest{Latest: true}
+			}
+			resp, err := c.API().ListOffsets(ctx, spec)
+			if err != nil {
+				return fmt.Errorf("partition %d: start offset: %w", p, rpcErr(err))
+			}
+			off = resp.Offset
+		}
 		if off >= 0 {
 			if err := k.Seek(p, off); err != nil {
 				return err
 			}
+			starts[p] = off
 		}
+	}
+	var stop *untilStop
+	if !until.IsZero() {
+		stop = newUntilStop(c.API(), topic, until, starts)
+	}
+	var bar *progress // records, bytes, rate and ETA on a terminal, for work with an end
+	if *maxN > 0 || stop != nil {
+		bar = newProgress(int64(*maxN), true)
 	}
 
 	w := bufio.NewWriter(stdout)
@@ -570,6 +628,7 @@ last printed record is committed).
 		}
 	}
 	finish := func() error {
+		bar.Done()
 		// Printed before committed: at-least-once.
 		if err := w.Flush(); err != nil {
 			return err
@@ -581,6 +640,15 @@ last printed record is committed).
 	}
 	n := 0
 	for {
+		if stop != nil {
+			done, err := stop.reached(ctx)
+			if err != nil {
+				return err
+			}
+			if done {
+				return finish()
+			}
+		}
 		recs, err := k.Poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -593,8 +661,15 @@ last printed record is committed).
 				handBack(k, recs[i:])
 				return finish()
 			}
+			if !stop.take(r) {
+				continue
+			}
 			emit(r)
 			n++
+			bar.Add(1, int64(len(r.Key)+len(r.Value)))
+		}
+		if stop != nil && bar != nil && *maxN == 0 {
+			bar.SetFraction(stop.fraction())
 		}
 		// Flushed before the next Poll commits these records.
 		if err := w.Flush(); err != nil {
@@ -604,6 +679,101 @@ last printed record is committed).
 			return finish()
 		}
 	}
+}
+
+// untilCheckEvery is how often consume --until asks for the partitions'
+// end offsets once the clock has passed the --until time.
+const untilCheckEvery = time.Second
+
+// untilStop ends consume --until: a partition is done at its first record
+// at or after the time, or, once the clock has passed the time, at the
+// first offset at or after it (its high watermark when there is none: a
+// record produced later has a later time).
+type untilStop struct {
+	api     stratapb.StrataClient
+	topic   string
+	until   time.Time
+	next    map[int32]int64 // the next offset of each partition read
+	end     map[int32]int64 // the first offset at or after until, once asked
+	done    map[int32]bool
+	checked time.Time
+	// first and last record times seen, for the progress fraction.
+	firstMs, lastMs int64
+}
+
+func newUntilStop(api stratapb.StrataClient, topic string, until time.Time, starts map[int32]int64) *untilStop {
+	u := &untilStop{api: api, topic: topic, until: until, next: map[int32]int64{}, end: map[int32]int64{}, done: map[int32]bool{}}
+	for p, off := range starts {
+		u.next[p] = off
+	}
+	return u
+}
+
+// take reports whether r is before the stop, and records where its
+// partition is; a nil untilStop takes everything.
+func (u *untilStop) take(r client.Record) bool {
+	if u == nil {
+		return true
+	}
+	p := r.Partition
+	if u.done[p] {
+		return false
+	}
+	if e, ok := u.end[p]; r.Timestamp >= u.until.UnixMilli() || ok && r.Offset >= e {
+		u.done[p] = true
+		return false
+	}
+	u.next[p] = r.Offset + 1
+	if e, ok := u.end[p]; ok && u.next[p] >= e {
+		u.done[p] = true
+	}
+	if u.firstMs == 0 {
+		u.firstMs = r.Timestamp
+	}
+	u.lastMs = max(u.lastMs, r.Timestamp)
+	return true
+}
+
+// reached reports whether every partition is done, asking for the end
+// offsets of those not yet done once the clock is past until (at most
+// every untilCheckEvery).
+func (u *untilStop) reached(ctx context.Context) (bool, error) {
+	if len(u.done) == len(u.next) {
+		return true, nil
+	}
+	now := time.Now()
+	if now.Before(u.until) || now.Sub(u.checked) < untilCheckEvery {
+		return false, nil
+	}
+	u.checked = now
+	for p, next := range u.next {
+		if u.done[p] {
+			continue
+		}
+		resp, err := u.api.ListOffsets(ctx, &stratapb.ListOffsetsRequest{Topic: u.topic, Partition: p,
+			Spec: &stratapb.ListOffsetsRequest_TimestampMs{TimestampMs: u.until.UnixMilli()}})
+		if err != nil {
+			if ctx.Err() != nil {
+				return true, nil
+			}
+			return false, fmt.Errorf("partition %d: first offset at or after --until %s: %w", p, u.until.Format(time.RFC3339), rpcErr(err))
+		}
+		u.end[p] = resp.Offset
+		if next >= resp.Offset {
+			u.done[p] = true
+		}
+	}
+	return len(u.done) == len(u.next), nil
+}
+
+// fraction is how far the records read are from their first time to
+// until, 0 to 1.
+func (u *untilStop) fraction() float64 {
+	span := u.until.UnixMilli() - u.firstMs
+	if u.firstMs == 0 || span <= 0 {
+		return 0
+	}
+	return float64(u.lastMs-u.firstMs) / float64(span)
 }
 
 // handBack seeks each partition of the Polled but unprinted records recs

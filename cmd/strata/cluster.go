@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,25 +142,4 @@ func splitHostPort(flagName, addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("%s %q: port %q is not a number in 0-65535", flagName, addr, ps)
 	}
 	return host, port, nil
-}
-
-// envDefaults sets every flag of fs not given on the command line from
-// the environment variable STRATA_<NAME> (upper case, dashes as
-// underscores; --gossip-listen is STRATA_GOSSIP_LISTEN), when set.
-func envDefaults(fs *flag.FlagSet) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		env := "STRATA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("environment variable %s=%q: %v", env, v, serr)
-			}
-		}
-	})
-	return err
 }

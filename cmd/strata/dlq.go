@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +26,7 @@ deliveries or were rejected, in its dead-letter topic (TOPIC.dlq.G unless
 the group names another), with their origin and last reason in
 strata-dlq-* headers (docs/queues.md).
 
-  list    TOPIC --group G [--max N] [--format text|json]   print them, from the start
+  list    TOPIC --group G [--max N] [--format|-o text|json]   print them, from the start
   redrive TOPIC --group G [--to TOPIC] [--rate N/s] [--max N]   move them back as new records
 
 Run 'strata dlq COMMAND -h' for a command's flags.
@@ -96,6 +95,8 @@ delivery_count, first_delivery, last_delivery and reason, from its
 strata-dlq-* headers.`)
 	maxN := fs.Int("max", 0, "print at most this many; 0: all")
 	format := fs.String("format", "text", "text or json (an object a line)")
+	fs.StringVar(format, "output", "text", "the same as --format (text or json), as every list command has it")
+	fs.StringVar(format, "o", "text", "short for --output")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -229,12 +230,6 @@ func parseRate(s string) (float64, error) {
 	return v / per, nil
 }
 
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 func dlqRedrive(ctx context.Context, args []string) error {
 	fs, brokerAddr, group, dlqFlag := dlqFlags("redrive", "redrive TOPIC --group G [--to TOPIC] [--rate N/s] [--max N] [--dead-letter TOPIC] --broker HOST:PORT[,...]",
 		`Moves the dead letters of share group G back to their origin topic (or
@@ -279,17 +274,14 @@ always ends with a summary line on stderr.`)
 		dest = *to
 	}
 	begin := time.Now()
-	var progress func(done, total int64)
-	tty := false
-	if f, ok := errOut.(*os.File); ok && isTerminal(f) {
-		tty = true
-		progress = func(done, total int64) { fmt.Fprint(errOut, "\r"+progressLine(done, total, time.Since(begin))) }
+	var report func(done, total int64)
+	bar := newProgress(0, false) // nil unless stderr is a terminal
+	if bar != nil {
+		report = bar.Set
 	}
 	done, err := c.Redrive(ctx, client.RedriveOptions{Topic: topic, Group: *group, DeadLetterTopic: dlq, To: *to,
-		Rate: rate, Max: *maxN, Progress: progress})
-	if tty && done > 0 {
-		fmt.Fprintln(errOut)
-	}
+		Rate: rate, Max: *maxN, Progress: report})
+	bar.Done()
 	took := time.Since(begin)
 	fmt.Fprintf(errOut, "strata: redrove %d records from %s to %s in %v (%.1f/s)\n", done, dlq, dest, took.Round(time.Millisecond), float64(done)/max(took.Seconds(), 1e-3))
 	fmt.Fprintln(stdout, done)
@@ -300,24 +292,4 @@ always ends with a summary line on stderr.`)
 		return fmt.Errorf("redrive %s: %w; %d records were moved (and committed; a rerun goes on after them)", dlq, rpcErr(err), done)
 	}
 	return nil
-}
-
-// progressLine is the progress bar: [=====>    ] done/total rate ETA.
-func progressLine(done, total int64, took time.Duration) string {
-	const width = 30
-	frac := 1.0
-	if total > 0 {
-		frac = min(float64(done)/float64(total), 1)
-	}
-	fill := int(frac * width)
-	bar := strings.Repeat("=", fill)
-	if fill < width {
-		bar += ">" + strings.Repeat(" ", width-fill-1)
-	}
-	rate := float64(done) / max(took.Seconds(), 1e-3)
-	eta := "-"
-	if rate > 0 && total > done {
-		eta = (time.Duration(float64(total-done) / rate * float64(time.Second))).Round(time.Second).String()
-	}
-	return fmt.Sprintf("[%s] %d/%d  %.1f/s  ETA %s ", bar, done, total, rate, eta)
 }

@@ -19,8 +19,12 @@ func groupCmd(ctx context.Context, args []string) error {
 	brokerAddr := brokerFlag(fs)
 	topic := fs.String("topic", "", "topic (reset)")
 	to := fs.String("to", "", "reset to: earliest, latest, an offset, or an RFC3339 time (reset)")
+	output := outputFlag(fs)
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
 		return err
 	}
 	cl, err := dial(*brokerAddr)
@@ -35,9 +39,18 @@ func groupCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return rpcErr(err)
 		}
-		for _, g := range resp.Groups {
-			fmt.Fprintln(stdout, g)
+		if *output == "json" {
+			out := make([]map[string]string, 0, len(resp.Groups))
+			for _, g := range resp.Groups {
+				out = append(out, map[string]string{"group": g})
+			}
+			return printJSON(out)
 		}
+		tb := newTable(stdout, "GROUP")
+		for _, g := range resp.Groups {
+			tb.row(g)
+		}
+		return tb.flush()
 	case "describe":
 		if len(pos) != 1 {
 			return errors.New("usage: strata group describe GROUP --broker HOST:PORT[,...]")
@@ -46,14 +59,30 @@ func groupCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return rpcErr(err)
 		}
+		if *output == "json" {
+			return printJSON(protoMap(d))
+		}
 		fmt.Fprintf(stdout, "group %s on topic %s, generation %d, %d members\n", d.Group, d.Topic, d.Generation, len(d.Members))
-		for _, m := range d.Members {
-			fmt.Fprintf(stdout, "member %s\tpartitions %v\n", m.MemberId, m.Partitions)
+		if len(d.Members) > 0 {
+			fmt.Fprintln(stdout)
+			tb := newTable(stdout, "MEMBER", "PARTITIONS")
+			for _, m := range d.Members {
+				tb.row(m.MemberId, orDash(joinInts(m.Partitions)))
+			}
+			if err := tb.flush(); err != nil {
+				return err
+			}
 		}
-		fmt.Fprintf(stdout, "partition\tcommitted\thigh_watermark\tlag_records\tlag_seconds\n")
+		fmt.Fprintln(stdout)
+		tb := newTable(stdout, "PARTITION", "COMMITTED", "HIGH_WATERMARK", "LAG_RECORDS", "LAG_SECONDS")
 		for _, l := range d.Lag {
-			fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%.1f\n", l.Partition, l.Committed, l.HighWatermark, l.LagRecords, l.LagSeconds)
+			committed := any(l.Committed)
+			if l.Committed < 0 {
+				committed = "-"
+			}
+			tb.row(l.Partition, committed, l.HighWatermark, l.LagRecords, fmt.Sprintf("%.1f", l.LagSeconds))
 		}
+		return tb.flush()
 	case "reset":
 		if len(pos) != 1 || *topic == "" || *to == "" {
 			return errors.New("usage: strata group reset GROUP --topic TOPIC --to earliest|latest|OFFSET|RFC3339 --broker HOST:PORT[,...]")

@@ -14,12 +14,17 @@
 //	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL [--node-id ID --gossip-listen HOST:PORT --join HOST:PORT[,...]] ... (every flag also STRATA_<NAME>)
 //	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...] [--consumed-by G1,G2]
 //	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP | --format json] [--partition P] [--acks none|local|durable] [--header K=V] [--delay DUR | --deliver-at T] [--priority N] [--dedup-id-header NAME]
-//	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--format text|json] [--group G]
+//	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--until T] [--format text|json] [--group G]
 //	strata group   list|describe|reset GROUP --broker HOST:PORT[,...]
 //	strata queue   create|alter|delete|list|describe|receive|ack|nack|release|reject|extend|run TOPIC --group G --broker HOST:PORT[,...]
 //	strata dlq     list|redrive TOPIC --group G --broker HOST:PORT[,...]
 //	strata stats   --broker HOST:PORT[,...]
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
+//
+// Every flag not given takes STRATA_<NAME>, else the config file
+// (~/.config/strata/config.yaml or $STRATA_CONFIG; config.go,
+// docs/cli-config.md). list and describe commands and stats print aligned
+// tables, or one JSON document with --output json (-o json).
 package main
 
 import (
@@ -43,7 +48,7 @@ usage:
   strata topic   create|delete|list|describe  manage topics
   strata produce TOPIC                   one record per stdin line (idempotent, retried); prints the number acknowledged
   strata consume TOPIC                   print records of every partition (text or json); --partition P for one,
-                                         --max N to stop after N in total, --group G to consume as a group member
+                                         --max N to stop after N in total, --until T at a time, --group G to consume as a group member
   strata group   list|describe|reset     consumer groups: members, lag, offset resets
   strata queue   create|alter|delete|list|describe   share groups: a topic read as a queue (docs/queues.md)
   strata queue   receive|ack|nack|release|reject|extend   lease records, settle them by receipt
@@ -108,6 +113,9 @@ func demo(ctx context.Context, args []string) error {
 	records := fs.Int("records", 20000, "records per partition")
 	partitions := fs.Int("partitions", 3, "partitions")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := flagDefaults(fs); err != nil {
 		return err
 	}
 	if *records <= 0 || *partitions <= 0 {

@@ -229,24 +229,6 @@ func toConfigJSON(cfg client.ShareGroupConfig) configJSON {
 		StartFromEarliest: e.StartFromEarliest, StartOffsets: e.StartOffsets}
 }
 
-// outputFlag is the --output flag of list and describe.
-func outputFlag(fs *flag.FlagSet) *string {
-	return fs.String("output", "text", "text, or json (one JSON document)")
-}
-
-func checkOutput(o string) error {
-	if o != "text" && o != "json" {
-		return fmt.Errorf("--output %q: use text or json", o)
-	}
-	return nil
-}
-
-func printJSON(v any) error {
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func queueConfigure(ctx context.Context, cmd string, args []string) error {
 	about := `Creates a share group on TOPIC, and its dead-letter topic when it does not
 exist. Settings left out take the broker's defaults.`
@@ -376,10 +358,17 @@ Lists the share groups of TOPIC, or of every topic, with their settings
 		}
 		return printJSON(out)
 	}
+	tb := newTable(stdout, "TOPIC", "GROUP", "VISIBILITY", "MAX_DELIVERIES", "BACKOFF", "DEAD_LETTER_TOPIC", "ORDERED_BY_KEY", "PRIORITY_AGING", "START")
 	for _, g := range groups {
-		fmt.Fprintf(stdout, "%s\t%s\t%s\n", g.Topic, g.Group, configText(g))
+		e := effective(g)
+		from := "latest"
+		if e.StartFromEarliest {
+			from = "earliest"
+		}
+		tb.row(e.Topic, e.Group, e.Visibility, e.MaxDeliveries, fmt.Sprintf("%v-%v x%g", e.BackoffMin, e.BackoffMax, e.BackoffMultiplier),
+			e.DeadLetterTopic, e.OrderedByKey, e.PriorityAging, from)
 	}
-	return nil
+	return tb.flush()
 }
 
 // countsJSON is a group's record counts as describe --output json prints
@@ -468,7 +457,8 @@ record below floor is settled.`)
 	}
 	fmt.Fprintf(stdout, "available %d, in flight %d, backoff %d, delayed %d, key-blocked %d, dead-letter pending %d, acked %d, dead-lettered %d; oldest unacked age %s\n",
 		t.Available, t.InFlight, t.Backoff, t.Delayed, t.KeyBlocked, t.DeadLetterPending, t.Acked, t.DeadLettered, oldest)
-	fmt.Fprintln(stdout, "partition\tcursor\tfloor\tavailable\tin_flight\tbackoff\tdelayed\tkey_blocked\tdead_letter_pending\tacked\tdead_lettered\toldest_unacked\towner")
+	fmt.Fprintln(stdout)
+	tb := newTable(stdout, "PARTITION", "CURSOR", "FLOOR", "AVAILABLE", "IN_FLIGHT", "BACKOFF", "DELAYED", "KEY_BLOCKED", "DEAD_LETTER_PENDING", "ACKED", "DEAD_LETTERED", "OLDEST_UNACKED", "OWNER")
 	for _, p := range d.Partitions {
 		o := "-"
 		if !p.OldestUnacked.IsZero() {
@@ -481,10 +471,9 @@ record below floor is settled.`)
 		case owner == "":
 			owner = "this broker"
 		}
-		fmt.Fprintf(stdout, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Partition, p.Cursor, p.Floor,
-			p.Available, p.InFlight, p.Backoff, p.Delayed, p.KeyBlocked, p.DeadLetterPending, p.Acked, p.DeadLettered, o, owner)
+		tb.row(p.Partition, p.Cursor, p.Floor, p.Available, p.InFlight, p.Backoff, p.Delayed, p.KeyBlocked, p.DeadLetterPending, p.Acked, p.DeadLettered, o, owner)
 	}
-	return nil
+	return tb.flush()
 }
 
 // checkVisibility checks a --visibility flag of receive and run: 0 (the

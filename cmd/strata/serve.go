@@ -45,7 +45,7 @@ func serve(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := envDefaults(fs); err != nil {
+	if err := flagDefaults(fs); err != nil { // STRATA_<NAME>, then the config file's serve section
 		return err
 	}
 	policy, err := ingest.ParseFsyncPolicy(*fsync)
