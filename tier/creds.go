@@ -143,12 +143,15 @@ func RedactURL(rawURL string) string {
 		if err != nil {
 			u.RawQuery = redacted
 		} else {
+			masked := false
 			for k := range q {
 				if secretParam.MatchString(k) {
-					q[k] = []string{redacted}
+					q[k], masked = []string{redacted}, true
 				}
 			}
-			u.RawQuery = q.Encode()
+			if masked { // else kept as written
+				u.RawQuery = q.Encode()
+			}
 		}
 	}
 	return u.String()

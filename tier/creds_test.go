@@ -134,7 +134,7 @@ func TestS3CredentialsDefaultProfileAndStatic(t *testing.T) {
 
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"s3://b/p?endpoint=h:9000&insecure=true":        "s3://b/p?endpoint=h%3A9000&insecure=true",
+		"s3://b/p?endpoint=h:9000&insecure=true":        "s3://b/p?endpoint=h:9000&insecure=true",
 		"s3://AKIAEXAMPLE:s3cr3t@b/p":                   "s3://REDACTED@b/p",
 		"s3://b/p?secret-key=s3cr3t&region=eu":          "s3://b/p?region=eu&secret-key=REDACTED",
 		"s3://b/p?X-Amz-Signature=s3cr3t":               "s3://b/p?X-Amz-Signature=REDACTED",
