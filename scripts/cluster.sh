@@ -34,9 +34,10 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 # A broker's settings come from its flags alone: inherited STRATA_* variables
 # (a shell that sourced an env file, say) would otherwise fill in the flags
-# left unset, such as b1's --join.
+# left unset, such as b1's --join; so would a config file's serve section
+# (STRATA_CONFIG=/dev/null, an empty one, for the brokers below).
 unset STRATA_LISTEN STRATA_DATA_DIR STRATA_OBJECT_STORE STRATA_NODE_ID STRATA_GOSSIP_LISTEN \
-  STRATA_JOIN STRATA_ADVERTISE STRATA_GOSSIP_ADVERTISE STRATA_ZONE
+  STRATA_JOIN STRATA_ADVERTISE STRATA_GOSSIP_ADVERTISE STRATA_ZONE STRATA_GOSSIP_KEY_FILE
 
 abs_state() {
   mkdir -p "$state"
@@ -152,7 +153,7 @@ up() {
       --node-id "$b"
       --gossip-listen "127.0.0.1:$gport")
     if (( i > 1 )); then args+=(--join "$seed"); fi
-    AWS_ACCESS_KEY_ID="$STRATA_TEST_MINIO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$STRATA_TEST_MINIO_SECRET_KEY" \
+    STRATA_CONFIG=/dev/null AWS_ACCESS_KEY_ID="$STRATA_TEST_MINIO_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$STRATA_TEST_MINIO_SECRET_KEY" \
       nohup "$state/$bin_name" "${args[@]}" > "$state/$b.log" 2>&1 < /dev/null &
     echo $! > "$state/$b.pid"
   done
