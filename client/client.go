@@ -137,6 +137,8 @@ type Option func(*clientConfig)
 
 type clientConfig struct {
 	dial     []grpc.DialOption
+	perRPC   []grpc.DialOption // per-call credentials (tls.go): they leave the transport's default alone
+	tls      bool              // WithTLS set the transport credentials
 	failover time.Duration
 }
 
@@ -191,10 +193,10 @@ func Dial(addrs string, opts ...Option) (*Client, error) {
 		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	})}
-	if len(cfg.dial) == 0 {
+	if len(cfg.dial) == 0 && !cfg.tls {
 		base = append(base, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	cfg.dial = append(base, cfg.dial...)
+	cfg.dial = append(append(base, cfg.dial...), cfg.perRPC...)
 	var seeds []string
 	for _, a := range strings.Split(addrs, ",") {
 		if a = strings.TrimSpace(a); a != "" && !slices.Contains(seeds, a) {
