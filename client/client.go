@@ -143,8 +143,8 @@ type clientConfig struct {
 }
 
 // WithDialOptions adds gRPC dial options (TLS, interceptors, ...), used
-// for the connection to every broker. Without any, connections are
-// plaintext.
+// for the connection to every broker. Without transport credentials here
+// or WithTLS, connections are plaintext.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dial = append(c.dial, opts...) }
 }
@@ -193,7 +193,9 @@ func Dial(addrs string, opts ...Option) (*Client, error) {
 		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	})}
-	if len(cfg.dial) == 0 && !cfg.tls {
+	if !cfg.tls {
+		// Plaintext unless WithTLS; transport credentials given through
+		// WithDialOptions come later and win.
 		base = append(base, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	cfg.dial = append(append(base, cfg.dial...), cfg.perRPC...)
