@@ -137,12 +137,14 @@ type Option func(*clientConfig)
 
 type clientConfig struct {
 	dial     []grpc.DialOption
+	perRPC   []grpc.DialOption // per-call credentials (tls.go): they leave the transport's default alone
+	tls      bool              // WithTLS set the transport credentials
 	failover time.Duration
 }
 
 // WithDialOptions adds gRPC dial options (TLS, interceptors, ...), used
-// for the connection to every broker. Without any, connections are
-// plaintext.
+// for the connection to every broker. Without transport credentials here
+// or WithTLS, connections are plaintext.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dial = append(c.dial, opts...) }
 }
@@ -191,10 +193,12 @@ func Dial(addrs string, opts ...Option) (*Client, error) {
 		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	})}
-	if len(cfg.dial) == 0 {
+	if !cfg.tls {
+		// Plaintext unless WithTLS; transport credentials given through
+		// WithDialOptions come later and win.
 		base = append(base, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	cfg.dial = append(base, cfg.dial...)
+	cfg.dial = append(append(base, cfg.dial...), cfg.perRPC...)
 	var seeds []string
 	for _, a := range strings.Split(addrs, ",") {
 		if a = strings.TrimSpace(a); a != "" && !slices.Contains(seeds, a) {

@@ -364,9 +364,12 @@ func (c *Client) partitionCount(ctx context.Context, topic string) (int32, error
 	if n := count(); n > 0 {
 		return n, nil
 	}
-	c.refresh(ctx, func() bool { return count() == 0 })
+	err := c.refresh(ctx, func() bool { return count() == 0 })
 	if n := count(); n > 0 {
 		return n, nil
+	}
+	if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+		return 0, err // not "does not exist": the broker will not say
 	}
 	resp, err := c.api.ListTopics(ctx, &stratapb.ListTopicsRequest{})
 	if err != nil {

@@ -14,6 +14,7 @@ package meta
 //	shares/<topic>/<group>/config.json                 share-group config
 //	shares/<topic>/<group>/<p>/snapshots/<seed>/<off:020d>  share-group state of a partition at state-log offset off
 //	shares/<topic>/<group>/<p>/runs/<rand>             spilled delayed records (queue.Run)
+//	acls/acls.json                                     the cluster's ACLs (package auth)
 //
 // <topic> is a topic's storage name: <name>/<id> (StorageName), or just
 // <name> for a topic created before topic identities.
@@ -195,6 +196,9 @@ func ShareSnapshotOffset(key string) (int64, bool) {
 func ShareRunKey(topic, group string, p int32) string {
 	return ShareGroupPrefix(topic, group) + strconv.Itoa(int(p)) + "/runs/" + randomID(8)
 }
+
+// ACLKey holds the cluster's ACLs (package auth), written through CAS.
+const ACLKey = "acls/acls.json"
 
 // ProducerIDKey holds the next unallocated producer-id block.
 const ProducerIDKey = "producers/next-id.json"

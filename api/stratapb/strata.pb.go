@@ -76,6 +76,349 @@ func (Acks) EnumDescriptor() ([]byte, []int) {
 	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
 }
 
+// One ACL: principal (or "*": every authenticated principal) may perform
+// operations on the resources matched by resource_type, pattern_type and
+// name.
+type Acl struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Principal     string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"` // topic, group or cluster
+	PatternType   string                 `protobuf:"bytes,3,opt,name=pattern_type,json=patternType,proto3" json:"pattern_type,omitempty"`    // literal (the default) or prefix; cluster: literal
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                     // a topic or group name, or a prefix of one; cluster: empty
+	Operations    []string               `protobuf:"bytes,5,rep,name=operations,proto3" json:"operations,omitempty"`                         // produce, consume, describe, admin
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Acl) Reset() {
+	*x = Acl{}
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Acl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Acl) ProtoMessage() {}
+
+func (x *Acl) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Acl.ProtoReflect.Descriptor instead.
+func (*Acl) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Acl) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Acl) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *Acl) GetPatternType() string {
+	if x != nil {
+		return x.PatternType
+	}
+	return ""
+}
+
+func (x *Acl) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Acl) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+type AddAclRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acl           *Acl                   `protobuf:"bytes,1,opt,name=acl,proto3" json:"acl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAclRequest) Reset() {
+	*x = AddAclRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAclRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAclRequest) ProtoMessage() {}
+
+func (x *AddAclRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAclRequest.ProtoReflect.Descriptor instead.
+func (*AddAclRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddAclRequest) GetAcl() *Acl {
+	if x != nil {
+		return x.Acl
+	}
+	return nil
+}
+
+type AddAclResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changed       bool                   `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAclResponse) Reset() {
+	*x = AddAclResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAclResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAclResponse) ProtoMessage() {}
+
+func (x *AddAclResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAclResponse.ProtoReflect.Descriptor instead.
+func (*AddAclResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AddAclResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type RemoveAclRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acl           *Acl                   `protobuf:"bytes,1,opt,name=acl,proto3" json:"acl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAclRequest) Reset() {
+	*x = RemoveAclRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAclRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAclRequest) ProtoMessage() {}
+
+func (x *RemoveAclRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAclRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAclRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RemoveAclRequest) GetAcl() *Acl {
+	if x != nil {
+		return x.Acl
+	}
+	return nil
+}
+
+type RemoveAclResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changed       bool                   `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAclResponse) Reset() {
+	*x = RemoveAclResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAclResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAclResponse) ProtoMessage() {}
+
+func (x *RemoveAclResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAclResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAclResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveAclResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type ListAclsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Principal     string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAclsRequest) Reset() {
+	*x = ListAclsRequest{}
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAclsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAclsRequest) ProtoMessage() {}
+
+func (x *ListAclsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAclsRequest.ProtoReflect.Descriptor instead.
+func (*ListAclsRequest) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListAclsRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+type ListAclsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acls          []*Acl                 `protobuf:"bytes,1,rep,name=acls,proto3" json:"acls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAclsResponse) Reset() {
+	*x = ListAclsResponse{}
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAclsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAclsResponse) ProtoMessage() {}
+
+func (x *ListAclsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAclsResponse.ProtoReflect.Descriptor instead.
+func (*ListAclsResponse) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAclsResponse) GetAcls() []*Acl {
+	if x != nil {
+		return x.Acls
+	}
+	return nil
+}
+
 type MetadataRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
@@ -86,7 +429,7 @@ type MetadataRequest struct {
 
 func (x *MetadataRequest) Reset() {
 	*x = MetadataRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +441,7 @@ func (x *MetadataRequest) String() string {
 func (*MetadataRequest) ProtoMessage() {}
 
 func (x *MetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[0]
+	mi := &file_strata_v1_strata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +454,7 @@ func (x *MetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataRequest.ProtoReflect.Descriptor instead.
 func (*MetadataRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{0}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MetadataRequest) GetTopics() []string {
@@ -139,7 +482,7 @@ type BrokerInfo struct {
 
 func (x *BrokerInfo) Reset() {
 	*x = BrokerInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +494,7 @@ func (x *BrokerInfo) String() string {
 func (*BrokerInfo) ProtoMessage() {}
 
 func (x *BrokerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[1]
+	mi := &file_strata_v1_strata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +507,7 @@ func (x *BrokerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokerInfo.ProtoReflect.Descriptor instead.
 func (*BrokerInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{1}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BrokerInfo) GetNodeId() string {
@@ -199,7 +542,7 @@ type PartitionOwner struct {
 
 func (x *PartitionOwner) Reset() {
 	*x = PartitionOwner{}
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +554,7 @@ func (x *PartitionOwner) String() string {
 func (*PartitionOwner) ProtoMessage() {}
 
 func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[2]
+	mi := &file_strata_v1_strata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +567,7 @@ func (x *PartitionOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOwner.ProtoReflect.Descriptor instead.
 func (*PartitionOwner) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{2}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PartitionOwner) GetPartition() int32 {
@@ -259,7 +602,7 @@ type TopicMetadata struct {
 
 func (x *TopicMetadata) Reset() {
 	*x = TopicMetadata{}
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +614,7 @@ func (x *TopicMetadata) String() string {
 func (*TopicMetadata) ProtoMessage() {}
 
 func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[3]
+	mi := &file_strata_v1_strata_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +627,7 @@ func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicMetadata.ProtoReflect.Descriptor instead.
 func (*TopicMetadata) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{3}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TopicMetadata) GetName() string {
@@ -319,7 +662,7 @@ type GroupCoordinator struct {
 
 func (x *GroupCoordinator) Reset() {
 	*x = GroupCoordinator{}
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +674,7 @@ func (x *GroupCoordinator) String() string {
 func (*GroupCoordinator) ProtoMessage() {}
 
 func (x *GroupCoordinator) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[4]
+	mi := &file_strata_v1_strata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +687,7 @@ func (x *GroupCoordinator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCoordinator.ProtoReflect.Descriptor instead.
 func (*GroupCoordinator) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{4}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GroupCoordinator) GetGroup() string {
@@ -380,7 +723,7 @@ type MetadataResponse struct {
 
 func (x *MetadataResponse) Reset() {
 	*x = MetadataResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +735,7 @@ func (x *MetadataResponse) String() string {
 func (*MetadataResponse) ProtoMessage() {}
 
 func (x *MetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[5]
+	mi := &file_strata_v1_strata_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +748,7 @@ func (x *MetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataResponse.ProtoReflect.Descriptor instead.
 func (*MetadataResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{5}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MetadataResponse) GetNodeId() string {
@@ -444,7 +787,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +799,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[6]
+	mi := &file_strata_v1_strata_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +812,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{6}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
 }
 
 type BrokerStats struct {
@@ -497,7 +840,7 @@ type BrokerStats struct {
 
 func (x *BrokerStats) Reset() {
 	*x = BrokerStats{}
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +852,7 @@ func (x *BrokerStats) String() string {
 func (*BrokerStats) ProtoMessage() {}
 
 func (x *BrokerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[7]
+	mi := &file_strata_v1_strata_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +865,7 @@ func (x *BrokerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokerStats.ProtoReflect.Descriptor instead.
 func (*BrokerStats) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{7}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BrokerStats) GetIncarnation() string {
@@ -634,7 +977,7 @@ type JoinGroupRequest struct {
 
 func (x *JoinGroupRequest) Reset() {
 	*x = JoinGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +989,7 @@ func (x *JoinGroupRequest) String() string {
 func (*JoinGroupRequest) ProtoMessage() {}
 
 func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[8]
+	mi := &file_strata_v1_strata_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +1002,7 @@ func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
 func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{8}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JoinGroupRequest) GetGroup() string {
@@ -693,7 +1036,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1048,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[9]
+	mi := &file_strata_v1_strata_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1061,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{9}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatRequest) GetGroup() string {
@@ -746,7 +1089,7 @@ type GroupAssignment struct {
 
 func (x *GroupAssignment) Reset() {
 	*x = GroupAssignment{}
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +1101,7 @@ func (x *GroupAssignment) String() string {
 func (*GroupAssignment) ProtoMessage() {}
 
 func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[10]
+	mi := &file_strata_v1_strata_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +1114,7 @@ func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
 func (*GroupAssignment) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{10}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupAssignment) GetMemberId() string {
@@ -805,7 +1148,7 @@ type LeaveGroupRequest struct {
 
 func (x *LeaveGroupRequest) Reset() {
 	*x = LeaveGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1160,7 @@ func (x *LeaveGroupRequest) String() string {
 func (*LeaveGroupRequest) ProtoMessage() {}
 
 func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[11]
+	mi := &file_strata_v1_strata_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1173,7 @@ func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
 func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{11}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaveGroupRequest) GetGroup() string {
@@ -855,7 +1198,7 @@ type LeaveGroupResponse struct {
 
 func (x *LeaveGroupResponse) Reset() {
 	*x = LeaveGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +1210,7 @@ func (x *LeaveGroupResponse) String() string {
 func (*LeaveGroupResponse) ProtoMessage() {}
 
 func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[12]
+	mi := &file_strata_v1_strata_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +1223,7 @@ func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
 func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{12}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
 }
 
 type CommitOffsetsRequest struct {
@@ -895,7 +1238,7 @@ type CommitOffsetsRequest struct {
 
 func (x *CommitOffsetsRequest) Reset() {
 	*x = CommitOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1250,7 @@ func (x *CommitOffsetsRequest) String() string {
 func (*CommitOffsetsRequest) ProtoMessage() {}
 
 func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[13]
+	mi := &file_strata_v1_strata_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1263,7 @@ func (x *CommitOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{13}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitOffsetsRequest) GetGroup() string {
@@ -959,7 +1302,7 @@ type CommitOffsetsResponse struct {
 
 func (x *CommitOffsetsResponse) Reset() {
 	*x = CommitOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1314,7 @@ func (x *CommitOffsetsResponse) String() string {
 func (*CommitOffsetsResponse) ProtoMessage() {}
 
 func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[14]
+	mi := &file_strata_v1_strata_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1327,7 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{14}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
 }
 
 type FetchCommittedRequest struct {
@@ -996,7 +1339,7 @@ type FetchCommittedRequest struct {
 
 func (x *FetchCommittedRequest) Reset() {
 	*x = FetchCommittedRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1351,7 @@ func (x *FetchCommittedRequest) String() string {
 func (*FetchCommittedRequest) ProtoMessage() {}
 
 func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[15]
+	mi := &file_strata_v1_strata_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1364,7 @@ func (x *FetchCommittedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedRequest.ProtoReflect.Descriptor instead.
 func (*FetchCommittedRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{15}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchCommittedRequest) GetGroup() string {
@@ -1041,7 +1384,7 @@ type FetchCommittedResponse struct {
 
 func (x *FetchCommittedResponse) Reset() {
 	*x = FetchCommittedResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1396,7 @@ func (x *FetchCommittedResponse) String() string {
 func (*FetchCommittedResponse) ProtoMessage() {}
 
 func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[16]
+	mi := &file_strata_v1_strata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1409,7 @@ func (x *FetchCommittedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchCommittedResponse.ProtoReflect.Descriptor instead.
 func (*FetchCommittedResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{16}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FetchCommittedResponse) GetTopic() string {
@@ -1091,7 +1434,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1446,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[17]
+	mi := &file_strata_v1_strata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1459,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{17}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
 }
 
 type ListGroupsResponse struct {
@@ -1128,7 +1471,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1483,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[18]
+	mi := &file_strata_v1_strata_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1496,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{18}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -1172,7 +1515,7 @@ type DescribeGroupRequest struct {
 
 func (x *DescribeGroupRequest) Reset() {
 	*x = DescribeGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1527,7 @@ func (x *DescribeGroupRequest) String() string {
 func (*DescribeGroupRequest) ProtoMessage() {}
 
 func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[19]
+	mi := &file_strata_v1_strata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1540,7 @@ func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{19}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DescribeGroupRequest) GetGroup() string {
@@ -1217,7 +1560,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1572,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[20]
+	mi := &file_strata_v1_strata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1585,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{20}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -1272,7 +1615,7 @@ type PartitionLag struct {
 
 func (x *PartitionLag) Reset() {
 	*x = PartitionLag{}
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1627,7 @@ func (x *PartitionLag) String() string {
 func (*PartitionLag) ProtoMessage() {}
 
 func (x *PartitionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[21]
+	mi := &file_strata_v1_strata_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1640,7 @@ func (x *PartitionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLag.ProtoReflect.Descriptor instead.
 func (*PartitionLag) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{21}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PartitionLag) GetPartition() int32 {
@@ -1348,7 +1691,7 @@ type DescribeGroupResponse struct {
 
 func (x *DescribeGroupResponse) Reset() {
 	*x = DescribeGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1703,7 @@ func (x *DescribeGroupResponse) String() string {
 func (*DescribeGroupResponse) ProtoMessage() {}
 
 func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[22]
+	mi := &file_strata_v1_strata_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1716,7 @@ func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{22}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DescribeGroupResponse) GetGroup() string {
@@ -1428,7 +1771,7 @@ type ResetOffsetsRequest struct {
 
 func (x *ResetOffsetsRequest) Reset() {
 	*x = ResetOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1783,7 @@ func (x *ResetOffsetsRequest) String() string {
 func (*ResetOffsetsRequest) ProtoMessage() {}
 
 func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[23]
+	mi := &file_strata_v1_strata_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1796,7 @@ func (x *ResetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{23}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResetOffsetsRequest) GetGroup() string {
@@ -1550,7 +1893,7 @@ type ResetOffsetsResponse struct {
 
 func (x *ResetOffsetsResponse) Reset() {
 	*x = ResetOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1905,7 @@ func (x *ResetOffsetsResponse) String() string {
 func (*ResetOffsetsResponse) ProtoMessage() {}
 
 func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[24]
+	mi := &file_strata_v1_strata_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1918,7 @@ func (x *ResetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ResetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{24}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResetOffsetsResponse) GetOffsets() map[int32]int64 {
@@ -1595,7 +1938,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1950,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[25]
+	mi := &file_strata_v1_strata_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1963,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{25}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Header) GetKey() string {
@@ -1651,7 +1994,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2006,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[26]
+	mi := &file_strata_v1_strata_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2019,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{26}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Record) GetKey() []byte {
@@ -1750,7 +2093,7 @@ type TopicConfig struct {
 
 func (x *TopicConfig) Reset() {
 	*x = TopicConfig{}
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2105,7 @@ func (x *TopicConfig) String() string {
 func (*TopicConfig) ProtoMessage() {}
 
 func (x *TopicConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[27]
+	mi := &file_strata_v1_strata_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2118,7 @@ func (x *TopicConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicConfig.ProtoReflect.Descriptor instead.
 func (*TopicConfig) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{27}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TopicConfig) GetName() string {
@@ -1857,7 +2200,7 @@ type CreateTopicRequest struct {
 
 func (x *CreateTopicRequest) Reset() {
 	*x = CreateTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2212,7 @@ func (x *CreateTopicRequest) String() string {
 func (*CreateTopicRequest) ProtoMessage() {}
 
 func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[28]
+	mi := &file_strata_v1_strata_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2225,7 @@ func (x *CreateTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicRequest.ProtoReflect.Descriptor instead.
 func (*CreateTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{28}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateTopicRequest) GetConfig() *TopicConfig {
@@ -1901,7 +2244,7 @@ type CreateTopicResponse struct {
 
 func (x *CreateTopicResponse) Reset() {
 	*x = CreateTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2256,7 @@ func (x *CreateTopicResponse) String() string {
 func (*CreateTopicResponse) ProtoMessage() {}
 
 func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[29]
+	mi := &file_strata_v1_strata_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2269,7 @@ func (x *CreateTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopicResponse.ProtoReflect.Descriptor instead.
 func (*CreateTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{29}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateTopicResponse) GetConfig() *TopicConfig {
@@ -1945,7 +2288,7 @@ type DeleteTopicRequest struct {
 
 func (x *DeleteTopicRequest) Reset() {
 	*x = DeleteTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2300,7 @@ func (x *DeleteTopicRequest) String() string {
 func (*DeleteTopicRequest) ProtoMessage() {}
 
 func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[30]
+	mi := &file_strata_v1_strata_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2313,7 @@ func (x *DeleteTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{30}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteTopicRequest) GetName() string {
@@ -1989,7 +2332,7 @@ type DeleteTopicResponse struct {
 
 func (x *DeleteTopicResponse) Reset() {
 	*x = DeleteTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2344,7 @@ func (x *DeleteTopicResponse) String() string {
 func (*DeleteTopicResponse) ProtoMessage() {}
 
 func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[31]
+	mi := &file_strata_v1_strata_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2357,7 @@ func (x *DeleteTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{31}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteTopicResponse) GetObjectsDeleted() int64 {
@@ -2032,7 +2375,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2387,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[32]
+	mi := &file_strata_v1_strata_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2400,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{32}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{39}
 }
 
 type ListTopicsResponse struct {
@@ -2069,7 +2412,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2424,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[33]
+	mi := &file_strata_v1_strata_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2437,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{33}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListTopicsResponse) GetTopics() []*TopicConfig {
@@ -2113,7 +2456,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2468,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[34]
+	mi := &file_strata_v1_strata_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2481,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{34}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DescribeTopicRequest) GetName() string {
@@ -2162,7 +2505,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2517,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[35]
+	mi := &file_strata_v1_strata_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2530,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{35}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -2242,7 +2585,7 @@ type DescribeTopicResponse struct {
 
 func (x *DescribeTopicResponse) Reset() {
 	*x = DescribeTopicResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2597,7 @@ func (x *DescribeTopicResponse) String() string {
 func (*DescribeTopicResponse) ProtoMessage() {}
 
 func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[36]
+	mi := &file_strata_v1_strata_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2610,7 @@ func (x *DescribeTopicResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTopicResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{36}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DescribeTopicResponse) GetConfig() *TopicConfig {
@@ -2302,7 +2645,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2657,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[37]
+	mi := &file_strata_v1_strata_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2670,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{37}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -2409,7 +2752,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2764,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[38]
+	mi := &file_strata_v1_strata_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2777,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{38}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListOffsetsResponse) GetOffset() int64 {
@@ -2469,7 +2812,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[39]
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2824,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[39]
+	mi := &file_strata_v1_strata_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2837,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{39}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProduceRequest) GetTopic() string {
@@ -2561,7 +2904,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[40]
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2916,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[40]
+	mi := &file_strata_v1_strata_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2929,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{40}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{47}
 }
 
 type InitProducerResponse struct {
@@ -2599,7 +2942,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[41]
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2954,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[41]
+	mi := &file_strata_v1_strata_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2967,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{41}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -2655,7 +2998,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[42]
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +3010,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[42]
+	mi := &file_strata_v1_strata_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +3023,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{42}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ProduceResponse) GetPartitions() []int32 {
@@ -2730,7 +3073,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[43]
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +3085,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[43]
+	mi := &file_strata_v1_strata_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +3098,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{43}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FetchRequest) GetTopic() string {
@@ -2897,7 +3240,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[44]
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3252,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[44]
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3265,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{44}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -2976,7 +3319,7 @@ type ShareGroupConfig struct {
 
 func (x *ShareGroupConfig) Reset() {
 	*x = ShareGroupConfig{}
-	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3331,7 @@ func (x *ShareGroupConfig) String() string {
 func (*ShareGroupConfig) ProtoMessage() {}
 
 func (x *ShareGroupConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[45]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3344,7 @@ func (x *ShareGroupConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareGroupConfig.ProtoReflect.Descriptor instead.
 func (*ShareGroupConfig) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{45}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ShareGroupConfig) GetTopic() string {
@@ -3104,7 +3447,7 @@ type CreateShareGroupRequest struct {
 
 func (x *CreateShareGroupRequest) Reset() {
 	*x = CreateShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3459,7 @@ func (x *CreateShareGroupRequest) String() string {
 func (*CreateShareGroupRequest) ProtoMessage() {}
 
 func (x *CreateShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[46]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3472,7 @@ func (x *CreateShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{46}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateShareGroupRequest) GetConfig() *ShareGroupConfig {
@@ -3148,7 +3491,7 @@ type CreateShareGroupResponse struct {
 
 func (x *CreateShareGroupResponse) Reset() {
 	*x = CreateShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3503,7 @@ func (x *CreateShareGroupResponse) String() string {
 func (*CreateShareGroupResponse) ProtoMessage() {}
 
 func (x *CreateShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[47]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3516,7 @@ func (x *CreateShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{47}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -3192,7 +3535,7 @@ type AlterShareGroupRequest struct {
 
 func (x *AlterShareGroupRequest) Reset() {
 	*x = AlterShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3547,7 @@ func (x *AlterShareGroupRequest) String() string {
 func (*AlterShareGroupRequest) ProtoMessage() {}
 
 func (x *AlterShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[48]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3560,7 @@ func (x *AlterShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*AlterShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{48}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AlterShareGroupRequest) GetConfig() *ShareGroupConfig {
@@ -3236,7 +3579,7 @@ type AlterShareGroupResponse struct {
 
 func (x *AlterShareGroupResponse) Reset() {
 	*x = AlterShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3591,7 @@ func (x *AlterShareGroupResponse) String() string {
 func (*AlterShareGroupResponse) ProtoMessage() {}
 
 func (x *AlterShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[49]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3604,7 @@ func (x *AlterShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*AlterShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{49}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AlterShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -3281,7 +3624,7 @@ type DeleteShareGroupRequest struct {
 
 func (x *DeleteShareGroupRequest) Reset() {
 	*x = DeleteShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3636,7 @@ func (x *DeleteShareGroupRequest) String() string {
 func (*DeleteShareGroupRequest) ProtoMessage() {}
 
 func (x *DeleteShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[50]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3649,7 @@ func (x *DeleteShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{50}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeleteShareGroupRequest) GetTopic() string {
@@ -3331,7 +3674,7 @@ type DeleteShareGroupResponse struct {
 
 func (x *DeleteShareGroupResponse) Reset() {
 	*x = DeleteShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3686,7 @@ func (x *DeleteShareGroupResponse) String() string {
 func (*DeleteShareGroupResponse) ProtoMessage() {}
 
 func (x *DeleteShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3699,7 @@ func (x *DeleteShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
 }
 
 type ListShareGroupsRequest struct {
@@ -3368,7 +3711,7 @@ type ListShareGroupsRequest struct {
 
 func (x *ListShareGroupsRequest) Reset() {
 	*x = ListShareGroupsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3723,7 @@ func (x *ListShareGroupsRequest) String() string {
 func (*ListShareGroupsRequest) ProtoMessage() {}
 
 func (x *ListShareGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3736,7 @@ func (x *ListShareGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShareGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListShareGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListShareGroupsRequest) GetTopic() string {
@@ -3412,7 +3755,7 @@ type ListShareGroupsResponse struct {
 
 func (x *ListShareGroupsResponse) Reset() {
 	*x = ListShareGroupsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3424,7 +3767,7 @@ func (x *ListShareGroupsResponse) String() string {
 func (*ListShareGroupsResponse) ProtoMessage() {}
 
 func (x *ListShareGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3437,7 +3780,7 @@ func (x *ListShareGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShareGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListShareGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListShareGroupsResponse) GetGroups() []*ShareGroupConfig {
@@ -3457,7 +3800,7 @@ type DescribeShareGroupRequest struct {
 
 func (x *DescribeShareGroupRequest) Reset() {
 	*x = DescribeShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3812,7 @@ func (x *DescribeShareGroupRequest) String() string {
 func (*DescribeShareGroupRequest) ProtoMessage() {}
 
 func (x *DescribeShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3825,7 @@ func (x *DescribeShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DescribeShareGroupRequest) GetTopic() string {
@@ -3516,7 +3859,7 @@ type ShareCounts struct {
 
 func (x *ShareCounts) Reset() {
 	*x = ShareCounts{}
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3528,7 +3871,7 @@ func (x *ShareCounts) String() string {
 func (*ShareCounts) ProtoMessage() {}
 
 func (x *ShareCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3541,7 +3884,7 @@ func (x *ShareCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareCounts.ProtoReflect.Descriptor instead.
 func (*ShareCounts) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ShareCounts) GetAvailable() int64 {
@@ -3615,7 +3958,7 @@ type SharePartitionInfo struct {
 
 func (x *SharePartitionInfo) Reset() {
 	*x = SharePartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3970,7 @@ func (x *SharePartitionInfo) String() string {
 func (*SharePartitionInfo) ProtoMessage() {}
 
 func (x *SharePartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3983,7 @@ func (x *SharePartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePartitionInfo.ProtoReflect.Descriptor instead.
 func (*SharePartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SharePartitionInfo) GetPartition() int32 {
@@ -3704,7 +4047,7 @@ type DescribeShareGroupResponse struct {
 
 func (x *DescribeShareGroupResponse) Reset() {
 	*x = DescribeShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +4059,7 @@ func (x *DescribeShareGroupResponse) String() string {
 func (*DescribeShareGroupResponse) ProtoMessage() {}
 
 func (x *DescribeShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +4072,7 @@ func (x *DescribeShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DescribeShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -3779,7 +4122,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4134,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4147,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ReceiveRequest) GetTopic() string {
@@ -3870,7 +4213,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +4225,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +4238,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Delivery) GetPartition() int32 {
@@ -3942,7 +4285,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4297,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4310,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ReceiveResponse) GetDeliveries() []*Delivery {
@@ -3995,7 +4338,7 @@ type SettleRequest struct {
 
 func (x *SettleRequest) Reset() {
 	*x = SettleRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4350,7 @@ func (x *SettleRequest) String() string {
 func (*SettleRequest) ProtoMessage() {}
 
 func (x *SettleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4363,7 @@ func (x *SettleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleRequest.ProtoReflect.Descriptor instead.
 func (*SettleRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SettleRequest) GetTopic() string {
@@ -4078,7 +4421,7 @@ type SettleOutcome struct {
 
 func (x *SettleOutcome) Reset() {
 	*x = SettleOutcome{}
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4090,7 +4433,7 @@ func (x *SettleOutcome) String() string {
 func (*SettleOutcome) ProtoMessage() {}
 
 func (x *SettleOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4103,7 +4446,7 @@ func (x *SettleOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleOutcome.ProtoReflect.Descriptor instead.
 func (*SettleOutcome) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SettleOutcome) GetReceipt() string {
@@ -4171,7 +4514,7 @@ type SettleResponse struct {
 
 func (x *SettleResponse) Reset() {
 	*x = SettleResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4526,7 @@ func (x *SettleResponse) String() string {
 func (*SettleResponse) ProtoMessage() {}
 
 func (x *SettleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4539,7 @@ func (x *SettleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleResponse.ProtoReflect.Descriptor instead.
 func (*SettleResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SettleResponse) GetOutcomes() []*SettleOutcome {
@@ -4210,7 +4553,27 @@ var File_strata_v1_strata_proto protoreflect.FileDescriptor
 
 const file_strata_v1_strata_proto_rawDesc = "" +
 	"\n" +
-	"\x16strata/v1/strata.proto\x12\tstrata.v1\"A\n" +
+	"\x16strata/v1/strata.proto\x12\tstrata.v1\"\x9f\x01\n" +
+	"\x03Acl\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12!\n" +
+	"\fpattern_type\x18\x03 \x01(\tR\vpatternType\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"operations\x18\x05 \x03(\tR\n" +
+	"operations\"1\n" +
+	"\rAddAclRequest\x12 \n" +
+	"\x03acl\x18\x01 \x01(\v2\x0e.strata.v1.AclR\x03acl\"*\n" +
+	"\x0eAddAclResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"4\n" +
+	"\x10RemoveAclRequest\x12 \n" +
+	"\x03acl\x18\x01 \x01(\v2\x0e.strata.v1.AclR\x03acl\"-\n" +
+	"\x11RemoveAclResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"/\n" +
+	"\x0fListAclsRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\"6\n" +
+	"\x10ListAclsResponse\x12\"\n" +
+	"\x04acls\x18\x01 \x03(\v2\x0e.strata.v1.AclR\x04acls\"A\n" +
 	"\x0fMetadataRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\"S\n" +
@@ -4546,7 +4909,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\tACKS_NONE\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ACKS_LOCAL\x10\x02\x12\x10\n" +
-	"\fACKS_DURABLE\x10\x032\xa3\x11\n" +
+	"\fACKS_DURABLE\x10\x032\xef\x12\n" +
 	"\x06Strata\x12L\n" +
 	"\vCreateTopic\x12\x1d.strata.v1.CreateTopicRequest\x1a\x1e.strata.v1.CreateTopicResponse\x12L\n" +
 	"\vDeleteTopic\x12\x1d.strata.v1.DeleteTopicRequest\x1a\x1e.strata.v1.DeleteTopicResponse\x12I\n" +
@@ -4579,7 +4942,10 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\x04Nack\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12>\n" +
 	"\aRelease\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12=\n" +
 	"\x06Reject\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12=\n" +
-	"\x06Extend\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
+	"\x06Extend\x12\x18.strata.v1.SettleRequest\x1a\x19.strata.v1.SettleResponse\x12=\n" +
+	"\x06AddAcl\x12\x18.strata.v1.AddAclRequest\x1a\x19.strata.v1.AddAclResponse\x12F\n" +
+	"\tRemoveAcl\x12\x1b.strata.v1.RemoveAclRequest\x1a\x1c.strata.v1.RemoveAclResponse\x12C\n" +
+	"\bListAcls\x12\x1a.strata.v1.ListAclsRequest\x1a\x1b.strata.v1.ListAclsResponseB*Z(github.com/stratalog/strata/api/stratapbb\x06proto3"
 
 var (
 	file_strata_v1_strata_proto_rawDescOnce sync.Once
@@ -4594,171 +4960,187 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(Acks)(0),                          // 0: strata.v1.Acks
-	(*MetadataRequest)(nil),            // 1: strata.v1.MetadataRequest
-	(*BrokerInfo)(nil),                 // 2: strata.v1.BrokerInfo
-	(*PartitionOwner)(nil),             // 3: strata.v1.PartitionOwner
-	(*TopicMetadata)(nil),              // 4: strata.v1.TopicMetadata
-	(*GroupCoordinator)(nil),           // 5: strata.v1.GroupCoordinator
-	(*MetadataResponse)(nil),           // 6: strata.v1.MetadataResponse
-	(*GetStatsRequest)(nil),            // 7: strata.v1.GetStatsRequest
-	(*BrokerStats)(nil),                // 8: strata.v1.BrokerStats
-	(*JoinGroupRequest)(nil),           // 9: strata.v1.JoinGroupRequest
-	(*HeartbeatRequest)(nil),           // 10: strata.v1.HeartbeatRequest
-	(*GroupAssignment)(nil),            // 11: strata.v1.GroupAssignment
-	(*LeaveGroupRequest)(nil),          // 12: strata.v1.LeaveGroupRequest
-	(*LeaveGroupResponse)(nil),         // 13: strata.v1.LeaveGroupResponse
-	(*CommitOffsetsRequest)(nil),       // 14: strata.v1.CommitOffsetsRequest
-	(*CommitOffsetsResponse)(nil),      // 15: strata.v1.CommitOffsetsResponse
-	(*FetchCommittedRequest)(nil),      // 16: strata.v1.FetchCommittedRequest
-	(*FetchCommittedResponse)(nil),     // 17: strata.v1.FetchCommittedResponse
-	(*ListGroupsRequest)(nil),          // 18: strata.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),         // 19: strata.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),       // 20: strata.v1.DescribeGroupRequest
-	(*GroupMember)(nil),                // 21: strata.v1.GroupMember
-	(*PartitionLag)(nil),               // 22: strata.v1.PartitionLag
-	(*DescribeGroupResponse)(nil),      // 23: strata.v1.DescribeGroupResponse
-	(*ResetOffsetsRequest)(nil),        // 24: strata.v1.ResetOffsetsRequest
-	(*ResetOffsetsResponse)(nil),       // 25: strata.v1.ResetOffsetsResponse
-	(*Header)(nil),                     // 26: strata.v1.Header
-	(*Record)(nil),                     // 27: strata.v1.Record
-	(*TopicConfig)(nil),                // 28: strata.v1.TopicConfig
-	(*CreateTopicRequest)(nil),         // 29: strata.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),        // 30: strata.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),         // 31: strata.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),        // 32: strata.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),          // 33: strata.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),         // 34: strata.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),       // 35: strata.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),              // 36: strata.v1.PartitionInfo
-	(*DescribeTopicResponse)(nil),      // 37: strata.v1.DescribeTopicResponse
-	(*ListOffsetsRequest)(nil),         // 38: strata.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),        // 39: strata.v1.ListOffsetsResponse
-	(*ProduceRequest)(nil),             // 40: strata.v1.ProduceRequest
-	(*InitProducerRequest)(nil),        // 41: strata.v1.InitProducerRequest
-	(*InitProducerResponse)(nil),       // 42: strata.v1.InitProducerResponse
-	(*ProduceResponse)(nil),            // 43: strata.v1.ProduceResponse
-	(*FetchRequest)(nil),               // 44: strata.v1.FetchRequest
-	(*FetchResponse)(nil),              // 45: strata.v1.FetchResponse
-	(*ShareGroupConfig)(nil),           // 46: strata.v1.ShareGroupConfig
-	(*CreateShareGroupRequest)(nil),    // 47: strata.v1.CreateShareGroupRequest
-	(*CreateShareGroupResponse)(nil),   // 48: strata.v1.CreateShareGroupResponse
-	(*AlterShareGroupRequest)(nil),     // 49: strata.v1.AlterShareGroupRequest
-	(*AlterShareGroupResponse)(nil),    // 50: strata.v1.AlterShareGroupResponse
-	(*DeleteShareGroupRequest)(nil),    // 51: strata.v1.DeleteShareGroupRequest
-	(*DeleteShareGroupResponse)(nil),   // 52: strata.v1.DeleteShareGroupResponse
-	(*ListShareGroupsRequest)(nil),     // 53: strata.v1.ListShareGroupsRequest
-	(*ListShareGroupsResponse)(nil),    // 54: strata.v1.ListShareGroupsResponse
-	(*DescribeShareGroupRequest)(nil),  // 55: strata.v1.DescribeShareGroupRequest
-	(*ShareCounts)(nil),                // 56: strata.v1.ShareCounts
-	(*SharePartitionInfo)(nil),         // 57: strata.v1.SharePartitionInfo
-	(*DescribeShareGroupResponse)(nil), // 58: strata.v1.DescribeShareGroupResponse
-	(*ReceiveRequest)(nil),             // 59: strata.v1.ReceiveRequest
-	(*Delivery)(nil),                   // 60: strata.v1.Delivery
-	(*ReceiveResponse)(nil),            // 61: strata.v1.ReceiveResponse
-	(*SettleRequest)(nil),              // 62: strata.v1.SettleRequest
-	(*SettleOutcome)(nil),              // 63: strata.v1.SettleOutcome
-	(*SettleResponse)(nil),             // 64: strata.v1.SettleResponse
-	nil,                                // 65: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                                // 66: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                                // 67: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(*Acl)(nil),                        // 1: strata.v1.Acl
+	(*AddAclRequest)(nil),              // 2: strata.v1.AddAclRequest
+	(*AddAclResponse)(nil),             // 3: strata.v1.AddAclResponse
+	(*RemoveAclRequest)(nil),           // 4: strata.v1.RemoveAclRequest
+	(*RemoveAclResponse)(nil),          // 5: strata.v1.RemoveAclResponse
+	(*ListAclsRequest)(nil),            // 6: strata.v1.ListAclsRequest
+	(*ListAclsResponse)(nil),           // 7: strata.v1.ListAclsResponse
+	(*MetadataRequest)(nil),            // 8: strata.v1.MetadataRequest
+	(*BrokerInfo)(nil),                 // 9: strata.v1.BrokerInfo
+	(*PartitionOwner)(nil),             // 10: strata.v1.PartitionOwner
+	(*TopicMetadata)(nil),              // 11: strata.v1.TopicMetadata
+	(*GroupCoordinator)(nil),           // 12: strata.v1.GroupCoordinator
+	(*MetadataResponse)(nil),           // 13: strata.v1.MetadataResponse
+	(*GetStatsRequest)(nil),            // 14: strata.v1.GetStatsRequest
+	(*BrokerStats)(nil),                // 15: strata.v1.BrokerStats
+	(*JoinGroupRequest)(nil),           // 16: strata.v1.JoinGroupRequest
+	(*HeartbeatRequest)(nil),           // 17: strata.v1.HeartbeatRequest
+	(*GroupAssignment)(nil),            // 18: strata.v1.GroupAssignment
+	(*LeaveGroupRequest)(nil),          // 19: strata.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),         // 20: strata.v1.LeaveGroupResponse
+	(*CommitOffsetsRequest)(nil),       // 21: strata.v1.CommitOffsetsRequest
+	(*CommitOffsetsResponse)(nil),      // 22: strata.v1.CommitOffsetsResponse
+	(*FetchCommittedRequest)(nil),      // 23: strata.v1.FetchCommittedRequest
+	(*FetchCommittedResponse)(nil),     // 24: strata.v1.FetchCommittedResponse
+	(*ListGroupsRequest)(nil),          // 25: strata.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 26: strata.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),       // 27: strata.v1.DescribeGroupRequest
+	(*GroupMember)(nil),                // 28: strata.v1.GroupMember
+	(*PartitionLag)(nil),               // 29: strata.v1.PartitionLag
+	(*DescribeGroupResponse)(nil),      // 30: strata.v1.DescribeGroupResponse
+	(*ResetOffsetsRequest)(nil),        // 31: strata.v1.ResetOffsetsRequest
+	(*ResetOffsetsResponse)(nil),       // 32: strata.v1.ResetOffsetsResponse
+	(*Header)(nil),                     // 33: strata.v1.Header
+	(*Record)(nil),                     // 34: strata.v1.Record
+	(*TopicConfig)(nil),                // 35: strata.v1.TopicConfig
+	(*CreateTopicRequest)(nil),         // 36: strata.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),        // 37: strata.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),         // 38: strata.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),        // 39: strata.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),          // 40: strata.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),         // 41: strata.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),       // 42: strata.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),              // 43: strata.v1.PartitionInfo
+	(*DescribeTopicResponse)(nil),      // 44: strata.v1.DescribeTopicResponse
+	(*ListOffsetsRequest)(nil),         // 45: strata.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),        // 46: strata.v1.ListOffsetsResponse
+	(*ProduceRequest)(nil),             // 47: strata.v1.ProduceRequest
+	(*InitProducerRequest)(nil),        // 48: strata.v1.InitProducerRequest
+	(*InitProducerResponse)(nil),       // 49: strata.v1.InitProducerResponse
+	(*ProduceResponse)(nil),            // 50: strata.v1.ProduceResponse
+	(*FetchRequest)(nil),               // 51: strata.v1.FetchRequest
+	(*FetchResponse)(nil),              // 52: strata.v1.FetchResponse
+	(*ShareGroupConfig)(nil),           // 53: strata.v1.ShareGroupConfig
+	(*CreateShareGroupRequest)(nil),    // 54: strata.v1.CreateShareGroupRequest
+	(*CreateShareGroupResponse)(nil),   // 55: strata.v1.CreateShareGroupResponse
+	(*AlterShareGroupRequest)(nil),     // 56: strata.v1.AlterShareGroupRequest
+	(*AlterShareGroupResponse)(nil),    // 57: strata.v1.AlterShareGroupResponse
+	(*DeleteShareGroupRequest)(nil),    // 58: strata.v1.DeleteShareGroupRequest
+	(*DeleteShareGroupResponse)(nil),   // 59: strata.v1.DeleteShareGroupResponse
+	(*ListShareGroupsRequest)(nil),     // 60: strata.v1.ListShareGroupsRequest
+	(*ListShareGroupsResponse)(nil),    // 61: strata.v1.ListShareGroupsResponse
+	(*DescribeShareGroupRequest)(nil),  // 62: strata.v1.DescribeShareGroupRequest
+	(*ShareCounts)(nil),                // 63: strata.v1.ShareCounts
+	(*SharePartitionInfo)(nil),         // 64: strata.v1.SharePartitionInfo
+	(*DescribeShareGroupResponse)(nil), // 65: strata.v1.DescribeShareGroupResponse
+	(*ReceiveRequest)(nil),             // 66: strata.v1.ReceiveRequest
+	(*Delivery)(nil),                   // 67: strata.v1.Delivery
+	(*ReceiveResponse)(nil),            // 68: strata.v1.ReceiveResponse
+	(*SettleRequest)(nil),              // 69: strata.v1.SettleRequest
+	(*SettleOutcome)(nil),              // 70: strata.v1.SettleOutcome
+	(*SettleResponse)(nil),             // 71: strata.v1.SettleResponse
+	nil,                                // 72: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                                // 73: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                                // 74: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
-	3,  // 0: strata.v1.TopicMetadata.owners:type_name -> strata.v1.PartitionOwner
-	2,  // 1: strata.v1.MetadataResponse.brokers:type_name -> strata.v1.BrokerInfo
-	4,  // 2: strata.v1.MetadataResponse.topics:type_name -> strata.v1.TopicMetadata
-	5,  // 3: strata.v1.MetadataResponse.groups:type_name -> strata.v1.GroupCoordinator
-	65, // 4: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	66, // 5: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
-	21, // 6: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
-	22, // 7: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	67, // 8: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
-	26, // 9: strata.v1.Record.headers:type_name -> strata.v1.Header
-	28, // 10: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
-	28, // 11: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
-	28, // 12: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
-	28, // 13: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
-	36, // 14: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
-	27, // 15: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
-	0,  // 16: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
-	27, // 17: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	46, // 18: strata.v1.CreateShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
-	46, // 19: strata.v1.CreateShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	46, // 20: strata.v1.AlterShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
-	46, // 21: strata.v1.AlterShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	46, // 22: strata.v1.ListShareGroupsResponse.groups:type_name -> strata.v1.ShareGroupConfig
-	56, // 23: strata.v1.SharePartitionInfo.counts:type_name -> strata.v1.ShareCounts
-	46, // 24: strata.v1.DescribeShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	56, // 25: strata.v1.DescribeShareGroupResponse.totals:type_name -> strata.v1.ShareCounts
-	57, // 26: strata.v1.DescribeShareGroupResponse.partitions:type_name -> strata.v1.SharePartitionInfo
-	27, // 27: strata.v1.Delivery.record:type_name -> strata.v1.Record
-	60, // 28: strata.v1.ReceiveResponse.deliveries:type_name -> strata.v1.Delivery
-	63, // 29: strata.v1.SettleResponse.outcomes:type_name -> strata.v1.SettleOutcome
-	29, // 30: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	31, // 31: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	33, // 32: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	35, // 33: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	38, // 34: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	40, // 35: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	41, // 36: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
-	44, // 37: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	9,  // 38: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	10, // 39: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	12, // 40: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	14, // 41: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	16, // 42: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	18, // 43: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	20, // 44: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	24, // 45: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	7,  // 46: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
-	1,  // 47: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
-	47, // 48: strata.v1.Strata.CreateShareGroup:input_type -> strata.v1.CreateShareGroupRequest
-	49, // 49: strata.v1.Strata.AlterShareGroup:input_type -> strata.v1.AlterShareGroupRequest
-	51, // 50: strata.v1.Strata.DeleteShareGroup:input_type -> strata.v1.DeleteShareGroupRequest
-	53, // 51: strata.v1.Strata.ListShareGroups:input_type -> strata.v1.ListShareGroupsRequest
-	55, // 52: strata.v1.Strata.DescribeShareGroup:input_type -> strata.v1.DescribeShareGroupRequest
-	59, // 53: strata.v1.Strata.Receive:input_type -> strata.v1.ReceiveRequest
-	62, // 54: strata.v1.Strata.Ack:input_type -> strata.v1.SettleRequest
-	62, // 55: strata.v1.Strata.Nack:input_type -> strata.v1.SettleRequest
-	62, // 56: strata.v1.Strata.Release:input_type -> strata.v1.SettleRequest
-	62, // 57: strata.v1.Strata.Reject:input_type -> strata.v1.SettleRequest
-	62, // 58: strata.v1.Strata.Extend:input_type -> strata.v1.SettleRequest
-	30, // 59: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	32, // 60: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	34, // 61: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	37, // 62: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	39, // 63: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	43, // 64: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	42, // 65: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
-	45, // 66: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	11, // 67: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	11, // 68: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	13, // 69: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	15, // 70: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	17, // 71: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	19, // 72: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	23, // 73: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	25, // 74: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	8,  // 75: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
-	6,  // 76: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
-	48, // 77: strata.v1.Strata.CreateShareGroup:output_type -> strata.v1.CreateShareGroupResponse
-	50, // 78: strata.v1.Strata.AlterShareGroup:output_type -> strata.v1.AlterShareGroupResponse
-	52, // 79: strata.v1.Strata.DeleteShareGroup:output_type -> strata.v1.DeleteShareGroupResponse
-	54, // 80: strata.v1.Strata.ListShareGroups:output_type -> strata.v1.ListShareGroupsResponse
-	58, // 81: strata.v1.Strata.DescribeShareGroup:output_type -> strata.v1.DescribeShareGroupResponse
-	61, // 82: strata.v1.Strata.Receive:output_type -> strata.v1.ReceiveResponse
-	64, // 83: strata.v1.Strata.Ack:output_type -> strata.v1.SettleResponse
-	64, // 84: strata.v1.Strata.Nack:output_type -> strata.v1.SettleResponse
-	64, // 85: strata.v1.Strata.Release:output_type -> strata.v1.SettleResponse
-	64, // 86: strata.v1.Strata.Reject:output_type -> strata.v1.SettleResponse
-	64, // 87: strata.v1.Strata.Extend:output_type -> strata.v1.SettleResponse
-	59, // [59:88] is the sub-list for method output_type
-	30, // [30:59] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	1,  // 0: strata.v1.AddAclRequest.acl:type_name -> strata.v1.Acl
+	1,  // 1: strata.v1.RemoveAclRequest.acl:type_name -> strata.v1.Acl
+	1,  // 2: strata.v1.ListAclsResponse.acls:type_name -> strata.v1.Acl
+	10, // 3: strata.v1.TopicMetadata.owners:type_name -> strata.v1.PartitionOwner
+	9,  // 4: strata.v1.MetadataResponse.brokers:type_name -> strata.v1.BrokerInfo
+	11, // 5: strata.v1.MetadataResponse.topics:type_name -> strata.v1.TopicMetadata
+	12, // 6: strata.v1.MetadataResponse.groups:type_name -> strata.v1.GroupCoordinator
+	72, // 7: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	73, // 8: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	28, // 9: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
+	29, // 10: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
+	74, // 11: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	33, // 12: strata.v1.Record.headers:type_name -> strata.v1.Header
+	35, // 13: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
+	35, // 14: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
+	35, // 15: strata.v1.ListTopicsResponse.topics:type_name -> strata.v1.TopicConfig
+	35, // 16: strata.v1.DescribeTopicResponse.config:type_name -> strata.v1.TopicConfig
+	43, // 17: strata.v1.DescribeTopicResponse.partitions:type_name -> strata.v1.PartitionInfo
+	34, // 18: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
+	0,  // 19: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
+	34, // 20: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
+	53, // 21: strata.v1.CreateShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	53, // 22: strata.v1.CreateShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	53, // 23: strata.v1.AlterShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	53, // 24: strata.v1.AlterShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	53, // 25: strata.v1.ListShareGroupsResponse.groups:type_name -> strata.v1.ShareGroupConfig
+	63, // 26: strata.v1.SharePartitionInfo.counts:type_name -> strata.v1.ShareCounts
+	53, // 27: strata.v1.DescribeShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	63, // 28: strata.v1.DescribeShareGroupResponse.totals:type_name -> strata.v1.ShareCounts
+	64, // 29: strata.v1.DescribeShareGroupResponse.partitions:type_name -> strata.v1.SharePartitionInfo
+	34, // 30: strata.v1.Delivery.record:type_name -> strata.v1.Record
+	67, // 31: strata.v1.ReceiveResponse.deliveries:type_name -> strata.v1.Delivery
+	70, // 32: strata.v1.SettleResponse.outcomes:type_name -> strata.v1.SettleOutcome
+	36, // 33: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	38, // 34: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	40, // 35: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	42, // 36: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	45, // 37: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	47, // 38: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	48, // 39: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	51, // 40: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	16, // 41: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	17, // 42: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	19, // 43: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	21, // 44: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	23, // 45: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	25, // 46: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	27, // 47: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	31, // 48: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	14, // 49: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
+	8,  // 50: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
+	54, // 51: strata.v1.Strata.CreateShareGroup:input_type -> strata.v1.CreateShareGroupRequest
+	56, // 52: strata.v1.Strata.AlterShareGroup:input_type -> strata.v1.AlterShareGroupRequest
+	58, // 53: strata.v1.Strata.DeleteShareGroup:input_type -> strata.v1.DeleteShareGroupRequest
+	60, // 54: strata.v1.Strata.ListShareGroups:input_type -> strata.v1.ListShareGroupsRequest
+	62, // 55: strata.v1.Strata.DescribeShareGroup:input_type -> strata.v1.DescribeShareGroupRequest
+	66, // 56: strata.v1.Strata.Receive:input_type -> strata.v1.ReceiveRequest
+	69, // 57: strata.v1.Strata.Ack:input_type -> strata.v1.SettleRequest
+	69, // 58: strata.v1.Strata.Nack:input_type -> strata.v1.SettleRequest
+	69, // 59: strata.v1.Strata.Release:input_type -> strata.v1.SettleRequest
+	69, // 60: strata.v1.Strata.Reject:input_type -> strata.v1.SettleRequest
+	69, // 61: strata.v1.Strata.Extend:input_type -> strata.v1.SettleRequest
+	2,  // 62: strata.v1.Strata.AddAcl:input_type -> strata.v1.AddAclRequest
+	4,  // 63: strata.v1.Strata.RemoveAcl:input_type -> strata.v1.RemoveAclRequest
+	6,  // 64: strata.v1.Strata.ListAcls:input_type -> strata.v1.ListAclsRequest
+	37, // 65: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	39, // 66: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	41, // 67: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	44, // 68: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	46, // 69: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	50, // 70: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	49, // 71: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	52, // 72: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	18, // 73: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	18, // 74: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	20, // 75: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	22, // 76: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	24, // 77: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	26, // 78: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	30, // 79: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	32, // 80: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	15, // 81: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
+	13, // 82: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
+	55, // 83: strata.v1.Strata.CreateShareGroup:output_type -> strata.v1.CreateShareGroupResponse
+	57, // 84: strata.v1.Strata.AlterShareGroup:output_type -> strata.v1.AlterShareGroupResponse
+	59, // 85: strata.v1.Strata.DeleteShareGroup:output_type -> strata.v1.DeleteShareGroupResponse
+	61, // 86: strata.v1.Strata.ListShareGroups:output_type -> strata.v1.ListShareGroupsResponse
+	65, // 87: strata.v1.Strata.DescribeShareGroup:output_type -> strata.v1.DescribeShareGroupResponse
+	68, // 88: strata.v1.Strata.Receive:output_type -> strata.v1.ReceiveResponse
+	71, // 89: strata.v1.Strata.Ack:output_type -> strata.v1.SettleResponse
+	71, // 90: strata.v1.Strata.Nack:output_type -> strata.v1.SettleResponse
+	71, // 91: strata.v1.Strata.Release:output_type -> strata.v1.SettleResponse
+	71, // 92: strata.v1.Strata.Reject:output_type -> strata.v1.SettleResponse
+	71, // 93: strata.v1.Strata.Extend:output_type -> strata.v1.SettleResponse
+	3,  // 94: strata.v1.Strata.AddAcl:output_type -> strata.v1.AddAclResponse
+	5,  // 95: strata.v1.Strata.RemoveAcl:output_type -> strata.v1.RemoveAclResponse
+	7,  // 96: strata.v1.Strata.ListAcls:output_type -> strata.v1.ListAclsResponse
+	65, // [65:97] is the sub-list for method output_type
+	33, // [33:65] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -4766,19 +5148,19 @@ func file_strata_v1_strata_proto_init() {
 	if File_strata_v1_strata_proto != nil {
 		return
 	}
-	file_strata_v1_strata_proto_msgTypes[23].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[30].OneofWrappers = []any{
 		(*ResetOffsetsRequest_Earliest)(nil),
 		(*ResetOffsetsRequest_Latest)(nil),
 		(*ResetOffsetsRequest_TimestampMs)(nil),
 		(*ResetOffsetsRequest_Offset)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[26].OneofWrappers = []any{}
-	file_strata_v1_strata_proto_msgTypes[37].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[33].OneofWrappers = []any{}
+	file_strata_v1_strata_proto_msgTypes[44].OneofWrappers = []any{
 		(*ListOffsetsRequest_Earliest)(nil),
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
-	file_strata_v1_strata_proto_msgTypes[43].OneofWrappers = []any{
+	file_strata_v1_strata_proto_msgTypes[50].OneofWrappers = []any{
 		(*FetchRequest_Offset)(nil),
 		(*FetchRequest_TimestampMs)(nil),
 		(*FetchRequest_Earliest)(nil),
@@ -4790,7 +5172,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   67,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

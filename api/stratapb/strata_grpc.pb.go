@@ -50,6 +50,9 @@ const (
 	Strata_Release_FullMethodName            = "/strata.v1.Strata/Release"
 	Strata_Reject_FullMethodName             = "/strata.v1.Strata/Reject"
 	Strata_Extend_FullMethodName             = "/strata.v1.Strata/Extend"
+	Strata_AddAcl_FullMethodName             = "/strata.v1.Strata/AddAcl"
+	Strata_RemoveAcl_FullMethodName          = "/strata.v1.Strata/RemoveAcl"
+	Strata_ListAcls_FullMethodName           = "/strata.v1.Strata/ListAcls"
 )
 
 // StrataClient is the client API for Strata service.
@@ -139,6 +142,14 @@ type StrataClient interface {
 	Release(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
 	Reject(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
 	Extend(ctx context.Context, in *SettleRequest, opts ...grpc.CallOption) (*SettleResponse, error)
+	// ACLs (docs/security.md): who may do what to which topics and groups,
+	// stored in the bucket so every broker enforces the same set. Adding an
+	// ACL that exists, or removing one that does not, changes nothing and
+	// is not an error. Add and remove need admin on the cluster; list needs
+	// describe on the cluster.
+	AddAcl(ctx context.Context, in *AddAclRequest, opts ...grpc.CallOption) (*AddAclResponse, error)
+	RemoveAcl(ctx context.Context, in *RemoveAclRequest, opts ...grpc.CallOption) (*RemoveAclResponse, error)
+	ListAcls(ctx context.Context, in *ListAclsRequest, opts ...grpc.CallOption) (*ListAclsResponse, error)
 }
 
 type strataClient struct {
@@ -448,6 +459,36 @@ func (c *strataClient) Extend(ctx context.Context, in *SettleRequest, opts ...gr
 	return out, nil
 }
 
+func (c *strataClient) AddAcl(ctx context.Context, in *AddAclRequest, opts ...grpc.CallOption) (*AddAclResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddAclResponse)
+	err := c.cc.Invoke(ctx, Strata_AddAcl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) RemoveAcl(ctx context.Context, in *RemoveAclRequest, opts ...grpc.CallOption) (*RemoveAclResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAclResponse)
+	err := c.cc.Invoke(ctx, Strata_RemoveAcl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *strataClient) ListAcls(ctx context.Context, in *ListAclsRequest, opts ...grpc.CallOption) (*ListAclsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAclsResponse)
+	err := c.cc.Invoke(ctx, Strata_ListAcls_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StrataServer is the server API for Strata service.
 // All implementations must embed UnimplementedStrataServer
 // for forward compatibility.
@@ -535,6 +576,14 @@ type StrataServer interface {
 	Release(context.Context, *SettleRequest) (*SettleResponse, error)
 	Reject(context.Context, *SettleRequest) (*SettleResponse, error)
 	Extend(context.Context, *SettleRequest) (*SettleResponse, error)
+	// ACLs (docs/security.md): who may do what to which topics and groups,
+	// stored in the bucket so every broker enforces the same set. Adding an
+	// ACL that exists, or removing one that does not, changes nothing and
+	// is not an error. Add and remove need admin on the cluster; list needs
+	// describe on the cluster.
+	AddAcl(context.Context, *AddAclRequest) (*AddAclResponse, error)
+	RemoveAcl(context.Context, *RemoveAclRequest) (*RemoveAclResponse, error)
+	ListAcls(context.Context, *ListAclsRequest) (*ListAclsResponse, error)
 	mustEmbedUnimplementedStrataServer()
 }
 
@@ -631,6 +680,15 @@ func (UnimplementedStrataServer) Reject(context.Context, *SettleRequest) (*Settl
 }
 func (UnimplementedStrataServer) Extend(context.Context, *SettleRequest) (*SettleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Extend not implemented")
+}
+func (UnimplementedStrataServer) AddAcl(context.Context, *AddAclRequest) (*AddAclResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAcl not implemented")
+}
+func (UnimplementedStrataServer) RemoveAcl(context.Context, *RemoveAclRequest) (*RemoveAclResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAcl not implemented")
+}
+func (UnimplementedStrataServer) ListAcls(context.Context, *ListAclsRequest) (*ListAclsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAcls not implemented")
 }
 func (UnimplementedStrataServer) mustEmbedUnimplementedStrataServer() {}
 func (UnimplementedStrataServer) testEmbeddedByValue()                {}
@@ -1168,6 +1226,60 @@ func _Strata_Extend_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Strata_AddAcl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddAclRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).AddAcl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_AddAcl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).AddAcl(ctx, req.(*AddAclRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_RemoveAcl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAclRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).RemoveAcl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_RemoveAcl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).RemoveAcl(ctx, req.(*RemoveAclRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Strata_ListAcls_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAclsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StrataServer).ListAcls(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Strata_ListAcls_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StrataServer).ListAcls(ctx, req.(*ListAclsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Strata_ServiceDesc is the grpc.ServiceDesc for Strata service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1286,6 +1398,18 @@ var Strata_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Extend",
 			Handler:    _Strata_Extend_Handler,
+		},
+		{
+			MethodName: "AddAcl",
+			Handler:    _Strata_AddAcl_Handler,
+		},
+		{
+			MethodName: "RemoveAcl",
+			Handler:    _Strata_RemoveAcl_Handler,
+		},
+		{
+			MethodName: "ListAcls",
+			Handler:    _Strata_ListAcls_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

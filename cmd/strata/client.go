@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/stratalog/strata/api/stratapb"
@@ -30,15 +29,27 @@ var errOut io.Writer = os.Stderr
 // brokerFlag is every command's --broker flag: one broker, or a cluster's
 // brokers as a comma-separated list.
 func brokerFlag(fs *flag.FlagSet) *string {
-	return fs.String("broker", "127.0.0.1:7420", "broker address HOST:PORT, or a comma-separated list of a cluster's brokers HOST:PORT,HOST:PORT,... (any one that answers is enough: the client learns the others and sends each request to the broker that owns what it names)")
+	return withConnFlags(fs, fs.String("broker", "127.0.0.1:7420", "broker address HOST:PORT, or a comma-separated list of a cluster's brokers HOST:PORT,HOST:PORT,... (any one that answers is enough: the client learns the others and sends each request to the broker that owns what it names)"))
 }
 
-// dial connects to the brokers at addrs (HOST:PORT[,HOST:PORT...]) with
-// the Go client; every command talks to the cluster through it (admin
+// withConnFlags adds the TLS and token flags (conn.go) that go with the
+// --broker flag broker.
+func withConnFlags(fs *flag.FlagSet, broker *string) *string {
+	addConnFlags(fs, broker)
+	return broker
+}
+
+// dial connects to the brokers at *broker (HOST:PORT[,HOST:PORT...]) with
+// the Go client, over TLS and with a token per the command's connection
+// flags (conn.go); every command talks to the cluster through it (admin
 // calls through its API, which routes each call).
-func dial(addrs string) (*client.Client, error) {
-	c, err := client.Dial(addrs, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))
+func dial(broker *string) (*client.Client, error) {
+	addrs := *broker
+	opts, err := connOptions(broker)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(addrs, append(opts, client.WithDialOptions(grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))...)
 	if err != nil {
 		return nil, fmt.Errorf("broker %s: %w", addrs, err)
 	}
@@ -51,7 +62,7 @@ func rpcErr(err error) error {
 	if s, ok := status.FromError(err); ok {
 		// A status wrapped by the client has the wrapping text as its
 		// message, with the status's own "rpc error: code = ..." in it.
-		return fmt.Errorf("%s: %s", codeWords(s.Code()), rpcPrefix.ReplaceAllString(s.Message(), ""))
+		return fmt.Errorf("%s: %s%s", codeWords(s.Code()), rpcPrefix.ReplaceAllString(s.Message(), ""), tlsHint(s.Message()))
 	}
 	return err
 }
@@ -114,7 +125,7 @@ func topicCmd(ctx context.Context, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	cl, err := dial(*brokerAddr)
+	cl, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -252,7 +263,7 @@ func statsCmd(ctx context.Context, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	cl, err := dial(*brokerAddr)
+	cl, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -360,7 +371,7 @@ stdin, prints the count, and says which records may or may not be stored.
 		return fmt.Errorf("--partition %d: use a partition number, or -1 to partition by key", *partition)
 	}
 	topic := pos[0]
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -533,7 +544,7 @@ shows records, bytes, rate and ETA on stderr.
 			return errors.New("--group: the broker assigns the group's partitions; drop --partition")
 		}
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}

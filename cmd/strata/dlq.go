@@ -111,7 +111,7 @@ strata-dlq-* headers.`)
 	if *maxN < 0 {
 		return fmt.Errorf("--max %d is negative: give how many to print, or 0 for all", *maxN)
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -260,7 +260,7 @@ always ends with a summary line on stderr.`)
 	if *maxN < 0 {
 		return fmt.Errorf("--max %d is negative: give how many to move, or 0 for all", *maxN)
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func groupCmd(ctx context.Context, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	cl, err := dial(*brokerAddr)
+	cl, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}

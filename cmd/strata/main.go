@@ -19,12 +19,17 @@
 //	strata queue   create|alter|delete|list|describe|receive|ack|nack|release|reject|extend|run TOPIC --group G --broker HOST:PORT[,...]
 //	strata dlq     list|redrive TOPIC --group G --broker HOST:PORT[,...]
 //	strata stats   --broker HOST:PORT[,...]
+//	strata acl     add|remove --principal P (--topic T | --group G | --cluster) [--prefix] --operation OPS | list --broker HOST:PORT[,...]
+//	strata token   new [--principal P] | hash
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 //
 // Every flag not given takes STRATA_<NAME>, else the config file
 // (~/.config/strata/config.yaml or $STRATA_CONFIG; config.go,
 // docs/cli-config.md). list and describe commands and stats print aligned
 // tables, or one JSON document with --output json (-o json).
+// Every command that talks to a broker also takes --tls, --tls-ca,
+// --tls-cert, --tls-key, --tls-server-name and --token (or STRATA_TOKEN)
+// (docs/security.md).
 package main
 
 import (
@@ -55,6 +60,8 @@ usage:
   strata queue   run TOPIC --group G -- CMD   run CMD per record (value on stdin): exit 0 acks, else nacks
   strata dlq     list|redrive            a share group's dead letters: print them, move them back
   strata stats                           a broker's read-cache and WAL counters (the first --broker that answers)
+  strata acl     add|remove|list         who may produce, consume, describe or admin which topics and groups
+  strata token   new|hash                make a bearer token and its hash for the broker's token file
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
 
@@ -95,6 +102,10 @@ func run(ctx context.Context, args []string) error {
 		return dlqCmd(ctx, args[1:])
 	case "stats":
 		return statsCmd(ctx, args[1:])
+	case "acl":
+		return aclCmd(ctx, args[1:])
+	case "token":
+		return tokenCmd(ctx, args[1:])
 	case "demo":
 		return demo(ctx, args[1:])
 	case "-h", "--help", "help":

@@ -246,7 +246,7 @@ A change applies to deliveries from then on (a running lease keeps its end).`
 	if err != nil {
 		return err
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ stay, and so does the dead-letter topic (delete it as any topic).`)
 	if err != nil {
 		return err
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -342,7 +342,7 @@ Lists the share groups of TOPIC, or of every topic, with their settings
 	if len(pos) == 1 {
 		topic = pos[0]
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -427,7 +427,7 @@ record below floor is settled.`)
 	if err != nil {
 		return err
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -522,7 +522,7 @@ record: strata queue receive T --group G | strata queue ack T --group G.`)
 	if err := checkVisibility(*visibility); err != nil {
 		return err
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}
@@ -673,7 +673,7 @@ exits non-zero (the others did settle).`)
 	if err != nil {
 		return err
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,7 @@ On exit it prints a summary on stderr.`)
 	if err != nil {
 		return fmt.Errorf("the command %q cannot be run: %v; nothing was received", command[0], err)
 	}
-	c, err := dial(*brokerAddr)
+	c, err := dial(brokerAddr)
 	if err != nil {
 		return err
 	}

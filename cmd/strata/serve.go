@@ -42,6 +42,7 @@ func serve(ctx context.Context, args []string) error {
 	maxFetch := sizeFlag(fs, "fetch-buffer-bytes", 256<<20, "most fetch response bytes built or waiting for slow readers at once; beyond it fetches wait")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
 	cf := addClusterFlags(fs)
+	af := addAuthFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +69,11 @@ func serve(ctx context.Context, args []string) error {
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	sec, err := af.setup(ctx, st, log)
+	if err != nil {
+		return err
+	}
+	defer sec.close()
 	cfg := core.DefaultConfig()
 	cfg.DataDir, cfg.Store, cfg.Logger = filepath.Join(dir, "broker"), st, log
 	cfg.Partition.Fsync, cfg.Partition.SealBytes, cfg.Partition.SealInterval, cfg.Partition.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
@@ -83,6 +89,7 @@ func serve(ctx context.Context, args []string) error {
 	if scfg.Limits.MaxProduceBytes < 2*int64(*maxMessage) {
 		scfg.Limits.MaxProduceBytes = 2 * int64(*maxMessage) // a full message of payload plus its per-record overhead
 	}
+	scfg.ACLs = sec.acls
 	if err := scfg.Validate(); err != nil {
 		return err
 	}
@@ -119,7 +126,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	// Message size, flow-control windows, stream cap and the codec that
 	// enforces the front end's memory limits (server/grpc/limits.go).
-	srv := grpc.NewServer(front.ServerOptions()...)
+	srv := grpc.NewServer(append(front.ServerOptions(), sec.opts...)...)
 	stratapb.RegisterStrataServer(srv, front)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -130,7 +137,7 @@ func serve(ctx context.Context, args []string) error {
 	if s3, ok := st.(*tier.S3Store); ok {
 		storeAttrs = append(storeAttrs, "object_store_credentials", s3.CredentialSource())
 	}
-	log.Info("strata broker listening", append([]any{"addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir}, storeAttrs...)...)
+	log.Info("strata broker listening", append([]any{"addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir}, append(storeAttrs, sec.desc...)...)...)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {

@@ -21,6 +21,9 @@ type Config struct {
 	// Limits bounds what clients can make the server hold in memory
 	// (limits.go). Default DefaultLimits().
 	Limits Limits
+	// ACLs serves the ACL RPCs (acl.go); nil: they answer
+	// FAILED_PRECONDITION. Who may call them is the auth.Guard's rule.
+	ACLs ACLAdmin
 }
 
 // DefaultConfig returns the defaults described on Config.
