@@ -26,6 +26,7 @@ import (
 // Broker is the protocol-free broker. See the package comment.
 type Broker struct {
 	cfg   Config
+	hooks hooks // Config.Hooks by event; immutable
 	cache *fetch.Cache
 	ids   *idAllocator
 	stop  chan struct{} // closed by Close: stops the background loops
@@ -120,7 +121,13 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
+	hs, err := sortHooks(cfg.Hooks)
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
+	b := &Broker{cfg: cfg, hooks: hs, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
+	b.cfg.WAL.OnFlush = b.walFlushHook()
 	b.groups.init(b)
 	b.shares.init()
 	b.coordID = b.self().ID + "-" + meta.NewWriteID()
@@ -539,6 +546,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	pc.Segment.Codec = codec
 	pc.DedupWindow, pc.DedupHeader = dedupWindow(t.cfg), HeaderMsgID
 	pc.Logger = b.cfg.Logger
+	pc.OnSeal = b.sealHook(t.cfg.Name, p)
 	b.mu.Lock()
 	pc.WAL, pc.WALReader = b.wal, b.walr
 	b.mu.Unlock()

@@ -76,6 +76,13 @@ type Config struct {
 	RebalanceInterval time.Duration
 
 	Logger *slog.Logger // required; default slog.Default()
+
+	// Hooks are told of produce calls, fetch results, WAL flushes and
+	// sealed segments (hooks.go): each implements one or more of
+	// ProduceHook, FetchHook, WALFlushHook and SealHook. Called
+	// synchronously on the data path: each must be cheap and never block.
+	// Default none.
+	Hooks []Hook
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -127,6 +134,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("core: WAL.FlushBytes %d is over the limit of %d (1 GiB): a WAL object is stored with one PUT", c.WAL.FlushBytes, maxObjectBytes)
 	case c.WAL.MaxBufferedBytes > maxWALBufferedBytes:
 		return fmt.Errorf("core: WAL.MaxBufferedBytes %d is over the limit of %d (4 GiB): a WAL object can hold everything buffered and is stored with one PUT (5 GiB at most on S3)", c.WAL.MaxBufferedBytes, maxWALBufferedBytes)
+	}
+	if _, err := sortHooks(c.Hooks); err != nil {
+		return err
 	}
 	// The layers check their own fields, with the fields the broker sets
 	// filled in.

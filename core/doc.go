@@ -6,6 +6,9 @@
 // protocol: front ends (server/grpc today) convert their messages to the
 // calls here and map its errors (the Err* kinds of *Error) to their codes.
 // Nothing here imports gRPC, protobuf or api/stratapb (deps_test.go).
+// What happens is published through small hook interfaces (hooks.go:
+// Config.Hooks), which package metrics adapts to Prometheus; no metrics
+// library is imported here either.
 //
 // Invariants:
 //   - Only the write path (Produce) opens a partition, which claims it.
@@ -42,6 +45,9 @@
 //   - A tailing fetch never busy-polls: it waits on the partition's append
 //     notification; a FetchBudget given by the front end bounds the bytes
 //     of results held at once.
+//   - Hooks (Config.Hooks) are called synchronously where their event
+//     happens and must be cheap and never block; without hooks nothing
+//     is computed for them.
 //   - Topic configs hold only sizes and durations in range (checkTopicSizes),
 //     and only known value formats, valid value schemas and known exports
 //     (checkValueConfig), checked on create and on load.

@@ -130,6 +130,7 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			}
 			next = res.NextOffset
 			out := &FetchResult{Partition: req.Partition, Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
+			b.onFetch(t.cfg.Name, req.Partition, out.Records)
 			if err := send(out); err != nil {
 				return err
 			}
@@ -152,6 +153,7 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			timer.Stop()
 		case <-timer.C:
 			if !req.Follow {
+				b.onFetch(t.cfg.Name, req.Partition, nil)
 				return send(&FetchResult{Partition: req.Partition, NextOffset: next, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset})
 			}
 		}

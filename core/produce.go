@@ -90,12 +90,8 @@ type ProduceResult struct {
 	Deduplicated []bool
 }
 
-// Produce validates every record, appends per partition, then waits for
-// the ack condition (docs/durability.md). A request with one bad record
-// appends nothing. A record that repeats a message id stored within the
-// dedup window is answered with the stored copy's offset (ProduceResult.
-// Deduplicated) once that copy meets the ack condition.
-func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResult, error) {
+// produce is Produce (hooks.go) without the hooks.
+func (b *Broker) produce(ctx context.Context, req *ProduceRequest) (*ProduceResult, error) {
 	if err := clientTopic(req.Topic, "write"); err != nil {
 		return nil, err
 	}

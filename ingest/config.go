@@ -93,6 +93,19 @@ type PartitionConfig struct {
 
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
+	// OnSeal, when set, is told of every segment the partition sealed,
+	// once its manifest commit succeeded. It is called synchronously on
+	// the goroutine sealing (the partition's background loop, or a
+	// SealNow or Close caller): it must be cheap and must never block
+	// (metrics counters).
+	OnSeal func(Sealed)
+}
+
+// Sealed describes one sealed segment, for PartitionConfig.OnSeal.
+type Sealed struct {
+	Records  int64         // records in the segment
+	Bytes    int64         // the segment object's size
+	Duration time.Duration // building, uploading and committing it
 }
 
 // DefaultPartitionConfig returns a config with every default filled in.

@@ -119,6 +119,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	m, etag := p.mu.manifest, p.mu.etag
 	p.mu.Unlock()
 	from := m.NextOffset()
+	start := time.Now()
 
 	var buf bytes.Buffer
 	w := segment.NewWriter(&buf, p.cfg.Segment)
@@ -175,6 +176,9 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	}
 	failpoint.Hit(failpoint.ManifestCommitted)
 	p.advance(next.NextOffset())
+	if p.cfg.OnSeal != nil {
+		p.cfg.OnSeal(Sealed{Records: footer.RecordCount, Bytes: size, Duration: time.Since(start)})
+	}
 	p.log.Debug("segment sealed", "key", key, "first", footer.FirstOffset, "last", footer.LastOffset, "bytes", size)
 	return nil
 }

@@ -65,6 +65,22 @@ type Config struct {
 	ProbeInterval time.Duration
 	Clock         func() time.Time // default time.Now
 	Logger        *slog.Logger     // default slog.Default()
+	// OnFlush, when set, is told of every flush when it ends: stored, or
+	// given up (fenced, closed). It is called synchronously on the
+	// writer's flusher goroutine, after the object is stored and before
+	// its records are acknowledged: it must be cheap and must never block
+	// (metrics counters), or it delays every ack.
+	OnFlush func(Flush)
+}
+
+// Flush describes one WAL flush, for Config.OnFlush.
+type Flush struct {
+	Bytes    int64         // the object's size (header included)
+	Records  int64         // records in it
+	Chunks   int           // partitions in it
+	Attempts int           // PUT attempts it took
+	Duration time.Duration // from the flush's start until stored (or given up), retries included
+	Err      error         // nil when stored; why not otherwise
 }
 
 // DefaultConfig returns the defaults described on Config (Store and
@@ -366,6 +382,7 @@ func (w *Writer) run() {
 // flush stores one WAL object, retrying until it is stored or the writer
 // is fenced or halted, then acks its chunks.
 func (w *Writer) flush(seq uint64, chunks []*chunk) {
+	start := time.Now()
 	h := &Header{Incarnation: w.cfg.Incarnation, Seq: seq, CreatedMs: w.cfg.Clock().UnixMilli()}
 	var pos uint64
 	for _, c := range chunks {
@@ -393,7 +410,9 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 	// (ErrPreconditionFailed) and resolveExisting reads it back as ours.
 	timeout := tier.RequestTimeout(w.cfg.Store, size)
 	var err error
+	attempts := 0
 	for attempt := 0; ; attempt++ {
+		attempts++
 		w.attempts.Add(1)
 		err = w.putAttempt(key, body(), size, timeout)
 		if errors.Is(err, tier.ErrPreconditionFailed) {
@@ -412,10 +431,21 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 		case <-w.ctx.Done():
 		}
 	}
+	report := func(err error) {
+		if w.cfg.OnFlush == nil {
+			return
+		}
+		var records int64
+		for _, c := range chunks {
+			records += c.last - c.first + 1
+		}
+		w.cfg.OnFlush(Flush{Bytes: size, Records: records, Chunks: len(chunks), Attempts: attempts, Duration: time.Since(start), Err: err})
+	}
 	if err != nil {
 		if w.ctx.Err() != nil && !errors.Is(err, ErrFenced) {
 			err = fmt.Errorf("%w: %v", ErrClosed, err)
 		}
+		report(err)
 		w.fail(err)
 		return
 	}
@@ -423,6 +453,7 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 	w.lastStored.Store(w.cfg.Clock().UnixNano())
 	w.objects.Add(1)
 	w.bytes.Add(size)
+	report(nil)
 	var reserved int64
 	for _, c := range chunks {
 		c.sink(c.last + 1)
