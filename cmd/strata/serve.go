@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,10 +42,15 @@ func serve(ctx context.Context, args []string) error {
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
 	cf := addClusterFlags(fs)
 	af := addAuthFlags(fs)
+	obs := addObsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := flagDefaults(fs); err != nil { // STRATA_<NAME>, then the config file's serve section
+		return err
+	}
+	log, err := obs.logger()
+	if err != nil {
 		return err
 	}
 	policy, err := ingest.ParseFsyncPolicy(*fsync)
@@ -68,7 +72,6 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	sec, err := af.setup(ctx, st, log)
 	if err != nil {
 		return err
@@ -98,6 +101,12 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	defer lis.Close()
+	mon, err := obs.startMetrics(log)
+	if err != nil {
+		return err
+	}
+	defer mon.close()
+	cfg.Store, cfg.Hooks = mon.observe(cfg.Store), append(cfg.Hooks, mon.hooks()...)
 	advertise := *cf.advertise
 	if advertise == "" {
 		advertise = lis.Addr().String()
@@ -120,13 +129,18 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	front, err := grpcserver.New(b, scfg)
+	if err == nil {
+		err = mon.watch(b)
+	}
 	if err != nil {
 		b.Close(context.Background())
 		return err
 	}
 	// Message size, flow-control windows, stream cap and the codec that
 	// enforces the front end's memory limits (server/grpc/limits.go).
-	srv := grpc.NewServer(append(front.ServerOptions(), sec.opts...)...)
+	// The metrics interceptors first, so they count the refusals of the
+	// auth interceptors too.
+	srv := grpc.NewServer(append(append(front.ServerOptions(), mon.serverOptions()...), sec.opts...)...)
 	stratapb.RegisterStrataServer(srv, front)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -8,6 +8,8 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -41,4 +43,42 @@ func Missing(t testing.TB, what string) {
 		t.Fatalf("required test dependency missing under CI=true: %s", what)
 	}
 	t.Skipf("test dependency missing: %s", what)
+}
+
+// Grpcurl returns the path of the grpcurl binary that scripts/grpcurl.sh
+// installs (a gRPC client strata did not write): $STRATA_TEST_GRPCURL, else
+// the tool cache the script installs into, else grpcurl on $PATH. Without
+// one the test stops as Missing says (install it with
+// `bash scripts/grpcurl.sh install`; scripts/test.sh does).
+func Grpcurl(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("STRATA_TEST_GRPCURL"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("STRATA_TEST_GRPCURL=%s: %v", p, err)
+		}
+		return p
+	}
+	dir := os.Getenv("STRATA_TOOLS_DIR")
+	if dir == "" {
+		cache := os.Getenv("XDG_CACHE_HOME")
+		if cache == "" {
+			if home, err := os.UserHomeDir(); err == nil {
+				cache = filepath.Join(home, ".cache")
+			}
+		}
+		dir = filepath.Join(cache, "strata", "bin")
+	}
+	if p := filepath.Join(dir, "grpcurl"); isExecutable(p) {
+		return p
+	}
+	if p, err := exec.LookPath("grpcurl"); err == nil {
+		return p
+	}
+	Missing(t, "grpcurl (install it with `bash scripts/grpcurl.sh install`; scripts/test.sh does)")
+	return ""
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
