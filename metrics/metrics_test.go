@@ -27,6 +27,17 @@ import (
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
+func newMetricsB(b *testing.B) *metrics.Metrics {
+	cfg := metrics.DefaultConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := metrics.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(m.Close)
+	return m
+}
+
 func newMetrics(t *testing.T, edit func(*metrics.Config)) *metrics.Metrics {
 	t.Helper()
 	cfg := metrics.DefaultConfig()
