@@ -1,8 +1,11 @@
 package metrics_test
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/tier"
@@ -33,6 +36,17 @@ func BenchmarkHooks(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				m.ObserveRequest(r)
+			}
+		})
+	})
+	b.Run("grpc-unary", func(b *testing.B) {
+		icpt := m.UnaryServerInterceptor()
+		info := &grpc.UnaryServerInfo{FullMethod: "/strata.v1.Strata/Produce"}
+		handler := func(context.Context, any) (any, error) { return nil, nil }
+		ctx := context.Background()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				icpt(ctx, nil, info, handler)
 			}
 		})
 	})
