@@ -18,6 +18,7 @@ import (
 
 	"github.com/stratalog/strata/columnar"
 	"github.com/stratalog/strata/fetch"
+	"github.com/stratalog/strata/internal/failpoint"
 	"github.com/stratalog/strata/segment"
 	"github.com/stratalog/strata/tier"
 )
@@ -53,6 +54,7 @@ func writerProps(mem memory.Allocator) *parquet.WriterProperties {
 	return parquet.NewWriterProperties(
 		parquet.WithAllocator(mem),
 		parquet.WithCompression(compress.Codecs.Zstd),
+		parquet.WithCompressionLevel(1),
 		parquet.WithStats(true),
 		parquet.WithMaxRowGroupLength(math.MaxInt64),
 		parquet.WithCreatedBy("strata export"),
@@ -193,6 +195,7 @@ func (e *Exporter) writeFile(ctx context.Context, j *job, c *Claim, tr *tracker)
 	r.Bytes = size
 	_, err = e.cfg.Target.PutIfAbsent(ctx, c.Key, io.NewSectionReader(f, 0, size), size)
 	if err == nil {
+		failpoint.Hit(failpoint.ExportFileStored)
 		return r, false, nil
 	}
 	// The key holds a file (another exporter of this claim stored it, or

@@ -10,4 +10,9 @@ args=("$@")
 scripts/grpcurl.sh install
 STRATA_TEST_GRPCURL="$(scripts/grpcurl.sh path)"
 export STRATA_TEST_GRPCURL
+# DuckDB reads the Parquet export in the export tests (cmd/strata).
+if ! scripts/duckdb.sh install; then
+  [[ "${CI:-}" == true ]] && { echo "test.sh: installing DuckDB failed" >&2; exit 1; }
+  echo "test.sh: DuckDB is not installed; its tests will be skipped" >&2
+fi
 exec scripts/with-minio.sh go test -race -count=1 -timeout 15m "${args[@]}"

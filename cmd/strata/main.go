@@ -21,6 +21,7 @@
 //	strata stats   --broker HOST:PORT[,...]
 //	strata acl     add|remove --principal P (--topic T | --group G | --cluster) [--prefix] --operation OPS | list --broker HOST:PORT[,...]
 //	strata token   new [--principal P] | hash
+//	strata export  parquet TOPIC --object-store URL --to URL [--from-time T --to-time T | --from-offset P:O,... --to-offset P:O,...]
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 //
 // Every flag not given takes STRATA_<NAME>, else the config file
@@ -62,6 +63,7 @@ usage:
   strata stats                           a broker's read-cache and WAL counters (the first --broker that answers)
   strata acl     add|remove|list         who may produce, consume, describe or admin which topics and groups
   strata token   new|hash                make a bearer token and its hash for the broker's token file
+  strata export  parquet TOPIC           a topic's sealed records as Parquet files, exactly once and resumable (docs/export.md)
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
 
@@ -106,6 +108,8 @@ func run(ctx context.Context, args []string) error {
 		return aclCmd(ctx, args[1:])
 	case "token":
 		return tokenCmd(ctx, args[1:])
+	case "export":
+		return exportCmd(ctx, args[1:])
 	case "demo":
 		return demo(ctx, args[1:])
 	case "-h", "--help", "help":

@@ -43,6 +43,7 @@ func serve(ctx context.Context, args []string) error {
 	cf := addClusterFlags(fs)
 	af := addAuthFlags(fs)
 	obs := addObsFlags(fs)
+	ef := addExportFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -136,6 +137,12 @@ func serve(ctx context.Context, args []string) error {
 		b.Close(context.Background())
 		return err
 	}
+	stopExport, err := ef.start(ctx, st, gc, dir, log) // continuous export (export=parquet topics); own goroutine
+	if err != nil {
+		b.Close(context.Background())
+		return err
+	}
+	defer stopExport()
 	// Message size, flow-control windows, stream cap and the codec that
 	// enforces the front end's memory limits (server/grpc/limits.go).
 	// The metrics interceptors first, so they count the refusals of the

@@ -22,4 +22,7 @@ const (
 	// ManifestCommitted: the manifest now references a new segment but the
 	// broker has not trimmed anything yet.
 	ManifestCommitted = "manifest-committed"
+	// ExportFileStored: an export stored a Parquet file but has not
+	// committed its range in the export manifest yet.
+	ExportFileStored = "export-file-stored"
 )
