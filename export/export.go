@@ -214,6 +214,9 @@ func (e *Exporter) Export(ctx context.Context, topic string, b Bounds, fn func(P
 			return nil, err
 		}
 		jobs = append(jobs, j)
+		if fn == nil {
+			continue // totals are only for progress reports
+		}
 		total, totalBytes, err := e.remaining(ctx, j)
 		if err != nil {
 			return nil, err

@@ -15,6 +15,7 @@ package meta
 //	shares/<topic>/<group>/<p>/snapshots/<seed>/<off:020d>  share-group state of a partition at state-log offset off
 //	shares/<topic>/<group>/<p>/runs/<rand>             spilled delayed records (queue.Run)
 //	acls/acls.json                                     the cluster's ACLs (package auth)
+//	exports/...                                        a broker's continuous Parquet export (package export names its keys)
 //
 // <topic> is a topic's storage name: <name>/<id> (StorageName), or just
 // <name> for a topic created before topic identities.
@@ -30,6 +31,11 @@ import (
 	"strconv"
 	"strings"
 )
+
+// ExportsPrefix is where a broker's continuous Parquet export writes in
+// its own bucket (serve's default --export-to); the keys under it are
+// package export's (export/keys.go).
+const ExportsPrefix = "exports/"
 
 // TopicsPrefix is the prefix of every topic's objects.
 const TopicsPrefix = "topics/"

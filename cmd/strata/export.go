@@ -20,6 +20,7 @@ import (
 
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/export"
+	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
 	"github.com/stratalog/strata/vfs"
 )
@@ -328,7 +329,7 @@ const exportTakeOver = 5 * time.Minute
 // and returns the function that stops it.
 func (f exportFlags) start(ctx context.Context, st tier.Store, gc *gossipCluster, dataDir string, log *slog.Logger) (func(), error) {
 	cfg := export.DefaultConfig()
-	cfg.Source, cfg.Target, cfg.Prefix = st, st, "exports"
+	cfg.Source, cfg.Target, cfg.Prefix = st, st, strings.TrimSuffix(meta.ExportsPrefix, "/")
 	var target tier.Store
 	if *f.to != "" {
 		t, err := tier.Open(ctx, *f.to)

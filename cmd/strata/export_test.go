@@ -341,3 +341,33 @@ func TestExportCLIBadInput(t *testing.T) {
 		}
 	}
 }
+
+// The progress display: plain lines off a terminal (one per committed
+// file, at most one a second between), a bar redrawn in place on one.
+func TestExportProgressPrinter(t *testing.T) {
+	var plain bytes.Buffer
+	pp := newProgressPrinter(&plain, false)
+	total := export.Progress{TotalRecords: 1000, TotalSegmentBytes: 1 << 20}
+	for i := int64(1); i <= 10; i++ {
+		p := total
+		p.Records, p.SegmentBytes, p.Files = i*100, i<<17/10, int(i/5)
+		pp.update(p)
+	}
+	pp.finish()
+	lines := strings.Split(strings.TrimSpace(plain.String()), "\n")
+	// The first report, the two that committed a file, and the final state
+	// (already shown by the last update: not repeated).
+	if len(lines) != 3 || !strings.Contains(lines[0], "100/1000 records") || !strings.Contains(lines[2], "100% 1000/1000 records") ||
+		!strings.Contains(lines[2], "2 files") || !strings.Contains(lines[2], "ETA 0s") {
+		t.Fatalf("plain progress:\n%s", plain.String())
+	}
+	var bar bytes.Buffer
+	pp = newProgressPrinter(&bar, true)
+	p := total
+	p.Records = 500
+	pp.update(p)
+	pp.finish()
+	if s := bar.String(); !strings.HasPrefix(s, "\r[===============>") || !strings.Contains(s, " 50% 500/1000 records") || !strings.HasSuffix(s, "\n") {
+		t.Fatalf("bar: %q", s)
+	}
+}
