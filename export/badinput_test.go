@@ -52,7 +52,7 @@ func TestExportBadInput(t *testing.T) {
 		says        string
 	}{
 		{"unknown topic", "nosuch", Bounds{}, ErrUnknownTopic, `topic "nosuch" does not exist`},
-		{"bad topic name", "../x", Bounds{}, ErrUnknownTopic, "not a topic name"},
+		{"bad topic name", "../x", Bounds{}, ErrUnknownTopic, "invalid topic name"},
 		{"below the log start", "trimmed", Bounds{FromOffset: map[int32]int64{0: 10}}, ErrOutOfRange, "below the log start 300"},
 		{"no such partition", "events", Bounds{Partitions: []int32{5}}, nil, "there is no partition 5"},
 		{"bound of a partition not exported", "events", Bounds{Partitions: []int32{0}, FromOffset: map[int32]int64{1: 0}}, nil, "names partition 1"},

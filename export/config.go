@@ -18,8 +18,10 @@ import (
 // Config says where an Exporter reads and writes and how it cuts files.
 type Config struct {
 	// Source is the bucket the topic lives in (the brokers' object
-	// store). Export only reads it. Required.
-	Source tier.BucketReader
+	// store). Export reads it; its one write there is a json topic's
+	// inferred value schema, stored in the topic's config by CAS when no
+	// broker or exporter stored one yet (core.TopicLayout). Required.
+	Source tier.Store
 	// Target receives the Parquet files and the export manifests.
 	// Required.
 	Target tier.Store

@@ -4,7 +4,9 @@
 // them as Parquet files to a target store, with an export manifest per
 // partition there that says which offset ranges are exported. The CLI
 // (`strata export parquet`) runs it once; a broker runs it in a loop for
-// the topics whose config says export=parquet (Loop).
+// the topics whose config says export=parquet (Loop). The row layout is
+// the topic's (core.TopicLayout: typed columns for a topic with a JSON
+// value schema).
 //
 // Layout at the target (Prefix first when set), Hive style so engines
 // read topic, date and partition from the path:
@@ -78,6 +80,11 @@
 //     pending claim and perhaps its file: the next exporter of the
 //     partition finishes exactly that claim first (no gap, no duplicate).
 //     A claim without a file is not a file: readers glob Parquet files.
+//   - The one write an exporter makes to the source bucket is core's: a
+//     json topic without a value schema gets one inferred from its first
+//     sealed records and stored in its config by CAS, only while none is
+//     stored (core.TopicLayout), so every exporter and broker uses the
+//     one that won and a file's columns never depend on who wrote it.
 //   - The stores publish atomically: the file store writes a temporary
 //     file under .strata-tmp/ (never named *.parquet) and renames or
 //     links it into place; S3 makes a single PUT visible whole.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/columnar"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/fetch"
 	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/tier"
@@ -185,10 +186,6 @@ func (e *Exporter) Export(ctx context.Context, topic string, b Bounds, fn func(P
 	if err != nil {
 		return nil, err
 	}
-	layout, err := layoutFor(ctx, e.cfg.Source, t)
-	if err != nil {
-		return nil, fmt.Errorf("export: topic %q: its row layout: %w", topic, err)
-	}
 	parts := b.Partitions
 	if parts == nil {
 		for p := range t.Partitions {
@@ -209,7 +206,7 @@ func (e *Exporter) Export(ctx context.Context, topic string, b Bounds, fn func(P
 		if p < 0 || p >= t.Partitions {
 			return nil, fmt.Errorf("export: topic %q has partitions 0 to %d; there is no partition %d", topic, t.Partitions-1, p)
 		}
-		j, err := e.prepare(ctx, t, layout, p, b)
+		j, err := e.prepare(ctx, t, nil, p, b)
 		if err != nil {
 			return nil, err
 		}
@@ -223,6 +220,23 @@ func (e *Exporter) Export(ctx context.Context, topic string, b Bounds, fn func(P
 		}
 		tr.p.TotalRecords += total
 		tr.p.TotalSegmentBytes += totalBytes
+	}
+	layout, err := layoutFor(ctx, e.cfg.Source, t)
+	nothingSealed := errors.Is(err, core.ErrFailedPrecondition) || errors.Is(err, tier.ErrNotFound)
+	if nothingSealed && !slices.ContainsFunc(jobs, func(j *job) bool { return j.to > j.from }) {
+		// A json topic whose schema is inferred from its first sealed
+		// records, and nothing sealed yet (core.TopicLayout says so, or
+		// fails on a partition never written): nothing to export.
+		for _, j := range jobs {
+			res.Partitions = append(res.Partitions, *j.res)
+		}
+		return res, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("export: topic %q: its row layout: %w", topic, err)
+	}
+	for _, j := range jobs {
+		j.layout = layout
 	}
 	if fn != nil {
 		fn(tr.p)

@@ -3,7 +3,9 @@ package export
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/columnar"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/storetest"
 	"github.com/stratalog/strata/meta"
 	"github.com/stratalog/strata/segment"
@@ -377,11 +380,15 @@ func TestExportClaimLostToRetention(t *testing.T) {
 	}
 }
 
-// A typed layout (a JSON value schema) goes through unchanged: typed
-// columns, and the misfit report in the manifest.
+// A topic with a JSON value schema is exported with its typed layout
+// (core.TopicLayout): one column per field, and the misfit report of each
+// range in the manifest. A json topic without a schema gets one inferred
+// from its sealed records and stored in its config; one with nothing
+// sealed has nothing to export, and that is not an error.
 func TestExportTypedLayout(t *testing.T) {
 	src, dst := tier.NewMemStore(), tier.NewMemStore()
-	writeTopic(t, src, "typed", testID, 1, nil)
+	schema := json.RawMessage(`{"fields":[{"name":"user","type":"string"},{"name":"n","type":"int64"},{"name":"pad","type":"string"}]}`)
+	writeTopic(t, src, "typed", testID, 1, map[string]any{"value_format": "json", "value_schema": schema})
 	recs := genRecords(0, 500, midnight+1000, 10)
 	for i := range recs {
 		if i == 7 || i == 300 {
@@ -389,30 +396,15 @@ func TestExportTypedLayout(t *testing.T) {
 		}
 	}
 	seal(t, src, meta.StorageName("typed", testID), 0, recs, 200, 2<<10, 0)
-	spec, err := columnar.ParseSpec([]byte(`{"fields":[{"name":"user","type":"string"},{"name":"n","type":"int64"},{"name":"pad","type":"string"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	layout, err := columnar.NewLayout(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := newExporter(t, testConfig(src, dst))
-	tp, err := ReadTopic(context.Background(), src, "typed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := e.prepare(context.Background(), tp, layout, 0, Bounds{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.run(context.Background(), j, &tracker{}); err != nil {
+	if _, err := e.Export(context.Background(), "typed", Bounds{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Tombstones (nil values, every 11th from 5) do not fit an object
 	// schema either. Each range reports its count and first offsets.
 	misfit := func(i int) bool { return recs[i].Value == nil || i == 7 || i == 300 }
 	m := loadManifest(t, dst, ManifestKey("", "typed", testID, 0))
+	var rows int64
 	for _, r := range m.Ranges {
 		var wantOffs []int64
 		for o := r.First; o <= r.Last; o++ {
@@ -423,11 +415,43 @@ func TestExportTypedLayout(t *testing.T) {
 		if r.Misfits != int64(len(wantOffs)) || !slices.Equal(r.MisfitOffsets, wantOffs[:min(len(wantOffs), columnar.MaxReportedOffsets)]) {
 			t.Fatalf("range %d-%d reports %d misfits at %v, want %d at %v", r.First, r.Last, r.Misfits, r.MisfitOffsets, len(wantOffs), wantOffs)
 		}
+		rows += r.Rows
 	}
-	keys := parquetKeys(t, dst, "")
-	data := readAll(t, dst, keys[0])
-	if !bytes.Contains(data, []byte("user")) || !bytes.Contains(data, []byte("_raw")) {
-		t.Fatal("the typed columns are not in the file")
+	if rows != int64(len(recs)) {
+		t.Fatalf("%d rows committed, want %d", rows, len(recs))
+	}
+	tbl := readTable(t, dst, parquetKeys(t, dst, "")[0])
+	for _, col := range []string{"user", "n", "pad", "_invalid", "_raw"} {
+		if len(tbl.Schema().FieldIndices(col)) != 1 {
+			t.Fatalf("no typed column %q in %s", col, tbl.Schema())
+		}
+	}
+	if len(tbl.Schema().FieldIndices("value")) != 0 {
+		t.Fatalf("a typed file has the value blob: %s", tbl.Schema())
+	}
+
+	// Inferred: no schema in the config; after the export one is stored.
+	writeTopic(t, src, "inferred", testID, 1, map[string]any{"value_format": "json"})
+	e2 := newExporter(t, testConfig(src, dst))
+	if res, err := e2.Export(context.Background(), "inferred", Bounds{}, nil); err != nil || len(res.Partitions) != 1 || res.Partitions[0].Files != 0 {
+		t.Fatalf("a json topic with nothing sealed: %+v, %v; want nothing exported and no error", res, err)
+	}
+	good := genRecords(0, 300, midnight, 10)
+	for i := range good {
+		good[i].Value = fmt.Appendf(nil, `{"user":"u-%d","n":%d}`, i%7, i)
+	}
+	seal(t, src, meta.StorageName("inferred", testID), 0, good, 100, 2<<10, 0)
+	if _, err := e2.Export(context.Background(), "inferred", Bounds{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := core.ReadTopicConfig(context.Background(), src, "inferred")
+	if err != nil || len(cfg.ValueSchema) == 0 {
+		t.Fatalf("no schema stored after the export inferred one: %+v, %v", cfg, err)
+	}
+	for _, k := range parquetKeys(t, dst, "topic=inferred/") {
+		if tbl := readTable(t, dst, k); len(tbl.Schema().FieldIndices("n")) != 1 {
+			t.Fatalf("%s has no inferred column n: %s", k, tbl.Schema())
+		}
 	}
 }
 

@@ -111,7 +111,7 @@ func genRecords(p int32, n int, ts0, step int64) []segment.Record {
 
 // testConfig is a Config over src and dst with small sizes and a
 // memory spool.
-func testConfig(src tier.BucketReader, dst tier.Store) Config {
+func testConfig(src, dst tier.Store) Config {
 	cfg := DefaultConfig()
 	cfg.Source, cfg.Target = src, dst
 	cfg.RowGroupBytes, cfg.RowGroupLimit = 8<<10, 16<<10
@@ -168,6 +168,25 @@ func readAll(t testing.TB, st tier.BucketReader, key string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// readTable reads a Parquet file whole (any layout).
+func readTable(t testing.TB, st tier.BucketReader, key string) arrow.Table {
+	t.Helper()
+	pr, err := file.NewParquetReader(bytes.NewReader(readAll(t, st, key)))
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: 1 << 20}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tbl.Release)
+	return tbl
 }
 
 // readFile reads a Parquet file of the default layout back.

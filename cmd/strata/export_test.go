@@ -23,7 +23,6 @@ import (
 	"github.com/stratalog/strata/export"
 	"github.com/stratalog/strata/internal/failpoint"
 	"github.com/stratalog/strata/internal/testenv"
-	"github.com/stratalog/strata/meta"
 )
 
 // duckQuery runs SQL with DuckDB (scripts/duckdb-query.mjs) and returns
@@ -69,14 +68,17 @@ func num(t testing.TB, row map[string]any, col string) int64 {
 // partitions, produces n records (keys, a header, JSON values), stops the
 // broker (which seals everything) and returns the bucket's URL, the
 // partitions' record counts and the UTC dates the records were produced on.
-func produceSealed(t testing.TB, parts, n int) (store string, counts []int, dates map[string]bool) {
+func produceSealed(t testing.TB, parts, n int, create ...string) (store string, counts []int, dates map[string]bool) {
 	t.Helper()
 	data := t.TempDir()
 	s := serveBin(t, data, "")
-	cli(t, "", nil, "topic", "create", "events", "--partitions", strconv.Itoa(parts), "--broker", s.addr)
+	cli(t, "", nil, append([]string{"topic", "create", "events", "--partitions", strconv.Itoa(parts), "--broker", s.addr}, create...)...)
 	var in strings.Builder
 	for i := range n {
 		v, _ := json.Marshal(map[string]any{"n": i, "user": fmt.Sprintf("u-%d", i%31), "pad": strings.Repeat("x", i%50)})
+		if i == misfitRecord {
+			v = []byte("not json")
+		}
 		line, _ := json.Marshal(map[string]any{"key": fmt.Sprintf("user-%d", i%97), "value": string(v), "headers": map[string]string{"trace": fmt.Sprintf("t-%d", i)}})
 		in.Write(line)
 		in.WriteByte('\n')
@@ -90,6 +92,10 @@ func produceSealed(t testing.TB, parts, n int) (store string, counts []int, date
 	s.stop(t) // SIGTERM seals every partition
 	return "file://" + filepath.Join(data, "bucket"), counts, dates
 }
+
+// misfitRecord is the one record produceSealed gives a value that is not
+// JSON.
+const misfitRecord = 1234
 
 // glob is the read_parquet pattern of an export under dir.
 func glob(dir string) string { return filepath.Join(dir, "**", "*.parquet") }
@@ -146,32 +152,42 @@ func TestExportDuckDB(t *testing.T) {
 	checkCounts(t, out, counts)
 }
 
-// A query on the JSON values with DuckDB: fields of every value, and the
-// headers and keys beside them.
-//
-// Typed layouts are not on main yet, so this queries the default
-// layout's value blob with DuckDB's JSON functions. Once topics can
-// declare a value schema, the integrator creates the topic with one
-// (fields n int64, user string) and queries the typed columns directly:
-// sum(n), count(DISTINCT "user").
-func TestExportDuckDBJSONColumn(t *testing.T) {
+// A topic with a JSON value schema, exported with its typed layout and
+// queried by DuckDB: the typed columns, the one record whose value is not
+// JSON kept in _raw with the reason in _invalid (and counted in the
+// summary), the headers and keys beside them; and the same JSON read from
+// the value blob of a topic without a schema, with DuckDB's JSON functions.
+func TestExportDuckDBTypedColumns(t *testing.T) {
 	testenv.DuckDB(t)
 	const n = 5000
-	store, _, _ := produceSealed(t, 2, n)
+	store, _, _ := produceSealed(t, 2, n, "--value-schema", `{"fields":[{"name":"n","type":"int64"},{"name":"user","type":"string"},{"name":"pad","type":"string"}]}`)
 	out := t.TempDir()
-	cli(t, "", nil, "export", "parquet", "events", "--object-store", store, "--to", "file://"+out)
-	rows := duckQuery(t, fmt.Sprintf(`SELECT sum(json_extract(decode(value), '$.n')::BIGINT) AS total,
-		count(DISTINCT json_extract_string(decode(value), '$.user')) AS users,
-		count(*) FILTER (WHERE len(headers) = 1 AND headers[1].key = 'trace' AND decode(headers[1].value) = 't-' || json_extract(decode(value), '$.n')) AS traced,
-		count(DISTINCT decode(key)) AS keys,
-		count(*) FILTER (WHERE decode(key) = 'user-' || (json_extract(decode(value), '$.n')::BIGINT %% 97)) AS keyed
-		FROM read_parquet('%s', hive_partitioning = true)`, glob(out)))
-	if len(rows) != 1 {
-		t.Fatalf("rows %v", rows)
+	summary := cli(t, "", nil, "export", "parquet", "events", "--object-store", store, "--to", "file://"+out)
+	if !strings.Contains(summary, "1 records did not fit the value schema") {
+		t.Fatalf("summary does not report the misfit: %s", summary)
 	}
-	for col, want := range map[string]int64{"total": n * (n - 1) / 2, "users": 31, "traced": n, "keys": 97, "keyed": n} {
-		if got := num(t, rows[0], col); got != want {
-			t.Fatalf("DuckDB: %s = %d, want %d (%v)", col, got, want, rows[0])
+	rows := duckQuery(t, fmt.Sprintf(`SELECT sum(n) AS total, count(DISTINCT "user") AS users, count(n) AS typed,
+		count(*) FILTER (WHERE _invalid IS NOT NULL AND decode(_raw) = 'not json') AS misfits,
+		count(*) FILTER (WHERE len(headers) = 1 AND headers[1].key = 'trace' AND (n IS NULL OR decode(headers[1].value) = 't-' || n)) AS traced,
+		count(DISTINCT decode(key)) AS keys
+		FROM read_parquet('%s', hive_partitioning = true)`, glob(out)))
+	want := map[string]int64{"total": n*(n-1)/2 - misfitRecord, "users": 31, "typed": n - 1, "misfits": 1, "traced": n, "keys": 97}
+	for col, w := range want {
+		if got := num(t, rows[0], col); got != w {
+			t.Fatalf("DuckDB: %s = %d, want %d (%v)", col, got, w, rows[0])
+		}
+	}
+
+	// No schema: the value blob, read with DuckDB's JSON functions.
+	store, _, _ = produceSealed(t, 2, n)
+	out = t.TempDir()
+	cli(t, "", nil, "export", "parquet", "events", "--object-store", store, "--to", "file://"+out)
+	rows = duckQuery(t, fmt.Sprintf(`SELECT sum(json_extract(decode(value), '$.n')::BIGINT) AS total,
+		count(DISTINCT json_extract_string(decode(value), '$.user')) AS users
+		FROM read_parquet('%s', hive_partitioning = true) WHERE json_valid(decode(value))`, glob(out)))
+	for col, w := range map[string]int64{"total": n*(n-1)/2 - misfitRecord, "users": 31} {
+		if got := num(t, rows[0], col); got != w {
+			t.Fatalf("DuckDB on the value blob: %s = %d, want %d (%v)", col, got, w, rows[0])
 		}
 	}
 }
@@ -262,23 +278,8 @@ func TestServeExportsMarkedTopics(t *testing.T) {
 	bucket := filepath.Join(data, "bucket")
 	addr := freeAddr(t)
 	b := startBroker(t, addr, data, "file://"+bucket, nil, "--seal-interval", "1s", "--export-interval", "1s")
-	cli(t, "", nil, "topic", "create", "events", "--partitions", "2", "--broker", addr)
+	cli(t, "", nil, "topic", "create", "events", "--partitions", "2", "--export", "parquet", "--broker", addr)
 	cli(t, "", nil, "topic", "create", "plain", "--partitions", "1", "--broker", addr)
-	// Mark the topic (what `topic create --export parquet` will store).
-	cfgPath := filepath.Join(bucket, filepath.FromSlash(meta.TopicConfigKey("events")))
-	raw, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg["export"] = export.ExportParquet
-	raw, _ = json.Marshal(cfg)
-	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const n = 3000
 	var in strings.Builder
 	for i := range n {
