@@ -141,7 +141,7 @@ func exportCmd(ctx context.Context, args []string) error {
 	res, err := e.Export(ctx, topic, b, pr.update)
 	pr.finish()
 	if res != nil {
-		printExportSummary(os.Stdout, res, *to, time.Since(start))
+		printExportSummary(os.Stdout, res, tier.RedactURL(*to), time.Since(start))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
