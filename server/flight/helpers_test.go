@@ -30,6 +30,7 @@ type env struct {
 	fs     *flightserver.Server
 	flight flight.Client
 	grpc   stratapb.StrataClient
+	addr   string // of the Flight server
 }
 
 // testConfig is a broker that seals at 32 KiB and keeps no sealed data on
@@ -57,7 +58,7 @@ func start(t testing.TB, cfg core.Config, fcfg flightserver.Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fc.Close() })
-	return &env{b: b, fs: fs, flight: fc, grpc: stratapb.NewStrataClient(conn)}
+	return &env{b: b, fs: fs, flight: fc, grpc: stratapb.NewStrataClient(conn), addr: faddr}
 }
 
 // serveFlight serves a Flight front end of b on a loopback port until the

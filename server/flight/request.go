@@ -172,9 +172,9 @@ func (c *Command) check() error {
 		return badRequest("command version %d is not supported: this server reads version %d", c.V, Version)
 	case c.Topic == "":
 		return badRequest("command names no topic: set \"topic\"")
-	case c.FromOffset != nil && c.FromTime != nil:
+	case len(c.FromOffset) > 0 && c.FromTime != nil:
 		return badRequest("command sets both from_offset and from_time: use one")
-	case c.ToOffset != nil && c.ToTime != nil:
+	case len(c.ToOffset) > 0 && c.ToTime != nil:
 		return badRequest("command sets both to_offset and to_time: use one")
 	case c.FromTime != nil && *c.FromTime < 0, c.ToTime != nil && *c.ToTime < 0:
 		return badRequest("command has a time before the Unix epoch: times are milliseconds since 1970-01-01T00:00:00Z")
