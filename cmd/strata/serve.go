@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,6 +20,7 @@ import (
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/ingest"
+	flightserver "github.com/stratalog/strata/server/flight"
 	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
 )
@@ -40,6 +43,7 @@ func serve(ctx context.Context, args []string) error {
 	maxProduce := sizeFlag(fs, "produce-buffer-bytes", 256<<20, "most produce requests held in memory at once (counted with 64 bytes per record); beyond it requests are refused, retryably")
 	maxFetch := sizeFlag(fs, "fetch-buffer-bytes", 256<<20, "most fetch response bytes built or waiting for slow readers at once; beyond it fetches wait")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
+	flightListen := fs.String("flight-listen", "", "also serve topics' history as Arrow over Arrow Flight on this address HOST:PORT (docs/flight.md); empty: no Flight server")
 	cf := addClusterFlags(fs)
 	af := addAuthFlags(fs)
 	obs := addObsFlags(fs)
@@ -159,8 +163,16 @@ func serve(ctx context.Context, args []string) error {
 		storeAttrs = append(storeAttrs, "object_store_credentials", s3.CredentialSource())
 	}
 	log.Info("strata broker listening", append([]any{"addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir}, append(storeAttrs, sec.desc...)...)...)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
+	var fsrv *grpc.Server // the Arrow Flight server, when --flight-listen
+	if *flightListen != "" {
+		if fsrv, err = serveFlight(b, *flightListen, errc, log); err != nil {
+			srv.Stop()
+			b.Close(context.Background())
+			return err
+		}
+	}
 	select {
 	case err := <-errc:
 		b.Close(context.Background())
@@ -181,11 +193,22 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("shutting down: finishing in-flight requests, sealing partitions")
 	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
+	go func() {
+		var wg sync.WaitGroup
+		if fsrv != nil {
+			wg.Go(fsrv.GracefulStop) // waits for the DoGet streams
+		}
+		srv.GracefulStop()
+		wg.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		srv.Stop() // tailing fetch streams do not end by themselves
+		if fsrv != nil {
+			fsrv.Stop() // nor do DoGet streams of slow readers
+		}
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -197,6 +220,24 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// serveFlight serves the Arrow Flight front end of b on addr; Serve's
+// result goes to errc.
+func serveFlight(b *core.Broker, addr string, errc chan<- error, log *slog.Logger) (*grpc.Server, error) {
+	front, err := flightserver.New(b, flightserver.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--flight-listen %s: %w", addr, err)
+	}
+	srv := grpc.NewServer(front.ServerOptions()...)
+	front.Register(srv)
+	log.Info("arrow flight listening", "flight_addr", lis.Addr().String())
+	go func() { errc <- srv.Serve(lis) }()
+	return srv, nil
 }
 
 // flagSet reports whether the command line set the flag.
