@@ -26,7 +26,9 @@
 //   - Memory: DoGet streams together hold at most Config.MemoryBytes
 //     (Config.StreamBytes each: one read of ReadBytes, the batch being
 //     built, its IPC body and its gRPC message); a DoGet beyond it waits
-//     for its turn, up to its deadline. gRPC flow control makes a slow
+//     for its turn, up to its deadline. The buffers of batches sent are
+//     recycled for the next ones (a pool the garbage collector empties
+//     when they stay idle). gRPC flow control makes a slow
 //     reader slow its own stream only. Descriptors and tickets are
 //     bounded (MaxCommandBytes, MaxTicketBytes) and messages to the
 //     server by ServerOptions.
