@@ -122,6 +122,7 @@ func TestBadInput(t *testing.T) {
 		{"ticket of an unknown topic", doGetErr(tkt(`{"v":1,"topic":"nope","topic_id":"00ff","partition":0,"from":0,"to":1}`)), codes.NotFound, "does not exist"},
 		{"ticket of the broker's own topic", doGetErr(tkt(`{"v":1,"topic":"__share.t","topic_id":"00ff","partition":0,"from":0,"to":1}`)), codes.InvalidArgument, "strata's own"},
 		{"ticket below the log start", doGetErr(tkt(`{"v":1,"topic":"ret","topic_id":%q,"partition":0,"from":0,"to":%d}`, retID, logStart)), codes.OutOfRange, "the log starts at"},
+		{"ticket past the high watermark", doGetErr(tkt(`{"v":1,"topic":"t","topic_id":%q,"partition":0,"from":0,"to":6}`, id)), codes.OutOfRange, "high watermark 5"},
 		{"ticket too large", doGetErr(tkt(`{"v":1,"topic":"%s"}`, strings.Repeat("t", 5000))), codes.InvalidArgument, "limit"},
 		{"put", func() error {
 			s, err := e.flight.DoPut(ctx)

@@ -392,6 +392,15 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	if err := sameTopic(); err != nil {
 		return err
 	}
+	// A range past the high watermark would wait for records that do not
+	// exist yet (tickets from GetFlightInfo never are).
+	hw, err := s.core.ListOffsets(ctx, t.Topic, t.Partition, core.Position{Kind: core.StartLatest})
+	if err != nil {
+		return inContext(err, "ticket for %s", where)
+	}
+	if t.To > hw {
+		return status.Errorf(codes.OutOfRange, "ticket for %s ends past the partition's high watermark %d: this server did not issue it; call GetFlightInfo for tickets", where, hw)
+	}
 	layout, err := s.layoutFor(ctx, t.Topic)
 	if err != nil {
 		return statusOf(err)
