@@ -95,10 +95,12 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 // Register registers the Flight service on srv.
 func (s *Server) Register(srv *grpc.Server) { flight.RegisterFlightServiceServer(srv, s) }
 
-// layoutFor is the row layout of topic's record batches: the one place
-// that decides it (the default layout until topics carry value schemas).
+// layoutFor is the row layout of topic's record batches, the one place
+// that decides it: the core's (the default layout for opaque values, the
+// typed columns of a "json" topic's value schema, inferred from its first
+// records when none was declared).
 func (s *Server) layoutFor(ctx context.Context, topic string) (*columnar.Layout, error) {
-	return columnar.NewLayout(nil)
+	return s.core.ValueLayout(ctx, topic)
 }
 
 // codeOfKind maps the core's error kinds to gRPC status codes.
@@ -192,8 +194,9 @@ func (s *Server) topicFor(ctx context.Context, c *Command) (id string, cfg *core
 }
 
 // ListFlights lists one FlightInfo per topic (the broker's own "__"
-// topics are not listed): the whole topic, as GetFlightInfo answers its
-// PATH descriptor. The criteria must be empty.
+// topics are not listed, nor a "json" topic whose schema is still to be
+// inferred from records it does not have yet): the whole topic, as
+// GetFlightInfo answers its PATH descriptor. The criteria must be empty.
 func (s *Server) ListFlights(c *flight.Criteria, stream flight.FlightService_ListFlightsServer) error {
 	ctx := stream.Context()
 	if len(c.GetExpression()) > 0 {
@@ -205,8 +208,11 @@ func (s *Server) ListFlights(c *flight.Criteria, stream flight.FlightService_Lis
 	}
 	for _, t := range topics {
 		info, err := s.flightInfo(ctx, &Command{V: Version, Topic: t.Name}, PathDescriptor(t.Name))
-		if status.Code(err) == codes.NotFound {
-			continue // deleted since the listing
+		switch status.Code(err) {
+		case codes.NotFound: // deleted since the listing
+			continue
+		case codes.FailedPrecondition: // a "json" topic with no records to infer its schema from yet
+			continue
 		}
 		if err != nil {
 			return err
