@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,12 +15,14 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/stratalog/strata/client"
 	flightserver "github.com/stratalog/strata/server/flight"
 )
 
-const flightUsage = `usage: strata flight get TOPIC --flight HOST:PORT [--partition P] [--from-offset N] [--to-offset N] [--from-time T] [--to-time T] [--print]
+const flightUsage = `usage: strata flight get TOPIC --flight HOST:PORT [--partition P] [--from-offset N] [--to-offset N] [--from-time T] [--to-time T] [--print] [--tls ... --token ...]
 
 Reads a range of TOPIC over Arrow Flight (a broker started with
 strata serve --flight-listen) with the arrow Go Flight client, and prints
@@ -30,6 +33,8 @@ watermark now. --from-offset/--to-offset are offsets of the partition
 --partition names; --from-time/--to-time (RFC 3339 or milliseconds since
 the Unix epoch) apply to every partition read. The range is [from, to).
 --print also writes every row as a JSON object (binary columns base64).
+The TLS and token flags are those of every command (docs/security.md);
+reading needs consume on the topic.
 `
 
 func flightCmd(ctx context.Context, args []string) error {
@@ -42,7 +47,7 @@ func flightCmd(ctx context.Context, args []string) error {
 func flightGet(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("flight get", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), flightUsage+"\n"); fs.PrintDefaults() }
-	addr := fs.String("flight", "127.0.0.1:7421", "the broker's Arrow Flight address HOST:PORT (its strata serve --flight-listen)")
+	addr := withConnFlags(fs, fs.String("flight", "127.0.0.1:7421", "the broker's Arrow Flight address HOST:PORT (its strata serve --flight-listen)"))
 	partition := fs.Int("partition", -1, "read only this partition; -1 reads every partition")
 	fromOffset := fs.Int64("from-offset", -1, "start at this offset (of the partition --partition names)")
 	toOffset := fs.Int64("to-offset", -1, "end before this offset (of the partition --partition names)")
@@ -93,8 +98,11 @@ func flightGet(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fc, err := flight.NewClientWithMiddleware(*addr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	dopts, err := flightDialOptions(addr)
+	if err != nil {
+		return err
+	}
+	fc, err := flight.NewClientWithMiddleware(*addr, nil, nil, append(dopts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))...)
 	if err != nil {
 		return fmt.Errorf("flight %s: %w", *addr, err)
 	}
@@ -126,6 +134,48 @@ func flightGet(ctx context.Context, args []string) error {
 	fmt.Fprintln(stdout)
 	return nil
 }
+
+// flightDialOptions are the gRPC dial options of the connection flags
+// (--tls, --tls-ca, --tls-cert, --token, ...) that go with the --flight
+// flag addr, as dial reads them for --broker (conn.go).
+func flightDialOptions(addr *string) ([]grpc.DialOption, error) {
+	connFlagsMu.Lock()
+	f := connFlagsOf[addr]
+	connFlagsMu.Unlock()
+	useTLS := *f.tls || *f.ca != "" || *f.cert != "" || *f.key != "" || *f.serverName != ""
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if useTLS {
+		cfg, err := client.LoadTLSConfig(client.TLSFiles{CAFile: *f.ca, CertFile: *f.cert, KeyFile: *f.key, ServerName: *f.serverName})
+		if err != nil {
+			return nil, err
+		}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	}
+	tok := *f.tok
+	if tok == "" {
+		tok = strings.TrimSpace(os.Getenv("STRATA_TOKEN"))
+	}
+	switch {
+	case tok == "":
+	case useTLS || *f.insecureToken:
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: tok, secure: useTLS}))
+	default:
+		return nil, errors.New("a bearer token (--token or STRATA_TOKEN) is sent over TLS only: give --tls-ca (or --tls), or --insecure-token to send it in clear text")
+	}
+	return opts, nil
+}
+
+// bearer sends a bearer token with every call.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 // parseFlightTime reads RFC 3339 or milliseconds since the Unix epoch.
 func parseFlightTime(s string) (*flightserver.Millis, error) {

@@ -13,17 +13,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stratalog/strata/auth"
+	"github.com/stratalog/strata/internal/testcerts"
 )
 
 var flightListenRE = regexp.MustCompile(`flight listening" flight_addr=(127\.0\.0\.1:\d+)`)
 
 // serveFlightBin starts `strata serve` with its Flight server on a free
 // loopback port (the flag from the environment, as STRATA_FLIGHT_LISTEN)
-// and returns its gRPC and Flight addresses.
-func serveFlightBin(t *testing.T, dataDir string) (cmd *exec.Cmd, addr, flightAddr string) {
+// and returns its gRPC and Flight addresses; env is more of its
+// environment.
+func serveFlightBin(t *testing.T, dataDir string, env ...string) (cmd *exec.Cmd, addr, flightAddr string) {
 	t.Helper()
 	cmd = exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--seal-bytes", "256KiB", "--local-retention-bytes", "0")
-	cmd.Env = append(os.Environ(), "STRATA_FLIGHT_LISTEN=127.0.0.1:0")
+	cmd.Env = append(append(os.Environ(), "STRATA_FLIGHT_LISTEN=127.0.0.1:0"), env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -155,5 +159,39 @@ func TestFlightServeAndGet(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("broker did not stop within 60s of SIGTERM")
+	}
+}
+
+// The Flight server has the broker's TLS, tokens and ACLs: a principal
+// without an ACL is denied, no token is unauthenticated, consume on the
+// topic lets a principal read it.
+func TestFlightOverTLSWithTokens(t *testing.T) {
+	ca := testcerts.NewCA(t, "flight")
+	srv := ca.Issue(t, "broker", testcerts.Options{CommonName: "broker"})
+	adminTok, aliceTok := auth.NewToken(), auth.NewToken()
+	tokenFile := writeFile(t, "tokens.yaml", "principals:\n  - name: admin\n    tokens: [\""+mustHash(t, adminTok)+"\"]\n  - name: alice\n    tokens: [\""+mustHash(t, aliceTok)+"\"]\n")
+	_, addr, faddr := serveFlightBin(t, t.TempDir(), "STRATA_TLS_CERT="+srv.CertFile, "STRATA_TLS_KEY="+srv.KeyFile, "STRATA_TOKEN_FILE="+tokenFile, "STRATA_SUPER_USERS=admin")
+	admin, alice := []string{"STRATA_TOKEN=" + adminTok}, []string{"STRATA_TOKEN=" + aliceTok}
+	cli(t, "", admin, "topic", "create", "t", "--partitions", "1", "--broker", addr, "--tls-ca", ca.CertFile)
+	cli(t, "a\nb\nc\n", admin, "produce", "t", "--broker", addr, "--tls-ca", ca.CertFile)
+	get := func(args ...string) []string {
+		return append([]string{"flight", "get", "t", "--flight", faddr}, args...)
+	}
+
+	if out := cli(t, "", admin, get("--tls-ca", ca.CertFile)...); !strings.Contains(out, "total: 3 rows") {
+		t.Fatalf("admin's flight get over TLS:\n%s", out)
+	}
+	if e := cliFails(t, "", alice, get("--tls-ca", ca.CertFile)...); !strings.Contains(e, "permission denied") || !strings.Contains(e, `principal "alice" may not describe on topic "t"`) {
+		t.Fatalf("alice's flight get without an ACL:\n%s", e)
+	}
+	if e := cliFails(t, "", []string{"STRATA_TOKEN="}, get("--tls-ca", ca.CertFile)...); !strings.Contains(e, "unauthenticated") {
+		t.Fatalf("flight get without a token:\n%s", e)
+	}
+	if e := cliFails(t, "", admin, get()...); !strings.Contains(e, "sent over TLS only") {
+		t.Fatalf("a token without TLS flags:\n%s", e)
+	}
+	cli(t, "", admin, "acl", "add", "--principal", "alice", "--topic", "t", "--operation", "consume", "--broker", addr, "--tls-ca", ca.CertFile)
+	if out := cli(t, "", alice, get("--tls-ca", ca.CertFile, "--print")...); !strings.Contains(out, "total: 3 rows") || strings.Count(out, `"offset":`) != 3 {
+		t.Fatalf("alice's flight get with consume on t:\n%s", out)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/auth"
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/ingest"
 	flightserver "github.com/stratalog/strata/server/flight"
@@ -167,7 +168,9 @@ func serve(ctx context.Context, args []string) error {
 	go func() { errc <- srv.Serve(lis) }()
 	var fsrv *grpc.Server // the Arrow Flight server, when --flight-listen
 	if *flightListen != "" {
-		if fsrv, err = serveFlight(b, *flightListen, errc, log); err != nil {
+		// The gRPC server's TLS, authentication, ACLs and quotas (the
+		// Guard has the Flight methods' rules), and its metrics.
+		if fsrv, err = serveFlight(b, *flightListen, append(mon.serverOptions(), sec.opts...), sec.guard, errc, log); err != nil {
 			srv.Stop()
 			b.Close(context.Background())
 			return err
@@ -222,10 +225,15 @@ func serve(ctx context.Context, args []string) error {
 	return nil
 }
 
-// serveFlight serves the Arrow Flight front end of b on addr; Serve's
-// result goes to errc.
-func serveFlight(b *core.Broker, addr string, errc chan<- error, log *slog.Logger) (*grpc.Server, error) {
-	front, err := flightserver.New(b, flightserver.DefaultConfig())
+// serveFlight serves the Arrow Flight front end of b on addr, with the
+// server options opts and ListFlights showing what guard lets a caller
+// describe; Serve's result goes to errc.
+func serveFlight(b *core.Broker, addr string, opts []grpc.ServerOption, guard *auth.Guard, errc chan<- error, log *slog.Logger) (*grpc.Server, error) {
+	fcfg := flightserver.DefaultConfig()
+	fcfg.Visible = func(ctx context.Context, topic string) bool {
+		return guard.Authorize(ctx, flightserver.Method("ListFlights"), auth.TopicAccess(auth.Describe, topic)) == nil
+	}
+	front, err := flightserver.New(b, fcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +241,7 @@ func serveFlight(b *core.Broker, addr string, errc chan<- error, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("--flight-listen %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(front.ServerOptions()...)
+	srv := grpc.NewServer(append(front.ServerOptions(), opts...)...)
 	front.Register(srv)
 	log.Info("arrow flight listening", "flight_addr", lis.Addr().String())
 	go func() { errc <- srv.Serve(lis) }()

@@ -34,6 +34,9 @@
 //     server by ServerOptions.
 //   - Every core error leaves as a status with the core's message and the
 //     code of its kind (the same table as the gRPC front end's).
+//   - Authorization (Rules, for the broker's auth.Guard): describe on the
+//     topic for GetFlightInfo and GetSchema, consume for DoGet; ListFlights
+//     shows only what Config.Visible lets the caller see.
 //
 // Concurrency: Server is safe for concurrent use. It does not own its
 // core.Broker: stop the gRPC server first, then close the broker.

@@ -61,9 +61,9 @@ func start(t testing.TB, cfg core.Config, fcfg flightserver.Config) *env {
 	return &env{b: b, fs: fs, flight: fc, grpc: stratapb.NewStrataClient(conn), addr: faddr}
 }
 
-// serveFlight serves a Flight front end of b on a loopback port until the
-// test ends.
-func serveFlight(t testing.TB, b *core.Broker, cfg flightserver.Config) (*flightserver.Server, string) {
+// serveFlight serves a Flight front end of b on a loopback port, with
+// the extra server options opts, until the test ends.
+func serveFlight(t testing.TB, b *core.Broker, cfg flightserver.Config, opts ...grpc.ServerOption) (*flightserver.Server, string) {
 	t.Helper()
 	fs, err := flightserver.New(b, cfg)
 	if err != nil {
@@ -73,7 +73,7 @@ func serveFlight(t testing.TB, b *core.Broker, cfg flightserver.Config) (*flight
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(fs.ServerOptions()...)
+	srv := grpc.NewServer(append(fs.ServerOptions(), opts...)...)
 	fs.Register(srv)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(lis) }()

@@ -41,6 +41,10 @@ type Config struct {
 	// bound waits for a running one to end (or its own deadline).
 	// Default 256 MiB (32 streams at the defaults).
 	MemoryBytes int64
+	// Visible, when set, says whether the caller (of ctx) may see topic:
+	// ListFlights lists only those (serve sets it to the auth Guard's
+	// describe check; Rules guards the other methods). Nil: every topic.
+	Visible func(ctx context.Context, topic string) bool
 }
 
 // DefaultConfig returns the defaults described on Config.
@@ -207,6 +211,9 @@ func (s *Server) ListFlights(c *flight.Criteria, stream flight.FlightService_Lis
 		return statusOf(err)
 	}
 	for _, t := range topics {
+		if s.cfg.Visible != nil && !s.cfg.Visible(ctx, t.Name) {
+			continue
+		}
 		info, err := s.flightInfo(ctx, &Command{V: Version, Topic: t.Name}, PathDescriptor(t.Name))
 		switch status.Code(err) {
 		case codes.NotFound: // deleted since the listing
