@@ -47,7 +47,7 @@ func flightCmd(ctx context.Context, args []string) error {
 func flightGet(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("flight get", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), flightUsage+"\n"); fs.PrintDefaults() }
-	addr := withConnFlags(fs, fs.String("flight", "127.0.0.1:7421", "the broker's Arrow Flight address HOST:PORT (its strata serve --flight-listen)"))
+	addr := withConnFlags(fs, fs.String("flight", "127.0.0.1:7430", "the broker's Arrow Flight address HOST:PORT (its strata serve --flight-listen)"))
 	partition := fs.Int("partition", -1, "read only this partition; -1 reads every partition")
 	fromOffset := fs.Int64("from-offset", -1, "start at this offset (of the partition --partition names)")
 	toOffset := fs.Int64("to-offset", -1, "end before this offset (of the partition --partition names)")

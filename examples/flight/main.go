@@ -4,7 +4,7 @@
 // the rows, the record batches and the throughput. docs/flight.md
 // describes the descriptors, tickets and the report read here.
 //
-//	go run ./examples/flight --flight 127.0.0.1:7421 --topic events
+//	go run ./examples/flight --flight 127.0.0.1:7430 --topic events
 package main
 
 import (
@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	addr := flag.String("flight", "127.0.0.1:7421", "the broker's Flight address")
+	addr := flag.String("flight", "127.0.0.1:7430", "the broker's Flight address")
 	topic := flag.String("topic", "", "the topic to read")
 	flag.Parse()
 	if *topic == "" {
