@@ -11,7 +11,7 @@
 // queue and dlq are share groups (docs/queues.md) on the client's
 // ShareConsumer (queue run on its Run) and Redrive.
 //
-//	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL [--node-id ID --gossip-listen HOST:PORT --join HOST:PORT[,...]] ... (every flag also STRATA_<NAME>)
+//	strata serve   --listen HOST:PORT --data-dir DIR --object-store URL [--flight-listen HOST:PORT] [--node-id ID --gossip-listen HOST:PORT --join HOST:PORT[,...]] ... (every flag also STRATA_<NAME>)
 //	strata topic   create|delete|list|describe [NAME] --broker HOST:PORT[,...] [--consumed-by G1,G2]
 //	strata produce TOPIC --broker HOST:PORT[,...] [--key-separator SEP | --format json] [--partition P] [--acks none|local|durable] [--header K=V] [--delay DUR | --deliver-at T] [--priority N] [--dedup-id-header NAME]
 //	strata consume TOPIC --broker HOST:PORT[,...] [--partition P [--from-offset N] | --from-time T | --from earliest|latest] [--max N] [--until T] [--format text|json] [--group G]
@@ -22,6 +22,7 @@
 //	strata acl     add|remove --principal P (--topic T | --group G | --cluster) [--prefix] --operation OPS | list --broker HOST:PORT[,...]
 //	strata token   new [--principal P] | hash
 //	strata export  parquet TOPIC --object-store URL --to URL [--from-time T --to-time T | --from-offset P:O,... --to-offset P:O,...]
+//	strata flight  get TOPIC --flight HOST:PORT [--partition P] [--from-offset N --to-offset N | --from-time T --to-time T] [--print]
 //	strata demo    [--dir DIR] [--object-store URL] [--records N] [--partitions N]
 //
 // Every flag not given takes STRATA_<NAME>, else the config file
@@ -64,6 +65,7 @@ usage:
   strata acl     add|remove|list         who may produce, consume, describe or admin which topics and groups
   strata token   new|hash                make a bearer token and its hash for the broker's token file
   strata export  parquet TOPIC           a topic's sealed records as Parquet files, exactly once and resumable (docs/export.md)
+  strata flight  get TOPIC               read a range over Arrow Flight (serve --flight-listen); prints rows, batches, MB/s
   strata demo    [flags]                 write a log, seal it into the object store, replay it
                                          from an empty reader, and print what happened
 
@@ -110,6 +112,8 @@ func run(ctx context.Context, args []string) error {
 		return tokenCmd(ctx, args[1:])
 	case "export":
 		return exportCmd(ctx, args[1:])
+	case "flight":
+		return flightCmd(ctx, args[1:])
 	case "demo":
 		return demo(ctx, args[1:])
 	case "-h", "--help", "help":

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,8 +18,10 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/stratalog/strata/api/stratapb"
+	"github.com/stratalog/strata/auth"
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/ingest"
+	flightserver "github.com/stratalog/strata/server/flight"
 	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
 )
@@ -40,6 +44,7 @@ func serve(ctx context.Context, args []string) error {
 	maxProduce := sizeFlag(fs, "produce-buffer-bytes", 256<<20, "most produce requests held in memory at once (counted with 64 bytes per record); beyond it requests are refused, retryably")
 	maxFetch := sizeFlag(fs, "fetch-buffer-bytes", 256<<20, "most fetch response bytes built or waiting for slow readers at once; beyond it fetches wait")
 	produceTimeout := fs.Duration("produce-timeout", 30*time.Second, "how long a produce waits for its ack condition when the request names no timeout")
+	flightListen := fs.String("flight-listen", "", "also serve topics' history as Arrow over Arrow Flight on this address HOST:PORT (docs/flight.md); empty: no Flight server")
 	cf := addClusterFlags(fs)
 	af := addAuthFlags(fs)
 	obs := addObsFlags(fs)
@@ -159,8 +164,18 @@ func serve(ctx context.Context, args []string) error {
 		storeAttrs = append(storeAttrs, "object_store_credentials", s3.CredentialSource())
 	}
 	log.Info("strata broker listening", append([]any{"addr", lis.Addr().String(), "advertise", advertise, "data_dir", dir}, append(storeAttrs, sec.desc...)...)...)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
+	var fsrv *grpc.Server // the Arrow Flight server, when --flight-listen
+	if *flightListen != "" {
+		// The gRPC server's TLS, authentication, ACLs and quotas (the
+		// Guard has the Flight methods' rules), and its metrics.
+		if fsrv, err = serveFlight(b, *flightListen, append(mon.serverOptions(), sec.opts...), sec.guard, errc, log); err != nil {
+			srv.Stop()
+			b.Close(context.Background())
+			return err
+		}
+	}
 	select {
 	case err := <-errc:
 		b.Close(context.Background())
@@ -181,11 +196,22 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("shutting down: finishing in-flight requests, sealing partitions")
 	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
+	go func() {
+		var wg sync.WaitGroup
+		if fsrv != nil {
+			wg.Go(fsrv.GracefulStop) // waits for the DoGet streams
+		}
+		srv.GracefulStop()
+		wg.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		srv.Stop() // tailing fetch streams do not end by themselves
+		if fsrv != nil {
+			fsrv.Stop() // nor do DoGet streams of slow readers
+		}
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -197,6 +223,29 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// serveFlight serves the Arrow Flight front end of b on addr, with the
+// server options opts and ListFlights showing what guard lets a caller
+// describe; Serve's result goes to errc.
+func serveFlight(b *core.Broker, addr string, opts []grpc.ServerOption, guard *auth.Guard, errc chan<- error, log *slog.Logger) (*grpc.Server, error) {
+	fcfg := flightserver.DefaultConfig()
+	fcfg.Visible = func(ctx context.Context, topic string) bool {
+		return guard.Authorize(ctx, flightserver.Method("ListFlights"), auth.TopicAccess(auth.Describe, topic)) == nil
+	}
+	front, err := flightserver.New(b, fcfg)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--flight-listen %s: %w", addr, err)
+	}
+	srv := grpc.NewServer(append(front.ServerOptions(), opts...)...)
+	front.Register(srv)
+	log.Info("arrow flight listening", "flight_addr", lis.Addr().String())
+	go func() { errc <- srv.Serve(lis) }()
+	return srv, nil
 }
 
 // flagSet reports whether the command line set the flag.

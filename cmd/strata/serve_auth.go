@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/stratalog/strata/auth"
+	flightserver "github.com/stratalog/strata/server/flight"
 	"github.com/stratalog/strata/tier"
 )
 
@@ -42,9 +43,10 @@ func addAuthFlags(fs *flag.FlagSet) *authFlags {
 
 // security is what the auth flags set up for serve.
 type security struct {
-	opts []grpc.ServerOption // credentials and interceptors
-	acls *auth.ACLStore      // the ACL RPCs' store (enforced only with authentication)
-	desc []any               // log attributes: what is enforced
+	opts  []grpc.ServerOption // credentials and interceptors
+	acls  *auth.ACLStore      // the ACL RPCs' store (enforced only with authentication)
+	guard *auth.Guard         // what opts install: the Flight server asks it what ListFlights shows
+	desc  []any               // log attributes: what is enforced
 }
 
 func (s *security) close() {
@@ -116,7 +118,8 @@ func (f *authFlags) setup(ctx context.Context, st tier.Store, log *slog.Logger) 
 		}
 	}
 	g, err := auth.NewGuard(auth.Config{Enforce: enforce, Tokens: tokens, MutualTLS: stls != nil && stls.MutualTLS(),
-		SuperUsers: supers, ACLs: sec.acls, Quotas: quotas, Logger: log})
+		SuperUsers: supers, ACLs: sec.acls, Quotas: quotas, Logger: log,
+		Rules: auth.Merge(auth.StrataRules(), auth.StandardRules(), flightserver.Rules())})
 	if err != nil {
 		sec.close()
 		if !enforce && len(supers) > 0 {
@@ -124,7 +127,7 @@ func (f *authFlags) setup(ctx context.Context, st tier.Store, log *slog.Logger) 
 		}
 		return nil, err
 	}
-	sec.opts = append(sec.opts, g.ServerOptions()...)
+	sec.opts, sec.guard = append(sec.opts, g.ServerOptions()...), g
 	sec.desc = append(sec.desc, "authentication", enforce, "tokens", tokens.Len(), "super_users", supers,
 		"quota_produce_bytes", qcfg.ProduceBytesPerSecond, "quota_fetch_bytes", qcfg.FetchBytesPerSecond)
 	return sec, nil
