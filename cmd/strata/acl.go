@@ -7,13 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/stratalog/strata/auth"
 	"github.com/stratalog/strata/client"
 )
 
-const aclUsage = "usage: strata acl add|remove --principal P (--topic NAME | --group NAME | --cluster) [--prefix] --operation OP[,OP] --broker HOST:PORT[,...]\n       strata acl list [--principal P] --broker HOST:PORT[,...]\n(OP: produce, consume, describe, admin; P: a principal or '*' for every authenticated one; docs/security.md)"
+const aclUsage = "usage: strata acl add|remove --principal P (--topic NAME | --group NAME | --cluster) [--prefix] --operation OP[,OP] --broker HOST:PORT[,...]\n       strata acl list [--principal P] [-o json] --broker HOST:PORT[,...]\n(OP: produce, consume, describe, admin; P: a principal or '*' for every authenticated one; docs/security.md)"
 
 // aclCmd manages the cluster's ACLs (docs/security.md).
 func aclCmd(ctx context.Context, args []string) error {
@@ -28,6 +27,7 @@ func aclCmd(ctx context.Context, args []string) error {
 	cluster := fs.Bool("cluster", false, "the ACL is about the cluster: ACL changes (admin), broker stats and ACL lists (describe)")
 	prefix := fs.Bool("prefix", false, "--topic or --group is a name prefix (\"\" with --prefix: every one)")
 	ops := fs.String("operation", "", "comma-separated operations: produce, consume, describe, admin (admin implies the others; produce and consume imply describe)")
+	output := outputFlag(fs)
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
@@ -38,6 +38,9 @@ func aclCmd(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "add", "remove":
 	case "list":
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
 		cl, err := dial(brokerAddr)
 		if err != nil {
 			return err
@@ -47,19 +50,7 @@ func aclCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return rpcErr(err)
 		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "PRINCIPAL\tRESOURCE\tPATTERN\tNAME\tOPERATIONS")
-		for _, a := range acls {
-			pattern, name := "literal", a.Name
-			if a.Prefix {
-				pattern = "prefix"
-			}
-			if a.ResourceType == string(auth.Cluster) {
-				pattern, name = "-", "-"
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%q\t%s\n", a.Principal, a.ResourceType, pattern, name, strings.Join(a.Operations, ","))
-		}
-		return w.Flush()
+		return printACLs(acls, *output)
 	default:
 		return fmt.Errorf("unknown acl command %q\n%s", args[0], aclUsage)
 	}
@@ -119,6 +110,49 @@ func aclCmd(ctx context.Context, args []string) error {
 		fmt.Fprintf(stdout, "unchanged: no ACL granted %s\n", check)
 	}
 	return nil
+}
+
+// aclJSON is one ACL in the JSON output of acl list.
+type aclJSON struct {
+	Principal    string   `json:"principal"`
+	ResourceType string   `json:"resource_type"`
+	Pattern      string   `json:"pattern"`
+	Name         *string  `json:"name"`
+	Operations   []string `json:"operations"`
+}
+
+// printACLs prints acl list's answer as a table, or with output "json"
+// as one JSON array (a cluster ACL has pattern "-" and a null name).
+func printACLs(acls []client.ACL, output string) error {
+	rows := make([]aclJSON, 0, len(acls))
+	for _, a := range acls {
+		r := aclJSON{Principal: a.Principal, ResourceType: a.ResourceType, Pattern: "literal", Operations: a.Operations}
+		if a.Prefix {
+			r.Pattern = "prefix"
+		}
+		if a.ResourceType == string(auth.Cluster) {
+			r.Pattern = "-"
+		} else {
+			name := a.Name
+			r.Name = &name
+		}
+		if r.Operations == nil {
+			r.Operations = []string{}
+		}
+		rows = append(rows, r)
+	}
+	if output == "json" {
+		return printJSON(rows)
+	}
+	t := newTable(stdout, "PRINCIPAL", "RESOURCE", "PATTERN", "NAME", "OPERATIONS")
+	for _, r := range rows {
+		name := "-"
+		if r.Name != nil {
+			name = fmt.Sprintf("%q", *r.Name)
+		}
+		t.row(r.Principal, r.ResourceType, r.Pattern, name, strings.Join(r.Operations, ","))
+	}
+	return t.flush()
 }
 
 const tokenUsage = "usage: strata token new [--principal P]   make a random token and print it with its hash\n       strata token hash                 read a token on stdin and print its hash for the broker's token file"

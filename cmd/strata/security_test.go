@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +92,25 @@ func TestEndToEndTLSAndTokens(t *testing.T) {
 	}
 	if out := cli(t, "", admin, conn("acl", "list")...); !strings.Contains(out, "alice") || !strings.Contains(out, "produce,consume") {
 		t.Fatalf("acl list:\n%s", out)
+	}
+	var listed []struct {
+		Principal    string   `json:"principal"`
+		ResourceType string   `json:"resource_type"`
+		Pattern      string   `json:"pattern"`
+		Name         *string  `json:"name"`
+		Operations   []string `json:"operations"`
+	}
+	if err := json.Unmarshal([]byte(cli(t, "", admin, conn("acl", "list", "-o", "json")...)), &listed); err != nil {
+		t.Fatalf("acl list -o json: %v", err)
+	}
+	found := false
+	for _, a := range listed {
+		if a.Principal == "alice" && a.ResourceType == "topic" && a.Name != nil && *a.Name == "t" && a.Pattern == "literal" && strings.Join(a.Operations, ",") == "produce,consume" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("acl list -o json has no literal produce,consume ACL for alice on t: %+v", listed)
 	}
 	if e := cliFails(t, "", alice, conn("acl", "list")...); !strings.Contains(e, "describe on cluster") {
 		t.Fatalf("alice's acl list:\n%s", e)
