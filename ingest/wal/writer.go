@@ -192,14 +192,14 @@ type Stats struct {
 // Writer group-commits the records a broker receives, across all of its
 // partitions, into one WAL object per flush. See the package comment.
 type Writer struct {
-	cfg  Config
-	kick chan struct{} // capacity 1: wakes the flusher
-	ended chan *upload // an upload's outcome, for the flusher to commit
+	cfg   Config
+	kick  chan struct{}  // capacity 1: wakes the flusher
+	ended chan *upload   // an upload's outcome, for the flusher to commit
 	ups   sync.WaitGroup // running uploads
-	stop chan struct{} // closed by Close: flush what is left, then exit
-	done chan struct{} // closed when the flusher exits
-	ctx  context.Context
-	halt context.CancelFunc // aborts an in-flight flush (Close timed out)
+	stop  chan struct{}  // closed by Close: flush what is left, then exit
+	done  chan struct{}  // closed when the flusher exits
+	ctx   context.Context
+	halt  context.CancelFunc // aborts an in-flight flush (Close timed out)
 
 	mu           sync.Mutex
 	buffered     int64 // reserved bytes: pending plus in flight
