@@ -168,6 +168,7 @@ func (b *Broker) startIncarnation(inc string) error {
 		return nil
 	}
 	b.wal, b.walr = w, wal.NewReader(b.cfg.Store, inc, nil)
+	b.walr.WatchOwnFences(w.NoticeFence)
 	b.mu.Unlock()
 	b.cfg.Logger.Info("broker incarnation", "incarnation", inc)
 	if pub, ok := b.cfg.Cluster.(IncarnationPublisher); ok {

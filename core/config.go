@@ -28,7 +28,8 @@ type Config struct {
 	// ingest.DefaultPartitionConfig(); SealBytes at most 1 GiB.
 	Partition ingest.PartitionConfig
 	// WAL configures the object-store WAL writer (docs/durability.md):
-	// FlushInterval (default 50ms), FlushBytes (default 8 MiB, at most
+	// FlushInterval (the linger, default 50ms), MaxInFlight (PUTs in
+	// flight, default 4), FlushBytes (default 8 MiB, at most
 	// 1 GiB), MaxBufferedBytes (default 256 MiB, at most 4 GiB), ... The
 	// broker sets Store and Logger; Incarnation names this broker
 	// process's WAL prefix, default a fresh wal.NewIncarnation. Default

@@ -67,6 +67,12 @@ func TestShareRegressionAlterMaxDeliveriesReusesDLQSequence(t *testing.T) {
 	if _, err := b1.AlterShareGroup(ctx, ShareGroupConfig{Topic: "jobs", Group: "workers", MaxDeliveries: 2, BackoffMinMs: 1, BackoffMaxMs: 1}); err != nil {
 		t.Fatal(err)
 	}
+	// b1 stops first: two brokers without a cluster both claim what they
+	// write to, and b1's own share maintenance would take the partitions
+	// back from b2 at its next write.
+	if err := b1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	b2 := newBroker(t, testConfig(t, store)) // takes over, rebuilds under max 2
 	produceN(t, b2, "jobs", 1, nil)
 	first := receive(t, b2, "jobs", "workers", 1, time.Second)

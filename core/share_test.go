@@ -268,7 +268,8 @@ func TestShareDelayedSpill(t *testing.T) {
 				t.Fatalf("delayed record %d delivered twice", d.Record.Offset)
 			}
 			got[d.Record.Offset] = true
-			if at := due.Add(time.Duration(d.Record.Offset) * time.Millisecond); now.Before(at) {
+			// The deliver-at header is in whole milliseconds, as produced.
+			if at := time.UnixMilli(due.Add(time.Duration(d.Record.Offset) * time.Millisecond).UnixMilli()); now.Before(at) {
 				t.Fatalf("record %d delivered at %v, before its deliver-at %v", d.Record.Offset, now, at)
 			}
 		}

@@ -330,6 +330,9 @@ func TestWriteWaitsForOvertakenBatch(t *testing.T) {
 		if r.Base != 10 || r.Duplicate {
 			t.Fatalf("overtaking batch: %+v, want base 10", r)
 		}
+		if err := p.WaitDurable(ctx, r.End); err != nil { // its WAL object may be a later one
+			t.Fatal(err)
+		}
 	case err := <-errc:
 		t.Fatalf("overtaking batch failed: %v", err)
 	case <-time.After(10 * time.Second):

@@ -21,6 +21,7 @@ import (
 	"github.com/stratalog/strata/auth"
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/ingest"
+	"github.com/stratalog/strata/ingest/wal"
 	flightserver "github.com/stratalog/strata/server/flight"
 	grpcserver "github.com/stratalog/strata/server/grpc"
 	"github.com/stratalog/strata/tier"
@@ -36,7 +37,8 @@ func serve(ctx context.Context, args []string) error {
 	localRet := sizeFlag(fs, "local-retention-bytes", 1<<30, "sealed data kept on local disk per partition as a hot cache")
 	maxRecord := sizeFlag(fs, "max-record-bytes", 1<<20, "largest record accepted")
 	fsync := fs.String("fsync", "interval", "local log fsync policy: always, interval or never")
-	walInterval := fs.Duration("wal-flush-interval", 50*time.Millisecond, "longest a received record waits before its WAL object upload starts")
+	walInterval := fs.Duration("wal-flush-interval", 50*time.Millisecond, "the linger: WAL object uploads start at most once per interval (sooner when --wal-flush-bytes wait), so a record waits at most this long for its upload to start while a slot is free; it bounds the PUT rate at light load")
+	walInflight := fs.Int("wal-max-inflight", 4, fmt.Sprintf("WAL object uploads in flight at once (1 to %d); they are still acknowledged in order", wal.MaxPipeline))
 	walBytes := sizeFlag(fs, "wal-flush-bytes", 8<<20, "start a WAL object upload as soon as this much is buffered (at most 1GiB; default 8MiB, or --wal-max-buffered when that is smaller)")
 	walMax := sizeFlag(fs, "wal-max-buffered", 256<<20, "most data received but not yet in the object store; producers wait (then fail, retryably) beyond it")
 	walCollect := fs.Duration("wal-collect-interval", 30*time.Second, "how often WAL objects whose records are all sealed are deleted")
@@ -88,6 +90,10 @@ func serve(ctx context.Context, args []string) error {
 	cfg.Partition.Fsync, cfg.Partition.SealBytes, cfg.Partition.SealInterval, cfg.Partition.LocalRetentionBytes = policy, int64(*sealBytes), *sealInterval, int64(*localRet)
 	cfg.MaxRecordBytes = int(*maxRecord)
 	cfg.WAL.FlushInterval, cfg.WAL.FlushBytes, cfg.WAL.MaxBufferedBytes = *walInterval, int64(*walBytes), int64(*walMax)
+	if *walInflight < 1 || *walInflight > wal.MaxPipeline {
+		return fmt.Errorf("--wal-max-inflight %d: use 1 to %d", *walInflight, wal.MaxPipeline)
+	}
+	cfg.WAL.MaxInFlight = *walInflight
 	cfg.WALCollectInterval = *walCollect
 	if !flagSet(fs, "wal-flush-bytes") && cfg.WAL.FlushBytes > cfg.WAL.MaxBufferedBytes {
 		cfg.WAL.FlushBytes = cfg.WAL.MaxBufferedBytes // a small buffer flushes when full

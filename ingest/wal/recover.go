@@ -34,6 +34,7 @@ type Reader struct {
 	clock func() time.Time
 
 	mu      sync.Mutex
+	onFence func(key string)   // told of a fence found under self's prefix (WatchOwnFences)
 	headers map[string]*Header // key -> header; nil entry: a fence; at most maxCachedHeaders
 	fenced  map[string]uint64  // incarnation -> sequence of its fence
 }
@@ -49,6 +50,17 @@ func NewReader(store tier.Store, self string, clock func() time.Time) *Reader {
 		clock = time.Now
 	}
 	return &Reader{store: store, self: self, clock: clock, headers: map[string]*Header{}, fenced: map[string]uint64{}}
+}
+
+// WatchOwnFences makes the reader tell f of every fence it reads under
+// its own incarnation's prefix (another broker fenced this one), whatever
+// the read was for: garbage collection, a reader's view, a recovery. The
+// broker passes its Writer's NoticeFence, so that the writer stops at the
+// first read of a fence rather than at its next PUT or probe.
+func (r *Reader) WatchOwnFences(f func(key string)) {
+	r.mu.Lock()
+	r.onFence = f
+	r.mu.Unlock()
 }
 
 // List returns an incarnation's objects in sequence order.
@@ -76,20 +88,25 @@ func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
 	return out, nil
 }
 
-// Fence makes sure incarnation inc can never store another WAL object, by
-// creating a fence object at its next sequence number. It returns the
-// fence's sequence: every WAL object inc ever stored has a smaller one.
-// Fencing an incarnation twice is harmless.
+// Fence makes sure incarnation inc can never store another WAL object,
+// by creating fence objects where its next PUTs would go. It returns the
+// lowest fence above every WAL object inc stored: every WAL object inc
+// ever stored has a smaller sequence. Fencing an incarnation twice is
+// harmless.
 //
-// The fence holds once it is the incarnation's newest object: the writer
-// stores sequence n+1 only after n, and garbage collection never deletes
-// an incarnation's newest object, so when a listing shows a fence as the
-// newest, no object of inc lies above it and inc's next PUT hits it.
-// Listing and putting are not atomic: between them the writer may store
-// more objects and the collector delete the slot the fence was aimed at,
-// so a fence can land below objects inc stored (a low fence). Fence
-// therefore lists again after every attempt and fences above the newest
-// object until the newest is a fence.
+// A writer keeps at most MaxPipeline PUTs in flight and starts sequence
+// s only once every sequence up to s-MaxPipeline is stored, so when N is
+// its newest stored object, every PUT it can still make is at a sequence
+// in [N-W+1, N+W] (W = MaxPipeline), and it can never store above N+W
+// without storing N+1 first. Fence is therefore done once a listing
+// shows every slot in [N-W+1, N] taken (by a WAL object or a fence: a
+// free slot there is an upload of the writer that may still land, so it
+// gets a fence) and fences in all of [N+1, N+W]. Garbage collection never
+// deletes an incarnation's newest object nor any fence, so what such a
+// listing shows stays true. Listing and putting are not atomic: the
+// writer may store more objects between them and the collector free
+// slots, so a fence can land below objects inc stored (a low fence);
+// Fence lists again after every round of puts until the condition holds.
 func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 	if inc == r.self {
 		return 0, errors.New("wal: an incarnation cannot fence itself")
@@ -106,40 +123,64 @@ func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		next := uint64(0)
-		if n := len(objs); n > 0 {
-			newest := objs[n-1]
-			h, herr := r.header(ctx, newest.Key)
+		// Find the newest WAL object, reading headers from the top down
+		// (at most the fences above it plus one).
+		newest := int64(-1)
+		retry := false
+		for i := len(objs) - 1; i >= 0 && newest < 0; i-- {
+			h, herr := r.header(ctx, objs[i].Key)
 			switch {
 			case herr == nil && h == nil:
-				r.remember(inc, newest.Seq)
-				return newest.Seq, nil // the newest object is a fence
+				// a fence
 			case herr == nil, errors.Is(herr, ErrCorrupt):
-				next = newest.Seq + 1 // a WAL object (a corrupt one is no fence either)
+				newest = int64(objs[i].Seq) // a WAL object (a corrupt one is no fence either)
 			case errors.Is(herr, tier.ErrNotFound), tier.IsRetryable(herr):
-				// Collected since the listing (so no longer the newest),
-				// or unreadable for now: list again.
-				if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
-					return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
-				}
-				continue
+				retry = true // collected since the listing, or unreadable for now
 			default:
 				return 0, fmt.Errorf("wal: fence %s: %w", inc, herr)
 			}
+			if retry {
+				break
+			}
 		}
-		_, err = r.store.PutIfAbsent(ctx, Key(inc, next), bytes.NewReader(body), int64(len(body)))
-		switch {
-		case err == nil, errors.Is(err, tier.ErrPreconditionFailed):
-			// Placed, or the slot is taken (by the writer, or another
-			// recoverer's fence): the next listing tells whether a fence
-			// is now the newest object.
-		case tier.IsRetryable(err) && ctx.Err() == nil:
-			// The outcome is unknown: the next listing settles it.
+		if retry {
 			if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
+				return 0, fmt.Errorf("wal: fence %s: list again: %w", inc, err)
+			}
+			continue
+		}
+		taken := make(map[uint64]bool, len(objs))
+		for _, o := range objs {
+			taken[o.Seq] = true
+		}
+		lo := uint64(max(newest-MaxPipeline+1, 0))
+		hi := uint64(newest + MaxPipeline)
+		// Every object above newest is a fence (read above), so the
+		// condition is that every slot in [lo, hi] is taken.
+		var free []uint64
+		for s := lo; s <= hi; s++ {
+			if !taken[s] {
+				free = append(free, s)
+			}
+		}
+		if len(free) == 0 {
+			r.remember(inc, uint64(newest+1))
+			return uint64(newest + 1), nil
+		}
+		for _, s := range free {
+			_, err = r.store.PutIfAbsent(ctx, Key(inc, s), bytes.NewReader(body), int64(len(body)))
+			switch {
+			case err == nil, errors.Is(err, tier.ErrPreconditionFailed):
+				// Placed, or the slot is taken (by the writer, or another
+				// recoverer's fence): the next listing tells.
+			case tier.IsRetryable(err) && ctx.Err() == nil:
+				// The outcome is unknown: the next listing settles it.
+				if err := sleepCtx(ctx, tier.Backoff{}.Wait(min(tries, 6))); err != nil {
+					return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
+				}
+			default:
 				return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
 			}
-		default:
-			return 0, fmt.Errorf("wal: fence %s: %w", inc, err)
 		}
 	}
 }
@@ -177,6 +218,12 @@ func (r *Reader) header(ctx context.Context, key string) (*Header, error) {
 	}
 	if IsFence(head) {
 		r.cache(key, nil)
+		r.mu.Lock()
+		f := r.onFence
+		r.mu.Unlock()
+		if inc, _, ok := ParseKey(key); ok && inc == r.self && f != nil {
+			f(key)
+		}
 		return nil, nil
 	}
 	size, err := HeaderSize(head)
@@ -329,15 +376,54 @@ func TrimBatch(b *segment.Batch, from int64) {
 // ReadTail calls fn, in offset order, with every batch of a partition that
 // incarnation inc stored with records at or after from, trimmed to start at
 // from. The incarnation must be fenced first (or be this one), so that the
-// set of its objects is final. Only the objects holding the partition are
-// read, and of them only the partition's byte range.
+// set of its objects is final, and from must be at or above the
+// partition's sealed end. Only the objects holding the partition are read,
+// and of them only the partition's byte range.
+//
+// Objects may have been stored out of order (a writer keeps several PUTs
+// in flight), so a crashed or fenced writer can leave a hole: a sequence
+// number it never stored, now taken by a fence, with stored objects above
+// it. The writer acknowledged nothing at or above a hole, so when the
+// partition's offsets jump past a fence (the missing records were in the
+// hole) the tail ends there: what lies above was never acknowledged and
+// cannot follow without a gap. A partition whose offsets run on across a
+// hole keeps its records above it (they were never acknowledged either,
+// but are whole, and a reader that owns nothing may have shown them).
+// Above from, a jump past a missing object that is not a fence is handed
+// to fn as it is (the caller reports the gap): a collected object held
+// only sealed records.
 func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int32, from int64, fn func(*segment.Batch) error) error {
-	entries, err := r.Entries(ctx, inc, topic, partition, from)
+	objs, err := r.List(ctx, inc)
 	if err != nil {
 		return err
 	}
-	for _, te := range entries {
-		batches, err := r.ReadEntry(ctx, te)
+	expected := from
+	fenced := false // a fence since the partition's previous entry
+	for _, o := range objs {
+		h, err := r.header(ctx, o.Key)
+		if errors.Is(err, tier.ErrNotFound) {
+			continue // collected since the listing: sealed
+		}
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			fenced = true
+			continue
+		}
+		e, ok := h.Find(topic, partition)
+		if !ok {
+			continue
+		}
+		if e.Last < expected {
+			fenced = false
+			continue
+		}
+		if e.First > expected && fenced {
+			return nil // the records at expected were in a hole: never acknowledged
+		}
+		fenced = false
+		batches, err := r.ReadEntry(ctx, TailEntry{Key: o.Key, Data: h.DataStart + int64(e.Pos), Entry: e})
 		if errors.Is(err, tier.ErrNotFound) {
 			continue // collected since the listing, as above
 		}
@@ -354,6 +440,7 @@ func (r *Reader) ReadTail(ctx context.Context, inc, topic string, partition int3
 				return err
 			}
 		}
+		expected = e.Last + 1
 	}
 	return nil
 }

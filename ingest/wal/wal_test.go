@@ -74,16 +74,25 @@ func TestGroupCommitOneObjectPerFlush(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
 		fs := tier.NewFaultStore(s, tier.FaultConfig{})
-		w, err := NewWriter(Config{Store: fs, Incarnation: "inc-a", FlushInterval: 200 * time.Millisecond})
+		// A first object, held in flight, makes the batches below wait
+		// for one flush together (with nothing in flight the first
+		// would be flushed at once).
+		hs := &putHookStore{Store: fs}
+		hold := make(chan struct{})
+		hs.onPut(Key("inc-a", 0), func() error { <-hold; return nil })
+		w, err := NewWriter(Config{Store: hs, Incarnation: "inc-a", FlushInterval: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		a := newAcks()
+		add(t, w, "warm", 0, batch(0, 1, "w"), a.sink("warm"))
+		waitFor(t, "the first object in flight", func() bool { return hs.started(Key("inc-a", 0)) })
 		for p := int32(0); p < 10; p++ {
 			for i := int64(0); i < 3; i++ {
 				add(t, w, "t", p, batch(i*5, 5, fmt.Sprint(p)), a.sink(fmt.Sprint(p)))
 			}
 		}
+		close(hold)
 		waitFor(t, "all partitions durable", func() bool {
 			for p := 0; p < 10; p++ {
 				if a.get(fmt.Sprint(p)) != 15 {
@@ -92,11 +101,11 @@ func TestGroupCommitOneObjectPerFlush(t *testing.T) {
 			}
 			return true
 		})
-		if st := w.Stats(); st.Objects != 1 || st.Buffered != 0 {
-			t.Fatalf("stats %+v: want exactly 1 object for one flush of 10 partitions and nothing buffered", st)
+		if st := w.Stats(); st.Objects != 2 || st.Buffered != 0 {
+			t.Fatalf("stats %+v: want exactly 1 object for one flush of 10 partitions (after the first) and nothing buffered", st)
 		}
-		if got := fs.Stats().PutIfAbsents; got != 1 {
-			t.Fatalf("%d PUTs for one flush, want 1", got)
+		if got := fs.Stats().PutIfAbsents; got != 2 {
+			t.Fatalf("%d PUTs for two flushes, want 2", got)
 		}
 		if err := w.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -126,36 +135,57 @@ func TestGroupCommitOneObjectPerFlush(t *testing.T) {
 	})
 }
 
-// A flush happens FlushInterval after the first record at light load, and
-// as soon as FlushBytes are buffered at heavy load.
+// After a quiet spell a batch is flushed at once; the next upload starts
+// one FlushInterval (the linger) after the previous one started, or as
+// soon as FlushBytes are buffered, if a PUT slot is free; and an object
+// stored above one in flight acks nothing until the lower one is stored.
 func TestFlushTriggers(t *testing.T) {
-	s := storetest.File(t)
-	w, err := NewWriter(Config{Store: s, Incarnation: "inc", FlushInterval: time.Hour, FlushBytes: 4096})
+	s := &putHookStore{Store: storetest.File(t)}
+	hold := make(chan struct{})
+	s.onPut(Key("inc", 0), func() error { <-hold; return nil })
+	w, err := NewWriter(Config{Store: s, Incarnation: "inc", FlushInterval: time.Hour, FlushBytes: 4096, MaxInFlight: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close(context.Background())
 	a := newAcks()
 	add(t, w, "t", 0, batch(0, 1, "x"), a.sink("p"))
+	waitFor(t, "object 0 started at once", func() bool { return s.started(Key("inc", 0)) })
+	add(t, w, "t", 0, batch(1, 1, "x"), a.sink("p"))
 	time.Sleep(100 * time.Millisecond)
-	if a.get("p") != 0 {
-		t.Fatal("a tiny batch was flushed long before the flush interval")
+	if s.started(Key("inc", 1)) {
+		t.Fatal("a tiny batch was flushed long before the linger")
 	}
-	big := batch(1, 100, string(make([]byte, 100)))
+	big := batch(2, 100, string(make([]byte, 100)))
 	add(t, w, "t", 0, big, a.sink("p"))
-	waitFor(t, "size-triggered flush", func() bool { return a.get("p") == 101 })
+	waitFor(t, "size-triggered flush stored", func() bool {
+		_, err := s.Store.Stat(context.Background(), Key("inc", 1))
+		return err == nil
+	})
+	time.Sleep(50 * time.Millisecond)
+	if got := a.get("p"); got != 0 {
+		t.Fatalf("acked up to %d while object 0 is still in flight; want nothing acked", got)
+	}
+	close(hold)
+	waitFor(t, "both objects acked in order", func() bool { return a.get("p") == 102 })
 
 	w2, err := NewWriter(Config{Store: s, Incarnation: "inc2", FlushInterval: 30 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w2.Close(context.Background())
+	hold2 := make(chan struct{})
+	s.onPut(Key("inc2", 0), func() error { <-hold2; return nil })
 	start := time.Now()
 	add(t, w2, "t", 0, batch(0, 1, "y"), a.sink("q"))
-	waitFor(t, "interval-triggered flush", func() bool { return a.get("q") == 1 })
+	waitFor(t, "object 0 started", func() bool { return s.started(Key("inc2", 0)) })
+	add(t, w2, "t", 0, batch(1, 1, "y"), a.sink("q"))
+	waitFor(t, "linger-triggered flush", func() bool { return s.started(Key("inc2", 1)) })
 	if el := time.Since(start); el < 30*time.Millisecond {
-		t.Fatalf("flushed after %v, before the 30ms interval", el)
+		t.Fatalf("the second upload started %v after the first, before the 30ms linger", el)
 	}
+	close(hold2)
+	waitFor(t, "acked", func() bool { return a.get("q") == 2 })
 }
 
 // Lost responses and failures are retried until stored; each flush
@@ -303,16 +333,24 @@ func TestBackpressure(t *testing.T) {
 func TestCollect(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, s tier.Store) {
 		ctx := context.Background()
-		w, err := NewWriter(Config{Store: s, Incarnation: "a", FlushInterval: time.Millisecond})
+		// Object 0 (another topic, sealed) is held in flight so that the
+		// next two batches share object 1.
+		hs := &putHookStore{Store: s}
+		hold := make(chan struct{})
+		hs.onPut(Key("a", 0), func() error { <-hold; return nil })
+		w, err := NewWriter(Config{Store: hs, Incarnation: "a", FlushInterval: time.Millisecond, MaxInFlight: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ac := newAcks()
+		add(t, w, "other", 0, batch(0, 1, "v"), ac.sink("other"))
+		waitFor(t, "obj 0 in flight", func() bool { return hs.started(Key("a", 0)) })
 		add(t, w, "t", 0, batch(0, 10, "v"), ac.sink("0"))
 		add(t, w, "t", 1, batch(0, 10, "v"), ac.sink("1"))
-		waitFor(t, "obj 0", func() bool { return ac.get("0") == 10 && ac.get("1") == 10 })
+		close(hold)
+		waitFor(t, "obj 1", func() bool { return ac.get("0") == 10 && ac.get("1") == 10 })
 		add(t, w, "t", 0, batch(10, 10, "v"), ac.sink("0"))
-		waitFor(t, "obj 1", func() bool { return ac.get("0") == 20 })
+		waitFor(t, "obj 2", func() bool { return ac.get("0") == 20 })
 		w.Close(ctx)
 		r := NewReader(s, "b", nil)
 		if _, err := r.Fence(ctx, "a"); err != nil {
@@ -329,17 +367,27 @@ func TestCollect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		objs, _ := r.List(ctx, "a")
-		if n != 1 || len(objs) != 2 || objs[0].Seq != 1 || objs[1].Seq != 2 {
-			t.Fatalf("deleted %d, left %+v; want object 0 deleted, object 1 and the fence kept", n, objs)
+		fences := func() (walSeqs []uint64, fenceSeqs []uint64) {
+			objs, _ := r.List(ctx, "a")
+			for _, o := range objs {
+				if h, err := r.header(ctx, o.Key); err == nil && h == nil {
+					fenceSeqs = append(fenceSeqs, o.Seq)
+				} else {
+					walSeqs = append(walSeqs, o.Seq)
+				}
+			}
+			return walSeqs, fenceSeqs
+		}
+		wals, fs := fences()
+		if n != 2 || fmt.Sprint(wals) != "[2]" || len(fs) != MaxPipeline || fs[0] != 3 {
+			t.Fatalf("deleted %d, left objects %v and fences %v; want objects 0 and 1 deleted, object 2 and the fences at 3..%d kept", n, wals, fs, 2+MaxPipeline)
 		}
 		sealed[0] = 20
 		if n, err = r.Collect(ctx, end); err != nil || n != 1 {
 			t.Fatalf("second collect deleted %d (%v), want 1", n, err)
 		}
-		objs, _ = r.List(ctx, "a")
-		if len(objs) != 1 || objs[0].Seq != 2 {
-			t.Fatalf("left %+v, want only the fence", objs)
+		if wals, fs := fences(); len(wals) != 0 || len(fs) != MaxPipeline {
+			t.Fatalf("left objects %v and fences %v, want only the fences", wals, fs)
 		}
 	})
 }
@@ -406,8 +454,8 @@ func TestFenceAfterCollectStopsWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 		objs, _ = gc.List(ctx, "a")
-		if len(objs) == 0 || objs[len(objs)-1].Seq != 3 {
-			t.Fatalf("after a second collect %+v; want the fence at 3 kept", objs)
+		if len(objs) == 0 || objs[len(objs)-1].Seq != 2+MaxPipeline {
+			t.Fatalf("after a second collect %+v; want the fences up to %d kept", objs, 2+MaxPipeline)
 		}
 		if gc.CachedHeaders() > len(objs) {
 			t.Fatalf("reader caches %d headers for %d objects", gc.CachedHeaders(), len(objs))

@@ -32,6 +32,11 @@ var (
 	ErrClosed = errors.New("wal: writer closed")
 )
 
+// MaxPipeline bounds Config.MaxInFlight. Fence relies on it: a writer
+// never has a PUT in flight more than MaxPipeline sequence numbers above
+// its lowest unstored one.
+const MaxPipeline = 8
+
 // NewIncarnation returns a fresh incarnation name: the start time in
 // milliseconds and 32 random bits, so names sort by start time and never
 // repeat.
@@ -46,8 +51,11 @@ func NewIncarnation(now time.Time) string {
 type Config struct {
 	Store       tier.Store // required
 	Incarnation string     // required; NewIncarnation() for a fresh process
-	// FlushInterval: the longest a received record waits before its WAL
-	// object is started. Default 50ms.
+	// FlushInterval: the linger. Uploads start at most one per
+	// FlushInterval (unless FlushBytes are waiting), so a received record
+	// waits at most this long for its upload to start while a PUT slot is
+	// free, and a record after a quiet spell goes at once. It bounds the
+	// PUT rate at light load. Default 50ms.
 	FlushInterval time.Duration
 	// FlushBytes: a flush starts as soon as this much is buffered. Default
 	// 8 MiB.
@@ -56,6 +64,11 @@ type Config struct {
 	// (buffered plus in flight); Reserve waits while it is reached. At
 	// least FlushBytes. Default 256 MiB.
 	MaxBufferedBytes int64
+	// MaxInFlight: how many WAL PUTs may be in flight at once (1 to
+	// MaxPipeline). Objects are still committed in sequence order: an
+	// object acks its records only once every lower sequence is stored.
+	// Default 4.
+	MaxInFlight int
 	// RetryMax caps the wait between attempts of a failing PUT. Default 2s.
 	RetryMax time.Duration
 	// ProbeInterval: how often an idle writer (nothing to flush) looks for
@@ -90,6 +103,7 @@ func DefaultConfig() Config {
 		FlushInterval:    50 * time.Millisecond,
 		FlushBytes:       8 << 20,
 		MaxBufferedBytes: 256 << 20,
+		MaxInFlight:      4,
 		RetryMax:         2 * time.Second,
 		ProbeInterval:    5 * time.Second,
 		Clock:            time.Now,
@@ -104,6 +118,8 @@ func (c *Config) Validate() error {
 		return errors.New("wal: Store and Incarnation are required")
 	case c.FlushInterval <= 0 || c.FlushBytes <= 0 || c.MaxBufferedBytes <= 0 || c.RetryMax <= 0 || c.ProbeInterval <= 0:
 		return errors.New("wal: FlushInterval, FlushBytes, MaxBufferedBytes, RetryMax and ProbeInterval must be positive")
+	case c.MaxInFlight < 1 || c.MaxInFlight > MaxPipeline:
+		return fmt.Errorf("wal: MaxInFlight %d: use 1 to %d", c.MaxInFlight, MaxPipeline)
 	case c.MaxBufferedBytes < c.FlushBytes:
 		return fmt.Errorf("wal: MaxBufferedBytes %d is below FlushBytes %d: a flush could never fill", c.MaxBufferedBytes, c.FlushBytes)
 	case c.Clock == nil || c.Logger == nil:
@@ -127,6 +143,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBufferedBytes == 0 {
 		c.MaxBufferedBytes = max(d.MaxBufferedBytes, c.FlushBytes)
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = d.MaxInFlight
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = d.RetryMax
@@ -173,12 +192,14 @@ type Stats struct {
 // Writer group-commits the records a broker receives, across all of its
 // partitions, into one WAL object per flush. See the package comment.
 type Writer struct {
-	cfg  Config
-	kick chan struct{} // capacity 1: wakes the flusher
-	stop chan struct{} // closed by Close: flush what is left, then exit
-	done chan struct{} // closed when the flusher exits
-	ctx  context.Context
-	halt context.CancelFunc // aborts an in-flight flush (Close timed out)
+	cfg   Config
+	kick  chan struct{}  // capacity 1: wakes the flusher
+	ended chan *upload   // an upload's outcome, for the flusher to commit
+	ups   sync.WaitGroup // running uploads
+	stop  chan struct{}  // closed by Close: flush what is left, then exit
+	done  chan struct{}  // closed when the flusher exits
+	ctx   context.Context
+	halt  context.CancelFunc // aborts an in-flight flush (Close timed out)
 
 	mu           sync.Mutex
 	buffered     int64 // reserved bytes: pending plus in flight
@@ -186,8 +207,9 @@ type Writer struct {
 	pending      map[pkey]*chunk
 	order        []*chunk
 	pendingBytes int64
-	firstAt      time.Time
-	seq          uint64
+	lastStart    time.Time // when the newest upload started (Clock)
+	next         uint64    // the sequence of the next object to start
+	inflight     []*upload // started and not yet committed, in sequence order
 	failed       error
 	failedCh     chan struct{}
 	closed       bool
@@ -205,7 +227,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 	ctx, halt := context.WithCancel(context.Background())
 	w := &Writer{
 		cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		ctx: ctx, halt: halt, space: make(chan struct{}), pending: map[pkey]*chunk{}, failedCh: make(chan struct{}),
+		ended: make(chan *upload, MaxPipeline), ctx: ctx, halt: halt, space: make(chan struct{}), pending: map[pkey]*chunk{}, failedCh: make(chan struct{}),
 	}
 	go w.run()
 	return w, nil
@@ -314,9 +336,6 @@ func (w *Writer) Add(topic string, partition int32, b *segment.Batch, reserved i
 	c.sink = sink
 	wasEmpty := w.pendingBytes == 0
 	w.pendingBytes += int64(len(c.buf) - before)
-	if wasEmpty {
-		w.firstAt = w.cfg.Clock()
-	}
 	if wasEmpty || w.pendingBytes >= w.cfg.FlushBytes {
 		select {
 		case w.kick <- struct{}{}:
@@ -326,66 +345,95 @@ func (w *Writer) Add(topic string, partition int32, b *segment.Batch, reserved i
 	return nil
 }
 
-// run is the flusher: one WAL object at a time, in sequence order.
+// upload is one WAL object on its way to the store.
+type upload struct {
+	seq      uint64
+	chunks   []*chunk
+	size     int64
+	start    time.Time
+	attempts int
+	err      error // the outcome: nil once stored
+	ended    bool
+}
+
+// run is the flusher. It starts uploads (at most MaxInFlight at once, in
+// sequence order) and commits them in sequence order: an object's records
+// are acknowledged only once it and every object below it are stored, and
+// the first upload that fails for good fails the writer.
 func (w *Writer) run() {
 	defer close(w.done)
+	defer w.ups.Wait()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	probe := time.NewTicker(w.cfg.ProbeInterval)
 	defer probe.Stop()
 	for {
 		w.mu.Lock()
-		stopping := w.closed
 		if w.failed != nil {
 			w.mu.Unlock()
 			return
 		}
-		if len(w.order) == 0 {
-			seq := w.seq
+		stopping := w.closed
+		now := w.cfg.Clock()
+		// Uploads start at most one per FlushInterval (the linger: it
+		// bounds the PUT rate at light load, whatever the store's
+		// latency), sooner when FlushBytes are waiting, and only while
+		// a slot is free. After a quiet spell the first record goes at
+		// once.
+		wait := w.lastStart.Add(w.cfg.FlushInterval).Sub(now)
+		if len(w.order) > 0 && len(w.inflight) < w.cfg.MaxInFlight &&
+			(stopping || wait <= 0 || w.pendingBytes >= w.cfg.FlushBytes) {
+			w.lastStart = now
+			u := &upload{seq: w.next, chunks: w.order, start: time.Now()}
+			w.order, w.pending, w.pendingBytes = nil, map[pkey]*chunk{}, 0
+			w.next++
+			w.inflight = append(w.inflight, u)
 			w.mu.Unlock()
-			if stopping {
-				return
-			}
-			select {
-			case <-w.kick:
-			case <-w.stop:
-			case <-probe.C:
-				w.probe(seq)
-			}
+			w.ups.Add(1)
+			go w.upload(u)
 			continue
 		}
-		wait := w.firstAt.Add(w.cfg.FlushInterval).Sub(w.cfg.Clock())
-		if !stopping && wait > 0 && w.pendingBytes < w.cfg.FlushBytes {
-			w.mu.Unlock()
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-w.kick:
-				if !timer.Stop() {
-					<-timer.C
-				}
-			case <-w.stop:
-				if !timer.Stop() {
-					<-timer.C
-				}
-			}
-			continue
-		}
-		chunks := w.order
-		w.order, w.pending, w.pendingBytes = nil, map[pkey]*chunk{}, 0
-		seq := w.seq
+		idle := len(w.order) == 0 && len(w.inflight) == 0
+		armTimer := len(w.order) > 0 && len(w.inflight) < w.cfg.MaxInFlight
+		seq := w.next
 		w.mu.Unlock()
-		w.flush(seq, chunks)
+		if idle && stopping {
+			return
+		}
+		// (Since Go 1.23 a stopped or reset timer delivers no stale tick.)
+		var tc <-chan time.Time
+		if armTimer {
+			timer.Reset(wait)
+			tc = timer.C
+		}
+		var pc <-chan time.Time
+		if idle {
+			pc = probe.C
+		}
+		var sc <-chan struct{}
+		if !stopping {
+			sc = w.stop
+		}
+		select {
+		case <-tc:
+		case <-w.kick:
+		case <-sc:
+		case u := <-w.ended:
+			w.commit(u)
+		case <-pc:
+			w.probe(seq)
+		}
+		timer.Stop()
 	}
 }
 
-// flush stores one WAL object, retrying until it is stored or the writer
-// is fenced or halted, then acks its chunks.
-func (w *Writer) flush(seq uint64, chunks []*chunk) {
-	start := time.Now()
-	h := &Header{Incarnation: w.cfg.Incarnation, Seq: seq, CreatedMs: w.cfg.Clock().UnixMilli()}
+// upload stores one WAL object, retrying until it is stored or the writer
+// is fenced or halted, and hands the outcome to the flusher.
+func (w *Writer) upload(u *upload) {
+	defer w.ups.Done()
+	h := &Header{Incarnation: w.cfg.Incarnation, Seq: u.seq, CreatedMs: w.cfg.Clock().UnixMilli()}
 	var pos uint64
-	for _, c := range chunks {
+	for _, c := range u.chunks {
 		h.Entries = append(h.Entries, Entry{
 			Topic: c.topic, Partition: c.partition, First: c.first, Last: c.last,
 			Pos: pos, Len: uint32(len(c.buf)), CRC: crc32.Checksum(c.buf, castagnoli),
@@ -393,12 +441,12 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 		pos += uint64(len(c.buf))
 	}
 	head := encodeHeader(h)
-	size := int64(len(head)) + int64(pos)
-	key := Key(w.cfg.Incarnation, seq)
+	u.size = int64(len(head)) + int64(pos)
+	key := Key(w.cfg.Incarnation, u.seq)
 	body := func() io.Reader {
-		parts := make([]io.Reader, 0, len(chunks)+1)
+		parts := make([]io.Reader, 0, len(u.chunks)+1)
 		parts = append(parts, bytes.NewReader(head))
-		for _, c := range chunks {
+		for _, c := range u.chunks {
 			parts = append(parts, bytes.NewReader(c.buf))
 		}
 		return io.MultiReader(parts...)
@@ -408,13 +456,12 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 	// next attempt goes out on a new connection. A timed-out attempt may
 	// have applied; the next one then finds our object at the key
 	// (ErrPreconditionFailed) and resolveExisting reads it back as ours.
-	timeout := tier.RequestTimeout(w.cfg.Store, size)
+	timeout := tier.RequestTimeout(w.cfg.Store, u.size)
 	var err error
-	attempts := 0
 	for attempt := 0; ; attempt++ {
-		attempts++
+		u.attempts++
 		w.attempts.Add(1)
-		err = w.putAttempt(key, body(), size, timeout)
+		err = w.putAttempt(key, body(), u.size, timeout)
 		if errors.Is(err, tier.ErrPreconditionFailed) {
 			err = w.resolveExisting(key)
 		}
@@ -431,38 +478,59 @@ func (w *Writer) flush(seq uint64, chunks []*chunk) {
 		case <-w.ctx.Done():
 		}
 	}
-	report := func(err error) {
-		if w.cfg.OnFlush == nil {
-			return
-		}
-		var records int64
-		for _, c := range chunks {
-			records += c.last - c.first + 1
-		}
-		w.cfg.OnFlush(Flush{Bytes: size, Records: records, Chunks: len(chunks), Attempts: attempts, Duration: time.Since(start), Err: err})
+	if err != nil && w.ctx.Err() != nil && !errors.Is(err, ErrFenced) {
+		err = fmt.Errorf("%w: %v", ErrClosed, err)
 	}
-	if err != nil {
-		if w.ctx.Err() != nil && !errors.Is(err, ErrFenced) {
-			err = fmt.Errorf("%w: %v", ErrClosed, err)
-		}
-		report(err)
-		w.fail(err)
+	u.err = err
+	w.ended <- u // never blocks: at most MaxPipeline uploads exist, and the channel holds that many
+}
+
+// commit takes an upload's outcome and, in sequence order, acknowledges
+// every stored object whose lower sequences are all stored. A failed
+// upload fails the writer at once (a fence above a slow lower upload
+// needs no wait: nothing at or above it will be acknowledged).
+func (w *Writer) commit(u *upload) {
+	u.ended = true
+	if u.err != nil {
+		w.report(u)
+		w.fail(u.err)
 		return
 	}
-	failpoint.Hit(failpoint.WALUploaded)
-	w.lastStored.Store(w.cfg.Clock().UnixNano())
-	w.objects.Add(1)
-	w.bytes.Add(size)
-	report(nil)
-	var reserved int64
-	for _, c := range chunks {
-		c.sink(c.last + 1)
-		reserved += c.reserved
+	for {
+		w.mu.Lock()
+		if w.failed != nil || len(w.inflight) == 0 || !w.inflight[0].ended {
+			w.mu.Unlock()
+			return
+		}
+		u := w.inflight[0]
+		w.inflight = w.inflight[1:]
+		w.mu.Unlock()
+		failpoint.Hit(failpoint.WALUploaded)
+		w.lastStored.Store(w.cfg.Clock().UnixNano())
+		w.objects.Add(1)
+		w.bytes.Add(u.size)
+		w.report(u)
+		var reserved int64
+		for _, c := range u.chunks {
+			c.sink(c.last + 1)
+			reserved += c.reserved
+		}
+		w.mu.Lock()
+		w.release(reserved)
+		w.mu.Unlock()
 	}
-	w.mu.Lock()
-	w.seq = seq + 1
-	w.release(reserved)
-	w.mu.Unlock()
+}
+
+// report tells OnFlush how an upload ended.
+func (w *Writer) report(u *upload) {
+	if w.cfg.OnFlush == nil {
+		return
+	}
+	var records int64
+	for _, c := range u.chunks {
+		records += c.last - c.first + 1
+	}
+	w.cfg.OnFlush(Flush{Bytes: u.size, Records: records, Chunks: len(u.chunks), Attempts: u.attempts, Duration: time.Since(u.start), Err: u.err})
 }
 
 // putAttempt is one PutIfAbsent of a WAL object under its own deadline.
@@ -519,6 +587,12 @@ func (w *Writer) resolveExisting(key string) error {
 	return fmt.Errorf("%w: %s holds neither a WAL object nor a fence", ErrCorrupt, key)
 }
 
+// NoticeFence fails the writer as fenced: key, under its prefix, holds a
+// fence another broker put there (Reader.WatchOwnFences).
+func (w *Writer) NoticeFence(key string) {
+	w.fail(fmt.Errorf("%w: a read found a fence at %s", ErrFenced, key))
+}
+
 func (w *Writer) fail(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -526,6 +600,7 @@ func (w *Writer) fail(err error) {
 		return
 	}
 	w.failed = err
+	w.halt() // in-flight uploads stop: nothing more can be acknowledged
 	close(w.failedCh)
 	close(w.space)
 	w.space = make(chan struct{})
