@@ -108,7 +108,7 @@ type PartitionConfig struct {
 	Logger *slog.Logger     // default slog.Default()
 	// OnSeal, when set, is told of every segment the partition sealed,
 	// once its manifest commit succeeded. It is called synchronously on
-	// the goroutine sealing (the partition's background loop, or a
+	// the goroutine sealing (a background round of the partition, or a
 	// SealNow or Close caller): it must be cheap and must never block
 	// (metrics counters).
 	OnSeal func(Sealed)

@@ -137,7 +137,7 @@ func (p *Partition) Epoch() int64 {
 	return p.mu.manifest.Epoch
 }
 
-// Close stops the background loop, seals the unsealed tail when
+// Close stops the background rounds, seals the unsealed tail when
 // SealOnClose is set (otherwise it stays, fsynced, in the local log for the
 // next open), and closes the local log. It is idempotent; later calls
 // return the first call's result.
