@@ -157,9 +157,12 @@ func (p *Partition) sweep(ctx context.Context, now time.Time) (deleted, young in
 	var candidates []string
 	err = p.cfg.Store.List(ctx, meta.SegmentPrefix(p.cfg.Topic, p.cfg.Partition), func(o tier.ObjectInfo) error {
 		switch {
+		case ours[o.Key]:
+			// Referenced: never garbage. (When every object is, the
+			// sweep needs no manifest read.)
 		case now.Sub(o.LastModified) >= p.cfg.SweepGrace:
 			candidates = append(candidates, o.Key)
-		case !ours[o.Key]:
+		default:
 			young++
 		}
 		return nil
