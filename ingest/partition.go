@@ -114,7 +114,6 @@ func (p *Partition) usable() error {
 	return p.mu.fenced
 }
 
-
 // Local is the partition's local log, for hot reads.
 func (p *Partition) Local() *LocalLog { return p.local }
 
