@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stratalog/strata/core"
 )
 
 var (
@@ -15,6 +17,7 @@ var (
 	manyPhase   = flag.Duration("many.phase", 10*time.Second, "produce phase of BenchmarkManyPartitions")
 	manyIdle    = flag.Duration("many.idle", 10*time.Second, "idle phase of BenchmarkManyPartitions")
 	manyProfile = flag.String("many.heapprofile", "", "BenchmarkManyPartitions: write heap profiles to this path with the partition count before the extension")
+	manySeal    = flag.Duration("many.seal-interval", 0, "BenchmarkManyPartitions: the partitions' SealInterval (0: the default, 10 minutes), so that a short phase includes seals by age")
 )
 
 // BenchmarkManyPartitions runs ManyPartitions (an in-process broker on a
@@ -38,6 +41,11 @@ func BenchmarkManyPartitions(b *testing.B) {
 				r, err = ManyPartitions(context.Background(), ManyPartitionsConfig{
 					Partitions: n, Duration: *manyPhase, Idle: *manyIdle, Dir: b.TempDir(),
 					HeapProfile: profile, Logf: b.Logf,
+					Configure: func(c *core.Config) {
+						if *manySeal > 0 {
+							c.Partition.SealInterval = *manySeal
+						}
+					},
 				})
 				if err != nil {
 					b.Fatal(err)
