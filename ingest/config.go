@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,6 +105,12 @@ type PartitionConfig struct {
 	// 0 means DefaultDedupMaxIDs.
 	DedupMaxIDs int
 
+	// Seals, when set, bounds how many partitions seal at once (shared by
+	// every partition of a broker): a seal holds its segment in memory
+	// while it builds and uploads it, and partitions opened together
+	// reach SealInterval together. nil: no bound.
+	Seals *SealLimiter
+
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
 	// OnSeal, when set, is told of every segment the partition sealed,
@@ -177,3 +184,28 @@ func (c *PartitionConfig) Validate() error {
 	}
 	return nil
 }
+
+// SealLimiter bounds the seals in progress at once across the partitions
+// that share it. Safe for concurrent use.
+type SealLimiter struct{ slots chan struct{} }
+
+// NewSealLimiter returns a limiter of n concurrent seals (at least 1).
+func NewSealLimiter(n int) *SealLimiter {
+	return &SealLimiter{slots: make(chan struct{}, max(n, 1))}
+}
+
+// acquire waits for a slot until ctx ends; a nil limiter has no bound.
+func (l *SealLimiter) acquire(ctx context.Context) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// InUse is how many seals hold a slot now.
+func (l *SealLimiter) InUse() int { return len(l.slots) }

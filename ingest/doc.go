@@ -55,6 +55,9 @@
 //     the background rounds are timers armed for the next thing due
 //     (maintain.go), and no round of a partition with nothing to seal,
 //     expire or sweep touches the object store.
+//   - Partitions sharing a SealLimiter (a broker's) seal at most its
+//     bound at once: a seal holds its segment in memory, and partitions
+//     opened together reach SealInterval together.
 //
 // Concurrency: LocalLog and Partition are safe for concurrent use. A
 // Partition's background rounds (sealing, retention, sweeping) run on a

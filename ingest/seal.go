@@ -91,6 +91,11 @@ func (p *Partition) sealClosed(ctx context.Context) error {
 // sealFile builds a segment from one closed local file, uploads it, and
 // commits it to the manifest.
 func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
+	release, err := p.cfg.Seals.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: seal %s: waiting for a seal slot: %w", f.Name, err)
+	}
+	defer release()
 	p.mu.Lock()
 	m, etag := p.mu.manifest, p.mu.etag
 	p.mu.Unlock()
@@ -102,7 +107,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	prods := producersFrom(m.Producers)
 	nowMs := p.cfg.Clock().UnixMilli() // broker time, never the records' own
 	var msgIDs int64
-	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
+	err = p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 		if b.LastOffset() < from {
 			return nil
 		}
