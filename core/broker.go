@@ -28,6 +28,7 @@ type Broker struct {
 	cfg   Config
 	hooks hooks // Config.Hooks by event; immutable
 	cache *fetch.Cache
+	seals *ingest.SealLimiter // shared by every partition: Config.SealConcurrency
 	ids   *idAllocator
 	stop  chan struct{} // closed by Close: stops the background loops
 	bg    sync.WaitGroup
@@ -126,7 +127,7 @@ func New(cfg Config) (*Broker, error) {
 		cache.Close()
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, hooks: hs, cache: cache, topics: map[string]*topic{}, stop: make(chan struct{})}
+	b := &Broker{cfg: cfg, hooks: hs, cache: cache, seals: ingest.NewSealLimiter(cfg.SealConcurrency), topics: map[string]*topic{}, stop: make(chan struct{})}
 	b.cfg.WAL.OnFlush = b.walFlushHook()
 	b.groups.init(b)
 	b.shares.init()
@@ -548,6 +549,7 @@ func (b *Broker) openPartition(ctx context.Context, t *topic, p int32) (*partiti
 	pc.DedupWindow, pc.DedupHeader = dedupWindow(t.cfg), HeaderMsgID
 	pc.Logger = b.cfg.Logger
 	pc.OnSeal = b.sealHook(t.cfg.Name, p)
+	pc.Seals = b.seals
 	b.mu.Lock()
 	pc.WAL, pc.WALReader = b.wal, b.walr
 	b.mu.Unlock()

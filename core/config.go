@@ -49,6 +49,11 @@ type Config struct {
 	MaxRecordBytes int
 	// MaxPartitions bounds a topic's partition count. Default 10,000.
 	MaxPartitions int
+	// SealConcurrency bounds the partitions sealing at once on this
+	// broker (each holds its segment in memory while it builds and
+	// uploads it; partitions opened together reach their seal interval
+	// together). Default 4.
+	SealConcurrency int
 	// MaxGroups bounds the consumer groups with live members this broker
 	// coordinates at once; a join past it is refused with
 	// ErrResourceExhausted. Default DefaultMaxGroups (10,000).
@@ -94,6 +99,7 @@ func DefaultConfig() Config {
 		Cache:                fetch.DefaultCacheConfig(),
 		MaxRecordBytes:       1 << 20,
 		MaxPartitions:        10000,
+		SealConcurrency:      4,
 		MaxGroups:            DefaultMaxGroups,
 		WALCollectInterval:   30 * time.Second,
 		TopicRefreshInterval: 5 * time.Second,
@@ -121,8 +127,8 @@ func (c *Config) Validate() error {
 		return errors.New("core: DataDir is required")
 	case c.Store == nil:
 		return errors.New("core: Store is required")
-	case c.MaxRecordBytes <= 0 || c.MaxPartitions <= 0 || c.MaxGroups <= 0:
-		return errors.New("core: MaxRecordBytes, MaxPartitions and MaxGroups must be positive")
+	case c.MaxRecordBytes <= 0 || c.MaxPartitions <= 0 || c.MaxGroups <= 0 || c.SealConcurrency <= 0:
+		return errors.New("core: MaxRecordBytes, MaxPartitions, MaxGroups and SealConcurrency must be positive")
 	case c.Logger == nil:
 		return errors.New("core: Logger is required")
 	case c.WALCollectInterval <= 0 || c.ProduceTimeout <= 0 || c.TopicRefreshInterval <= 0 || c.RebalanceInterval <= 0:

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,15 +44,28 @@ type PartitionConfig struct {
 
 	Segment segment.WriterOptions // codec and block size of sealed segments
 
-	// SweepInterval: how often unreferenced objects under the partition's
-	// segment prefix are looked for. Default 10 minutes.
+	// SweepInterval: how soon unreferenced objects under the partition's
+	// segment prefix are looked for once some may be there (after an
+	// upload that was not committed, a failed delete, a takeover, or a
+	// sweep that left young ones). Default 10 minutes.
 	SweepInterval time.Duration
 	// SweepGrace: unreferenced objects younger than this are left alone,
 	// since a (fenced) writer may still be about to commit them. Default 1h.
 	SweepGrace time.Duration
-	// CheckInterval: period of the background loop that rolls aged files,
-	// seals, and applies retention. Default 1s.
+	// CheckInterval: the shortest time between two background rounds
+	// (which roll aged files, seal, apply retention and sweep), and the
+	// wait before a failed round is retried. A round runs when something
+	// is due (a file reaching SealInterval, a segment reaching
+	// RetentionTime, a sweep), when an append closes a file, and at least
+	// every IdleCheckInterval. Default 1s.
 	CheckInterval time.Duration
+	// IdleCheckInterval: the longest time between two background rounds
+	// (when it is below CheckInterval, CheckInterval). Default 1 minute.
+	IdleCheckInterval time.Duration
+	// IdleSweepInterval: a partition sweeps at least this often (plus up
+	// to a tenth at random), even when nothing it knows of can have left
+	// garbage; see sweepAfter for when it sweeps sooner. Default 24h.
+	IdleSweepInterval time.Duration
 	// SealOnClose: Close seals the unsealed tail, so a graceful shutdown
 	// leaves every record in the object store. Default true.
 	SealOnClose bool
@@ -91,11 +105,17 @@ type PartitionConfig struct {
 	// 0 means DefaultDedupMaxIDs.
 	DedupMaxIDs int
 
+	// Seals, when set, bounds how many partitions seal at once (shared by
+	// every partition of a broker): a seal holds its segment in memory
+	// while it builds and uploads it, and partitions opened together
+	// reach SealInterval together. nil: no bound.
+	Seals *SealLimiter
+
 	Clock  func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
 	// OnSeal, when set, is told of every segment the partition sealed,
 	// once its manifest commit succeeded. It is called synchronously on
-	// the goroutine sealing (the partition's background loop, or a
+	// the goroutine sealing (a background round of the partition, or a
 	// SealNow or Close caller): it must be cheap and must never block
 	// (metrics counters).
 	OnSeal func(Sealed)
@@ -121,6 +141,8 @@ func DefaultPartitionConfig() PartitionConfig {
 		SweepInterval:       10 * time.Minute,
 		SweepGrace:          time.Hour,
 		CheckInterval:       time.Second,
+		IdleCheckInterval:   time.Minute,
+		IdleSweepInterval:   24 * time.Hour,
 		SealOnClose:         true,
 		ProducerExpiry:      7 * 24 * time.Hour,
 		SequenceWait:        2 * time.Second,
@@ -145,8 +167,8 @@ func (c *PartitionConfig) Validate() error {
 		return errors.New("ingest: partition config: FS, Clock and Logger must be set (start from DefaultPartitionConfig)")
 	case c.SealBytes <= 0:
 		return fmt.Errorf("ingest: partition config: SealBytes %d must be positive", c.SealBytes)
-	case c.SealInterval <= 0 || c.CheckInterval <= 0 || c.SweepInterval <= 0:
-		return errors.New("ingest: partition config: SealInterval, CheckInterval and SweepInterval must be positive")
+	case c.SealInterval <= 0 || c.CheckInterval <= 0 || c.SweepInterval <= 0 || c.IdleCheckInterval <= 0 || c.IdleSweepInterval <= 0:
+		return errors.New("ingest: partition config: SealInterval, CheckInterval, IdleCheckInterval, SweepInterval and IdleSweepInterval must be positive")
 	case c.LocalRetentionBytes < 0 || c.RetentionBytes < 0 || c.RetentionTime < 0 || c.SweepGrace < 0:
 		return errors.New("ingest: partition config: retention settings must not be negative")
 	case (c.WAL == nil) != (c.WALReader == nil):
@@ -162,3 +184,28 @@ func (c *PartitionConfig) Validate() error {
 	}
 	return nil
 }
+
+// SealLimiter bounds the seals in progress at once across the partitions
+// that share it. Safe for concurrent use.
+type SealLimiter struct{ slots chan struct{} }
+
+// NewSealLimiter returns a limiter of n concurrent seals (at least 1).
+func NewSealLimiter(n int) *SealLimiter {
+	return &SealLimiter{slots: make(chan struct{}, max(n, 1))}
+}
+
+// acquire waits for a slot until ctx ends; a nil limiter has no bound.
+func (l *SealLimiter) acquire(ctx context.Context) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// InUse is how many seals hold a slot now.
+func (l *SealLimiter) InUse() int { return len(l.slots) }

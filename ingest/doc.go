@@ -46,17 +46,32 @@
 //     while the bucket's manifest (read after its listing) still carries
 //     our epoch and owner, and keeps what either manifest references: an
 //     owner taken over while idle never deletes the new owner's segments.
+//     A partition sweeps only when garbage may be there (an upload not
+//     committed, a failed delete, a takeover, young leftovers of the last
+//     sweep), and at least every IdleSweepInterval (retention.go).
+//   - An idle partition holds no buffer and no goroutine and makes no
+//     object-store request: frames are encoded in buffers shared by every
+//     local log and held only during an append, the interval fsync and
+//     the background rounds are timers armed for the next thing due
+//     (maintain.go), and no round of a partition with nothing to seal,
+//     expire or sweep touches the object store.
+//   - Partitions sharing a SealLimiter (a broker's) seal at most its
+//     bound at once: a seal holds its segment in memory, and partitions
+//     opened together reach SealInterval together.
 //
 // Concurrency: LocalLog and Partition are safe for concurrent use. A
-// Partition's background sealer is owned by the Partition and stopped by
-// Close. LocalLog holds its lock only to pick what to read: reads from disk
+// Partition's background rounds (sealing, retention, sweeping) run on a
+// timer owned by the Partition, one round at a time, and Close stops it
+// and waits for a round in progress; a LocalLog's interval fsync is a
+// timer that Close stops the same way. LocalLog holds its lock only to pick what to read: reads from disk
 // run outside it (a read never blocks Append), holding a reference that
 // keeps each file they read open until they are done, even when DropBefore
 // or Close has removed it from the log meanwhile.
 //
 // Files: locallog.go is the local log (format, recovery, appends, reads);
 // the Partition is split by concern: partition.go (the type, Close,
-// accessors), config.go (PartitionConfig), open.go (claim, adoption of local
+// accessors), config.go (PartitionConfig), maintain.go (the timer of the
+// background rounds), open.go (claim, adoption of local
 // data, recovery from the WAL), write.go (offset assignment, idempotent
 // duplicates, WAL adds), ack.go (high watermark and ack waits), seal.go
 // (sealing and the manifest commit), retention.go (local trim, retention,

@@ -288,13 +288,30 @@ type LocalLog struct {
 	files  []*logFile
 	failed error
 	closed bool
-	buf    []byte // frame scratch; guarded by mu
 
+	// dirty: appended since the last interval fsync (FsyncInterval). The
+	// first append that makes the log dirty arms syncTimer, which fsyncs
+	// once FsyncInterval later: a log nobody appends to has no timer and
+	// no goroutine.
 	dirty atomic.Bool
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	timer struct {
+		sync.Mutex
+		t       *time.Timer    // created at the first arming
+		stopped bool           // Close began: never armed again
+		running sync.WaitGroup // an armed or running interval fsync
+	}
+	once sync.Once
 }
+
+// frameBufs holds the scratch buffers appends encode frames in, shared by
+// every LocalLog of the process: a log holds a buffer only while one of
+// its appends is encoding and writing a frame, so an idle partition holds
+// none (a buffer per log, grown to its largest batch, is what made memory
+// grow with the partition count). Buffers over maxPooledFrame are left to
+// the garbage collector.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+const maxPooledFrame = 4 << 20
 
 func fileName(base int64) string { return fmt.Sprintf("%020d%s", base, logSuffix) }
 
@@ -371,7 +388,7 @@ func OpenLocalLog(opts LocalLogOptions, sealedEnd int64) (*LocalLog, RecoveryRep
 		closeAll()
 		return nil, rep, fmt.Errorf("ingest: repair local log %s: %w; the repair runs again at the next open", opts.Dir, err)
 	}
-	l := &LocalLog{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &LocalLog{opts: opts}
 	rep.Cuts, rep.DroppedStale = plan.cuts, plan.stale
 	if plan.kept >= 0 {
 		for _, s := range scans[plan.first : plan.last+1] {
@@ -400,11 +417,6 @@ func OpenLocalLog(opts LocalLogOptions, sealedEnd int64) (*LocalLog, RecoveryRep
 		return fail(fmt.Errorf("ingest: local log %s: %w", opts.Dir, err))
 	}
 	rep.NextOffset = l.files[len(l.files)-1].end
-	if opts.Fsync == FsyncInterval {
-		go l.syncLoop()
-	} else {
-		close(l.done)
-	}
 	return l, rep, nil
 }
 
@@ -651,21 +663,44 @@ func (p repairPlan) apply(fs vfs.FS, dir string, scans []*fileScan) error {
 	return nil
 }
 
-func (l *LocalLog) syncLoop() {
-	defer close(l.done)
-	t := time.NewTicker(l.opts.FsyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-			if l.dirty.Swap(false) {
-				l.Sync()
-			}
-		}
+// armSync schedules the interval fsync of a log that just became dirty.
+func (l *LocalLog) armSync() {
+	l.timer.Lock()
+	defer l.timer.Unlock()
+	if l.timer.stopped {
+		return
+	}
+	l.timer.running.Add(1)
+	if l.timer.t == nil {
+		l.timer.t = time.AfterFunc(l.opts.FsyncInterval, l.intervalSync)
+	} else {
+		l.timer.t.Reset(l.opts.FsyncInterval)
 	}
 }
+
+// intervalSync is the timer's fsync. An append during it makes the log
+// dirty again and arms the timer anew.
+func (l *LocalLog) intervalSync() {
+	defer l.timer.running.Done()
+	l.dirty.Store(false)
+	l.Sync() // an error fails the log (ErrLogFailed): the next append reports it
+}
+
+// stopSync stops the interval fsync and waits for one in progress.
+func (l *LocalLog) stopSync() {
+	l.timer.Lock()
+	l.timer.stopped = true
+	if l.timer.t != nil && l.timer.t.Stop() {
+		l.timer.running.Done() // armed, and now never runs
+	}
+	l.timer.Unlock()
+	l.timer.running.Wait()
+}
+
+// BufferBytes is the memory the log holds for appends between them: 0, as
+// frames are encoded in buffers shared by every log (frameBufs) and held
+// only during an append. Tests check it stays so.
+func (l *LocalLog) BufferBytes() int { return 0 }
 
 func (l *LocalLog) active() *logFile { return l.files[len(l.files)-1] }
 
@@ -705,22 +740,33 @@ func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
 	for i := range b.Records {
 		b.Records[i].Offset = base + int64(i)
 	}
-	l.buf = append(l.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0)
-	l.buf = segment.AppendBatch(l.buf, b)
-	payload := l.buf[frameHeader:]
+	bp := frameBufs.Get().(*[]byte)
+	buf := append((*bp)[:0], 0, 0, 0, 0, 0, 0, 0, 0)
+	buf = segment.AppendBatch(buf, b)
+	*bp = buf
+	putBuf := func() {
+		if cap(*bp) <= maxPooledFrame {
+			frameBufs.Put(bp)
+		}
+	}
+	payload := buf[frameHeader:]
 	if len(payload) > maxFrameSize {
 		l.mu.Unlock()
+		putBuf()
 		return 0, fmt.Errorf("ingest: batch of %d bytes is over the %d-byte limit", len(payload), maxFrameSize)
 	}
-	binary.LittleEndian.PutUint32(l.buf, uint32(len(payload)))
-	binary.LittleEndian.PutUint32(l.buf[4:], crc32.Checksum(payload, castagnoli))
-	if _, err := a.f.Write(l.buf); err != nil {
+	binary.LittleEndian.PutUint32(buf, uint32(len(payload)))
+	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, castagnoli))
+	_, err := a.f.Write(buf)
+	frame := int64(len(buf))
+	putBuf()
+	if err != nil {
 		l.failed = fmt.Errorf("%w: write %s: %v", ErrLogFailed, a.name, err)
 		l.mu.Unlock()
 		return 0, l.failed
 	}
 	a.index = append(a.index, indexEntry{offset: base, pos: a.size})
-	a.size += int64(len(l.buf))
+	a.size += frame
 	a.end = base + int64(len(b.Records))
 	if a.first.IsZero() {
 		a.first = l.opts.Clock()
@@ -734,7 +780,9 @@ func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
 			return 0, err
 		}
 	case FsyncInterval:
-		l.dirty.Store(true)
+		if !l.dirty.Swap(true) {
+			l.armSync()
+		}
 	}
 	return base, nil
 }
@@ -1009,8 +1057,7 @@ func (l *LocalLog) DropBefore(offset int64) (int, error) {
 func (l *LocalLog) Close() error {
 	var err error
 	l.once.Do(func() {
-		close(l.stop)
-		<-l.done
+		l.stopSync()
 		if l.opts.Fsync != FsyncNever {
 			if e := l.Sync(); e != nil && !errors.Is(e, ErrLogFailed) {
 				err = e

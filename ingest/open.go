@@ -39,14 +39,19 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 		cfg:       cfg,
 		manifests: meta.NewManifestStore(cfg.Store, cfg.Topic, cfg.Partition),
 		log:       cfg.Logger.With("topic", cfg.Topic, "partition", cfg.Partition),
-		kick:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
 	}
 	p.mu.changed = make(chan struct{})
 	m, etag, created, err := p.loadOrCreate(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// A partition taken over (or reopened after a restart) may hold
+	// objects that an earlier owner uploaded and never committed: sweep
+	// once soon. A new one holds none: only the backstop.
+	if created {
+		p.sweepDue = cfg.Clock().Add(p.idleSweepInterval())
+	} else {
+		p.sweepDue = cfg.Clock().Add(cfg.SweepInterval)
 	}
 	if self := p.self(); cfg.WAL != nil && m.Owner != self && slices.Contains(m.WALOwners, self) {
 		// This incarnation owned the partition before the current owner
@@ -95,7 +100,7 @@ func OpenPartition(ctx context.Context, cfg PartitionConfig) (*Partition, error)
 	}
 	p.log.Info("partition opened", "epoch", m.Epoch, "log_start", m.LogStartOffset,
 		"sealed_next", m.NextOffset(), "next_offset", local.NextOffset(), "segments", len(m.Segments), "wal_owners", len(m.WALOwners))
-	go p.loop()
+	p.startMaintenance()
 	return p, nil
 }
 

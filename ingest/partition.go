@@ -22,14 +22,27 @@ type Partition struct {
 	local     *LocalLog
 	log       *slog.Logger
 
-	kick chan struct{} // wakes the background loop; capacity 1
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when the background loop exits
+	// maint runs the background maintenance (Maintain) in rounds on a
+	// timer (maintain.go): at most one round at a time, and no goroutine
+	// while the partition waits for the next, so an idle partition costs
+	// a timer, not a goroutine.
+	maint struct {
+		sync.Mutex
+		t       *time.Timer    // nil until the open finished
+		stopped bool           // Close began: never armed again
+		kicked  bool           // woken during a round: the next one runs at once
+		running sync.WaitGroup // an armed or running round
+	}
+	bgCtx    context.Context // the rounds' context, canceled by Close
+	bgCancel context.CancelFunc
 
-	// sealMu serializes sealing, retention and sweeping: the background loop
-	// and Close/SealNow take it, so a manifest update never races another.
-	sealMu    sync.Mutex
-	lastSweep time.Time // guarded by sealMu
+	// sealMu serializes sealing, retention and sweeping: the background
+	// rounds and Close/SealNow take it, so a manifest update never races
+	// another.
+	sealMu sync.Mutex
+	// sweepDue is when the next sweep is due (see sweepAfter); guarded
+	// by sealMu.
+	sweepDue time.Time
 	// recoveredEnd is the local end when the open finished recovering:
 	// records below it past the sealed end came from earlier owners' WAL
 	// objects (or from a trusted disk) and are in no WAL object of ours,
@@ -75,7 +88,11 @@ type Partition struct {
 func (p *Partition) SetRetentionFloor(floor int64) {
 	for {
 		cur := p.floor.Load()
-		if floor <= cur || p.floor.CompareAndSwap(cur, floor) {
+		if floor <= cur {
+			return
+		}
+		if p.floor.CompareAndSwap(cur, floor) {
+			p.wake() // retention may drop segments now
 			return
 		}
 	}
@@ -95,13 +112,6 @@ func (p *Partition) usable() error {
 		return ErrClosed
 	}
 	return p.mu.fenced
-}
-
-func (p *Partition) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
 }
 
 // Local is the partition's local log, for hot reads.
@@ -126,7 +136,7 @@ func (p *Partition) Epoch() int64 {
 	return p.mu.manifest.Epoch
 }
 
-// Close stops the background loop, seals the unsealed tail when
+// Close stops the background rounds, seals the unsealed tail when
 // SealOnClose is set (otherwise it stays, fsynced, in the local log for the
 // next open), and closes the local log. It is idempotent; later calls
 // return the first call's result.
@@ -138,8 +148,7 @@ func (p *Partition) Close(ctx context.Context) error {
 		fenced := p.mu.fenced
 		p.mu.Unlock()
 		p.appendMu.Unlock()
-		close(p.stop)
-		<-p.done
+		p.stopMaintenance()
 		var errs []error
 		if p.cfg.SealOnClose && fenced == nil {
 			if err := p.sealAll(ctx); err != nil {

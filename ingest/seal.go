@@ -13,32 +13,6 @@ import (
 	"github.com/stratalog/strata/tier"
 )
 
-func (p *Partition) loop() {
-	defer close(p.done)
-	t := time.NewTicker(p.cfg.CheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-		case <-p.kick:
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-p.stop:
-			case <-ctx.Done():
-			}
-			cancel()
-		}()
-		if err := p.Maintain(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			p.log.Warn("partition maintenance failed; will retry", "err", err)
-		}
-		cancel()
-	}
-}
-
 // Maintain runs one round of background work: roll an aged active file,
 // seal every closed unsealed file, trim local files past the local
 // retention, apply object-store retention, and sweep garbage when due.
@@ -66,11 +40,13 @@ func (p *Partition) Maintain(ctx context.Context) error {
 	if err := p.applyRetention(ctx, now); err != nil {
 		return err
 	}
-	if now.Sub(p.lastSweep) >= p.cfg.SweepInterval {
-		if _, err := p.sweep(ctx, now); err != nil {
+	if !now.Before(p.sweepDue) {
+		young, err := p.sweepCount(ctx, now)
+		if err != nil {
+			p.sweepDue = now.Add(p.cfg.SweepInterval)
 			return err
 		}
-		p.lastSweep = now
+		p.sweepAfter(now, young > 0)
 	}
 	return nil
 }
@@ -115,6 +91,11 @@ func (p *Partition) sealClosed(ctx context.Context) error {
 // sealFile builds a segment from one closed local file, uploads it, and
 // commits it to the manifest.
 func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
+	release, err := p.cfg.Seals.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: seal %s: waiting for a seal slot: %w", f.Name, err)
+	}
+	defer release()
 	p.mu.Lock()
 	m, etag := p.mu.manifest, p.mu.etag
 	p.mu.Unlock()
@@ -126,7 +107,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	prods := producersFrom(m.Producers)
 	nowMs := p.cfg.Clock().UnixMilli() // broker time, never the records' own
 	var msgIDs int64
-	err := p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
+	err = p.local.ReadFile(f.BaseOffset, func(b *segment.Batch) error {
 		if b.LastOffset() < from {
 			return nil
 		}
@@ -152,6 +133,14 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	}
 	key := meta.SegmentKey(p.cfg.Topic, p.cfg.Partition, footer.FirstOffset, m.Epoch)
 	size := int64(buf.Len())
+	committed := false
+	defer func() {
+		if !committed {
+			// The object may be stored (an upload whose answer was lost,
+			// or a commit that failed after it) and referenced by nothing.
+			p.sweepSoon()
+		}
+	}()
 	if _, err := p.cfg.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), size); err != nil {
 		return fmt.Errorf("ingest: upload segment %s: %w", key, err)
 	}
@@ -174,6 +163,7 @@ func (p *Partition) sealFile(ctx context.Context, f FileInfo) error {
 	if err := p.commit(ctx, etag, next); err != nil {
 		return err
 	}
+	committed = true
 	failpoint.Hit(failpoint.ManifestCommitted)
 	p.advance(next.NextOffset())
 	if p.cfg.OnSeal != nil {

@@ -511,18 +511,49 @@ func Replay(ctx context.Context, t target.Target, topic string, p Params) (inges
 	return in, rp, nil
 }
 
-// Partitions produces across n partitions (a fresh topic) for p.Duration.
-func Partitions(ctx context.Context, t target.Target, topic string, n int, p Params) (*Result, error) {
+// Partitions produces across n partitions (a fresh topic) for
+// p.Duration, a sustained phase: every partition is opened first (a
+// warm-up of one-record batches, each producer's next batch going to the
+// next partition, bounded in records and time), so the phase measures
+// the steady state and not the one-time cost of claiming n partitions,
+// which the Note reports (time and requests). With idle > 0 the target
+// then stays idle that long and the Note gives the object-store requests
+// per minute it made meanwhile.
+func Partitions(ctx context.Context, t target.Target, topic string, n int, p Params, idle time.Duration) (*Result, error) {
 	p.Partitions = n
 	if err := t.CreateTopic(ctx, topic, n); err != nil {
 		return nil, fmt.Errorf("create topic with %d partitions: %w", n, err)
 	}
+	warm := p
+	warm.Batch, warm.Linger = 1, 0
+	u0 := t.Usage(ctx)
+	wstart := time.Now()
+	if _, err := produceFor(ctx, t, topic, warm, 5*time.Minute, int64(n*p.Producers)); err != nil {
+		return nil, fmt.Errorf("open %d partitions: %w", n, err)
+	}
+	wsecs := time.Since(wstart).Seconds()
 	before := t.Usage(ctx)
 	r, err := produceFor(ctx, t, topic, p, p.Duration, p.MaxRecords)
 	if err != nil {
 		return nil, err
 	}
 	r.Workload = fmt.Sprintf("partitions-%d", n)
-	r.Cost = cost(before, t.Usage(ctx), r.Bytes, true)
+	after := t.Usage(ctx)
+	r.Cost = cost(before, after, r.Bytes, true)
+	w := before.Objects.Sub(u0.Objects)
+	r.Note = fmt.Sprintf("partitions opened first in %.1f s (%d PUTs, %d GETs, %d LISTs, not in the phase)", wsecs, w.Puts, w.Gets, w.Lists)
+	if idle > 0 {
+		start := time.Now()
+		select {
+		case <-time.After(idle):
+		case <-ctx.Done():
+			return r, ctx.Err()
+		}
+		d := t.Usage(ctx).Objects.Sub(after.Objects)
+		mins := time.Since(start).Minutes()
+		total := d.Puts + d.Gets + d.Lists + d.Heads + d.Deletes + d.Posts
+		r.Note += fmt.Sprintf("; then idle %.0f s: %.1f requests/min (PUT %d, GET %d, LIST %d, HEAD %d, DELETE %d)",
+			idle.Seconds(), float64(total)/mins, d.Puts, d.Gets, d.Lists, d.Heads, d.Deletes)
+	}
 	return r, nil
 }

@@ -49,6 +49,7 @@ type config struct {
 	workloads, partitionCounts, partitionTargets        string
 	p                                                   workload.Params
 	totalTimeout                                        time.Duration
+	partitionPhase, partitionIdle                       time.Duration
 }
 
 func parse(args []string) (*config, error) {
@@ -80,6 +81,8 @@ func parse(args []string) (*config, error) {
 	fs.DurationVar(&c.p.ReplayTimeout, "replay-timeout", 0, "bound on the replay read per target (default: 20s quick, 5m full)")
 	fs.StringVar(&c.partitionCounts, "partition-counts", "", "partition counts of the partitions workload (default: 1,100 quick; 1,100,1000,10000 full)")
 	fs.StringVar(&c.partitionTargets, "partition-targets", "strata-local", "comma-separated targets that run the partitions workload")
+	fs.DurationVar(&c.partitionPhase, "partition-duration", 0, "length of each partitions phase, after every partition was opened (default: 2s quick, 60s full: long enough for the WAL's collection and for seals by size to show)")
+	fs.DurationVar(&c.partitionIdle, "partition-idle", -1, "after each partitions phase, stay idle this long and report the object-store requests per minute (default: 0 quick, 60s full)")
 	fs.Int64Var(&c.p.QueueRecords, "queue-records", 0, "queue: backlog produced before the workers start (default: 4,000 quick, 100,000 full)")
 	fs.IntVar(&c.p.QueueWorkers, "queue-workers", 8, "queue: competing workers, each with its own connection")
 	fs.IntVar(&c.p.QueueBatch, "queue-batch", 100, "queue: most records per receive (and per ack call); RabbitMQ's prefetch and NATS's pull window per worker")
@@ -87,7 +90,7 @@ func parse(args []string) (*config, error) {
 	fs.Float64Var(&c.p.QueueRate, "queue-rate", 0, "queue: offered records/s of the light-load produce-to-receive phase (0: -queue-load of the measured drain throughput)")
 	fs.Float64Var(&c.p.QueueLoad, "queue-load", 0.1, "queue: light-load rate as a fraction of the measured drain throughput (< 0: no light-load phase)")
 	fs.DurationVar(&c.p.QueueTimeout, "queue-timeout", 0, "queue: bound on the fill and on the drain, each (default: 1m quick, 10m full)")
-	fs.DurationVar(&c.totalTimeout, "timeout", 0, "stop everything after this long (default: 4m quick, 40m full)")
+	fs.DurationVar(&c.totalTimeout, "timeout", 0, "stop everything after this long (default: 4m quick, 60m full)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -98,8 +101,12 @@ func parse(args []string) (*config, error) {
 	}
 	def(&c.p.Duration, 2*time.Second, 10*time.Second)
 	def(&c.p.ReplayTimeout, 20*time.Second, 5*time.Minute)
-	def(&c.totalTimeout, 4*time.Minute, 40*time.Minute)
+	def(&c.totalTimeout, 4*time.Minute, 60*time.Minute)
 	def(&c.p.QueueTimeout, time.Minute, 10*time.Minute)
+	def(&c.partitionPhase, 2*time.Second, time.Minute)
+	if c.partitionIdle < 0 {
+		c.partitionIdle = map[bool]time.Duration{true: 0, false: time.Minute}[c.quick]
+	}
 	if c.p.QueueRecords == 0 {
 		c.p.QueueRecords = map[bool]int64{true: 4_000, false: 100_000}[c.quick]
 	}
@@ -377,8 +384,8 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 					continue
 				}
 				p := c.p
-				p.Duration = max(c.p.Duration/2, time.Second)
-				r, err := workload.Partitions(ctx, t, fmt.Sprintf("parts%d", n), n, p)
+				p.Duration = c.partitionPhase
+				r, err := workload.Partitions(ctx, t, fmt.Sprintf("parts%d", n), n, p, c.partitionIdle)
 				add(r)
 				if err != nil {
 					fail("%s partitions-%d: %v", name, n, err)

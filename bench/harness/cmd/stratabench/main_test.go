@@ -77,9 +77,15 @@ func TestFlags(t *testing.T) {
 	if c.p.Duration != 2*time.Second || c.p.ReplayMiB != 16 || c.partitionCounts != "1,100" || c.p.QueueRecords != 4000 || c.p.QueueTimeout != time.Minute {
 		t.Fatalf("quick defaults %+v %s", c.p, c.partitionCounts)
 	}
+	if c.partitionPhase != 2*time.Second || c.partitionIdle != 0 {
+		t.Fatalf("quick partitions phase %v, idle %v", c.partitionPhase, c.partitionIdle)
+	}
 	c, _ = parse(nil)
 	if c.p.Duration != 10*time.Second || c.partitionCounts != "1,100,1000,10000" || c.p.QueueRecords != 100_000 || c.p.QueueWorkers != 8 || c.p.QueueBatch != 100 {
 		t.Fatalf("full defaults %+v", c.p)
+	}
+	if c.partitionPhase != time.Minute || c.partitionIdle != time.Minute {
+		t.Fatalf("full partitions phase %v, idle %v: a sustained phase is at least 60 s", c.partitionPhase, c.partitionIdle)
 	}
 	if _, err := parse([]string{"-record-size", "8"}); err == nil {
 		t.Fatal("record size 8 accepted")
