@@ -2,7 +2,8 @@
 // (NATS JetStream, Redis Streams, RabbitMQ streams; for the queue
 // workload their queues: JetStream work queues, Redis consumer groups,
 // RabbitMQ quorum and classic queues) and the raw limits of the machine,
-// in one run, and writes a table, JSON and PNG plots.
+// in one run, and writes a table, JSON and plots (PNG; the
+// latency-versus-load curve also as SVG).
 //
 //	cd bench/harness && go run ./cmd/stratabench -quick -out results/
 //
