@@ -22,7 +22,8 @@ type schedule struct {
 // newSchedule returns the schedule of an open-loop phase of dur at rate
 // records/s: at most maxRecords, and no more than the phase has due
 // times for (rate*dur, rounded up), so the phase is bounded in count
-// whatever its clock does.
+// whatever its clock does, and its last record is due before dur ends
+// (due(dur) == limit).
 func newSchedule(rate float64, dur time.Duration, maxRecords int64) (schedule, error) {
 	if !(rate > 0) || math.IsInf(rate, 0) {
 		return schedule{}, fmt.Errorf("open loop: offered rate %v records/s: want a positive number", rate)

@@ -63,6 +63,16 @@ func TestSchedule(t *testing.T) {
 	if got := s.wait(2000, 0); got != 0 {
 		t.Errorf("wait with nothing left = %v", got)
 	}
+	// The phase's last record is due by its end, whatever the rate: an
+	// open-loop sender stops when the schedule is done.
+	for _, rate := range []float64{1000, 3, 333.3, 7e5} {
+		for _, dur := range []time.Duration{400 * time.Millisecond, time.Second, 1234567 * time.Microsecond} {
+			s, _ := newSchedule(rate, dur, 1<<40)
+			if s.due(dur) != s.limit || s.at(s.limit-1) > dur {
+				t.Errorf("%v/s for %v: due(end) = %d of %d, last due at %v", rate, dur, s.due(dur), s.limit, s.at(s.limit-1))
+			}
+		}
+	}
 	// The record limit bounds a fast phase; a fractional count rounds up.
 	if s, _ := newSchedule(1e6, time.Minute, 5000); s.limit != 5000 {
 		t.Errorf("limit %d, want max-records 5000", s.limit)

@@ -364,7 +364,10 @@ func EndToEnd(ctx context.Context, t target.Target, topic string, p Params, rate
 loop:
 	for sent < limit {
 		el := time.Since(start)
-		if el > p.Duration {
+		// Open loop: the schedule ends by itself (its last record is due
+		// before p.Duration), so a late wake-up still sends every record
+		// due; the closed loop stops at the deadline.
+		if rate == 0 && el > p.Duration {
 			break
 		}
 		if rate > 0 {
