@@ -71,15 +71,16 @@ func (s schedule) wait(sent int64, elapsed time.Duration) time.Duration {
 var DefaultCurveLoads = []float64{0.10, 0.25, 0.50, 0.75, 0.90}
 
 // ParseLoads reads comma-separated percentages of saturation ("10,25,50")
-// into fractions, in the order given. Each must be above 0 and at most
-// 200 (beyond saturation is allowed, to see overload); none may repeat.
+// into fractions, in the order given. Each must be at least 0.1 and at
+// most 200 (beyond saturation is allowed, to see overload); none may
+// repeat.
 func ParseLoads(s string) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(f), "%"))
 		v, err := strconv.ParseFloat(f, 64)
-		if err != nil || !(v > 0 && v <= 200) {
-			return nil, fmt.Errorf("curve load %q: want a percentage of saturation above 0 and at most 200, e.g. 10,25,50,75,90", f)
+		if err != nil || !(v >= 0.1 && v <= 200) {
+			return nil, fmt.Errorf("curve load %q: want a percentage of saturation from 0.1 to 200, e.g. 10,25,50,75,90", f)
 		}
 		for _, o := range out {
 			if o == v/100 {

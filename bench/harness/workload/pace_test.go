@@ -2,6 +2,7 @@ package workload
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +100,7 @@ func TestParseLoadsAndCurveRates(t *testing.T) {
 	if !slices.Equal(loads, DefaultCurveLoads) {
 		t.Fatalf("loads %v, want %v", loads, DefaultCurveLoads)
 	}
-	for _, bad := range []string{"", "0", "-5", "abc", "10,,20", "250", "10,10"} {
+	for _, bad := range []string{"", "0", "0.05", "5e-324", "-5", "abc", "NaN", "10,,20", "250", "10,10"} {
 		if _, err := ParseLoads(bad); err == nil {
 			t.Errorf("ParseLoads(%q) accepted", bad)
 		}
@@ -127,4 +128,29 @@ func TestParseLoadsAndCurveRates(t *testing.T) {
 			t.Errorf("curveName(%v) = %q, want %q", load, got, want)
 		}
 	}
+}
+
+// ParseLoads on any input: an error, or loads in [0.001, 2] without repeats
+// that read back the same when written out again.
+func FuzzParseLoads(f *testing.F) {
+	for _, s := range []string{"10,25,50,75,90", "7.5", "200", "0", "-1", "1e2", "50%,60", "NaN", "Inf", ",", "10,10", "5e-324", "0.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		loads, err := ParseLoads(s)
+		if err != nil {
+			return
+		}
+		var parts []string
+		for i, l := range loads {
+			if !(l >= 0.001 && l <= 2) || slices.Contains(loads[:i], l) {
+				t.Fatalf("%q: load %v", s, l)
+			}
+			parts = append(parts, strconv.FormatFloat(l*100, 'g', -1, 64))
+		}
+		again, err := ParseLoads(strings.Join(parts, ","))
+		if err != nil || len(again) != len(loads) {
+			t.Fatalf("%q -> %v -> %v, %v", s, loads, again, err)
+		}
+	})
 }
