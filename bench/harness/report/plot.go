@@ -15,7 +15,7 @@ import (
 	"github.com/stratalog/strata/bench/harness/hist"
 )
 
-// Plots writes the PNGs into dir and returns their paths.
+// Plots writes the plots into dir and returns their paths.
 func (r *Report) Plots(dir string) ([]string, error) {
 	var out []string
 	for _, f := range []func(string) (string, error){r.throughputPlot, r.latencyPlot("e2e-open", "latency-e2e.png", "End-to-end latency, open loop (send → receive)"),
@@ -29,14 +29,15 @@ func (r *Report) Plots(dir string) ([]string, error) {
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	curve, err := r.curvePlot(dir)
+	return append(out, curve...), err
 }
 
 func (r *Report) targetNames() []string {
 	var names []string
 	seen := map[string]bool{}
 	for _, x := range r.Results {
-		if isQueue(x.Workload) {
+		if isQueue(x.Workload) || isCurve(x.Workload) {
 			continue
 		}
 		if !seen[x.Target] {

@@ -1,7 +1,9 @@
 // Package report is the benchmark's output: one JSON document, a text
 // table that puts strata next to its peers and next to the machine's
-// limits (and a table of the queues), and PNG plots (throughput bars,
-// latency percentile curves).
+// limits (and tables of the queues and of the latency-versus-load curve
+// with its S3 PUT cost, curve.go), and plots: PNGs (throughput bars,
+// latency percentile curves) and the latency-versus-load curve as SVG
+// and PNG. Results are only read here, never changed.
 package report
 
 import (
@@ -205,7 +207,7 @@ func (r *Report) Table(w io.Writer) {
 	fmt.Fprintf(w, "stratabench %s mode, %s, %d cores, %d GiB, %s\n\n", r.Mode, r.Started.UTC().Format(time.RFC3339), r.Machine.Cores, r.Machine.MemoryGiB, r.Machine.GoVersion)
 	p := r.Params
 	fmt.Fprintf(w, "record %d B, %d partitions, %d producers, batch %d, %d in flight, %v per phase\n\n", p.RecordSize, p.Partitions, p.Producers, p.Batch, p.InFlight, p.Duration)
-	if slices.ContainsFunc(r.Results, func(x *workload.Result) bool { return !isQueue(x.Workload) }) {
+	if slices.ContainsFunc(r.Results, func(x *workload.Result) bool { return !isQueue(x.Workload) && !isCurve(x.Workload) }) {
 		fmt.Fprintln(w, "| target | workload | records/s | MB/s | p50 ms | p99 ms | p99.9 ms | PUTs/GiB | GETs/GiB | stored/produced | RSS MiB | notes |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 		res := append([]*workload.Result(nil), r.Results...)
@@ -215,8 +217,8 @@ func (r *Report) Table(w io.Writer) {
 		}
 		sort.SliceStable(res, func(i, j int) bool { return wlOrder(res[i].Workload) < wlOrder(res[j].Workload) })
 		for _, x := range res {
-			if isQueue(x.Workload) {
-				continue // their own table
+			if isQueue(x.Workload) || isCurve(x.Workload) {
+				continue // their own tables
 			}
 			p50, p99, p999 := "", "", ""
 			if x.Latency != nil && x.Latency.Count > 0 {
@@ -250,6 +252,7 @@ func (r *Report) Table(w io.Writer) {
 				float64(x.Cost.RSSBytes)/(1<<20), strings.Join(notes, "; "))
 		}
 	}
+	r.curveTable(w)
 	if len(r.Unavailable) > 0 {
 		fmt.Fprintln(w)
 		names := make([]string, 0, len(r.Unavailable))
@@ -403,7 +406,7 @@ func (r *Report) Bounds() []Bound {
 }
 
 func wlOrder(w string) string {
-	for i, p := range []string{"produce", "e2e-saturation", "e2e-open", "replay-ingest", "replay", "partitions", "queue-fill", "queue-e2e", "queue"} {
+	for i, p := range []string{"produce", "e2e-saturation", "e2e-open", "curve", "replay-ingest", "replay", "partitions", "queue-fill", "queue-e2e", "queue"} {
 		if strings.HasPrefix(w, p) {
 			n := 0
 			fmt.Sscanf(strings.TrimPrefix(strings.TrimPrefix(w, p), "-"), "%d", &n)

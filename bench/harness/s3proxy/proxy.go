@@ -1,7 +1,8 @@
 // Package s3proxy is a counting reverse proxy for an S3-compatible object
 // store on loopback: strata talks to the proxy, the proxy forwards every
 // request unchanged (Host header included, so SigV4 signatures stay valid)
-// and counts requests by kind and bytes moved.
+// and counts requests by kind and bytes moved, and separately the PUTs of
+// strata's WAL objects (keys meta.ParseWALKey accepts, under any prefix).
 package s3proxy
 
 import (
@@ -12,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+
+	"github.com/stratalog/strata/meta"
 )
 
 // Counts is a snapshot of what went through the proxy.
@@ -24,11 +27,17 @@ type Counts struct {
 	Posts    int64 `json:"posts"`     // POSTs (multipart initiate/complete, batch delete)
 	PutBytes int64 `json:"put_bytes"` // request body bytes of PUTs
 	GetBytes int64 `json:"get_bytes"` // response body bytes of GETs
+	// WALPuts are the PUTs (counted in Puts too) of strata WAL objects
+	// and fences, <prefix>/wal/<incarnation>/<seq:020d>; WALPutBytes
+	// their request body bytes.
+	WALPuts     int64 `json:"wal_puts"`
+	WALPutBytes int64 `json:"wal_put_bytes"`
 }
 
 // Sub returns c - o.
 func (c Counts) Sub(o Counts) Counts {
-	return Counts{c.Puts - o.Puts, c.Gets - o.Gets, c.Lists - o.Lists, c.Heads - o.Heads, c.Deletes - o.Deletes, c.Posts - o.Posts, c.PutBytes - o.PutBytes, c.GetBytes - o.GetBytes}
+	return Counts{c.Puts - o.Puts, c.Gets - o.Gets, c.Lists - o.Lists, c.Heads - o.Heads, c.Deletes - o.Deletes, c.Posts - o.Posts, c.PutBytes - o.PutBytes, c.GetBytes - o.GetBytes,
+		c.WALPuts - o.WALPuts, c.WALPutBytes - o.WALPutBytes}
 }
 
 // Proxy forwards to one upstream and counts.
@@ -37,6 +46,7 @@ type Proxy struct {
 	srv                                      *http.Server
 	puts, gets, lists, heads, deletes, posts atomic.Int64
 	putBytes, getBytes                       atomic.Int64
+	walPuts, walPutBytes                     atomic.Int64
 }
 
 // Start listens on 127.0.0.1 (a free port) and forwards to upstream
@@ -64,9 +74,12 @@ func Start(upstream string) (*Proxy, error) {
 		},
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.count(r)
+		wal := p.count(r)
 		if r.Method == http.MethodPut && r.Body != nil {
 			r.Body = &countingBody{ReadCloser: r.Body, n: &p.putBytes}
+			if wal {
+				r.Body = &countingBody{ReadCloser: r.Body, n: &p.walPutBytes}
+			}
 		}
 		rp.ServeHTTP(w, r)
 	})}
@@ -81,11 +94,27 @@ func isObject(path string) bool {
 	return i >= 0 && i < len(path)-1
 }
 
-func (p *Proxy) count(r *http.Request) {
+// isWAL: the path's last three elements are a strata WAL key
+// (wal/<incarnation>/<seq:020d>), whatever bucket and prefix come first.
+func isWAL(path string) bool {
+	parts := strings.Split(path, "/")
+	if len(parts) < 4 { // "", bucket, "wal", incarnation, seq at least
+		return false
+	}
+	_, _, ok := meta.ParseWALKey(strings.Join(parts[len(parts)-3:], "/"))
+	return ok
+}
+
+// count counts r; it reports whether r is a PUT of a WAL object.
+func (p *Proxy) count(r *http.Request) (walPut bool) {
 	switch r.Method {
 	case http.MethodPut:
 		if isObject(r.URL.Path) {
 			p.puts.Add(1)
+			if isWAL(r.URL.Path) {
+				p.walPuts.Add(1)
+				walPut = true
+			}
 		}
 	case http.MethodGet:
 		if isObject(r.URL.Path) {
@@ -100,6 +129,7 @@ func (p *Proxy) count(r *http.Request) {
 	case http.MethodPost:
 		p.posts.Add(1)
 	}
+	return walPut
 }
 
 // Addr is the proxy's HOST:PORT.
@@ -107,7 +137,8 @@ func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 
 // Counts returns what has gone through so far.
 func (p *Proxy) Counts() Counts {
-	return Counts{p.puts.Load(), p.gets.Load(), p.lists.Load(), p.heads.Load(), p.deletes.Load(), p.posts.Load(), p.putBytes.Load(), p.getBytes.Load()}
+	return Counts{p.puts.Load(), p.gets.Load(), p.lists.Load(), p.heads.Load(), p.deletes.Load(), p.posts.Load(), p.putBytes.Load(), p.getBytes.Load(),
+		p.walPuts.Load(), p.walPutBytes.Load()}
 }
 
 // Close stops the proxy.

@@ -14,7 +14,7 @@ import (
 )
 
 // A fake upstream: the proxy keeps the Host header and the path, and
-// counts PUTs, GETs and listings with their bytes.
+// counts PUTs, GETs and listings with their bytes, and strata's WAL PUTs.
 func TestCountsAndKeepsHost(t *testing.T) {
 	var hosts []string
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -52,8 +52,15 @@ func TestCountsAndKeepsHost(t *testing.T) {
 	do("HEAD", "/b/k", nil)
 	do("DELETE", "/b/k", nil)
 	do("POST", "/b/k?uploads", nil)
+	// strata's WAL objects, under a prefix or not; a key that only looks
+	// like one (a topic named wal, a short sequence number) is not.
+	do("PUT", "/b/run-1/wal/inc-a/00000000000000000007", make([]byte, 50))
+	do("PUT", "/b/wal/inc-b/00000000000000000000", make([]byte, 10))
+	do("PUT", "/b/topics/wal/id/partitions/0/manifest.json", make([]byte, 5))
+	do("PUT", "/b/run-1/wal/inc-a/7", make([]byte, 5))
+	do("GET", "/b/run-1/wal/inc-a/00000000000000000007", nil)
 	c := p.Counts()
-	want := Counts{Puts: 2, Gets: 1, Lists: 1, Heads: 1, Deletes: 1, Posts: 1, PutBytes: 1024, GetBytes: 300}
+	want := Counts{Puts: 6, Gets: 2, Lists: 1, Heads: 1, Deletes: 1, Posts: 1, PutBytes: 1094, GetBytes: 300, WALPuts: 2, WALPutBytes: 60}
 	if c != want {
 		t.Fatalf("counts %+v, want %+v", c, want)
 	}
@@ -62,7 +69,7 @@ func TestCountsAndKeepsHost(t *testing.T) {
 			t.Fatalf("upstream saw Host %q", h)
 		}
 	}
-	if d := c.Sub(Counts{Puts: 1}); d.Puts != 1 || d.Gets != 1 {
+	if d := c.Sub(Counts{Puts: 1, WALPuts: 1}); d.Puts != 5 || d.Gets != 2 || d.WALPuts != 1 || d.WALPutBytes != 60 {
 		t.Fatalf("sub %+v", d)
 	}
 }

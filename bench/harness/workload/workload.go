@@ -1,9 +1,11 @@
 // Package workload runs the benchmark's workloads against any
 // target.Target: produce throughput, end-to-end latency (open loop at an
-// offered rate, and at saturation), catch-up / cold replay, produce
-// across many partitions, and (queue.go, on a target.Queuer) a queue's
-// backlog drained by competing workers. Every loop is bounded in records
-// and in time.
+// offered rate, and at saturation), the latency-versus-offered-load
+// curve (open loop at fractions of saturation), catch-up / cold replay,
+// produce across many partitions, and (queue.go, on a target.Queuer) a
+// queue's backlog drained by competing workers. Every loop is bounded in
+// records and in time; an open-loop sender follows a schedule (pace.go)
+// and stamps each record with its due time.
 package workload
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +52,10 @@ type Params struct {
 	QueueLoad float64 `json:"queue_load"`
 	// QueueTimeout bounds the fill and the drain each (0: 10 min).
 	QueueTimeout time.Duration `json:"queue_timeout_ns"`
+	// The latency curve: one open-loop phase of CurveDuration (0:
+	// Duration) at each of CurveLoads, fractions of saturation.
+	CurveDuration time.Duration `json:"curve_point_duration_ns"`
+	CurveLoads    []float64     `json:"curve_loads,omitempty"`
 }
 
 // Result is one workload on one target.
@@ -66,11 +73,15 @@ type Result struct {
 	// still held unacked after the drain (-1: unknown).
 	Redelivered int64 `json:"redelivered,omitempty"`
 	Unacked     int64 `json:"unacked,omitempty"`
-	// Offered is the open-loop rate in records/s.
+	// Offered is the open-loop rate in records/s; Load (curve) that rate
+	// as a fraction of the target's saturation.
 	Offered float64       `json:"offered_per_s,omitempty"`
-	Latency *hist.Summary `json:"latency,omitempty"` // producer-side (produce), send-to-receive (e2e), receive-to-ack (queue)
+	Load    float64       `json:"load,omitempty"`
+	Latency *hist.Summary `json:"latency,omitempty"` // producer-side (produce), send-to-receive (e2e, curve), receive-to-ack (queue)
 	// Queue: how long a receive call that returned records took (from
-	// its call); queue-e2e-open: the producer's send-to-confirm latency.
+	// its call); queue-e2e-open: the producer's send-to-confirm latency;
+	// e2e and curve: the producer's send-to-ack latency (open loop: from
+	// the record's due time).
 	Latency2 *hist.Summary `json:"latency2,omitempty"`
 	Cost     Cost          `json:"cost"`
 	Note     string        `json:"note,omitempty"`
@@ -102,6 +113,11 @@ type Cost struct {
 	CPUPercent      float64 `json:"cpu_percent,omitempty"`
 	StoreCPUSeconds float64 `json:"store_cpu_seconds,omitempty"`
 	StoreCPUPercent float64 `json:"store_cpu_percent,omitempty"`
+	// Latency phases (e2e, curve): strata's WAL object PUTs (counted in
+	// Puts too), their bytes, and WAL PUTs per second of the send phase.
+	WALPuts     int64   `json:"wal_puts,omitempty"`
+	WALPutBytes int64   `json:"wal_put_bytes,omitempty"`
+	WALPutsPerS float64 `json:"wal_puts_per_s,omitempty"`
 }
 
 const gib = float64(1 << 30)
@@ -259,15 +275,27 @@ func stampOf(v []byte) (int64, bool) {
 	return int64(binary.LittleEndian.Uint64(v[8:16])), true
 }
 
-// EndToEnd measures send-to-receive latency through tailing consumers.
-// rate > 0: open loop, records are due at start + i/rate and each carries
-// its due time, so a stall in the system (or in the sender, blocked by flow
-// control) counts in full for every record it delays (no coordinated
-// omission). rate == 0: saturation, each record carries its actual send
-// time and the sender goes as fast as the producer lets it.
+// EndToEnd measures send-to-receive latency through tailing consumers,
+// and (Latency2) the producer's send-to-ack latency. rate > 0: open loop
+// (a schedule, pace.go) of at most p.Duration, records are due at
+// start + i/rate and each carries its due time, so a stall in the system
+// (or in the sender, blocked by flow control) counts in full for every
+// record it delays (no coordinated omission); both latencies run from
+// the due time. rate == 0: saturation, each record carries its actual
+// send time and the sender goes as fast as the producer lets it. The
+// object-store PUTs of the send phase (strata on MinIO) are in Cost.
 func EndToEnd(ctx context.Context, t target.Target, topic string, p Params, rate float64) (*Result, error) {
 	if p.RecordSize < 16 {
 		return nil, errors.New("e2e latency needs records of at least 16 bytes")
+	}
+	limit := p.MaxRecords
+	var sch schedule
+	if rate > 0 {
+		var err error
+		if sch, err = newSchedule(rate, p.Duration, p.MaxRecords); err != nil {
+			return nil, err
+		}
+		limit = sch.limit
 	}
 	if err := t.CreateTopic(ctx, topic, p.Partitions); err != nil {
 		return nil, fmt.Errorf("create topic: %w", err)
@@ -313,45 +341,51 @@ func EndToEnd(ctx context.Context, t target.Target, topic string, p Params, rate
 		return nil, err
 	}
 	tmpl := Payloads(1, p.RecordSize, 2)[0]
+	ha := hist.New()
 	var acked, errs atomic.Int64
 	var firstErr atomic.Value
-	cb := func(err error) {
-		if err != nil {
-			errs.Add(1)
-			firstErr.CompareAndSwap(nil, err)
-			return
-		}
-		acked.Add(1)
+	send := func(sctx context.Context, at int64) error {
+		return pr.Send(sctx, stampValue(nil, tmpl, at), func(err error) {
+			if err != nil {
+				errs.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			ha.Record(time.Duration(time.Now().UnixNano() - at))
+			acked.Add(1)
+		})
 	}
+	before := t.Usage(ctx)
 	start := time.Now()
 	deadline := start.Add(p.Duration)
 	sctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
 	defer cancel()
 	var sent int64
-	limit := p.MaxRecords
-send:
+loop:
 	for sent < limit {
-		now := time.Now()
-		if now.After(deadline) {
+		el := time.Since(start)
+		// Open loop: the schedule ends by itself (its last record is due
+		// before p.Duration), so a late wake-up still sends every record
+		// due; the closed loop stops at the deadline.
+		if rate == 0 && el > p.Duration {
 			break
 		}
 		if rate > 0 {
-			due := int64(now.Sub(start).Seconds() * rate)
+			due := sch.due(el)
 			if due <= sent {
-				time.Sleep(min(time.Duration(float64(time.Second)/rate), time.Millisecond))
+				time.Sleep(sch.wait(sent, el))
 				continue
 			}
-			for ; sent < due && sent < limit; sent++ {
-				at := start.Add(time.Duration(float64(sent) / rate * float64(time.Second))).UnixNano()
-				if err := pr.Send(sctx, stampValue(nil, tmpl, at), cb); err != nil {
+			for ; sent < due; sent++ {
+				if err := send(sctx, start.Add(sch.at(sent)).UnixNano()); err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err)
-					break send
+					break loop
 				}
 			}
 			continue
 		}
-		if err := pr.Send(sctx, stampValue(nil, tmpl, time.Now().UnixNano()), cb); err != nil {
+		if err := send(sctx, time.Now().UnixNano()); err != nil {
 			errs.Add(1)
 			firstErr.CompareAndSwap(nil, err)
 			break
@@ -362,6 +396,7 @@ send:
 		errs.Add(1)
 	}
 	sendTime := time.Since(start)
+	after := t.Usage(ctx)
 	pr.Close()
 	// Wait (bounded) for the consumers to see everything acked.
 	wait := time.Now().Add(15 * time.Second)
@@ -379,8 +414,9 @@ send:
 		r.Workload, r.Offered = "e2e-open", rate
 	}
 	r.RecPerS, r.MBPerS = float64(acked.Load())/sendTime.Seconds(), float64(acked.Load()*int64(p.RecordSize))/1e6/sendTime.Seconds()
-	s := h.Summarize()
-	r.Latency = &s
+	s, sa := h.Summarize(), ha.Summarize()
+	r.Latency, r.Latency2 = &s, &sa
+	r.Cost = sendCost(before, after, acked.Load()*int64(p.RecordSize), sendTime)
 	r.Cost.RSSBytes = t.Usage(ctx).RSSBytes
 	if e, ok := firstErr.Load().(error); ok {
 		r.Note = "first error: " + e.Error()
@@ -389,6 +425,58 @@ send:
 		return r, fmt.Errorf("no record reached a consumer (%d acked)", acked.Load())
 	}
 	return r, nil
+}
+
+// sendCost is the object-store side of a latency phase: its PUTs (in
+// all, per GiB acked, and strata's WAL PUTs per second of the phase).
+func sendCost(before, after target.Usage, payload int64, el time.Duration) Cost {
+	d := after.Objects.Sub(before.Objects)
+	c := Cost{Puts: d.Puts, PutBytes: d.PutBytes, WALPuts: d.WALPuts, WALPutBytes: d.WALPutBytes, CacheHitRatio: -1}
+	if payload > 0 {
+		c.PutsPerGiB = float64(d.Puts) / (float64(payload) / gib)
+	}
+	if el > 0 {
+		c.WALPutsPerS = float64(d.WALPuts) / el.Seconds()
+	}
+	return c
+}
+
+// Curve is the latency-versus-offered-load curve: at each load (a
+// fraction of saturation, the target's measured saturation rate in
+// records/s: its e2e-saturation result) one open-loop EndToEnd phase of
+// p.CurveDuration (at most p.MaxRecords records) on a fresh topic
+// <topic><percent> (curve10; a dot becomes p: curve7p5), in the order
+// given. Each point's result is named
+// curve-<percent> (curve-10) and carries its load; a point that fails is
+// reported with the others and the next point still runs.
+func Curve(ctx context.Context, t target.Target, topic string, p Params, saturation float64, loads []float64) ([]*Result, error) {
+	rates, err := CurveRates(saturation, loads)
+	if err != nil {
+		return nil, err
+	}
+	pp := p
+	pp.Duration = p.CurveDuration
+	if pp.Duration <= 0 {
+		pp.Duration = p.Duration
+	}
+	var out []*Result
+	var errs []error
+	for i, rate := range rates {
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", curveName(loads[i]), ctx.Err()))
+			break
+		}
+		name := curveName(loads[i])
+		r, err := EndToEnd(ctx, t, topic+strings.NewReplacer("curve-", "", ".", "p").Replace(name), pp, rate)
+		if r != nil {
+			r.Workload, r.Load = name, loads[i]
+			out = append(out, r)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s (%.0f records/s): %w", name, rate, err))
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // Replay (run first on a fresh target, so a cold restart seals only its

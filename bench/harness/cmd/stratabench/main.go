@@ -2,7 +2,8 @@
 // (NATS JetStream, Redis Streams, RabbitMQ streams; for the queue
 // workload their queues: JetStream work queues, Redis consumer groups,
 // RabbitMQ quorum and classic queues) and the raw limits of the machine,
-// in one run, and writes a table, JSON and PNG plots.
+// in one run, and writes a table, JSON and plots (PNG; the
+// latency-versus-load curve also as SVG).
 //
 //	cd bench/harness && go run ./cmd/stratabench -quick -out results/
 //
@@ -47,6 +48,7 @@ type config struct {
 	quick, requirePeers, installPeers, noLimits, noIdem bool
 	out, targets, store, repo, natsBin, tmp             string
 	workloads, partitionCounts, partitionTargets        string
+	curveLoads                                          string
 	p                                                   workload.Params
 	totalTimeout                                        time.Duration
 	partitionPhase, partitionIdle                       time.Duration
@@ -58,7 +60,7 @@ func parse(args []string) (*config, error) {
 	fs.BoolVar(&c.quick, "quick", false, "quick mode (under 2 minutes; CI's smoke test): short phases, small history")
 	fs.StringVar(&c.out, "out", "results", "results directory (JSON, table, PNGs)")
 	fs.StringVar(&c.targets, "targets", "", "comma-separated targets (default: strata-local,nats-js-sync,redis-always,rabbitmq-stream; full mode adds strata-local-5ms, strata-none and redis-everysec). Known: strata-local, strata-none, strata-durable (each with an optional WAL flush interval: strata-local-5ms), nats-js-sync, nats-js, redis-always, redis-everysec, rabbitmq-stream")
-	fs.StringVar(&c.workloads, "workloads", "produce,e2e,replay,partitions,queue", "comma-separated workloads: produce, e2e, replay, partitions, queue")
+	fs.StringVar(&c.workloads, "workloads", "produce,e2e,curve,replay,partitions,queue", "comma-separated workloads: produce, e2e, curve, replay, partitions, queue")
 	fs.BoolVar(&c.noLimits, "no-limits", false, "skip measuring the machine's limits")
 	fs.StringVar(&c.store, "store", "minio", "strata's object store: minio (started via scripts/minio.sh, requests counted by a proxy) or file (embedded, no request counts)")
 	fs.StringVar(&c.repo, "repo", "", "the strata repository root (default: found from the working directory)")
@@ -79,6 +81,8 @@ func parse(args []string) (*config, error) {
 	fs.Float64Var(&c.p.Rate, "rate", 0, "offered records/s of the open-loop latency phase (0: half of the target's measured saturation)")
 	fs.IntVar(&c.p.ReplayMiB, "replay-mib", 0, "history written then replayed, MiB (default: 16 quick, 256 full)")
 	fs.DurationVar(&c.p.ReplayTimeout, "replay-timeout", 0, "bound on the replay read per target (default: 20s quick, 5m full)")
+	fs.StringVar(&c.curveLoads, "curve-loads", "10,25,50,75,90", "curve: offered loads, in % of each target's own saturation (its e2e-saturation rate, measured first when e2e does not run)")
+	fs.DurationVar(&c.p.CurveDuration, "curve-point-duration", 0, "curve: length of each load's open-loop phase (default: 500ms quick, 10s full); -max-records bounds its records too")
 	fs.StringVar(&c.partitionCounts, "partition-counts", "", "partition counts of the partitions workload (default: 1,100 quick; 1,100,1000,10000 full)")
 	fs.StringVar(&c.partitionTargets, "partition-targets", "strata-local", "comma-separated targets that run the partitions workload")
 	fs.DurationVar(&c.partitionPhase, "partition-duration", 0, "length of each partitions phase, after every partition was opened (default: 2s quick, 60s full: long enough for the WAL's collection and for seals by size to show)")
@@ -107,6 +111,12 @@ func parse(args []string) (*config, error) {
 	if c.partitionIdle < 0 {
 		c.partitionIdle = map[bool]time.Duration{true: 0, false: time.Minute}[c.quick]
 	}
+	def(&c.p.CurveDuration, 500*time.Millisecond, 10*time.Second)
+	loads, err := workload.ParseLoads(c.curveLoads)
+	if err != nil {
+		return nil, err
+	}
+	c.p.CurveLoads = loads
 	if c.p.QueueRecords == 0 {
 		c.p.QueueRecords = map[bool]int64{true: 4_000, false: 100_000}[c.quick]
 	}
@@ -339,6 +349,9 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 			if r.Latency != nil && r.Latency.Count > 0 {
 				lat = fmt.Sprintf(", p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms", r.Latency.P50, r.Latency.P99, r.Latency.P999)
 			}
+			if r.Cost.WALPuts > 0 {
+				lat += fmt.Sprintf(", %.1f WAL PUTs/s", r.Cost.WALPutsPerS)
+			}
 			logf("%s %s: %.0f records/s, %.1f MB/s%s", name, r.Workload, r.RecPerS, r.MBPerS, lat)
 		}
 	}
@@ -372,6 +385,28 @@ func runWorkloads(ctx context.Context, c *config, t target.Target, rep *report.R
 			add(r)
 			if err != nil {
 				fail("%s e2e open loop: %v", name, err)
+			}
+		}
+	}
+	if has(c.workloads, "curve") {
+		// Each target's own saturation: the e2e workload's, else measured here.
+		sat := rep.Find(name, "e2e-saturation")
+		if sat == nil {
+			r, err := workload.EndToEnd(ctx, t, "curvesat", c.p, 0)
+			add(r)
+			if err != nil {
+				fail("%s curve: saturation: %v", name, err)
+			}
+			sat = r
+		}
+		if sat != nil && sat.RecPerS > 0 {
+			logf("%s curve: loads %s %% of %.0f records/s, %v each", name, c.curveLoads, sat.RecPerS, c.p.CurveDuration)
+			rs, err := workload.Curve(ctx, t, "curve", c.p, sat.RecPerS, c.p.CurveLoads)
+			for _, r := range rs {
+				add(r)
+			}
+			if err != nil {
+				fail("%s curve: %v", name, err)
 			}
 		}
 	}

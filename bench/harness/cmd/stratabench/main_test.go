@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	err := run(ctx, []string{"-quick", "-store", "file", "-targets", "strata-local", "-out", out, "-duration", "700ms",
-		"-replay-mib", "4", "-partition-counts", "1,10", "-queue-records", "2000", "-tmp", t.TempDir()}, &stdout)
+		"-replay-mib", "4", "-partition-counts", "1,10", "-curve-point-duration", "300ms", "-queue-records", "2000", "-tmp", t.TempDir()}, &stdout)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, stdout.String())
 	}
@@ -36,6 +37,16 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 		x := r.Find("strata-local", wl)
 		if x == nil || x.Records == 0 {
 			t.Errorf("%s: no result or no records: %+v", wl, x)
+		}
+	}
+	// The latency curve: a point at each default load of the e2e
+	// saturation rate, with both latencies (file store: no PUT counts).
+	sat := r.Find("strata-local", "e2e-saturation")
+	for _, load := range []float64{0.10, 0.25, 0.50, 0.75, 0.90} {
+		x := r.Find("strata-local", fmt.Sprintf("curve-%.0f", load*100))
+		if x == nil || sat == nil || x.Records == 0 || x.Load != load || x.Offered < sat.RecPerS*load*0.999 || x.Offered > sat.RecPerS*load*1.001 ||
+			x.Latency2 == nil || x.Latency2.Count == 0 {
+			t.Errorf("curve at %v of %+v: %+v", load, sat, x)
 		}
 	}
 	if x := r.Find("strata-local", "replay"); x != nil && x.Records != r.Find("strata-local", "replay-ingest").Records {
@@ -62,7 +73,7 @@ func TestQuickRunStrataFileStore(t *testing.T) {
 	if r.Limit("disk write+fsync") == nil || r.Limit("zstd decode") == nil {
 		t.Errorf("limits missing: %+v", r.Limits)
 	}
-	for _, f := range []string{"results.md", "throughput.png", "latency-e2e.png", "latency-produce.png", "partitions.png", "queue.png", "latency-queue.png"} {
+	for _, f := range []string{"results.md", "throughput.png", "latency-e2e.png", "latency-produce.png", "partitions.png", "queue.png", "latency-queue.png", "latency-curve.svg", "latency-curve.png"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
@@ -86,6 +97,18 @@ func TestFlags(t *testing.T) {
 	}
 	if c.partitionPhase != time.Minute || c.partitionIdle != time.Minute {
 		t.Fatalf("full partitions phase %v, idle %v: a sustained phase is at least 60 s", c.partitionPhase, c.partitionIdle)
+	}
+	if c.p.CurveDuration != 10*time.Second || len(c.p.CurveLoads) != 5 || c.p.CurveLoads[0] != 0.1 || c.p.CurveLoads[4] != 0.9 || !has(c.workloads, "curve") {
+		t.Fatalf("curve defaults %v %v, workloads %s", c.p.CurveDuration, c.p.CurveLoads, c.workloads)
+	}
+	if q, _ := parse([]string{"-quick"}); q.p.CurveDuration != 500*time.Millisecond {
+		t.Fatalf("quick curve points of %v", q.p.CurveDuration)
+	}
+	if c, err := parse([]string{"-curve-loads", "20,80", "-curve-point-duration", "5s"}); err != nil || len(c.p.CurveLoads) != 2 || c.p.CurveLoads[1] != 0.8 || c.p.CurveDuration != 5*time.Second {
+		t.Fatalf("-curve-loads 20,80: %+v %v", c, err)
+	}
+	if _, err := parse([]string{"-curve-loads", "0,50"}); err == nil {
+		t.Fatal("a curve load of 0 % accepted")
 	}
 	if _, err := parse([]string{"-record-size", "8"}); err == nil {
 		t.Fatal("record size 8 accepted")
