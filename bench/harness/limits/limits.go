@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/stratalog/strata/bench/harness/hist"
+
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
@@ -127,6 +129,35 @@ func ObjectStore(ctx context.Context, st tier.Store, data []byte, objSize, count
 		st.Delete(ctx, k)
 	}
 	return
+}
+
+// PutLatency PUTs count objects of objSize bytes (payload: data,
+// repeated), one at a time (as strata's WAL writer stores one object per
+// slot), stopping early after maxTime, and returns their latencies. The
+// objects are deleted afterwards.
+func PutLatency(ctx context.Context, st tier.Store, data []byte, objSize, count int, maxTime time.Duration) (hist.Summary, error) {
+	body := make([]byte, 0, objSize)
+	for len(body) < objSize {
+		body = append(body, data[:min(len(data), objSize-len(body))]...)
+	}
+	h := hist.New()
+	var keys []string
+	defer func() {
+		for _, k := range keys {
+			st.Delete(context.Background(), k)
+		}
+	}()
+	deadline := time.Now().Add(maxTime)
+	for i := 0; i < count && (i == 0 || time.Now().Before(deadline)); i++ {
+		k := fmt.Sprintf("limits/put-%d-%d", time.Now().UnixNano(), i)
+		start := time.Now()
+		if _, err := st.PutIfAbsent(ctx, k, bytes.NewReader(body), int64(len(body))); err != nil {
+			return h.Summarize(), err
+		}
+		h.Record(time.Since(start))
+		keys = append(keys, k)
+	}
+	return h.Summarize(), nil
 }
 
 // Codecs compresses and decompresses block (the workloads' payload) with

@@ -126,6 +126,35 @@ func (r *Report) Judge() {
 	if !judged {
 		r.Goals = append(r.Goals, Goal{Name: "e2e p99, local acks, open loop at half of saturation", Bound: 10, Unit: "ms"})
 	}
+	// Issue 17's latency goals, for each strata target with durable acks
+	// at half of its saturation: e2e p99 under 100 ms at the default
+	// flush interval; e2e p99, and the producer's ack p99, at most the
+	// flush interval + 2 x the raw PUT p99 of the phase's mean WAL object
+	// size (measured right after it); with a 5 ms flush interval, e2e p99
+	// at most 30 ms.
+	for _, s := range r.Results {
+		if s.Target != "strata-durable" && !strings.HasPrefix(s.Target, "strata-durable-") || s.Workload != "e2e-open" || s.Latency == nil || s.Latency.Count == 0 {
+			continue
+		}
+		flush := 50.0
+		if d, err := time.ParseDuration(strings.TrimPrefix(s.Target, "strata-durable-")); err == nil {
+			flush = float64(d) / float64(time.Millisecond)
+		}
+		if s.Target == "strata-durable" {
+			r.Goals = append(r.Goals, Goal{Name: "e2e p99, durable acks, default settings, half of saturation (strata-durable)", Bound: 100, Unit: "ms", Judged: true, Value: s.Latency.P99, Met: s.Latency.P99 < 100})
+		}
+		if flush == 5 {
+			r.Goals = append(r.Goals, Goal{Name: "e2e p99, durable acks, 5 ms flush interval, half of saturation (" + s.Target + ")", Bound: 30, Unit: "ms", Judged: true, Value: s.Latency.P99, Met: s.Latency.P99 <= 30})
+		}
+		if s.RawPut != nil && s.RawPut.Count > 0 {
+			bound := flush + 2*s.RawPut.P99
+			note := fmt.Sprintf("raw PUT of %s: p99 %.1f ms over %d PUTs", sizeText(s.RawPutBytes), s.RawPut.P99, s.RawPut.Count)
+			r.Goals = append(r.Goals, Goal{Name: "e2e p99 / (flush interval + 2 x raw PUT p99), half of saturation (" + s.Target + ")", Bound: 1, Unit: "x", Judged: true, Value: s.Latency.P99 / bound, Met: s.Latency.P99 <= bound, Note: note})
+			if s.Latency2 != nil && s.Latency2.Count > 0 {
+				r.Goals = append(r.Goals, Goal{Name: "produce ack p99 / (flush interval + 2 x raw PUT p99), half of saturation (" + s.Target + ")", Bound: 1, Unit: "x", Judged: true, Value: s.Latency2.P99 / bound, Met: s.Latency2.P99 <= bound, Note: note})
+			}
+		}
+	}
 	// 3. cold replay >= 80% of raw MinIO GET rate.
 	g = Goal{Name: "cold replay / raw MinIO GET byte rate (stored bytes)", Bound: 80, Unit: "%"}
 	for _, x := range r.Results {
@@ -178,6 +207,14 @@ func (r *Report) Judge() {
 	if !judged {
 		r.Goals = append(r.Goals, Goal{Name: name, Bound: 1, Unit: "x"})
 	}
+}
+
+// sizeText is n bytes in KiB or MiB.
+func sizeText(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
 }
 
 // QueueKind returns the queue kind named name, or nil.

@@ -266,3 +266,46 @@ func TestCurvePlotFiles(t *testing.T) {
 		t.Fatalf("curve files without a curve: %v %v", paths, err)
 	}
 }
+
+// Issue 17's latency goals: judged per strata-durable target at half of
+// saturation, against the raw PUT p99 measured after the phase.
+func TestLatencyGoals(t *testing.T) {
+	summary := func(ms float64) *hist.Summary {
+		h := hist.New()
+		for i := 0; i < 100; i++ {
+			h.Record(time.Duration(ms * float64(time.Millisecond)))
+		}
+		s := h.Summarize()
+		return &s
+	}
+	r := &Report{Results: []*workload.Result{
+		{Target: "strata-durable", Workload: "e2e-open", Latency: summary(120), Latency2: summary(60), RawPut: summary(20), RawPutBytes: 1 << 20},
+		{Target: "strata-durable-5ms", Workload: "e2e-open", Latency: summary(25), Latency2: summary(40), RawPut: summary(10), RawPutBytes: 64 << 10},
+		{Target: "strata-local", Workload: "e2e-open", Latency: summary(5)},
+	}}
+	r.Judge()
+	got := map[string]Goal{}
+	for _, g := range r.Goals {
+		got[g.Name] = g
+	}
+	for name, want := range map[string]struct {
+		v   float64
+		met bool
+	}{
+		"e2e p99, durable acks, default settings, half of saturation (strata-durable)":                  {120, false},
+		"e2e p99 / (flush interval + 2 x raw PUT p99), half of saturation (strata-durable)":             {120.0 / 90, false},
+		"produce ack p99 / (flush interval + 2 x raw PUT p99), half of saturation (strata-durable)":     {60.0 / 90, true},
+		"e2e p99, durable acks, 5 ms flush interval, half of saturation (strata-durable-5ms)":           {25, true},
+		"e2e p99 / (flush interval + 2 x raw PUT p99), half of saturation (strata-durable-5ms)":         {25.0 / 25, true},
+		"produce ack p99 / (flush interval + 2 x raw PUT p99), half of saturation (strata-durable-5ms)": {40.0 / 25, false},
+	} {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("goal %q not judged", name)
+			continue
+		}
+		if !g.Judged || g.Met != want.met || g.Value < want.v*0.97 || g.Value > want.v*1.03 {
+			t.Errorf("%s: %+v, want value %.3f met %v", name, g, want.v, want.met)
+		}
+	}
+}

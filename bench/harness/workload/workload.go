@@ -83,7 +83,13 @@ type Result struct {
 	// e2e and curve: the producer's send-to-ack latency (open loop: from
 	// the record's due time).
 	Latency2 *hist.Summary `json:"latency2,omitempty"`
-	Cost     Cost          `json:"cost"`
+	// RawPut (strata's e2e-open, on MinIO): the latency of plain
+	// one-at-a-time PUTs straight to MinIO of the phase's mean WAL object
+	// size, measured right after the phase (the bound of issue 17's
+	// latency goals: flush interval + 2 x its p99).
+	RawPut      *hist.Summary `json:"raw_put,omitempty"`
+	RawPutBytes int64         `json:"raw_put_bytes,omitempty"`
+	Cost        Cost          `json:"cost"`
 	Note     string        `json:"note,omitempty"`
 }
 
