@@ -287,7 +287,14 @@ func (c *Client) CreateTopic(ctx context.Context, name string, partitions int32)
 }
 
 func toProto(r *Record) *stratapb.Record {
-	out := &stratapb.Record{Key: r.Key, Value: r.Value, TimestampMs: r.Timestamp}
+	out := &stratapb.Record{}
+	fillProto(out, r)
+	return out
+}
+
+// fillProto sets the zero record out to r's wire form.
+func fillProto(out *stratapb.Record, r *Record) {
+	out.Key, out.Value, out.TimestampMs = r.Key, r.Value, r.Timestamp
 	for k, v := range r.Headers {
 		out.Headers = append(out.Headers, &stratapb.Header{Key: k, Value: v})
 	}
@@ -304,7 +311,6 @@ func toProto(r *Record) *stratapb.Record {
 	if r.MsgID != "" {
 		add(HeaderMsgID, r.MsgID)
 	}
-	return out
 }
 
 func fromProto(topic string, r *stratapb.Record) Record {

@@ -85,7 +85,7 @@ func WithRequestTimeout(d time.Duration) ProducerOption {
 
 // Result is the outcome of one Send.
 type Result struct {
-	done      chan struct{}
+	done      chan struct{} // its batch's: every result of a batch is resolved at once
 	Partition int32
 	Offset    int64
 	Err       error
@@ -129,9 +129,8 @@ type batch struct {
 func (b *batch) fail(err error) {
 	for _, res := range b.results {
 		res.Err, res.Partition, res.Offset = err, b.part, -1
-		close(res.done)
 	}
-	close(b.done)
+	close(b.done) // also each result's done: after every field is set
 }
 
 // partState is what the idempotent producer knows of one partition under
@@ -208,6 +207,31 @@ type Producer struct {
 	needID     bool // send nothing until a (new) producer id is taken
 	initing    bool // InitProducer is under way
 	parts      map[int32]*partState
+	// Send allocates records and results from these slabs, slabSize at a
+	// time, rather than two objects and a channel per record.
+	recSlab []stratapb.Record
+	resSlab []Result
+}
+
+// slabSize is how many records (and results) Send allocates at once.
+const slabSize = 64
+
+// newRecord returns a zero record from the slab. Caller holds mu.
+func (p *Producer) newRecord() *stratapb.Record {
+	if len(p.recSlab) == cap(p.recSlab) {
+		p.recSlab = make([]stratapb.Record, 0, slabSize)
+	}
+	p.recSlab = p.recSlab[:len(p.recSlab)+1]
+	return &p.recSlab[len(p.recSlab)-1]
+}
+
+// newResult returns a zero result from the slab. Caller holds mu.
+func (p *Producer) newResult() *Result {
+	if len(p.resSlab) == cap(p.resSlab) {
+		p.resSlab = make([]Result, 0, slabSize)
+	}
+	p.resSlab = p.resSlab[:len(p.resSlab)+1]
+	return &p.resSlab[len(p.resSlab)-1]
 }
 
 // ErrProducerClosed is returned by Send after Close.
@@ -297,7 +321,6 @@ func (p *Producer) partitionOf(r *stratapb.Record) int32 {
 // for a retry or fill its window, or a producer id is being taken); then
 // it returns ctx's error if ctx ends first, and the record is not queued.
 func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
-	rec := toProto(&r)
 	if p.cfg.idempotent || p.cfg.partition < 0 {
 		if err := p.lookup(ctx); err != nil {
 			return nil, err
@@ -305,6 +328,8 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	rec := p.newRecord()
+	fillProto(rec, &r)
 	for {
 		if p.closed {
 			return nil, ErrProducerClosed
@@ -316,7 +341,8 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 			p.pending[part] = b
 		}
 		if len(b.recs) < p.cfg.batchSize {
-			res := &Result{done: make(chan struct{})}
+			res := p.newResult()
+			res.done = b.done
 			b.recs = append(b.recs, rec)
 			b.results = append(b.results, res)
 			if len(b.recs) >= p.cfg.batchSize {
@@ -576,9 +602,8 @@ func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, 
 	}
 	for i, res := range b.results {
 		res.Partition, res.Offset = resp.Partitions[i], resp.Offsets[i]
-		close(res.done)
 	}
-	close(b.done)
+	close(b.done) // also each result's done: after every field is set
 }
 
 // Flush sends what is pending and waits until every batch pending or

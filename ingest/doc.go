@@ -51,7 +51,8 @@
 //     sweep), and at least every IdleSweepInterval (retention.go).
 //   - An idle partition holds no buffer and no goroutine and makes no
 //     object-store request: frames are encoded in buffers shared by every
-//     local log and held only during an append, the interval fsync and
+//     local log and held only during a Write (a batch is encoded once:
+//     the WAL copies the frame's payload before the buffer is released), the interval fsync and
 //     the background rounds are timers armed for the next thing due
 //     (maintain.go), and no round of a partition with nothing to seal,
 //     expire or sweep touches the object store.

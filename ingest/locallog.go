@@ -699,7 +699,8 @@ func (l *LocalLog) stopSync() {
 
 // BufferBytes is the memory the log holds for appends between them: 0, as
 // frames are encoded in buffers shared by every log (frameBufs) and held
-// only during an append. Tests check it stays so.
+// only during an append (and, for appendShared, until the WAL has copied
+// the encoding, within the same Partition.Write). Tests check it stays so.
 func (l *LocalLog) BufferBytes() int { return 0 }
 
 func (l *LocalLog) active() *logFile { return l.files[len(l.files)-1] }
@@ -707,34 +708,52 @@ func (l *LocalLog) active() *logFile { return l.files[len(l.files)-1] }
 // Append assigns the batch the next offsets (setting b.BaseOffset and each
 // record's Offset), writes it as one frame, and fsyncs per the policy.
 func (l *LocalLog) Append(b *segment.Batch) (int64, error) {
+	base, _, release, err := l.append(b, true)
+	release()
+	return base, err
+}
+
+// appendShared is Append that also hands back the batch's encoding
+// (segment.AppendBatch of b with its offsets, the frame's payload) so the
+// WAL can copy it instead of encoding the batch a second time. enc lies
+// in a buffer shared by every log (frameBufs): it is valid only until
+// release, which the caller must call exactly once, error or not, and
+// soon (the buffer is held, not counted in BufferBytes).
+func (l *LocalLog) appendShared(b *segment.Batch) (base int64, enc []byte, release func(), err error) {
 	return l.append(b, true)
 }
 
 // AppendAt appends a batch that already has its offsets (recovery copies
 // a tail from elsewhere); it must start at NextOffset.
 func (l *LocalLog) AppendAt(b *segment.Batch) error {
-	_, err := l.append(b, false)
+	_, _, release, err := l.append(b, false)
+	release()
 	return err
 }
 
-func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
+func noRelease() {}
+
+// append writes b as one frame and returns, with its base offset, the
+// frame's payload (b's encoding) in a pooled buffer that is valid until
+// release; release is never nil.
+func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, []byte, func(), error) {
 	if len(b.Records) == 0 {
-		return 0, errors.New("ingest: empty batch")
+		return 0, nil, noRelease, errors.New("ingest: empty batch")
 	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return 0, ErrLogClosed
+		return 0, nil, noRelease, ErrLogClosed
 	}
 	if l.failed != nil {
 		l.mu.Unlock()
-		return 0, l.failed
+		return 0, nil, noRelease, l.failed
 	}
 	a := l.active()
 	base := a.end
 	if !assign && b.BaseOffset != base {
 		l.mu.Unlock()
-		return 0, fmt.Errorf("ingest: batch at offset %d appended where the log continues at %d", b.BaseOffset, base)
+		return 0, nil, noRelease, fmt.Errorf("ingest: batch at offset %d appended where the log continues at %d", b.BaseOffset, base)
 	}
 	b.BaseOffset = base
 	for i := range b.Records {
@@ -745,25 +764,26 @@ func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
 	buf = segment.AppendBatch(buf, b)
 	*bp = buf
 	putBuf := func() {
-		if cap(*bp) <= maxPooledFrame {
+		if bp != nil && cap(*bp) <= maxPooledFrame {
 			frameBufs.Put(bp)
 		}
+		bp = nil // a second call must not pool the buffer twice
 	}
 	payload := buf[frameHeader:]
 	if len(payload) > maxFrameSize {
 		l.mu.Unlock()
 		putBuf()
-		return 0, fmt.Errorf("ingest: batch of %d bytes is over the %d-byte limit", len(payload), maxFrameSize)
+		return 0, nil, noRelease, fmt.Errorf("ingest: batch of %d bytes is over the %d-byte limit", len(payload), maxFrameSize)
 	}
 	binary.LittleEndian.PutUint32(buf, uint32(len(payload)))
 	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, castagnoli))
 	_, err := a.f.Write(buf)
 	frame := int64(len(buf))
-	putBuf()
 	if err != nil {
+		putBuf()
 		l.failed = fmt.Errorf("%w: write %s: %v", ErrLogFailed, a.name, err)
 		l.mu.Unlock()
-		return 0, l.failed
+		return 0, nil, noRelease, l.failed
 	}
 	a.index = append(a.index, indexEntry{offset: base, pos: a.size})
 	a.size += frame
@@ -777,14 +797,15 @@ func (l *LocalLog) append(b *segment.Batch, assign bool) (int64, error) {
 	switch l.opts.Fsync {
 	case FsyncAlways:
 		if err := l.syncTo(a, end); err != nil {
-			return 0, err
+			putBuf()
+			return 0, nil, noRelease, err
 		}
 	case FsyncInterval:
 		if !l.dirty.Swap(true) {
 			l.armSync()
 		}
 	}
-	return base, nil
+	return base, payload, putBuf, nil
 }
 
 // syncTo fsyncs f unless a concurrent fsync already covered `end`.

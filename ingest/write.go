@@ -174,7 +174,10 @@ func (p *Partition) write(b *segment.Batch, reserved int64) (AppendResult, <-cha
 		p.wakeAppended()
 		return plan.result(stored.BaseOffset), nil, nil
 	}
-	base, err := p.local.Append(stored)
+	// The batch is encoded once: the WAL copies the local log's frame
+	// payload (the same segment.AppendBatch bytes) before the pooled
+	// buffer holding it is released.
+	base, enc, releaseEnc, err := p.local.appendShared(stored)
 	if err != nil {
 		release()
 		return AppendResult{}, nil, err
@@ -182,8 +185,12 @@ func (p *Partition) write(b *segment.Batch, reserved int64) (AppendResult, <-cha
 	p.producers.record(stored, nowMs)
 	p.remember(stored, nowMs, nowMs)
 	p.wakeAppended()
-	if p.cfg.WAL != nil {
-		if err := p.cfg.WAL.Add(p.cfg.Topic, p.cfg.Partition, stored, reserved, p.advance); err != nil {
+	if p.cfg.WAL == nil {
+		releaseEnc()
+	} else {
+		err := p.cfg.WAL.AddEncoded(p.cfg.Topic, p.cfg.Partition, stored.BaseOffset, stored.LastOffset(), enc, reserved, p.advance)
+		releaseEnc()
+		if err != nil {
 			// The record has an offset but can never be acknowledged as
 			// durable by this broker: stop taking writes.
 			p.failWAL(err)

@@ -55,6 +55,28 @@ func FuzzDecodeBatch(f *testing.F) {
 	})
 }
 
+// FuzzBatchSpan: BatchSpan never panics, and on every batch DecodeBatch
+// takes whole it agrees with DecodeBatch.
+func FuzzBatchSpan(f *testing.F) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, b := range genBatches(rng, 7, 5) {
+		f.Add(AppendBatch(nil, &b))
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		base, count, ok := BatchSpan(data)
+		b, n, err := DecodeBatch(data)
+		if err == nil && n == len(data) {
+			if !ok || base != b.BaseOffset || int(count) != len(b.Records) {
+				t.Fatalf("BatchSpan = %d, %d, %v; DecodeBatch: base %d, %d records", base, count, ok, b.BaseOffset, len(b.Records))
+			}
+		}
+		if ok && (base < 0 || len(data) < batchFixedLen) {
+			t.Fatalf("BatchSpan accepted %d bytes with base %d", len(data), base)
+		}
+	})
+}
+
 func FuzzDecodeBlock(f *testing.F) {
 	for _, seg := range seedSegments(f) {
 		r, err := Open(context.Background(), &memRange{data: seg}, int64(len(seg)))

@@ -103,6 +103,22 @@ func appendBytes(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
+// BatchSpan reads the base offset and the record count from the fixed
+// fields of an encoded batch (AppendBatch) without decoding its records.
+// ok is false when src is too short for them, its length field does not
+// match len(src) exactly, or the base offset is negative.
+func BatchSpan(src []byte) (base int64, count uint32, ok bool) {
+	if len(src) < batchFixedLen || int64(binary.LittleEndian.Uint32(src)) != int64(len(src)-4) {
+		return 0, 0, false
+	}
+	base = int64(binary.LittleEndian.Uint64(src[4:]))
+	count = binary.LittleEndian.Uint32(src[34:])
+	if base < 0 || base > math.MaxInt64-int64(count) {
+		return 0, 0, false
+	}
+	return base, count, true
+}
+
 // DecodeBatch decodes one batch from the start of src and returns it with the
 // number of bytes it used. Keys, values and header values alias src. Any
 // malformed input gives an error wrapping ErrCorrupt, never a panic.

@@ -60,6 +60,11 @@
 //     slot in its range is taken; a fence that landed in a freed slot
 //     below stored objects is harmless, and recovery reads past it when
 //     the partition's offsets run on.
+//   - Add and AddEncoded copy the batch's bytes before they return (the
+//     caller's buffers may be reused at once). A chunk's buffer is reused
+//     for later chunks only after its object is committed and was stored
+//     by its only PUT attempt (a timed-out attempt's transport may still
+//     read its body).
 //   - The Reader's header cache is bounded and drops the headers of
 //     collected objects.
 //
