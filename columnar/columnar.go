@@ -155,6 +155,7 @@ type Builder struct {
 	// last is the size of the batch NewRecord cut last: what the next
 	// batch's buffers are reserved for when its first rows arrive.
 	last, cur sizes
+	scratch   scratch // AppendRecords' bulk columns, made on first use
 
 	// columns of rb, by role
 	part    *array.Int32Builder
@@ -283,8 +284,14 @@ func (b *Builder) AppendRecords(recs []segment.Record, maxBytes int) int {
 		return 0
 	}
 	b.reserve(z)
-	for i := range recs[:n] {
-		b.appendRow(&recs[i])
+	// The fixed-width columns (and empty header lists) in bulk, a piece of
+	// scratchRows rows at a time; the rest row by row.
+	for lo := 0; lo < n; lo += scratchRows {
+		piece := recs[lo:min(n, lo+scratchRows)]
+		headers := b.appendFixed(piece)
+		for i := range piece {
+			b.appendVar(&piece[i], headers)
+		}
 	}
 	b.cur.rows += z.rows
 	b.cur.keyBytes += z.keyBytes
@@ -296,17 +303,70 @@ func (b *Builder) AppendRecords(recs []segment.Record, maxBytes int) int {
 	return n
 }
 
+// scratchRows is the most rows appendFixed takes at once (the size of
+// the Builder's scratch columns).
+const scratchRows = 1024
+
+// scratch holds the fixed-width values of up to scratchRows rows, to be
+// appended in bulk.
+type scratch struct {
+	part      []int32 // the partition, scratchRows times
+	offset    []int64
+	ts        []arrow.Timestamp
+	hdrOffset []int32 // an empty header list's offsets
+	valid     []bool  // true, scratchRows times
+}
+
+// appendFixed adds the partition, offset and timestamp columns of recs
+// (at most scratchRows, reserved) in bulk, and their header lists too
+// when none of them has a header; it reports whether some have (then
+// appendVar adds each row's list).
+func (b *Builder) appendFixed(recs []segment.Record) (headers bool) {
+	s := &b.scratch
+	if s.part == nil {
+		s.part, s.offset, s.ts = make([]int32, scratchRows), make([]int64, scratchRows), make([]arrow.Timestamp, scratchRows)
+		s.hdrOffset, s.valid = make([]int32, scratchRows), make([]bool, scratchRows)
+		for i := range scratchRows {
+			s.part[i], s.valid[i] = b.partition, true
+		}
+	}
+	n := len(recs)
+	for i := range recs {
+		s.offset[i], s.ts[i] = recs[i].Offset, arrow.Timestamp(recs[i].Timestamp)
+		headers = headers || len(recs[i].Headers) > 0
+	}
+	b.part.AppendValues(s.part[:n], nil)
+	b.offset.AppendValues(s.offset[:n], nil)
+	b.ts.AppendValues(s.ts[:n], nil)
+	if !headers {
+		at := int32(b.hdr.Len())
+		for i := range n {
+			s.hdrOffset[i] = at
+		}
+		b.headers.AppendValues(s.hdrOffset[:n], s.valid[:n])
+	}
+	return headers
+}
+
 // appendRow adds r as one row into buffers reserved for it (reserve).
 func (b *Builder) appendRow(r *segment.Record) {
 	b.part.UnsafeAppend(b.partition)
 	b.offset.UnsafeAppend(r.Offset)
 	b.ts.UnsafeAppend(arrow.Timestamp(r.Timestamp))
+	b.appendVar(r, true)
+}
+
+// appendVar adds r's key, value (or typed fields) and, with headers,
+// its header list, into buffers reserved for them.
+func (b *Builder) appendVar(r *segment.Record, headers bool) {
 	if r.Key == nil {
 		b.key.AppendNull()
 	} else {
 		b.key.UnsafeAppend(r.Key)
 	}
-	b.headers.Append(true)
+	if headers {
+		b.headers.Append(true)
+	}
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		b.hdr.Append(true)
