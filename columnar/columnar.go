@@ -26,12 +26,21 @@
 //     into a wrong value; its fields are null and _invalid/_raw say why and
 //     keep the bytes. Report counts those rows and names their first
 //     offsets.
-//   - The builder copies what it keeps: the records passed to Append may be
-//     reused (they are shared with the read cache) once Append returns.
+//   - The builder copies what it keeps and never writes to what it is
+//     given: the records passed to Append and AppendRecords may be shared
+//     (with the read cache, read-only) and may be reused once the call
+//     returns.
+//   - Building allocates per batch, not per row (the default layout): a
+//     Builder reserves its buffers for the rows it is given (AppendRecords
+//     sizes them from the records in one pass) and for the size of the
+//     batch it cut last, so a stream of similar batches grows no buffer
+//     row by row.
 //   - A Layout is immutable and safe for concurrent use; a Builder is not.
 package columnar
 
 import (
+	"unsafe"
+
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
@@ -143,6 +152,10 @@ type Builder struct {
 	rb        *array.RecordBuilder
 	bytes     int // approximate bytes appended since the last NewRecord
 	report    Report
+	// last is the size of the batch NewRecord cut last: what the next
+	// batch's buffers are reserved for when its first rows arrive.
+	last, cur sizes
+	scratch   scratch // AppendRecords' bulk columns, made on first use
 
 	// columns of rb, by role
 	part    *array.Int32Builder
@@ -189,22 +202,177 @@ func (l *Layout) NewBuilder(mem memory.Allocator, p int32) *Builder {
 	return b
 }
 
+// sizes are what rows hold: what a builder reserves its buffers for.
+type sizes struct {
+	rows, keyBytes, valueBytes, headers, headerKeyBytes, headerValueBytes int
+}
+
+func (z *sizes) add(r *segment.Record) {
+	z.rows++
+	z.keyBytes += len(r.Key)
+	z.valueBytes += len(r.Value)
+	z.headers += len(r.Headers)
+	for i := range r.Headers {
+		z.headerKeyBytes += len(r.Headers[i].Key)
+		z.headerValueBytes += len(r.Headers[i].Value)
+	}
+}
+
+// reserve makes room for z more rows, and, for the first rows of a batch,
+// for at least the size of the batch cut last: one allocation per buffer
+// per batch in a steady stream, instead of regrowing each from empty.
+func (b *Builder) reserve(z sizes) {
+	if b.cur.rows == 0 {
+		z = sizes{
+			rows: max(z.rows, b.last.rows), keyBytes: max(z.keyBytes, b.last.keyBytes), valueBytes: max(z.valueBytes, b.last.valueBytes),
+			headers: max(z.headers, b.last.headers), headerKeyBytes: max(z.headerKeyBytes, b.last.headerKeyBytes), headerValueBytes: max(z.headerValueBytes, b.last.headerValueBytes),
+		}
+	}
+	b.part.Reserve(z.rows)
+	b.offset.Reserve(z.rows)
+	b.ts.Reserve(z.rows)
+	b.key.Reserve(z.rows)
+	reserveData(b.key, z.keyBytes)
+	b.headers.Reserve(z.rows)
+	if z.headers > 0 {
+		b.hdr.Reserve(z.headers)
+		reserveData(b.hdrKey.BinaryBuilder, z.headerKeyBytes)
+		reserveData(b.hdrVal, z.headerValueBytes)
+	}
+	if b.typed == nil {
+		b.value.Reserve(z.rows)
+		reserveData(b.value, z.valueBytes)
+	}
+}
+
+// reserveData makes room for n more bytes of bb's data, growing it at
+// least twofold (ReserveData alone grows to exactly what is asked: row by
+// row, that would copy the data once per row).
+func reserveData(bb *array.BinaryBuilder, n int) {
+	if need := bb.DataLen() + n; need > bb.DataCap() {
+		bb.ReserveData(max(need, 2*bb.DataCap()) - bb.DataLen())
+	}
+}
+
 // Append adds r as one row. It never fails: a value that does not fit the
 // value schema becomes a row with null fields, the reason in _invalid and
-// the value in _raw, and is counted in Report.
+// the value in _raw, and is counted in Report. AppendRecords is the faster
+// way to add many rows.
 func (b *Builder) Append(r *segment.Record) {
-	b.part.Append(b.partition)
-	b.offset.Append(r.Offset)
-	b.ts.Append(arrow.Timestamp(r.Timestamp))
+	var z sizes
+	z.add(r)
+	b.reserve(z)
+	b.appendRow(r)
+	b.cur.add(r)
+	b.bytes += rowBytes(r)
+}
+
+// AppendRecords adds rows from recs in order while Bytes is below
+// maxBytes (so it stops after the row that reaches it, or at the end of
+// recs) and returns how many it added. It sizes the buffers for those
+// rows first, so a batch costs one allocation per buffer rather than one
+// regrowth per doubling. Each row is what Append would add.
+func (b *Builder) AppendRecords(recs []segment.Record, maxBytes int) int {
+	var z sizes
+	n, bytes := 0, b.bytes
+	for n < len(recs) && bytes < maxBytes {
+		z.add(&recs[n])
+		bytes += rowBytes(&recs[n])
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	b.reserve(z)
+	// The fixed-width columns (and empty header lists) in bulk, a piece of
+	// scratchRows rows at a time; the rest row by row.
+	for lo := 0; lo < n; lo += scratchRows {
+		piece := recs[lo:min(n, lo+scratchRows)]
+		headers := b.appendFixed(piece)
+		for i := range piece {
+			b.appendVar(&piece[i], headers)
+		}
+	}
+	b.cur.rows += z.rows
+	b.cur.keyBytes += z.keyBytes
+	b.cur.valueBytes += z.valueBytes
+	b.cur.headers += z.headers
+	b.cur.headerKeyBytes += z.headerKeyBytes
+	b.cur.headerValueBytes += z.headerValueBytes
+	b.bytes = bytes
+	return n
+}
+
+// scratchRows is the most rows appendFixed takes at once (the size of
+// the Builder's scratch columns).
+const scratchRows = 1024
+
+// scratch holds the fixed-width values of up to scratchRows rows, to be
+// appended in bulk.
+type scratch struct {
+	part      []int32 // the partition, scratchRows times
+	offset    []int64
+	ts        []arrow.Timestamp
+	hdrOffset []int32 // an empty header list's offsets
+	valid     []bool  // true, scratchRows times
+}
+
+// appendFixed adds the partition, offset and timestamp columns of recs
+// (at most scratchRows, reserved) in bulk, and their header lists too
+// when none of them has a header; it reports whether some have (then
+// appendVar adds each row's list).
+func (b *Builder) appendFixed(recs []segment.Record) (headers bool) {
+	s := &b.scratch
+	if s.part == nil {
+		s.part, s.offset, s.ts = make([]int32, scratchRows), make([]int64, scratchRows), make([]arrow.Timestamp, scratchRows)
+		s.hdrOffset, s.valid = make([]int32, scratchRows), make([]bool, scratchRows)
+		for i := range scratchRows {
+			s.part[i], s.valid[i] = b.partition, true
+		}
+	}
+	n := len(recs)
+	for i := range recs {
+		s.offset[i], s.ts[i] = recs[i].Offset, arrow.Timestamp(recs[i].Timestamp)
+		headers = headers || len(recs[i].Headers) > 0
+	}
+	b.part.AppendValues(s.part[:n], nil)
+	b.offset.AppendValues(s.offset[:n], nil)
+	b.ts.AppendValues(s.ts[:n], nil)
+	if !headers {
+		at := int32(b.hdr.Len())
+		for i := range n {
+			s.hdrOffset[i] = at
+		}
+		b.headers.AppendValues(s.hdrOffset[:n], s.valid[:n])
+	}
+	return headers
+}
+
+// appendRow adds r as one row into buffers reserved for it (reserve).
+func (b *Builder) appendRow(r *segment.Record) {
+	b.part.UnsafeAppend(b.partition)
+	b.offset.UnsafeAppend(r.Offset)
+	b.ts.UnsafeAppend(arrow.Timestamp(r.Timestamp))
+	b.appendVar(r, true)
+}
+
+// appendVar adds r's key, value (or typed fields) and, with headers,
+// its header list, into buffers reserved for them.
+func (b *Builder) appendVar(r *segment.Record, headers bool) {
 	if r.Key == nil {
 		b.key.AppendNull()
 	} else {
-		b.key.Append(r.Key)
+		b.key.UnsafeAppend(r.Key)
 	}
-	b.headers.Append(true)
-	for _, h := range r.Headers {
+	if headers {
+		b.headers.Append(true)
+	}
+	for i := range r.Headers {
+		h := &r.Headers[i]
 		b.hdr.Append(true)
-		b.hdrKey.Append(h.Key)
+		// The key's bytes without a copy to []byte (Append(string)
+		// converts, which allocates): the builder copies them.
+		b.hdrKey.BinaryBuilder.Append(unsafe.Slice(unsafe.StringData(h.Key), len(h.Key)))
 		if h.Value == nil {
 			b.hdrVal.AppendNull()
 		} else {
@@ -215,12 +383,11 @@ func (b *Builder) Append(r *segment.Record) {
 		if r.Value == nil {
 			b.value.AppendNull()
 		} else {
-			b.value.Append(r.Value)
+			b.value.UnsafeAppend(r.Value)
 		}
 	} else if !b.typed.append(r.Value) {
 		b.report.add(r.Offset)
 	}
-	b.bytes += rowBytes(r)
 }
 
 // rowBytes approximates what a row costs in the batch: its bytes plus the
@@ -244,6 +411,10 @@ func (b *Builder) Bytes() int { return b.bytes }
 // batch (the caller releases it) and starts an empty one.
 func (b *Builder) NewRecord() arrow.Record {
 	b.bytes = 0
+	if b.cur.rows > 0 {
+		b.last = b.cur
+	}
+	b.cur = sizes{}
 	return b.rb.NewRecord()
 }
 

@@ -180,6 +180,17 @@ func FuzzTypedAppend(f *testing.F) {
 		if rec.NumRows() != 1 {
 			t.Fatalf("%d rows for one Append", rec.NumRows())
 		}
+		// AppendRecords makes the same row.
+		b2 := l.NewBuilder(mem, 1)
+		defer b2.Release()
+		if n := b2.AppendRecords([]segment.Record{{Offset: 5, Value: value}}, 1); n != 1 {
+			t.Fatalf("AppendRecords added %d rows of one", n)
+		}
+		rec2 := b2.NewRecord()
+		defer rec2.Release()
+		if !array.RecordEqual(rec, rec2) {
+			t.Fatalf("AppendRecords made\n%v\nAppend made\n%v", rec2, rec)
+		}
 		first := 5 // partition, offset, timestamp, key, headers
 		n := len(spec.Fields)
 		inv := rec.Column(first + n).(*array.String)

@@ -30,6 +30,11 @@ type FetchRequest struct {
 	// Budget, when set, is asked for each result's bytes before the
 	// partition is read; the records are trimmed to what it grants.
 	Budget FetchBudget
+	// Batches hands each result's records out as FetchResult.Batches,
+	// views of the read path's decoded batches (fetch's ReadBatches: no
+	// per-record copy), instead of FetchResult.Records. For a front end
+	// that only reads the records: the views are shared and read-only.
+	Batches bool
 }
 
 // FetchBudget bounds the bytes of fetch results held at once (built, or
@@ -47,8 +52,12 @@ type FetchLease interface {
 
 // FetchResult is one batch of records read.
 type FetchResult struct {
-	Partition      int32
-	Records        []segment.Record
+	Partition int32
+	Records   []segment.Record
+	// Batches (FetchRequest.Batches; Records is then nil) are the records
+	// as views of the read path's decoded batches, shared with every
+	// other reader: never modify them (fetch.PartitionReader.ReadBatches).
+	Batches        []segment.Batch
 	NextOffset     int64
 	HighWatermark  int64
 	LogStartOffset int64
@@ -115,7 +124,7 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 				return classify(err)
 			}
 		}
-		res, err := v.reader.Read(ctx, next, maxBytes)
+		res, err := readOf(v.reader, req.Batches)(ctx, next, maxBytes)
 		if err != nil {
 			release(lease)
 			return classify(err)
@@ -124,13 +133,14 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			release(lease)
 			return err
 		}
-		if len(res.Records) > 0 {
+		if res.Len() > 0 {
 			if lease != nil {
 				fitRecords(res, lease.Size())
+				fitBatches(res, lease.Size())
 			}
 			next = res.NextOffset
-			out := &FetchResult{Partition: req.Partition, Records: res.Records, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
-			b.onFetch(t.cfg.Name, req.Partition, out.Records)
+			out := &FetchResult{Partition: req.Partition, Records: res.Records, Batches: res.Batches, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
+			b.onFetchResult(t.cfg.Name, out)
 			if err := send(out); err != nil {
 				return err
 			}

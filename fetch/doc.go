@@ -20,6 +20,12 @@
 //     CacheConfig.DiskBytes. Cold GETs run under their own concurrency
 //     budget (MaxConcurrentGets), so replay cannot starve the tail.
 //   - fetch depends on tier.BucketReader only: the read path cannot write.
+//   - Decoded batches are immutable and shared: the cache hands the same
+//     decoded blocks to every reader and never writes to or reuses their
+//     memory (eviction only drops its reference). Read copies the records
+//     out (their bytes still shared); ReadBatches hands out views of the
+//     decoded batches themselves, sliced to the range, with no spare
+//     capacity: read-only for the caller, valid while it holds them.
 //
 // Concurrency: Cache and PartitionReader are safe for concurrent use. The
 // Cache owns its read-ahead goroutines and stops them in Close.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,12 +33,28 @@ type HotLog interface {
 	Read(from int64, maxBytes int) ([]segment.Batch, error)
 }
 
-// Result is what one Read returns.
+// Result is what one Read or ReadBatches returns.
 type Result struct {
-	Records        []segment.Record // in offset order, all >= the requested offset; shared with the cache: do not modify
-	NextOffset     int64            // where the next sequential read starts
-	HighWatermark  int64            // the offset the next appended record will get
-	LogStartOffset int64            // the oldest readable offset
+	Records []segment.Record // Read: in offset order, all >= the requested offset; shared with the cache: do not modify
+	// Batches (ReadBatches only; Records is then nil) are the same records
+	// as Read would return, as views of the batches the read path decoded:
+	// read-only (see ReadBatches).
+	Batches        []segment.Batch
+	NextOffset     int64 // where the next sequential read starts
+	HighWatermark  int64 // the offset the next appended record will get
+	LogStartOffset int64 // the oldest readable offset
+
+	views bool // ReadBatches: collect views in Batches, not copies in Records
+	size  int  // views: the recordSize of the records in Batches
+}
+
+// Len is the number of records of the result (in Records or in Batches).
+func (r *Result) Len() int {
+	n := len(r.Records)
+	for i := range r.Batches {
+		n += len(r.Batches[i].Records)
+	}
+	return n
 }
 
 // PartitionReader reads one partition, hot and cold.
@@ -73,8 +90,28 @@ func recordSize(r *segment.Record) int {
 }
 
 // Read returns records from offset `from` on, up to about maxBytes (always at
-// least one record when one exists at or after from).
+// least one record when one exists at or after from), in Result.Records:
+// copies of the decoded records (their keys, values and headers are shared
+// with the cache: do not modify them).
 func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*Result, error) {
+	return r.read(ctx, from, maxBytes, false)
+}
+
+// ReadBatches is Read without the per-record copy: the same records, in
+// Result.Batches, as views of the batches the read path decoded (the
+// cache's decoded blocks, or a hot read's batches), sliced to the range.
+//
+// Ownership: the batches, their Records and everything those reference
+// are shared with every other reader and are read-only: never write to
+// them (not a field, not an element, not through append). They stay valid
+// for as long as the caller holds them (the cache drops evicted blocks and
+// never reuses their memory). A view's Records has no spare capacity, so
+// an append to it copies instead of writing into the shared array.
+func (r *PartitionReader) ReadBatches(ctx context.Context, from int64, maxBytes int) (*Result, error) {
+	return r.read(ctx, from, maxBytes, true)
+}
+
+func (r *PartitionReader) read(ctx context.Context, from int64, maxBytes int, views bool) (*Result, error) {
 	if from < 0 {
 		return nil, fmt.Errorf("%w: %d is negative; offsets start at 0", ErrInvalidOffset, from)
 	}
@@ -85,7 +122,7 @@ func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{HighWatermark: m.NextOffset(), LogStartOffset: m.LogStartOffset, NextOffset: from}
+	res := &Result{HighWatermark: m.NextOffset(), LogStartOffset: m.LogStartOffset, NextOffset: from, views: views}
 	if r.hot != nil {
 		res.HighWatermark = r.hot.NextOffset()
 	}
@@ -126,6 +163,9 @@ func (r *PartitionReader) Read(ctx context.Context, from int64, maxBytes int) (*
 // appendRecords adds the records of batches at or after from to res until
 // maxBytes is reached, and reports whether it stopped for the byte limit.
 func appendRecords(res *Result, batches []segment.Batch, from int64, maxBytes int) bool {
+	if res.views {
+		return appendViews(res, batches, from, maxBytes)
+	}
 	size := 0
 	for _, rec := range res.Records {
 		size += recordSize(&rec)
@@ -146,6 +186,44 @@ func appendRecords(res *Result, batches []segment.Batch, from int64, maxBytes in
 		}
 	}
 	return size >= maxBytes
+}
+
+// appendViews is appendRecords for ReadBatches: it adds views of batches
+// (each batch's Records sliced to the records taken, with no spare
+// capacity) instead of copies of their records, and takes the same
+// records appendRecords would.
+func appendViews(res *Result, batches []segment.Batch, from int64, maxBytes int) bool {
+	start := max(from, res.NextOffset)
+	for bi := range batches {
+		b := &batches[bi]
+		recs := b.Records
+		// Offsets rise within a batch: skip to the first one wanted.
+		i := sort.Search(len(recs), func(i int) bool { return recs[i].Offset >= start })
+		j := i
+		full := false
+		for ; j < len(recs); j++ {
+			s := recordSize(&recs[j])
+			if (len(res.Batches) > 0 || j > i) && res.size+s > maxBytes {
+				full = true
+				break
+			}
+			res.size += s
+		}
+		if j > i {
+			v := segment.Batch{BaseOffset: recs[i].Offset, ProducerID: b.ProducerID, ProducerEpoch: b.ProducerEpoch,
+				BaseSequence: b.BaseSequence, Records: recs[i:j:j]}
+			if b.ProducerID != segment.NoProducer {
+				v.BaseSequence += int32(i) // the sequence of the view's first record
+			}
+			res.Batches = append(res.Batches, v)
+			res.NextOffset = recs[j-1].Offset + 1
+			start = res.NextOffset
+		}
+		if full {
+			return true
+		}
+	}
+	return res.size >= maxBytes
 }
 
 // readCold reads sealed segments from the block holding `from` on.

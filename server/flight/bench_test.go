@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime/pprof"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -132,10 +134,24 @@ func coldBroker(b *testing.B, d *benchData) *core.Broker {
 //
 //	go test -run '^$' -bench Flight -benchtime 3x ./server/flight/
 //	STRATA_BENCH_FLIGHT_MB=256 ... (default 64 MiB of payload)
+//	STRATA_BENCH_FLIGHT_WAYS=flight ... (only these of flight,grpc,decode;
+//	    the ratios need all three)
+//	STRATA_BENCH_FLIGHT_CPUPROFILE=flight.cpu ... (a CPU profile of the
+//	    timed reads only, not of seeding the topic or starting brokers)
 func BenchmarkFlight(b *testing.B) {
 	mb := int64(64)
 	if v := os.Getenv("STRATA_BENCH_FLIGHT_MB"); v != "" {
 		fmt.Sscan(v, &mb)
+	}
+	ways := map[string]bool{"flight": true, "grpc": true, "decode": true}
+	if v := os.Getenv("STRATA_BENCH_FLIGHT_WAYS"); v != "" {
+		ways = map[string]bool{}
+		for _, w := range strings.Split(v, ",") {
+			if w = strings.TrimSpace(w); w != "flight" && w != "grpc" && w != "decode" {
+				b.Fatalf("STRATA_BENCH_FLIGHT_WAYS: unknown way %q: name some of flight,grpc,decode", w)
+			}
+			ways[w] = true
+		}
 	}
 	for _, backend := range []string{"file", "minio"} {
 		b.Run(backend, func(b *testing.B) {
@@ -154,88 +170,120 @@ func BenchmarkFlight(b *testing.B) {
 					if d == nil {
 						d = seedBenchTopic(b, store, fmt.Sprintf("bench%d", i), mb<<20, shape.value)
 					}
-					benchFlight(b, d)
+					benchFlight(b, d, ways)
 				})
 			}
 		})
 	}
 }
 
-func benchFlight(b *testing.B, d *benchData) {
+func benchFlight(b *testing.B, d *benchData, ways map[string]bool) {
 	ctx := context.Background()
 	var tFlight, tGRPC, tDecode time.Duration // wall clock
 	var cFlight, cGRPC, cDecode time.Duration // CPU time of the process (server, client and decoding)
+	if path := os.Getenv("STRATA_BENCH_FLIGHT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	b.ResetTimer()
 	for range b.N {
-		b.StopTimer()
-		fb := coldBroker(b, d)
-		fs, err := flightserver.New(fb, flightserver.DefaultConfig())
-		if err != nil {
-			b.Fatal(err)
-		}
-		faddr, stopF := serveGRPC(b, fs.ServerOptions(), fs.Register)
-		fc, err := flight.NewClientWithMiddleware(faddr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+		if ways["flight"] {
+			b.StopTimer()
+			fb := coldBroker(b, d)
+			fs, err := flightserver.New(fb, flightserver.DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			faddr, stopF := serveGRPC(b, fs.ServerOptions(), fs.Register)
+			fc, err := flight.NewClientWithMiddleware(faddr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
 
-		start, cpu := time.Now(), cpuTime()
-		if n := readFlight(b, fc, d.topic); n != d.records {
-			b.Fatalf("flight read %d records, want %d", n, d.records)
-		}
-		tFlight, cFlight = tFlight+time.Since(start), cFlight+cpuTime()-cpu
+			start, cpu := time.Now(), cpuTime()
+			if n := readFlight(b, fc, d.topic); n != d.records {
+				b.Fatalf("flight read %d records, want %d", n, d.records)
+			}
+			tFlight, cFlight = tFlight+time.Since(start), cFlight+cpuTime()-cpu
 
-		b.StopTimer()
-		fc.Close()
-		stopF()
-		fb.Close(ctx)
-		gb := coldBroker(b, d)
-		gs, err := grpcserver.New(gb, grpcserver.DefaultConfig())
-		if err != nil {
-			b.Fatal(err)
+			b.StopTimer()
+			fc.Close()
+			stopF()
+			fb.Close(ctx)
+			b.StartTimer()
 		}
-		gaddr, stopG := serveGRPC(b, gs.ServerOptions(), func(s *grpc.Server) { stratapb.RegisterStrataServer(s, gs) })
-		gc, err := client.Dial(gaddr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials())))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+		if ways["grpc"] {
+			b.StopTimer()
+			gb := coldBroker(b, d)
+			gs, err := grpcserver.New(gb, grpcserver.DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			gaddr, stopG := serveGRPC(b, gs.ServerOptions(), func(s *grpc.Server) { stratapb.RegisterStrataServer(s, gs) })
+			gc, err := client.Dial(gaddr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials())))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
 
-		start, cpu = time.Now(), cpuTime()
-		if n := readGRPC(b, gc, d.topic, d.records); n != d.records {
-			b.Fatalf("gRPC fetch read %d records, want %d", n, d.records)
-		}
-		tGRPC, cGRPC = tGRPC+time.Since(start), cGRPC+cpuTime()-cpu
+			start, cpu := time.Now(), cpuTime()
+			if n := readGRPC(b, gc, d.topic, d.records); n != d.records {
+				b.Fatalf("gRPC fetch read %d records, want %d", n, d.records)
+			}
+			tGRPC, cGRPC = tGRPC+time.Since(start), cGRPC+cpuTime()-cpu
 
-		b.StopTimer()
-		gc.Close()
-		stopG()
-		gb.Close(ctx)
-		b.StartTimer()
-
-		start, cpu = time.Now(), cpuTime()
-		if n := decodeOnly(b, d.segments); n != d.records {
-			b.Fatalf("decode-only decoded %d records, want %d", n, d.records)
+			b.StopTimer()
+			gc.Close()
+			stopG()
+			gb.Close(ctx)
+			b.StartTimer()
 		}
-		tDecode, cDecode = tDecode+time.Since(start), cDecode+cpuTime()-cpu
+		if ways["decode"] {
+			start, cpu := time.Now(), cpuTime()
+			if n := decodeOnly(b, d.segments); n != d.records {
+				b.Fatalf("decode-only decoded %d records, want %d", n, d.records)
+			}
+			tDecode, cDecode = tDecode+time.Since(start), cDecode+cpuTime()-cpu
+		}
 	}
 	n := float64(b.N)
 	rate := func(t time.Duration) float64 { return float64(d.records) * n / t.Seconds() }
 	mbps := func(t time.Duration) float64 { return float64(d.payload) * n / 1e6 / t.Seconds() }
-	b.ReportMetric(rate(tFlight), "flight-rec/s")
-	b.ReportMetric(mbps(tFlight), "flight-MB/s")
-	b.ReportMetric(rate(tGRPC), "grpc-rec/s")
-	b.ReportMetric(mbps(tGRPC), "grpc-MB/s")
-	b.ReportMetric(rate(tDecode), "decode-rec/s")
-	b.ReportMetric(mbps(tDecode), "decode-MB/s")
-	b.ReportMetric(100*tDecode.Seconds()/tFlight.Seconds(), "flight/decode-%")
-	b.ReportMetric(tGRPC.Seconds()/tFlight.Seconds(), "flight/grpc-x")
-	// CPU seconds per pass: what each way costs whatever else the machine
-	// runs (wall-clock rates on a shared machine move with its load).
-	b.ReportMetric(cFlight.Seconds()/n, "flight-cpu-s")
-	b.ReportMetric(cGRPC.Seconds()/n, "grpc-cpu-s")
-	b.ReportMetric(cDecode.Seconds()/n, "decode-cpu-s")
+	// CPU seconds per million records: what each way costs whatever else
+	// the machine runs (wall-clock rates on a shared machine move with
+	// its load, and server, client and MinIO share its cores).
+	cpuPerM := func(c time.Duration) float64 { return c.Seconds() / n / (float64(d.records) / 1e6) }
+	if ways["flight"] {
+		b.ReportMetric(rate(tFlight), "flight-rec/s")
+		b.ReportMetric(mbps(tFlight), "flight-MB/s")
+		b.ReportMetric(cFlight.Seconds()/n, "flight-cpu-s")
+		b.ReportMetric(cpuPerM(cFlight), "flight-cpu-s/Mrec")
+	}
+	if ways["grpc"] {
+		b.ReportMetric(rate(tGRPC), "grpc-rec/s")
+		b.ReportMetric(mbps(tGRPC), "grpc-MB/s")
+		b.ReportMetric(cGRPC.Seconds()/n, "grpc-cpu-s")
+		b.ReportMetric(cpuPerM(cGRPC), "grpc-cpu-s/Mrec")
+	}
+	if ways["decode"] {
+		b.ReportMetric(rate(tDecode), "decode-rec/s")
+		b.ReportMetric(mbps(tDecode), "decode-MB/s")
+		b.ReportMetric(cDecode.Seconds()/n, "decode-cpu-s")
+		b.ReportMetric(cpuPerM(cDecode), "decode-cpu-s/Mrec")
+	}
+	if ways["flight"] && ways["decode"] {
+		b.ReportMetric(100*tDecode.Seconds()/tFlight.Seconds(), "flight/decode-%")
+	}
+	if ways["flight"] && ways["grpc"] {
+		b.ReportMetric(tGRPC.Seconds()/tFlight.Seconds(), "flight/grpc-x")
+	}
 	b.ReportMetric(float64(d.stored)/1e6, "stored-MB")
 	b.ReportMetric(float64(d.payload)/1e6, "payload-MB")
 }

@@ -15,7 +15,12 @@
 //   - DoGet sends every record of its range exactly once, in offset
 //     order, one row each, in record batches built with columnar from
 //     core.Fetch results (never through protobuf records); a batch is cut
-//     at Config.BatchBytes. The last batch (zero rows for an empty range)
+//     at Config.BatchBytes.
+//   - DoGet reads with core.FetchRequest.Batches: the read path's decoded
+//     batches themselves, shared with the block cache and every other
+//     reader, with no per-record copy. It only reads them (slices them to
+//     its range; columnar.Builder copies what it keeps) and never writes
+//     to them. The last batch (zero rows for an empty range)
 //     carries the Report (rows, and the records that did not fit the
 //     topic's value schema) as its app_metadata: a stream without it
 //     ended early, and its status says why.
@@ -26,9 +31,13 @@
 //   - Memory: DoGet streams together hold at most Config.MemoryBytes
 //     (Config.StreamBytes each: one read of ReadBytes, the batch being
 //     built, its IPC body and its gRPC message); a DoGet beyond it waits
-//     for its turn, up to its deadline. The buffers of batches sent are
-//     recycled for the next ones (a pool the garbage collector empties
-//     when they stay idle). gRPC flow control makes a slow
+//     for its turn, up to its deadline. A read holds no copy: it refers
+//     to decoded blocks (ReadBytes of records; a block the cache evicts
+//     stays alive until the read is done). The buffers of batches sent
+//     are recycled for the next ones (a pool the garbage collector
+//     empties when they stay idle); the builder sizes each batch's
+//     buffers once, for the batch before it, and so at most about
+//     BatchBytes. gRPC flow control makes a slow
 //     reader slow its own stream only. Descriptors and tickets are
 //     bounded (MaxCommandBytes, MaxTicketBytes) and messages to the
 //     server by ServerOptions.

@@ -154,18 +154,27 @@ func TestRoundTrip(t *testing.T) {
 // fetchGRPC reads [from, to) of a partition over the gRPC Fetch API.
 func fetchGRPC(t *testing.T, ctx context.Context, c stratapb.StrataClient, topic string, p int32, from, to int64) []segment.Record {
 	t.Helper()
+	out, err := readGRPCRange(ctx, c, topic, p, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readGRPCRange is fetchGRPC for any goroutine: it returns its error.
+func readGRPCRange(ctx context.Context, c stratapb.StrataClient, topic string, p int32, from, to int64) ([]segment.Record, error) {
 	var out []segment.Record
 	for next := from; next < to; {
 		s, err := c.Fetch(ctx, &stratapb.FetchRequest{Topic: topic, Partition: p, Start: &stratapb.FetchRequest_Offset{Offset: next}, MaxBytes: 1 << 20})
 		if err != nil {
-			t.Fatal(err)
+			return out, err
 		}
 		resp, err := s.Recv()
 		if err != nil {
-			t.Fatal(err)
+			return out, err
 		}
 		if _, err := s.Recv(); err != io.EOF {
-			t.Fatalf("fetch stream after its response: %v, want EOF", err)
+			return out, fmt.Errorf("fetch stream after its response: %v, want EOF", err)
 		}
 		for _, r := range resp.Records {
 			if r.Offset >= to {
@@ -179,7 +188,7 @@ func fetchGRPC(t *testing.T, ctx context.Context, c stratapb.StrataClient, topic
 		}
 		next = resp.NextOffset
 	}
-	return out
+	return out, nil
 }
 
 // sameRecord compares a record read over gRPC with one read over Flight:
