@@ -147,3 +147,35 @@ func TestStoredWithinCountsFromThePutNotTheCommit(t *testing.T) {
 		t.Fatal("no lease within an hour of the PUTs")
 	}
 }
+
+// The linger is measured on the runtime's clock, the one its timer runs
+// on: a wall clock (Config.Clock) stepped back an hour after an upload
+// must not hold the next record for that hour.
+func TestLingerSurvivesAWallClockStepBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var offset time.Duration
+		clock := func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return time.Now().Add(offset).Round(0) // wall time only
+		}
+		w, err := NewWriter(Config{Store: tier.NewMemStore(), Incarnation: "a", FlushInterval: 10 * time.Millisecond, Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close(context.Background())
+		ac := newAcks()
+		add(t, w, "t", 0, batch(0, 1, "v"), ac.sink("p"))
+		<-ac.ch
+		mu.Lock()
+		offset -= time.Hour
+		mu.Unlock()
+		add(t, w, "t", 0, batch(1, 1, "v"), ac.sink("p"))
+		time.Sleep(time.Second) // a hundred lingers
+		synctest.Wait()
+		if got := ac.get("p"); got != 2 {
+			t.Fatalf("acked to %d a second after the record was added, want 2: the linger waited out the clock's step back", got)
+		}
+	})
+}
