@@ -76,7 +76,7 @@ type Config struct {
 	// taken over while idle learns it, and stops, without waiting for a
 	// write. Default 5s.
 	ProbeInterval time.Duration
-	Clock         func() time.Time // default time.Now
+	Clock         func() time.Time // default time.Now; the local-ack lease and object times use it, the linger and retries run on the runtime clock
 	Logger        *slog.Logger     // default slog.Default()
 	// OnFlush, when set, is told of every flush when it ends: stored, or
 	// given up (fenced, closed). It is called synchronously on the
@@ -207,7 +207,7 @@ type Writer struct {
 	pending      map[pkey]*chunk
 	order        []*chunk
 	pendingBytes int64
-	lastStart    time.Time // when the newest upload started (Clock)
+	lastStart    time.Time // when the newest upload started (time.Now: the linger runs on the timer's clock, never on Config.Clock, which may step)
 	next         uint64    // the sequence of the next object to start
 	inflight     []*upload // started and not yet committed, in sequence order
 	failed       error
@@ -437,7 +437,7 @@ func (w *Writer) run() {
 			return
 		}
 		stopping := w.closed
-		now := w.cfg.Clock()
+		now := time.Now()
 		// Uploads start at most one per FlushInterval (the linger: it
 		// bounds the PUT rate at light load, whatever the store's
 		// latency), sooner when FlushBytes are waiting, and only while
