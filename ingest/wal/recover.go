@@ -89,10 +89,11 @@ func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
 }
 
 // Fence makes sure incarnation inc can never store another WAL object,
-// by creating fence objects where its next PUTs would go. It returns the
-// lowest fence above every WAL object inc stored: every WAL object inc
-// ever stored has a smaller sequence. Fencing an incarnation twice is
-// harmless.
+// by creating fence objects where its next PUTs would go. It returns a
+// fence above every WAL object inc stored: every WAL object inc ever
+// stored has a smaller sequence (the lowest such fence, unless garbage
+// collection deleted the newest WAL object below fences). Fencing an
+// incarnation twice is harmless.
 //
 // A writer keeps at most MaxPipeline PUTs in flight and starts sequence
 // s only once every sequence up to s-MaxPipeline is stored, so when N is
