@@ -8,14 +8,18 @@ package core
 // and the sealed segments. Otherwise it uses a bucketView: the manifest
 // and sealed segments from the bucket, plus the durable tail that is not
 // sealed yet, read from the WAL objects of the partition's owners
-// (manifest Owner and WALOwners) without fencing them. Every record in a
-// stored WAL object is durable and is part of the log for good: a later
-// owner fences that incarnation only after listing its objects, and
-// recovers every one of them past the sealed end, so a reader that shows
-// them never shows a record a takeover could take back. A view sees only
-// the contiguous run of offsets from the sealed end; a gap (an object
-// collected after sealing, under a manifest this view has not seen yet)
-// ends the tail until the next refresh.
+// (manifest Owner and WALOwners) without fencing them. A view sees only
+// the contiguous run of offsets from the sealed end, and every record in
+// that run is part of the log for good: a later owner fences that
+// incarnation only after listing its objects, and recovers every one of
+// them past the sealed end up to where a partition's offsets jump past a
+// fence (a hole: an object the writer, with several PUTs in flight, never
+// stored), which a contiguous run never crosses; so a reader never shows
+// a record a takeover could take back. (Records in a stored object above
+// a lower one still in flight may be shown before the writer acks them:
+// they are kept by every recovery all the same.) A gap (an object
+// collected after sealing, under a manifest this view has not seen yet,
+// or one not stored yet) ends the tail until the next refresh.
 
 import (
 	"context"

@@ -81,7 +81,8 @@ type PartitionConfig struct {
 	// by the manifest's producer snapshot. Default 7 days.
 	ProducerExpiry time.Duration
 	// LocalAckLease: a `local` ack is given at the local fsync only while
-	// the WAL stored an object within this long; otherwise (an idle
+	// the WAL stored an object with a PUT that started within this long
+	// (wal.Writer.StoredWithin); otherwise (an idle
 	// broker, whose partitions may have been taken over without its
 	// noticing) the ack waits for the next WAL object, which fails at once
 	// if the broker was fenced. It bounds the `local` acks a fenced broker

@@ -49,12 +49,16 @@
 //     context ends.
 //   - An object is deleted (Collect) only once every partition in it is
 //     sealed past the offsets it holds, and never while it is its
-//     incarnation's newest object; fences are never deleted. So at every
-//     moment an incarnation's newest stored object exists and Fence's
-//     listing finds it, and once Fence returns no write of that
-//     incarnation can succeed, whatever garbage collection deleted
-//     before. (Cost: one object per incarnation, and its fences, stay in
-//     the bucket.) Listing and putting fences are not atomic (the
+//     incarnation's topmost object; fences are never deleted. So at every
+//     moment an incarnation's topmost object exists and Fence's listing
+//     finds it: a WAL object, or a fence that lies at most MaxPipeline
+//     above a WAL object the incarnation stored (a Fence puts none
+//     higher), so Fence takes N as at least the topmost fence minus
+//     MaxPipeline, and once Fence returns no write of that incarnation
+//     can succeed, whatever garbage collection deleted before, also
+//     after a Fence that gave up halfway. (Cost: one object per
+//     incarnation, and its fences, stay in the bucket.) Listing and
+//     putting fences are not atomic (the
 //     collector may free slots while the writer stores past them), so
 //     Fence lists again after each round and is done only when every
 //     slot in its range is taken; a fence that landed in a freed slot

@@ -89,10 +89,11 @@ func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
 }
 
 // Fence makes sure incarnation inc can never store another WAL object,
-// by creating fence objects where its next PUTs would go. It returns the
-// lowest fence above every WAL object inc stored: every WAL object inc
-// ever stored has a smaller sequence. Fencing an incarnation twice is
-// harmless.
+// by creating fence objects where its next PUTs would go. It returns a
+// fence above every WAL object inc stored: every WAL object inc ever
+// stored has a smaller sequence (the lowest such fence, unless garbage
+// collection deleted the newest WAL object below fences). Fencing an
+// incarnation twice is harmless.
 //
 // A writer keeps at most MaxPipeline PUTs in flight and starts sequence
 // s only once every sequence up to s-MaxPipeline is stored, so when N is
@@ -102,8 +103,11 @@ func (r *Reader) list(ctx context.Context, prefix string) ([]Object, error) {
 // shows every slot in [N-W+1, N] taken (by a WAL object or a fence: a
 // free slot there is an upload of the writer that may still land, so it
 // gets a fence) and fences in all of [N+1, N+W]. Garbage collection never
-// deletes an incarnation's newest object nor any fence, so what such a
-// listing shows stays true. Listing and putting are not atomic: the
+// deletes an incarnation's topmost object nor any fence, but it may
+// delete the newest WAL object once fences lie above it; since every
+// fence lies at most W above a WAL object the Fence that put it found, N
+// is taken as at least the topmost fence minus W (a fence that gave up
+// halfway may have left N+1 free). Listing and putting are not atomic: the
 // writer may store more objects between them and the collector free
 // slots, so a fence can land below objects inc stored (a low fence);
 // Fence lists again after every round of puts until the condition holds.
@@ -148,6 +152,19 @@ func (r *Reader) Fence(ctx context.Context, inc string) (uint64, error) {
 				return 0, fmt.Errorf("wal: fence %s: list again: %w", inc, err)
 			}
 			continue
+		}
+		// A fence is never more than MaxPipeline above the newest WAL
+		// object the Fence that put it had found, so the topmost fence
+		// F proves that inc stored sequence F-MaxPipeline, or a later
+		// one, even when garbage collection has deleted it since (the
+		// collector keeps an incarnation's topmost object, a fence, and
+		// may delete every WAL object below it). Without this, a fence
+		// that gave up halfway (fences above N, N+1 still free) and a
+		// collection of everything up to N left a later Fence finding
+		// no WAL object: it fenced 0..MaxPipeline-1 and the writer went
+		// on to store, and ack, N+1.
+		if len(objs) > 0 && int64(objs[len(objs)-1].Seq) > newest {
+			newest = max(newest, int64(objs[len(objs)-1].Seq)-MaxPipeline)
 		}
 		taken := make(map[uint64]bool, len(objs))
 		for _, o := range objs {

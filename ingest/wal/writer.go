@@ -76,7 +76,7 @@ type Config struct {
 	// taken over while idle learns it, and stops, without waiting for a
 	// write. Default 5s.
 	ProbeInterval time.Duration
-	Clock         func() time.Time // default time.Now
+	Clock         func() time.Time // default time.Now; the local-ack lease and object times use it, the linger and retries run on the runtime clock
 	Logger        *slog.Logger     // default slog.Default()
 	// OnFlush, when set, is told of every flush when it ends: stored, or
 	// given up (fenced, closed). It is called synchronously on the
@@ -207,7 +207,7 @@ type Writer struct {
 	pending      map[pkey]*chunk
 	order        []*chunk
 	pendingBytes int64
-	lastStart    time.Time // when the newest upload started (Clock)
+	lastStart    time.Time // when the newest upload started (time.Now: the linger runs on the timer's clock, never on Config.Clock, which may step)
 	next         uint64    // the sequence of the next object to start
 	inflight     []*upload // started and not yet committed, in sequence order
 	failed       error
@@ -215,7 +215,7 @@ type Writer struct {
 	closed       bool
 
 	objects, bytes, attempts, failures atomic.Int64
-	lastStored                         atomic.Int64 // Clock's UnixNano when the newest object was stored; 0 before the first
+	lastStored                         atomic.Int64 // Clock's UnixNano at the start of the latest PUT that stored a committed object (upload.proof); 0 before the first
 }
 
 // NewWriter starts a writer. The first object it stores has sequence 0.
@@ -247,11 +247,17 @@ func (w *Writer) Err() error {
 	return w.failed
 }
 
-// StoredWithin reports whether the writer stored an object within the
-// last d: proof that it was not fenced that recently (a fenced writer
-// never stores again). Used to bound how long local acks may go on
-// after a takeover the writer has not noticed yet. Across a backward step
-// of the wall clock the time since the last object is unknown: no lease.
+// StoredWithin reports whether the writer stored an object with a PUT
+// that started within the last d: proof that it was not fenced that
+// recently (a fenced writer never stores again; the store applied the
+// object after the PUT started, and no completed fence lets a PUT
+// apply). It counts from the PUT's start, not from when the object was
+// committed: a lost or slow response, or (with several PUTs in flight)
+// a slow lower object, can delay the commit long after the store applied
+// the object, and a takeover may have completed in between. Used to
+// bound how long local acks may go on after a takeover the writer has
+// not noticed yet. Across a backward step of the wall clock the time
+// since that PUT is unknown: no lease.
 func (w *Writer) StoredWithin(d time.Duration) bool {
 	last := w.lastStored.Load()
 	elapsed := w.cfg.Clock().UnixNano() - last
@@ -408,7 +414,8 @@ type upload struct {
 	size     int64
 	start    time.Time
 	attempts int
-	err      error // the outcome: nil once stored
+	proof    time.Time // Clock when the PUT that stored the object started (its first attempt's, when a retry found it stored)
+	err      error     // the outcome: nil once stored
 	ended    bool
 }
 
@@ -430,7 +437,7 @@ func (w *Writer) run() {
 			return
 		}
 		stopping := w.closed
-		now := w.cfg.Clock()
+		now := time.Now()
 		// Uploads start at most one per FlushInterval (the linger: it
 		// bounds the PUT rate at light load, whatever the store's
 		// latency), sooner when FlushBytes are waiting, and only while
@@ -514,12 +521,21 @@ func (w *Writer) upload(u *upload) {
 	// (ErrPreconditionFailed) and resolveExisting reads it back as ours.
 	timeout := tier.RequestTimeout(w.cfg.Store, u.size)
 	var err error
+	var first time.Time
 	for attempt := 0; ; attempt++ {
 		u.attempts++
 		w.attempts.Add(1)
+		start := w.cfg.Clock()
+		if attempt == 0 {
+			first = start
+		}
 		err = w.putAttempt(key, body(), u.size, timeout)
+		u.proof = start
 		if errors.Is(err, tier.ErrPreconditionFailed) {
+			// Stored by an earlier attempt (if ours): any of them, so
+			// the proof dates from the first.
 			err = w.resolveExisting(key)
+			u.proof = first
 		}
 		if err == nil || errors.Is(err, ErrFenced) || w.ctx.Err() != nil {
 			break
@@ -562,7 +578,7 @@ func (w *Writer) commit(u *upload) {
 		w.inflight = w.inflight[1:]
 		w.mu.Unlock()
 		failpoint.Hit(failpoint.WALUploaded)
-		w.lastStored.Store(w.cfg.Clock().UnixNano())
+		w.lastStored.Store(u.proof.UnixNano())
 		w.objects.Add(1)
 		w.bytes.Add(u.size)
 		w.report(u)

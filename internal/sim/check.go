@@ -342,7 +342,11 @@ func widen(a, k [2]int, ok bool) [2]int {
 
 // excuse says why a local ack of offset off by attempt a may be lost, or
 // "" if it may not. The rule ("a local ack may be lost only if its broker
-// was killed or fenced before the record reached the bucket"):
+// was killed or fenced before the record reached the bucket"; a record
+// reached the bucket when a WAL object holding it was stored, and every
+// lower object of that incarnation too: above a hole, a sequence number
+// whose PUT never landed, recovery drops a partition's records where
+// its offsets jump, committedLocked):
 //   - a's broker was killed before the record was in a stored WAL object
 //     (one stored after the request came: the same offset of an older era
 //     does not count); or
@@ -377,7 +381,7 @@ func (r *runner) excuse(a *attempt, off int64) string {
 	}
 	storedBefore := func(at int64) bool {
 		for _, e := range o.walStored {
-			if same(e) && e.holds(off, a.values[off-a.offsets[0]]) && e.at > a.sent && e.at < at {
+			if same(e) && e.holds(off, a.values[off-a.offsets[0]]) && e.at > a.sent && e.at < at && o.committedLocked(e, at) {
 				return true
 			}
 		}

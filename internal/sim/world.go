@@ -131,7 +131,7 @@ func NewWorld(seed uint64, n int, logs io.Writer) *World {
 	for i := range n {
 		w.slots = append(w.slots, &slot{id: i, disk: vfs.NewMem()})
 	}
-	w.obs.kills, w.obs.incs = map[string]int64{}, map[string]string{}
+	w.obs.kills, w.obs.incs, w.obs.walObjects = map[string]int64{}, map[string]string{}, map[string]map[uint64]int64{}
 	w.obs.eras, w.obs.idEra, w.obs.knows = map[string]int{}, map[string]int{}, map[string][]know{}
 	return w
 }
@@ -695,7 +695,7 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 		}
 		return
 	}
-	inc, _, ok := wal.ParseKey(key)
+	inc, seq, ok := wal.ParseKey(key)
 	if !ok {
 		return
 	}
@@ -734,11 +734,17 @@ func (s *procStore) observe(ctx context.Context, op tier.Op, key string, body []
 	if err != nil {
 		return // refused: the process learns why only when it reads the object back
 	}
+	s.w.obs.mu.Lock()
+	if s.w.obs.walObjects[inc] == nil {
+		s.w.obs.walObjects[inc] = map[uint64]int64{}
+	}
+	s.w.obs.walObjects[inc][seq] = at
+	s.w.obs.mu.Unlock()
 	for _, e := range h.Entries {
 		// A WAL entry names the topic's storage name, "name" or
 		// "name/<topic id>"; the checker compares names.
 		name, _, _ := strings.Cut(e.Topic, "/")
-		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic, when: when}
+		ev := event{at: at, proc: s.proc, topic: name, part: e.Partition, first: e.First, last: e.Last, what: "wal", storage: e.Topic, when: when, inc: inc, seq: seq}
 		if start, end := h.DataStart+int64(e.Pos), h.DataStart+int64(e.Pos)+int64(e.Len); end <= int64(len(body)) {
 			if batches, err := wal.DecodeEntry(e, body[start:end]); err == nil {
 				for _, b := range batches {
@@ -851,6 +857,24 @@ type event struct {
 	storage     string    // WAL entries: the topic's storage name ("name/<topic id>")
 	when        time.Time // WAL entries: the fake time they were stored
 	values      []string  // WAL entries: the records' values, first to last
+	inc         string    // WAL entries: the incarnation whose object holds them
+	seq         uint64    // WAL entries: that object's sequence number
+}
+
+// committedLocked reports whether WAL entry e's object and every lower
+// object of its incarnation were stored before logical time at: then its
+// writer could acknowledge it, and recovery keeps it. An object stored
+// above one that was not (a hole: with several PUTs in flight, a lower
+// one may never land) is dropped by recovery for a partition whose
+// offsets it would leave a gap in. Caller holds o.mu.
+func (o *observations) committedLocked(e event, at int64) bool {
+	objs := o.walObjects[e.inc]
+	for s := uint64(0); s < e.seq; s++ {
+		if t, ok := objs[s]; !ok || t >= at {
+			return false
+		}
+	}
+	return true
 }
 
 // holds reports whether a WAL entry holds value at offset off.
@@ -879,13 +903,14 @@ func ReadOnly(ctx context.Context, what string) context.Context {
 // observations are the world's god's-eye records.
 type observations struct {
 	mu             sync.Mutex
-	manifestWrites []event           // successful manifest writes
-	reveals        []event           // what tells a process about a takeover: its stored WAL PUTs ("wal", per partition), its reads of its own fence ("fence"), its manifest precondition failures ("manifest", per partition)
-	walStored      []event           // stored WAL objects' entries
-	readClaims     []event           // manifest writes made for read-only requests
-	fences         []event           // fences stored, by whom, of which incarnation
-	incs           map[string]string // incarnation -> the process that writes its WAL
-	kills          map[string]int64  // process -> logical time of its kill
+	manifestWrites []event                     // successful manifest writes
+	reveals        []event                     // what tells a process about a takeover: its stored WAL PUTs ("wal", per partition), its reads of its own fence ("fence"), its manifest precondition failures ("manifest", per partition)
+	walStored      []event                     // stored WAL objects' entries
+	walObjects     map[string]map[uint64]int64 // incarnation -> sequence -> logical time its WAL object was stored
+	readClaims     []event                     // manifest writes made for read-only requests
+	fences         []event                     // fences stored, by whom, of which incarnation
+	incs           map[string]string           // incarnation -> the process that writes its WAL
+	kills          map[string]int64            // process -> logical time of its kill
 	// eras counts each topic name's config creates and deletes, as they
 	// apply: odd while a topic of that name exists (era 2k-1 is the k-th
 	// one), even after its delete. idEra maps a topic's storage name
