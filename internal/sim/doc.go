@@ -56,6 +56,11 @@
 //     delivery count, lease end, receipt) and every settle's outcome per
 //     receipt (settled, certainly not applied, or unknown).
 //
+// Even seeds run the WAL writer with one PUT in flight, odd seeds with
+// the default (several, committed in order): an odd seed's concurrent
+// uploads draw fault decisions in scheduler order, so its replay may
+// differ in timing from the failing run; an even seed replays exactly.
+//
 // It does not model a real network (no gRPC, no connection reuse or
 // reordering beyond what the wrapper injects), real fsync timing or disk
 // errors other than a crash, memory limits, clock skew between brokers
