@@ -57,9 +57,7 @@
 //     receipt (settled, certainly not applied, or unknown).
 //
 // Even seeds run the WAL writer with one PUT in flight, odd seeds with
-// the default (several, committed in order): an odd seed's concurrent
-// uploads draw fault decisions in scheduler order, so its replay may
-// differ in timing from the failing run; an even seed replays exactly.
+// the default (several, committed in order), so both are covered.
 //
 // It does not model a real network (no gRPC, no connection reuse or
 // reordering beyond what the wrapper injects), real fsync timing or disk

@@ -183,11 +183,8 @@ func (w *World) newProcess(name string, s int, disk vfs.FS) (*Process, error) {
 	cfg.Partition.SealBytes, cfg.Partition.SealInterval = tuning.SealBytes, tuning.SealInterval
 	cfg.WAL.FlushInterval, cfg.WALCollectInterval = tuning.WALFlushInterval, tuning.WALCollectInterval
 	if w.seed%2 == 0 {
-		// Even seeds keep one WAL PUT in flight: their runs replay
-		// exactly. Odd seeds pipeline (the default, several in flight):
-		// concurrent uploads draw the store's fault decisions in the
-		// order the scheduler runs them, so a replay may differ in
-		// timing.
+		// Even seeds keep one WAL PUT in flight, odd seeds pipeline
+		// (the default, several in flight): both writers are covered.
 		cfg.WAL.MaxInFlight = 1
 	}
 	if w.noGC {
