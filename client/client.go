@@ -318,17 +318,7 @@ func fromProto(topic string, r *stratapb.Record) Record {
 	if len(r.Headers) > 0 {
 		out.Headers = make(map[string][]byte, len(r.Headers))
 		for _, h := range r.Headers {
-			switch h.Key {
-			case HeaderDeliverAt:
-				if ms, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
-					out.DeliverAt = time.UnixMilli(ms)
-				}
-			case HeaderPriority:
-				out.Priority, _ = strconv.Atoi(string(h.Value))
-			case HeaderMsgID:
-				out.MsgID = string(h.Value)
-			}
-			out.Headers[h.Key] = h.Value
+			setHeader(&out, h.Key, h.Value)
 		}
 	}
 	return out
