@@ -54,6 +54,13 @@
 //     and returns only the records whose commit succeeded. Seek moves a
 //     group consumer's position back only, so that a caller can hand back
 //     records it Polled but did not handle.
+//   - A Consumer and a PartitionStream ask for stored blocks unless told
+//     not to (stored.go, docs/fetch.md): every block's CRC32C, decoding and
+//     index entry are checked before any of its records is returned; a
+//     block that fails is a *CorruptBlockError and the position does not
+//     move past it. Records come out in offset order whatever the number
+//     of decoding goroutines (at most GOMAXPROCS per response, and a
+//     PartitionStream holds at most twice its workers' blocks ahead).
 //   - A ShareConsumer receives from every broker owning a partition of
 //     its topic and settles each receipt at its partition's owner
 //     (share.go). Run never acks a message whose handler did not return
