@@ -79,13 +79,14 @@
 //     resumes from the group's committed offsets. A group member's calls
 //     and fetches go to the coordinator, the broker that knows the member.
 //
-// Concurrency: Client, Producer, Consumer and ShareConsumer are safe for
-// concurrent use; each owns its goroutines (a Producer's per-request
-// goroutines end when their requests resolve; a Consumer's heartbeat
-// goroutine ends in Close; a ShareConsumer's end before the call that
-// started them returns;
-// the Client's background metadata refreshes end in Close, which waits for
-// them).
+// Concurrency: Client, Producer, Consumer, PartitionStream and
+// ShareConsumer are safe for concurrent use; each owns its goroutines (a
+// Producer's per-request goroutines end when their requests resolve; a
+// Consumer's heartbeat goroutine ends in Close, its block decoders before
+// Poll returns; a PartitionStream's reader and decoders end in its Close
+// or the Client's, which it waits for; a ShareConsumer's end before the
+// call that started them returns; the Client's background metadata
+// refreshes end in Close, which waits for them).
 package client
 
 import (
