@@ -83,8 +83,9 @@
 // ShareConsumer are safe for concurrent use; each owns its goroutines (a
 // Producer's per-request goroutines end when their requests resolve; a
 // Consumer's heartbeat goroutine ends in Close, its block decoders before
-// Poll returns; a PartitionStream's reader and decoders end in its Close
-// or the Client's, which it waits for; a ShareConsumer's end before the
+// Poll returns; a PartitionStream's reader and decoders end in its Close,
+// which waits for them (the Client's Close ends them too); a
+// ShareConsumer's end before the
 // call that started them returns; the Client's background metadata
 // refreshes end in Close, which waits for them).
 package client
