@@ -146,6 +146,14 @@ func (r *PartitionReader) readColdStored(ctx context.Context, m *meta.Manifest, 
 			used += cost
 			if loaded++; sequential || loaded > 1 {
 				r.cache.PrefetchStored(r.src, seg.Key, f, bi+1)
+				// A reader that decodes nothing keeps up with its GETs:
+				// once read-ahead reaches this segment's end, warm the
+				// next one, so crossing it costs no wait for its footer
+				// and first span.
+				end := f.Blocks[len(f.Blocks)-1]
+				if left := end.Pos + end.Len - (info.Pos + info.Len); si+1 < len(m.Segments) && left <= int64(r.cache.cfg.ReadAheadSpans)*r.cache.cfg.SpanBytes {
+					r.prefetchSegmentStored(m.Segments[si+1])
+				}
 			}
 			if used >= maxBytes {
 				return used, nil
