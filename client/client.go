@@ -54,6 +54,13 @@
 //     and returns only the records whose commit succeeded. Seek moves a
 //     group consumer's position back only, so that a caller can hand back
 //     records it Polled but did not handle.
+//   - A Consumer and a PartitionStream ask for stored blocks unless told
+//     not to (stored.go, docs/fetch.md): every block's CRC32C, decoding and
+//     index entry are checked before any of its records is returned; a
+//     block that fails is a *CorruptBlockError and the position does not
+//     move past it. Records come out in offset order whatever the number
+//     of decoding goroutines (at most GOMAXPROCS per response, and a
+//     PartitionStream holds at most twice its workers' blocks ahead).
 //   - A ShareConsumer receives from every broker owning a partition of
 //     its topic and settles each receipt at its partition's owner
 //     (share.go). Run never acks a message whose handler did not return
@@ -72,13 +79,15 @@
 //     resumes from the group's committed offsets. A group member's calls
 //     and fetches go to the coordinator, the broker that knows the member.
 //
-// Concurrency: Client, Producer, Consumer and ShareConsumer are safe for
-// concurrent use; each owns its goroutines (a Producer's per-request
-// goroutines end when their requests resolve; a Consumer's heartbeat
-// goroutine ends in Close; a ShareConsumer's end before the call that
-// started them returns;
-// the Client's background metadata refreshes end in Close, which waits for
-// them).
+// Concurrency: Client, Producer, Consumer, PartitionStream and
+// ShareConsumer are safe for concurrent use; each owns its goroutines (a
+// Producer's per-request goroutines end when their requests resolve; a
+// Consumer's heartbeat goroutine ends in Close, its block decoders before
+// Poll returns; a PartitionStream's reader and decoders end in its Close,
+// which waits for them (the Client's Close ends them too); a
+// ShareConsumer's end before the
+// call that started them returns; the Client's background metadata
+// refreshes end in Close, which waits for them).
 package client
 
 import (
@@ -318,17 +327,7 @@ func fromProto(topic string, r *stratapb.Record) Record {
 	if len(r.Headers) > 0 {
 		out.Headers = make(map[string][]byte, len(r.Headers))
 		for _, h := range r.Headers {
-			switch h.Key {
-			case HeaderDeliverAt:
-				if ms, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
-					out.DeliverAt = time.UnixMilli(ms)
-				}
-			case HeaderPriority:
-				out.Priority, _ = strconv.Atoi(string(h.Value))
-			case HeaderMsgID:
-				out.MsgID = string(h.Value)
-			}
-			out.Headers[h.Key] = h.Value
+			setHeader(&out, h.Key, h.Value)
 		}
 	}
 	return out

@@ -39,6 +39,7 @@ type consumerConfig struct {
 	session    time.Duration
 	maxBytes   int32
 	maxWait    time.Duration
+	records    bool // WithStoredBlocks(false): ask for records only
 }
 
 // WithPartitions reads these partitions (assign mode).
@@ -59,6 +60,26 @@ func WithStartLatest() ConsumerOption { return func(c *consumerConfig) { c.earli
 // heartbeats go every third of it.
 func WithSessionTimeout(d time.Duration) ConsumerOption {
 	return func(c *consumerConfig) { c.session = d }
+}
+
+// WithStoredBlocks chooses how sealed history comes (docs/fetch.md). On
+// (the default), the consumer asks for stored blocks: the broker sends
+// sealed segment blocks as stored, compressed and with their CRCs, and
+// the consumer verifies, decompresses and decodes them itself, on every
+// core (a block that fails its CRC fails Poll with a *CorruptBlockError
+// and the position stays); max bytes then count stored, compressed bytes.
+// Off, the broker decodes and sends records, as brokers without the mode
+// always do (the consumer takes either answer).
+func WithStoredBlocks(on bool) ConsumerOption {
+	return func(c *consumerConfig) { c.records = !on }
+}
+
+// WithFetchMaxBytes bounds one fetch response per partition (default
+// 1 MiB; the broker clamps it to its own cap, 16 MiB by default). Keep it
+// below the connection's receive limit (gRPC's default is 4 MiB; raise it
+// with grpc.MaxCallRecvMsgSize through WithDialOptions).
+func WithFetchMaxBytes(n int32) ConsumerOption {
+	return func(c *consumerConfig) { c.maxBytes = n }
 }
 
 // ErrConsumerClosed is returned by Poll after Close.
@@ -456,7 +477,7 @@ func (k *Consumer) fetch(ctx context.Context, member string, gen int64, parts []
 	next := make(map[int32]int64, len(parts))
 	for _, p := range parts {
 		req := &stratapb.FetchRequest{Topic: k.topic, Partition: p, MaxBytes: k.cfg.maxBytes, MaxWaitMs: int32(k.cfg.maxWait.Milliseconds()),
-			Group: k.cfg.group, MemberId: member, Generation: gen}
+			Group: k.cfg.group, MemberId: member, Generation: gen, StoredBlocks: !k.cfg.records}
 		switch {
 		case starts[p] >= 0:
 			req.Start = &stratapb.FetchRequest_Offset{Offset: starts[p]}
@@ -469,8 +490,14 @@ func (k *Consumer) fetch(ctx context.Context, member string, gen int64, parts []
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, r := range resp.Records {
-			out = append(out, fromProto(k.topic, r))
+		recs, err := decodeFetch(k.topic, p, resp, decodeWorkers())
+		if err != nil {
+			return nil, nil, err
+		}
+		if out == nil {
+			out = recs
+		} else {
+			out = append(out, recs...)
 		}
 		next[p] = resp.NextOffset
 	}

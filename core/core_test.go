@@ -34,21 +34,47 @@ func newBroker(t *testing.T, cfg Config) *Broker {
 	return b
 }
 
-// fitRecords keeps a result within its budget, counting the per-record
+// fitResult keeps a result within its budget, counting the per-record
 // overhead, and always keeps one record.
 func TestFitRecords(t *testing.T) {
 	res := &fetch.Result{NextOffset: 10}
 	for i := int64(0); i < 10; i++ {
 		res.Records = append(res.Records, segment.Record{Offset: i})
 	}
-	fitRecords(res, 3*RecordOverheadBytes)
+	fitResult(res, 3*RecordOverheadBytes)
 	if len(res.Records) != 3 || res.NextOffset != 3 {
 		t.Fatalf("%d records, next %d; want 3 empty records in 192 bytes, next 3", len(res.Records), res.NextOffset)
 	}
 	big := &fetch.Result{Records: []segment.Record{{Offset: 5, Value: make([]byte, 1000)}, {Offset: 6}}, NextOffset: 7}
-	fitRecords(big, 10)
+	fitResult(big, 10)
 	if len(big.Records) != 1 || big.NextOffset != 6 {
 		t.Fatalf("%d records, next %d; want the first record alone", len(big.Records), big.NextOffset)
+	}
+}
+
+// fitResult counts stored blocks by their stored bytes: blocks past the
+// budget go, then the records after them; the first block always stays.
+func TestFitStoredBlocks(t *testing.T) {
+	blk := func(first, last int64, n int) fetch.StoredBlock {
+		return fetch.StoredBlock{Data: make([]byte, n), FirstOffset: first, LastOffset: last, Records: last - first + 1}
+	}
+	for _, tc := range []struct {
+		name            string
+		budget          int64
+		blocks, records int
+		next            int64
+	}{
+		{"all fit", 10_000, 3, 2, 32},
+		{"two blocks", 2*(1000+fetch.StoredBlockOverhead) + 10, 2, 0, 20},
+		{"the first block alone", 10, 1, 0, 10},
+		{"blocks and one record", 3*(1000+fetch.StoredBlockOverhead) + RecordOverheadBytes, 3, 1, 31},
+	} {
+		res := &fetch.Result{Blocks: []fetch.StoredBlock{blk(0, 9, 1000), blk(10, 19, 1000), blk(20, 29, 1000)},
+			Records: []segment.Record{{Offset: 30}, {Offset: 31}}, NextOffset: 32}
+		fitResult(res, tc.budget)
+		if len(res.Blocks) != tc.blocks || len(res.Records) != tc.records || res.NextOffset != tc.next {
+			t.Errorf("%s: %d blocks, %d records, next %d; want %d, %d, %d", tc.name, len(res.Blocks), len(res.Records), res.NextOffset, tc.blocks, tc.records, tc.next)
+		}
 	}
 }
 

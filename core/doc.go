@@ -44,7 +44,9 @@
 //     members kept through store errors, locks) are listed in groups.go.
 //   - A tailing fetch never busy-polls: it waits on the partition's append
 //     notification; a FetchBudget given by the front end bounds the bytes
-//     of results held at once.
+//     of results held at once. A Stored fetch hands sealed blocks on as
+//     stored (never decompressed in the broker), counted by their stored
+//     bytes in MaxBytes and the budget.
 //   - Hooks (Config.Hooks) are called synchronously where their event
 //     happens and must be cheap and never block; without hooks nothing
 //     is computed for them.

@@ -35,6 +35,11 @@ type FetchRequest struct {
 	// per-record copy), instead of FetchResult.Records. For a front end
 	// that only reads the records: the views are shared and read-only.
 	Batches bool
+	// Stored asks for sealed data as stored (fetch.PartitionReader.
+	// ReadStored): results carry the compressed segment blocks, never
+	// decompressed by the broker, and MaxBytes and the budget count their
+	// stored bytes. Data not in sealed blocks still comes as records.
+	Stored bool
 }
 
 // FetchBudget bounds the bytes of fetch results held at once (built, or
@@ -50,10 +55,15 @@ type FetchLease interface {
 	Release()    // idempotent
 }
 
-// FetchResult is one batch of records read.
+// FetchResult is one batch of records read. With FetchRequest.Stored its
+// records are those of Blocks at or after SkipBefore, then Records.
 type FetchResult struct {
 	Partition int32
-	Records   []segment.Record
+	// Blocks and SkipBefore (FetchRequest.Stored): sealed blocks as
+	// stored, their records at or after SkipBefore coming before Records.
+	Blocks     []fetch.StoredBlock // shared with the cache: do not modify
+	SkipBefore int64
+	Records    []segment.Record
 	// Batches (FetchRequest.Batches; Records is then nil) are the records
 	// as views of the read path's decoded batches, shared with every
 	// other reader: never modify them (fetch.PartitionReader.ReadBatches).
@@ -124,7 +134,12 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 				return classify(err)
 			}
 		}
-		res, err := readOf(v.reader, req.Batches)(ctx, next, maxBytes)
+		var res *fetch.Result
+		if req.Stored {
+			res, err = v.reader.ReadStored(ctx, next, maxBytes)
+		} else {
+			res, err = readOf(v.reader, req.Batches)(ctx, next, maxBytes)
+		}
 		if err != nil {
 			release(lease)
 			return classify(err)
@@ -133,13 +148,13 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			release(lease)
 			return err
 		}
-		if res.Len() > 0 {
+		if res.Len() > 0 || len(res.Blocks) > 0 {
 			if lease != nil {
-				fitRecords(res, lease.Size())
+				fitResult(res, lease.Size())
 				fitBatches(res, lease.Size())
 			}
 			next = res.NextOffset
-			out := &FetchResult{Partition: req.Partition, Records: res.Records, Batches: res.Batches, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
+			out := &FetchResult{Partition: req.Partition, Blocks: res.Blocks, SkipBefore: res.SkipBefore, Records: res.Records, Batches: res.Batches, NextOffset: res.NextOffset, HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset, Lease: lease}
 			b.onFetchResult(t.cfg.Name, out)
 			if err := send(out); err != nil {
 				return err
@@ -176,17 +191,34 @@ func release(l FetchLease) {
 	}
 }
 
-// fitRecords drops records from the end of res until their cost fits n
-// bytes (one record always stays), so what a result builds stays within
-// the budget it was given.
-func fitRecords(res *fetch.Result, n int64) {
+// fitResult drops records, then blocks, from the end of res until their
+// cost (RecordCost, StoredBlockCost) fits n bytes (one block or record
+// always stays), so what a result builds stays within the budget it was
+// given.
+func fitResult(res *fetch.Result, n int64) {
 	var cost int64
+	for i := range res.Blocks {
+		cost += StoredBlockCost(&res.Blocks[i])
+		if i > 0 && cost > n {
+			res.Blocks, res.Records = res.Blocks[:i], nil
+			res.NextOffset = res.Blocks[i-1].LastOffset + 1
+			return
+		}
+	}
 	for i := range res.Records {
 		cost += RecordCost(&res.Records[i])
-		if i > 0 && cost > n {
+		if (i > 0 || len(res.Blocks) > 0) && cost > n {
 			res.Records = res.Records[:i]
-			res.NextOffset = res.Records[i-1].Offset + 1
+			if i > 0 {
+				res.NextOffset = res.Records[i-1].Offset + 1
+			} else {
+				res.NextOffset = res.Blocks[len(res.Blocks)-1].LastOffset + 1
+			}
 			return
 		}
 	}
 }
+
+// StoredBlockCost is what a stored block costs in the fetch limits: its
+// stored bytes plus fetch.StoredBlockOverhead.
+func StoredBlockCost(b *fetch.StoredBlock) int64 { return int64(fetch.StoredBlockCost(b)) }

@@ -15,7 +15,7 @@ func readOf(r *fetch.PartitionReader, batches bool) func(ctx context.Context, fr
 	return r.Read
 }
 
-// fitBatches is fitRecords for a result of batch views: it drops records
+// fitBatches is fitResult for a result of batch views: it drops records
 // from the end until their cost fits n bytes (one record always stays),
 // by reslicing the views, never by writing to them.
 func fitBatches(res *fetch.Result, n int64) {
@@ -44,7 +44,7 @@ func fitBatches(res *fetch.Result, n int64) {
 // onFetchResult tells the FetchHooks of a result about to be sent.
 func (b *Broker) onFetchResult(topic string, out *FetchResult) {
 	if len(out.Batches) == 0 {
-		b.onFetch(topic, out.Partition, out.Records)
+		b.onFetch(topic, out.Partition, out)
 		return
 	}
 	if len(b.hooks.fetch) == 0 {

@@ -12,7 +12,7 @@ import (
 )
 
 // fitBatches trims a result of batch views to exactly the records
-// fitRecords keeps of the same records, for every budget, without
+// fitResult keeps of the same records, for every budget, without
 // writing to the views' records.
 func TestFitBatches(t *testing.T) {
 	var recs []segment.Record
@@ -32,7 +32,7 @@ func TestFitBatches(t *testing.T) {
 	before := fmt.Sprint(recs)
 	for n := int64(0); n < 20*(RecordOverheadBytes+30); n += 7 {
 		want := &fetch.Result{Records: append([]segment.Record(nil), recs...), NextOffset: 120}
-		fitRecords(want, n)
+		fitResult(want, n)
 		got := split()
 		fitBatches(got, n)
 		var flat []segment.Record
@@ -43,7 +43,7 @@ func TestFitBatches(t *testing.T) {
 			flat = append(flat, b.Records...)
 		}
 		if !reflect.DeepEqual(flat, want.Records) || got.NextOffset != want.NextOffset {
-			t.Fatalf("budget %d: fitBatches keeps %d records (next %d), fitRecords %d (next %d)", n, len(flat), got.NextOffset, len(want.Records), want.NextOffset)
+			t.Fatalf("budget %d: fitBatches keeps %d records (next %d), fitResult %d (next %d)", n, len(flat), got.NextOffset, len(want.Records), want.NextOffset)
 		}
 	}
 	if fmt.Sprint(recs) != before {

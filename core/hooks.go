@@ -67,7 +67,11 @@ type FetchEvent struct {
 	Topic     string
 	Partition int32
 	Records   int
-	Bytes     int64 // payload bytes, as in ProduceEvent
+	Bytes     int64 // payload bytes, as in ProduceEvent, of the records sent as records
+	// StoredBytes is the bytes of the sealed blocks sent as stored
+	// (FetchRequest.Stored): compressed, their payload is not known to
+	// the broker and not in Bytes; their records are in Records.
+	StoredBytes int64
 }
 
 // WALFlushHook is told of every WAL flush when it ends (stored, or given
@@ -171,12 +175,21 @@ func (b *Broker) Produce(ctx context.Context, req *ProduceRequest) (*ProduceResu
 	return res, err
 }
 
-// onFetch tells the FetchHooks of a result about to be sent.
-func (b *Broker) onFetch(topic string, p int32, records []segment.Record) {
+// onFetch tells the FetchHooks of a result about to be sent (nil: an
+// empty one).
+func (b *Broker) onFetch(topic string, p int32, res *FetchResult) {
 	if len(b.hooks.fetch) == 0 {
 		return
 	}
-	ev := FetchEvent{Topic: topic, Partition: p, Records: len(records), Bytes: recordsBytes(records)}
+	ev := FetchEvent{Topic: topic, Partition: p}
+	if res != nil {
+		ev.Records, ev.Bytes = len(res.Records), recordsBytes(res.Records)
+		for i := range res.Blocks {
+			bl := &res.Blocks[i]
+			ev.Records += int(min(bl.Records, bl.LastOffset-max(bl.FirstOffset, res.SkipBefore)+1))
+			ev.StoredBytes += int64(len(bl.Data))
+		}
+	}
 	for _, h := range b.hooks.fetch {
 		h.OnFetch(ev)
 	}

@@ -168,6 +168,36 @@ func benchColdReplay(b *testing.B, backend string, codec segment.Codec) {
 		b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
 		b.ReportMetric(float64(gets)/float64(b.N), "GETs/replay")
 	})
+	// The stored-block path (ReadStored): the broker's share of a replay
+	// when the consumer decodes (client.Consumer, client.PartitionStream):
+	// GETs and the blocks handed on as stored, nothing decompressed.
+	b.Run("stored", func(b *testing.B) {
+		b.SetBytes(sealed)
+		var gets, records int64
+		for range b.N {
+			c, err := fetch.NewCache(fetch.DefaultCacheConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := fetch.NewPartitionReader(c, store, fetch.NewBucketManifests(store, topic, 0, time.Minute), nil)
+			next := int64(0)
+			for {
+				res, err := r.ReadStored(ctx, next, 4<<20)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(res.Blocks)+len(res.Records) == 0 {
+					break
+				}
+				next = res.NextOffset
+			}
+			records += next
+			gets += c.Stats().Gets
+			c.Close()
+		}
+		b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+		b.ReportMetric(float64(gets)/float64(b.N), "GETs/replay")
+	})
 }
 
 // BenchmarkPointRead reads one record at a random offset from cold segments

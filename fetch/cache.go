@@ -295,6 +295,18 @@ func (c *Cache) Footer(ctx context.Context, src tier.BucketReader, seg meta.Segm
 // header), from the cache or with one ranged GET that also loads the
 // uncached blocks after it, up to SpanBytes.
 func (c *Cache) Block(ctx context.Context, src tier.BucketReader, seg string, f *segment.Footer, i int) ([]byte, error) {
+	return c.block(ctx, src, seg, f, i, true)
+}
+
+// StoredBlock is Block for a reader that sends blocks as stored: a span it
+// loads is not decoded ahead (nothing on the broker decompresses it).
+func (c *Cache) StoredBlock(ctx context.Context, src tier.BucketReader, seg string, f *segment.Footer, i int) ([]byte, error) {
+	return c.block(ctx, src, seg, f, i, false)
+}
+
+// block is Block; decodeAhead says whether a span it loads decodes the
+// blocks after i for the decoded-block cache.
+func (c *Cache) block(ctx context.Context, src tier.BucketReader, seg string, f *segment.Footer, i int, decodeAhead bool) ([]byte, error) {
 	if i < 0 || i >= len(f.Blocks) {
 		return nil, fmt.Errorf("fetch: block %d of %s out of range (%d blocks)", i, seg, len(f.Blocks))
 	}
@@ -317,7 +329,7 @@ func (c *Cache) Block(ctx context.Context, src tier.BucketReader, seg string, f 
 		}
 		c.misses.Add(1)
 		if fl == nil {
-			fl = c.startSpan(src, seg, f, i, false)
+			fl = c.startSpan(src, seg, f, i, false, decodeAhead)
 			if fl == nil {
 				continue // raced with another loader; look again
 			}
@@ -358,8 +370,9 @@ func (c *Cache) lookup(k blockKey) (data []byte, fl *flight, onDisk bool) {
 // startSpan registers a flight for block i and the uncached blocks after it
 // and starts loading them. For read-ahead (prefetch) it takes a GET slot
 // only if one is free, and returns nil otherwise. It returns nil when block
-// i is already cached or in flight.
-func (c *Cache) startSpan(src tier.BucketReader, seg string, f *segment.Footer, i int, prefetch bool) *flight {
+// i is already cached or in flight. With decode, the loaded blocks a
+// reader will want next are decoded into the decoded-block cache.
+func (c *Cache) startSpan(src tier.BucketReader, seg string, f *segment.Footer, i int, prefetch, decode bool) *flight {
 	c.mu.Lock()
 	k := blockKey{seg, i}
 	if _, ok := c.mu.mem[k]; ok {
@@ -415,7 +428,7 @@ func (c *Cache) startSpan(src tier.BucketReader, seg string, f *segment.Footer, 
 		off := f.Blocks[i].Pos
 		raw, err := c.doGet(c.ctx, src, seg, off, f.Blocks[j-1].Pos+f.Blocks[j-1].Len-off)
 		c.finishSpan(seg, f, i, j, fl, raw, err)
-		if err == nil && c.cfg.DecodedBytes > 0 {
+		if err == nil && decode && c.cfg.DecodedBytes > 0 {
 			// Decode ahead of the reader, on this goroutine: the reader
 			// decodes the block it asked for (i) itself unless this was
 			// read-ahead.
@@ -603,8 +616,18 @@ func (c *Cache) dropDisk(k blockKey) {
 }
 
 // Prefetch starts loading up to ReadAheadSpans spans of blocks from block i
-// on, in the background, using only free GET slots.
+// on, in the background, using only free GET slots, and decodes them.
 func (c *Cache) Prefetch(src tier.BucketReader, seg string, f *segment.Footer, i int) {
+	c.prefetch(src, seg, f, i, true)
+}
+
+// PrefetchStored is Prefetch for a reader that sends blocks as stored:
+// the spans are loaded, not decoded.
+func (c *Cache) PrefetchStored(src tier.BucketReader, seg string, f *segment.Footer, i int) {
+	c.prefetch(src, seg, f, i, false)
+}
+
+func (c *Cache) prefetch(src tier.BucketReader, seg string, f *segment.Footer, i int, decode bool) {
 	for n := 0; n < c.cfg.ReadAheadSpans && i < len(f.Blocks); n++ {
 		if c.ctx.Err() != nil {
 			return
@@ -620,7 +643,7 @@ func (c *Cache) Prefetch(src tier.BucketReader, seg string, f *segment.Footer, i
 		if i >= len(f.Blocks) {
 			return
 		}
-		if c.startSpan(src, seg, f, i, true) == nil {
+		if c.startSpan(src, seg, f, i, true, decode) == nil {
 			return // no free slot: the reader is ahead of the budget
 		}
 		// Advance past the span just started.

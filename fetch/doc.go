@@ -19,6 +19,13 @@
 //   - The cache is bounded: memory by CacheConfig.MemoryBytes, disk by
 //     CacheConfig.DiskBytes. Cold GETs run under their own concurrency
 //     budget (MaxConcurrentGets), so replay cannot starve the tail.
+//   - ReadStored answers with sealed blocks exactly as stored (never
+//     decompressed here, nor decoded ahead) and then local records; the
+//     blocks' records at or after Result.SkipBefore, then Records, are
+//     what Read would return from the same offset, in offset order. Its
+//     answer costs at most maxBytes (a block's stored bytes plus
+//     StoredBlockOverhead) unless a single block or record is over it: a
+//     block over it alone is sent as its records, cut to maxBytes.
 //   - fetch depends on tier.BucketReader only: the read path cannot write.
 //   - Decoded batches are immutable and shared: the cache hands the same
 //     decoded blocks to every reader and never writes to or reuses their

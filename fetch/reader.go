@@ -44,6 +44,12 @@ type Result struct {
 	HighWatermark  int64 // the offset the next appended record will get
 	LogStartOffset int64 // the oldest readable offset
 
+	// Blocks (ReadStored only) are sealed blocks as stored, in offset
+	// order, all before Records: the answer is the blocks' records at or
+	// after SkipBefore (the offset asked for), then Records.
+	Blocks     []StoredBlock
+	SkipBefore int64
+
 	views bool // ReadBatches: collect views in Batches, not copies in Records
 	size  int  // views: the recordSize of the records in Batches
 }

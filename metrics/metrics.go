@@ -133,6 +133,7 @@ type Metrics struct {
 	produceErrors                             *prometheus.CounterVec // topic, acks, kind
 	produceDur                                [numAcks]prometheus.Observer
 	fetchResponses, fetchRecords, fetchBytes  *prometheus.CounterVec // topic
+	fetchStoredBytes                          *prometheus.CounterVec // topic
 	sealedSegments, sealedBytes               *prometheus.CounterVec // topic
 
 	walObjects, walBytes, walRecords, walAttempts, walFailures prometheus.Counter
@@ -206,7 +207,8 @@ func New(cfg Config) (*Metrics, error) {
 	}
 	m.fetchResponses = counterVec("strata_fetch_responses_total", "Fetch results sent (an empty long poll included; a following fetch sends many).", "topic")
 	m.fetchRecords = counterVec("strata_fetch_records_total", "Records sent in fetch results.", "topic")
-	m.fetchBytes = counterVec("strata_fetch_bytes_total", "Payload bytes of the records sent in fetch results.", "topic")
+	m.fetchBytes = counterVec("strata_fetch_bytes_total", "Payload bytes of the records sent in fetch results as records.", "topic")
+	m.fetchStoredBytes = counterVec("strata_fetch_stored_bytes_total", "Bytes of the sealed blocks sent in fetch results as stored (compressed; their records are in strata_fetch_records_total).", "topic")
 	m.sealedSegments = counterVec("strata_sealed_segments_total", "Segments sealed into the object store.", "topic")
 	m.sealedBytes = counterVec("strata_sealed_bytes_total", "Bytes of the segments sealed into the object store.", "topic")
 
@@ -265,6 +267,7 @@ func (m *Metrics) OnFetch(e core.FetchEvent) {
 	if e.Records > 0 {
 		tm.fetchRecords.Add(float64(e.Records))
 		tm.fetchBytes.Add(float64(e.Bytes))
+		tm.fetchStoredBytes.Add(float64(e.StoredBytes))
 	}
 }
 

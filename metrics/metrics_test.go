@@ -120,6 +120,7 @@ func TestEventsCounted(t *testing.T) {
 	m.OnProduce(core.ProduceEvent{Topic: "t", Acks: core.Acks(9), Records: 1, Err: &core.Error{Kind: core.ErrInvalidArgument}})
 	m.OnFetch(core.FetchEvent{Topic: "t", Records: 0})
 	m.OnFetch(core.FetchEvent{Topic: "t", Records: 5, Bytes: 50})
+	m.OnFetch(core.FetchEvent{Topic: "t", Records: 20, StoredBytes: 900})
 	m.OnWALFlush(core.WALFlushEvent{Bytes: 4096, Records: 10, Attempts: 2, Duration: 30 * time.Millisecond})
 	m.OnWALFlush(core.WALFlushEvent{Attempts: 1, Err: errors.New("fenced")})
 	m.OnSegmentSealed(core.SealEvent{Topic: "t", Records: 10, Bytes: 2048})
@@ -140,9 +141,10 @@ func TestEventsCounted(t *testing.T) {
 		{"strata_produce_duration_seconds_count", []string{"acks", "durable"}, 1},
 		{"strata_produce_duration_seconds_sum", []string{"acks", "durable"}, 2},
 		{"strata_produce_duration_seconds_count", []string{"acks", "invalid"}, 0}, // failed: not observed
-		{"strata_fetch_responses_total", nil, 2},
-		{"strata_fetch_records_total", nil, 5},
+		{"strata_fetch_responses_total", nil, 3},
+		{"strata_fetch_records_total", nil, 25},
 		{"strata_fetch_bytes_total", nil, 50},
+		{"strata_fetch_stored_bytes_total", nil, 900},
 		{"strata_wal_objects_total", nil, 1},
 		{"strata_wal_bytes_total", nil, 4096},
 		{"strata_wal_records_total", nil, 10},

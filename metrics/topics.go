@@ -27,6 +27,7 @@ type topicMetrics struct {
 	m                                        *Metrics
 	byAcks                                   [numAcks]atomic.Pointer[ackCounters]
 	fetchResponses, fetchRecords, fetchBytes prometheus.Counter
+	fetchStoredBytes                         prometheus.Counter
 	sealedSegments, sealedBytes              prometheus.Counter
 }
 
@@ -44,11 +45,12 @@ func (s *topicSet) build(label string) *topicMetrics {
 	m := s.m
 	return &topicMetrics{
 		label: label, m: m,
-		fetchResponses: m.fetchResponses.WithLabelValues(label),
-		fetchRecords:   m.fetchRecords.WithLabelValues(label),
-		fetchBytes:     m.fetchBytes.WithLabelValues(label),
-		sealedSegments: m.sealedSegments.WithLabelValues(label),
-		sealedBytes:    m.sealedBytes.WithLabelValues(label),
+		fetchResponses:   m.fetchResponses.WithLabelValues(label),
+		fetchRecords:     m.fetchRecords.WithLabelValues(label),
+		fetchBytes:       m.fetchBytes.WithLabelValues(label),
+		fetchStoredBytes: m.fetchStoredBytes.WithLabelValues(label),
+		sealedSegments:   m.sealedSegments.WithLabelValues(label),
+		sealedBytes:      m.sealedBytes.WithLabelValues(label),
 	}
 }
 

@@ -3064,9 +3064,17 @@ type FetchRequest struct {
 	// A group member fetching for its group names itself: a fetch from a
 	// stale generation, or of a partition not assigned to it, is rejected
 	// (FAILED_PRECONDITION) so a member presumed dead stops reading.
-	Group         string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
-	MemberId      string `protobuf:"bytes,11,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
-	Generation    int64  `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
+	Group      string `protobuf:"bytes,10,opt,name=group,proto3" json:"group,omitempty"`
+	MemberId   string `protobuf:"bytes,11,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Generation int64  `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
+	// stored_blocks asks for sealed data as it is stored (docs/fetch.md):
+	// the broker sends the segment blocks that hold the records, compressed
+	// and with their CRCs, without decompressing them, and the client
+	// verifies, decompresses and decodes them. max_bytes then counts the
+	// blocks' stored bytes. Data the broker does not hold as sealed blocks
+	// (its local log, the WAL tail) still comes as records. A broker that
+	// does not know the field sends records only; a client must take both.
+	StoredBlocks  bool `protobuf:"varint,13,opt,name=stored_blocks,json=storedBlocks,proto3" json:"stored_blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3200,6 +3208,13 @@ func (x *FetchRequest) GetGeneration() int64 {
 	return 0
 }
 
+func (x *FetchRequest) GetStoredBlocks() bool {
+	if x != nil {
+		return x.StoredBlocks
+	}
+	return false
+}
+
 type isFetchRequest_Start interface {
 	isFetchRequest_Start()
 }
@@ -3228,19 +3243,109 @@ func (*FetchRequest_Earliest) isFetchRequest_Start() {}
 
 func (*FetchRequest_Latest) isFetchRequest_Start() {}
 
+// A sealed segment block exactly as stored: data is the bytes [pos,
+// pos+len) of the segment object (docs/segment-format.md): a 16-byte
+// header (codec, raw length, compressed length, CRC32C of the header's
+// first 12 bytes and the payload) and the compressed record batches.
+// first_offset, last_offset and records are the footer's index entry; a
+// client checks the decoded block against them.
+type StoredBlock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	FirstOffset   int64                  `protobuf:"varint,2,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	LastOffset    int64                  `protobuf:"varint,3,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	Records       int64                  `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
+	Codec         uint32                 `protobuf:"varint,5,opt,name=codec,proto3" json:"codec,omitempty"` // the segment's codec: 0 zstd, 1 s2, 2 none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredBlock) Reset() {
+	*x = StoredBlock{}
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredBlock) ProtoMessage() {}
+
+func (x *StoredBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredBlock.ProtoReflect.Descriptor instead.
+func (*StoredBlock) Descriptor() ([]byte, []int) {
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *StoredBlock) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StoredBlock) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *StoredBlock) GetLastOffset() int64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
+}
+
+func (x *StoredBlock) GetRecords() int64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *StoredBlock) GetCodec() uint32 {
+	if x != nil {
+		return x.Codec
+	}
+	return 0
+}
+
+// The records of a response, in offset order, are: the records of blocks
+// (in block order) at or after skip_before, then records. A response
+// without stored_blocks in its request carries records only.
 type FetchResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Records        []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
 	NextOffset     int64                  `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	HighWatermark  int64                  `protobuf:"varint,3,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
 	LogStartOffset int64                  `protobuf:"varint,4,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	Blocks         []*StoredBlock         `protobuf:"bytes,5,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	// The first offset the response is for: the records of blocks below it
+	// are not part of the answer (the first block starts before the offset
+	// asked for; the broker sends whole blocks and never re-encodes one).
+	SkipBefore    int64 `protobuf:"varint,6,opt,name=skip_before,json=skipBefore,proto3" json:"skip_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3357,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[51]
+	mi := &file_strata_v1_strata_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3370,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{51}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FetchResponse) GetRecords() []*Record {
@@ -3296,6 +3401,20 @@ func (x *FetchResponse) GetLogStartOffset() int64 {
 	return 0
 }
 
+func (x *FetchResponse) GetBlocks() []*StoredBlock {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetSkipBefore() int64 {
+	if x != nil {
+		return x.SkipBefore
+	}
+	return 0
+}
+
 // A share group's settings. Durations are in milliseconds; a field left 0
 // takes the default named.
 type ShareGroupConfig struct {
@@ -3319,7 +3438,7 @@ type ShareGroupConfig struct {
 
 func (x *ShareGroupConfig) Reset() {
 	*x = ShareGroupConfig{}
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3450,7 @@ func (x *ShareGroupConfig) String() string {
 func (*ShareGroupConfig) ProtoMessage() {}
 
 func (x *ShareGroupConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[52]
+	mi := &file_strata_v1_strata_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3463,7 @@ func (x *ShareGroupConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareGroupConfig.ProtoReflect.Descriptor instead.
 func (*ShareGroupConfig) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{52}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ShareGroupConfig) GetTopic() string {
@@ -3447,7 +3566,7 @@ type CreateShareGroupRequest struct {
 
 func (x *CreateShareGroupRequest) Reset() {
 	*x = CreateShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +3578,7 @@ func (x *CreateShareGroupRequest) String() string {
 func (*CreateShareGroupRequest) ProtoMessage() {}
 
 func (x *CreateShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[53]
+	mi := &file_strata_v1_strata_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +3591,7 @@ func (x *CreateShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{53}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateShareGroupRequest) GetConfig() *ShareGroupConfig {
@@ -3491,7 +3610,7 @@ type CreateShareGroupResponse struct {
 
 func (x *CreateShareGroupResponse) Reset() {
 	*x = CreateShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3503,7 +3622,7 @@ func (x *CreateShareGroupResponse) String() string {
 func (*CreateShareGroupResponse) ProtoMessage() {}
 
 func (x *CreateShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[54]
+	mi := &file_strata_v1_strata_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +3635,7 @@ func (x *CreateShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{54}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -3535,7 +3654,7 @@ type AlterShareGroupRequest struct {
 
 func (x *AlterShareGroupRequest) Reset() {
 	*x = AlterShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +3666,7 @@ func (x *AlterShareGroupRequest) String() string {
 func (*AlterShareGroupRequest) ProtoMessage() {}
 
 func (x *AlterShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[55]
+	mi := &file_strata_v1_strata_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +3679,7 @@ func (x *AlterShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*AlterShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{55}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AlterShareGroupRequest) GetConfig() *ShareGroupConfig {
@@ -3579,7 +3698,7 @@ type AlterShareGroupResponse struct {
 
 func (x *AlterShareGroupResponse) Reset() {
 	*x = AlterShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3710,7 @@ func (x *AlterShareGroupResponse) String() string {
 func (*AlterShareGroupResponse) ProtoMessage() {}
 
 func (x *AlterShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[56]
+	mi := &file_strata_v1_strata_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3723,7 @@ func (x *AlterShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*AlterShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{56}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *AlterShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -3624,7 +3743,7 @@ type DeleteShareGroupRequest struct {
 
 func (x *DeleteShareGroupRequest) Reset() {
 	*x = DeleteShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3636,7 +3755,7 @@ func (x *DeleteShareGroupRequest) String() string {
 func (*DeleteShareGroupRequest) ProtoMessage() {}
 
 func (x *DeleteShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[57]
+	mi := &file_strata_v1_strata_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3649,7 +3768,7 @@ func (x *DeleteShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{57}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteShareGroupRequest) GetTopic() string {
@@ -3674,7 +3793,7 @@ type DeleteShareGroupResponse struct {
 
 func (x *DeleteShareGroupResponse) Reset() {
 	*x = DeleteShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3686,7 +3805,7 @@ func (x *DeleteShareGroupResponse) String() string {
 func (*DeleteShareGroupResponse) ProtoMessage() {}
 
 func (x *DeleteShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[58]
+	mi := &file_strata_v1_strata_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3699,7 +3818,7 @@ func (x *DeleteShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{58}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
 }
 
 type ListShareGroupsRequest struct {
@@ -3711,7 +3830,7 @@ type ListShareGroupsRequest struct {
 
 func (x *ListShareGroupsRequest) Reset() {
 	*x = ListShareGroupsRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3723,7 +3842,7 @@ func (x *ListShareGroupsRequest) String() string {
 func (*ListShareGroupsRequest) ProtoMessage() {}
 
 func (x *ListShareGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[59]
+	mi := &file_strata_v1_strata_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3736,7 +3855,7 @@ func (x *ListShareGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShareGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListShareGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{59}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListShareGroupsRequest) GetTopic() string {
@@ -3755,7 +3874,7 @@ type ListShareGroupsResponse struct {
 
 func (x *ListShareGroupsResponse) Reset() {
 	*x = ListShareGroupsResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3767,7 +3886,7 @@ func (x *ListShareGroupsResponse) String() string {
 func (*ListShareGroupsResponse) ProtoMessage() {}
 
 func (x *ListShareGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[60]
+	mi := &file_strata_v1_strata_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3780,7 +3899,7 @@ func (x *ListShareGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShareGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListShareGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{60}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListShareGroupsResponse) GetGroups() []*ShareGroupConfig {
@@ -3800,7 +3919,7 @@ type DescribeShareGroupRequest struct {
 
 func (x *DescribeShareGroupRequest) Reset() {
 	*x = DescribeShareGroupRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +3931,7 @@ func (x *DescribeShareGroupRequest) String() string {
 func (*DescribeShareGroupRequest) ProtoMessage() {}
 
 func (x *DescribeShareGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[61]
+	mi := &file_strata_v1_strata_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +3944,7 @@ func (x *DescribeShareGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeShareGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeShareGroupRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{61}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DescribeShareGroupRequest) GetTopic() string {
@@ -3859,7 +3978,7 @@ type ShareCounts struct {
 
 func (x *ShareCounts) Reset() {
 	*x = ShareCounts{}
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3871,7 +3990,7 @@ func (x *ShareCounts) String() string {
 func (*ShareCounts) ProtoMessage() {}
 
 func (x *ShareCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[62]
+	mi := &file_strata_v1_strata_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3884,7 +4003,7 @@ func (x *ShareCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareCounts.ProtoReflect.Descriptor instead.
 func (*ShareCounts) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{62}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ShareCounts) GetAvailable() int64 {
@@ -3958,7 +4077,7 @@ type SharePartitionInfo struct {
 
 func (x *SharePartitionInfo) Reset() {
 	*x = SharePartitionInfo{}
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4089,7 @@ func (x *SharePartitionInfo) String() string {
 func (*SharePartitionInfo) ProtoMessage() {}
 
 func (x *SharePartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[63]
+	mi := &file_strata_v1_strata_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4102,7 @@ func (x *SharePartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharePartitionInfo.ProtoReflect.Descriptor instead.
 func (*SharePartitionInfo) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{63}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SharePartitionInfo) GetPartition() int32 {
@@ -4047,7 +4166,7 @@ type DescribeShareGroupResponse struct {
 
 func (x *DescribeShareGroupResponse) Reset() {
 	*x = DescribeShareGroupResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4178,7 @@ func (x *DescribeShareGroupResponse) String() string {
 func (*DescribeShareGroupResponse) ProtoMessage() {}
 
 func (x *DescribeShareGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[64]
+	mi := &file_strata_v1_strata_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4191,7 @@ func (x *DescribeShareGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeShareGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeShareGroupResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{64}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *DescribeShareGroupResponse) GetConfig() *ShareGroupConfig {
@@ -4122,7 +4241,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4134,7 +4253,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[65]
+	mi := &file_strata_v1_strata_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4147,7 +4266,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{65}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ReceiveRequest) GetTopic() string {
@@ -4213,7 +4332,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4225,7 +4344,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[66]
+	mi := &file_strata_v1_strata_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4238,7 +4357,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{66}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Delivery) GetPartition() int32 {
@@ -4285,7 +4404,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4416,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[67]
+	mi := &file_strata_v1_strata_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4429,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{67}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReceiveResponse) GetDeliveries() []*Delivery {
@@ -4338,7 +4457,7 @@ type SettleRequest struct {
 
 func (x *SettleRequest) Reset() {
 	*x = SettleRequest{}
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4350,7 +4469,7 @@ func (x *SettleRequest) String() string {
 func (*SettleRequest) ProtoMessage() {}
 
 func (x *SettleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[68]
+	mi := &file_strata_v1_strata_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4363,7 +4482,7 @@ func (x *SettleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleRequest.ProtoReflect.Descriptor instead.
 func (*SettleRequest) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{68}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SettleRequest) GetTopic() string {
@@ -4421,7 +4540,7 @@ type SettleOutcome struct {
 
 func (x *SettleOutcome) Reset() {
 	*x = SettleOutcome{}
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4433,7 +4552,7 @@ func (x *SettleOutcome) String() string {
 func (*SettleOutcome) ProtoMessage() {}
 
 func (x *SettleOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[69]
+	mi := &file_strata_v1_strata_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4446,7 +4565,7 @@ func (x *SettleOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleOutcome.ProtoReflect.Descriptor instead.
 func (*SettleOutcome) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{69}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SettleOutcome) GetReceipt() string {
@@ -4514,7 +4633,7 @@ type SettleResponse struct {
 
 func (x *SettleResponse) Reset() {
 	*x = SettleResponse{}
-	mi := &file_strata_v1_strata_proto_msgTypes[70]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4645,7 @@ func (x *SettleResponse) String() string {
 func (*SettleResponse) ProtoMessage() {}
 
 func (x *SettleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_v1_strata_proto_msgTypes[70]
+	mi := &file_strata_v1_strata_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4658,7 @@ func (x *SettleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleResponse.ProtoReflect.Descriptor instead.
 func (*SettleResponse) Descriptor() ([]byte, []int) {
-	return file_strata_v1_strata_proto_rawDescGZIP(), []int{70}
+	return file_strata_v1_strata_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SettleResponse) GetOutcomes() []*SettleOutcome {
@@ -4783,7 +4902,7 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"partitions\x18\x01 \x03(\x05R\n" +
 	"partitions\x12\x18\n" +
 	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xea\x02\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\x8f\x03\n" +
 	"\fFetchRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x18\n" +
@@ -4799,14 +4918,25 @@ const file_strata_v1_strata_proto_rawDesc = "" +
 	"\tmember_id\x18\v \x01(\tR\bmemberId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\f \x01(\x03R\n" +
-	"generationB\a\n" +
-	"\x05start\"\xae\x01\n" +
+	"generation\x12#\n" +
+	"\rstored_blocks\x18\r \x01(\bR\fstoredBlocksB\a\n" +
+	"\x05start\"\x95\x01\n" +
+	"\vStoredBlock\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12!\n" +
+	"\ffirst_offset\x18\x02 \x01(\x03R\vfirstOffset\x12\x1f\n" +
+	"\vlast_offset\x18\x03 \x01(\x03R\n" +
+	"lastOffset\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\x03R\arecords\x12\x14\n" +
+	"\x05codec\x18\x05 \x01(\rR\x05codec\"\xff\x01\n" +
 	"\rFetchResponse\x12+\n" +
 	"\arecords\x18\x01 \x03(\v2\x11.strata.v1.RecordR\arecords\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12(\n" +
-	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\"\xec\x03\n" +
+	"\x10log_start_offset\x18\x04 \x01(\x03R\x0elogStartOffset\x12.\n" +
+	"\x06blocks\x18\x05 \x03(\v2\x16.strata.v1.StoredBlockR\x06blocks\x12\x1f\n" +
+	"\vskip_before\x18\x06 \x01(\x03R\n" +
+	"skipBefore\"\xec\x03\n" +
 	"\x10ShareGroupConfig\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12#\n" +
@@ -4960,7 +5090,7 @@ func file_strata_v1_strata_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_v1_strata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_strata_v1_strata_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_strata_v1_strata_proto_goTypes = []any{
 	(Acks)(0),                          // 0: strata.v1.Acks
 	(*Acl)(nil),                        // 1: strata.v1.Acl
@@ -5014,29 +5144,30 @@ var file_strata_v1_strata_proto_goTypes = []any{
 	(*InitProducerResponse)(nil),       // 49: strata.v1.InitProducerResponse
 	(*ProduceResponse)(nil),            // 50: strata.v1.ProduceResponse
 	(*FetchRequest)(nil),               // 51: strata.v1.FetchRequest
-	(*FetchResponse)(nil),              // 52: strata.v1.FetchResponse
-	(*ShareGroupConfig)(nil),           // 53: strata.v1.ShareGroupConfig
-	(*CreateShareGroupRequest)(nil),    // 54: strata.v1.CreateShareGroupRequest
-	(*CreateShareGroupResponse)(nil),   // 55: strata.v1.CreateShareGroupResponse
-	(*AlterShareGroupRequest)(nil),     // 56: strata.v1.AlterShareGroupRequest
-	(*AlterShareGroupResponse)(nil),    // 57: strata.v1.AlterShareGroupResponse
-	(*DeleteShareGroupRequest)(nil),    // 58: strata.v1.DeleteShareGroupRequest
-	(*DeleteShareGroupResponse)(nil),   // 59: strata.v1.DeleteShareGroupResponse
-	(*ListShareGroupsRequest)(nil),     // 60: strata.v1.ListShareGroupsRequest
-	(*ListShareGroupsResponse)(nil),    // 61: strata.v1.ListShareGroupsResponse
-	(*DescribeShareGroupRequest)(nil),  // 62: strata.v1.DescribeShareGroupRequest
-	(*ShareCounts)(nil),                // 63: strata.v1.ShareCounts
-	(*SharePartitionInfo)(nil),         // 64: strata.v1.SharePartitionInfo
-	(*DescribeShareGroupResponse)(nil), // 65: strata.v1.DescribeShareGroupResponse
-	(*ReceiveRequest)(nil),             // 66: strata.v1.ReceiveRequest
-	(*Delivery)(nil),                   // 67: strata.v1.Delivery
-	(*ReceiveResponse)(nil),            // 68: strata.v1.ReceiveResponse
-	(*SettleRequest)(nil),              // 69: strata.v1.SettleRequest
-	(*SettleOutcome)(nil),              // 70: strata.v1.SettleOutcome
-	(*SettleResponse)(nil),             // 71: strata.v1.SettleResponse
-	nil,                                // 72: strata.v1.CommitOffsetsRequest.OffsetsEntry
-	nil,                                // 73: strata.v1.FetchCommittedResponse.OffsetsEntry
-	nil,                                // 74: strata.v1.ResetOffsetsResponse.OffsetsEntry
+	(*StoredBlock)(nil),                // 52: strata.v1.StoredBlock
+	(*FetchResponse)(nil),              // 53: strata.v1.FetchResponse
+	(*ShareGroupConfig)(nil),           // 54: strata.v1.ShareGroupConfig
+	(*CreateShareGroupRequest)(nil),    // 55: strata.v1.CreateShareGroupRequest
+	(*CreateShareGroupResponse)(nil),   // 56: strata.v1.CreateShareGroupResponse
+	(*AlterShareGroupRequest)(nil),     // 57: strata.v1.AlterShareGroupRequest
+	(*AlterShareGroupResponse)(nil),    // 58: strata.v1.AlterShareGroupResponse
+	(*DeleteShareGroupRequest)(nil),    // 59: strata.v1.DeleteShareGroupRequest
+	(*DeleteShareGroupResponse)(nil),   // 60: strata.v1.DeleteShareGroupResponse
+	(*ListShareGroupsRequest)(nil),     // 61: strata.v1.ListShareGroupsRequest
+	(*ListShareGroupsResponse)(nil),    // 62: strata.v1.ListShareGroupsResponse
+	(*DescribeShareGroupRequest)(nil),  // 63: strata.v1.DescribeShareGroupRequest
+	(*ShareCounts)(nil),                // 64: strata.v1.ShareCounts
+	(*SharePartitionInfo)(nil),         // 65: strata.v1.SharePartitionInfo
+	(*DescribeShareGroupResponse)(nil), // 66: strata.v1.DescribeShareGroupResponse
+	(*ReceiveRequest)(nil),             // 67: strata.v1.ReceiveRequest
+	(*Delivery)(nil),                   // 68: strata.v1.Delivery
+	(*ReceiveResponse)(nil),            // 69: strata.v1.ReceiveResponse
+	(*SettleRequest)(nil),              // 70: strata.v1.SettleRequest
+	(*SettleOutcome)(nil),              // 71: strata.v1.SettleOutcome
+	(*SettleResponse)(nil),             // 72: strata.v1.SettleResponse
+	nil,                                // 73: strata.v1.CommitOffsetsRequest.OffsetsEntry
+	nil,                                // 74: strata.v1.FetchCommittedResponse.OffsetsEntry
+	nil,                                // 75: strata.v1.ResetOffsetsResponse.OffsetsEntry
 }
 var file_strata_v1_strata_proto_depIdxs = []int32{
 	1,  // 0: strata.v1.AddAclRequest.acl:type_name -> strata.v1.Acl
@@ -5046,11 +5177,11 @@ var file_strata_v1_strata_proto_depIdxs = []int32{
 	9,  // 4: strata.v1.MetadataResponse.brokers:type_name -> strata.v1.BrokerInfo
 	11, // 5: strata.v1.MetadataResponse.topics:type_name -> strata.v1.TopicMetadata
 	12, // 6: strata.v1.MetadataResponse.groups:type_name -> strata.v1.GroupCoordinator
-	72, // 7: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
-	73, // 8: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
+	73, // 7: strata.v1.CommitOffsetsRequest.offsets:type_name -> strata.v1.CommitOffsetsRequest.OffsetsEntry
+	74, // 8: strata.v1.FetchCommittedResponse.offsets:type_name -> strata.v1.FetchCommittedResponse.OffsetsEntry
 	28, // 9: strata.v1.DescribeGroupResponse.members:type_name -> strata.v1.GroupMember
 	29, // 10: strata.v1.DescribeGroupResponse.lag:type_name -> strata.v1.PartitionLag
-	74, // 11: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
+	75, // 11: strata.v1.ResetOffsetsResponse.offsets:type_name -> strata.v1.ResetOffsetsResponse.OffsetsEntry
 	33, // 12: strata.v1.Record.headers:type_name -> strata.v1.Header
 	35, // 13: strata.v1.CreateTopicRequest.config:type_name -> strata.v1.TopicConfig
 	35, // 14: strata.v1.CreateTopicResponse.config:type_name -> strata.v1.TopicConfig
@@ -5060,87 +5191,88 @@ var file_strata_v1_strata_proto_depIdxs = []int32{
 	34, // 18: strata.v1.ProduceRequest.records:type_name -> strata.v1.Record
 	0,  // 19: strata.v1.ProduceRequest.acks:type_name -> strata.v1.Acks
 	34, // 20: strata.v1.FetchResponse.records:type_name -> strata.v1.Record
-	53, // 21: strata.v1.CreateShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
-	53, // 22: strata.v1.CreateShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	53, // 23: strata.v1.AlterShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
-	53, // 24: strata.v1.AlterShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	53, // 25: strata.v1.ListShareGroupsResponse.groups:type_name -> strata.v1.ShareGroupConfig
-	63, // 26: strata.v1.SharePartitionInfo.counts:type_name -> strata.v1.ShareCounts
-	53, // 27: strata.v1.DescribeShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
-	63, // 28: strata.v1.DescribeShareGroupResponse.totals:type_name -> strata.v1.ShareCounts
-	64, // 29: strata.v1.DescribeShareGroupResponse.partitions:type_name -> strata.v1.SharePartitionInfo
-	34, // 30: strata.v1.Delivery.record:type_name -> strata.v1.Record
-	67, // 31: strata.v1.ReceiveResponse.deliveries:type_name -> strata.v1.Delivery
-	70, // 32: strata.v1.SettleResponse.outcomes:type_name -> strata.v1.SettleOutcome
-	36, // 33: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
-	38, // 34: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
-	40, // 35: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
-	42, // 36: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
-	45, // 37: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
-	47, // 38: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
-	48, // 39: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
-	51, // 40: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
-	16, // 41: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
-	17, // 42: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
-	19, // 43: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
-	21, // 44: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
-	23, // 45: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
-	25, // 46: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
-	27, // 47: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
-	31, // 48: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
-	14, // 49: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
-	8,  // 50: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
-	54, // 51: strata.v1.Strata.CreateShareGroup:input_type -> strata.v1.CreateShareGroupRequest
-	56, // 52: strata.v1.Strata.AlterShareGroup:input_type -> strata.v1.AlterShareGroupRequest
-	58, // 53: strata.v1.Strata.DeleteShareGroup:input_type -> strata.v1.DeleteShareGroupRequest
-	60, // 54: strata.v1.Strata.ListShareGroups:input_type -> strata.v1.ListShareGroupsRequest
-	62, // 55: strata.v1.Strata.DescribeShareGroup:input_type -> strata.v1.DescribeShareGroupRequest
-	66, // 56: strata.v1.Strata.Receive:input_type -> strata.v1.ReceiveRequest
-	69, // 57: strata.v1.Strata.Ack:input_type -> strata.v1.SettleRequest
-	69, // 58: strata.v1.Strata.Nack:input_type -> strata.v1.SettleRequest
-	69, // 59: strata.v1.Strata.Release:input_type -> strata.v1.SettleRequest
-	69, // 60: strata.v1.Strata.Reject:input_type -> strata.v1.SettleRequest
-	69, // 61: strata.v1.Strata.Extend:input_type -> strata.v1.SettleRequest
-	2,  // 62: strata.v1.Strata.AddAcl:input_type -> strata.v1.AddAclRequest
-	4,  // 63: strata.v1.Strata.RemoveAcl:input_type -> strata.v1.RemoveAclRequest
-	6,  // 64: strata.v1.Strata.ListAcls:input_type -> strata.v1.ListAclsRequest
-	37, // 65: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
-	39, // 66: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
-	41, // 67: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
-	44, // 68: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
-	46, // 69: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
-	50, // 70: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
-	49, // 71: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
-	52, // 72: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
-	18, // 73: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
-	18, // 74: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
-	20, // 75: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
-	22, // 76: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
-	24, // 77: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
-	26, // 78: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
-	30, // 79: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
-	32, // 80: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
-	15, // 81: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
-	13, // 82: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
-	55, // 83: strata.v1.Strata.CreateShareGroup:output_type -> strata.v1.CreateShareGroupResponse
-	57, // 84: strata.v1.Strata.AlterShareGroup:output_type -> strata.v1.AlterShareGroupResponse
-	59, // 85: strata.v1.Strata.DeleteShareGroup:output_type -> strata.v1.DeleteShareGroupResponse
-	61, // 86: strata.v1.Strata.ListShareGroups:output_type -> strata.v1.ListShareGroupsResponse
-	65, // 87: strata.v1.Strata.DescribeShareGroup:output_type -> strata.v1.DescribeShareGroupResponse
-	68, // 88: strata.v1.Strata.Receive:output_type -> strata.v1.ReceiveResponse
-	71, // 89: strata.v1.Strata.Ack:output_type -> strata.v1.SettleResponse
-	71, // 90: strata.v1.Strata.Nack:output_type -> strata.v1.SettleResponse
-	71, // 91: strata.v1.Strata.Release:output_type -> strata.v1.SettleResponse
-	71, // 92: strata.v1.Strata.Reject:output_type -> strata.v1.SettleResponse
-	71, // 93: strata.v1.Strata.Extend:output_type -> strata.v1.SettleResponse
-	3,  // 94: strata.v1.Strata.AddAcl:output_type -> strata.v1.AddAclResponse
-	5,  // 95: strata.v1.Strata.RemoveAcl:output_type -> strata.v1.RemoveAclResponse
-	7,  // 96: strata.v1.Strata.ListAcls:output_type -> strata.v1.ListAclsResponse
-	65, // [65:97] is the sub-list for method output_type
-	33, // [33:65] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	52, // 21: strata.v1.FetchResponse.blocks:type_name -> strata.v1.StoredBlock
+	54, // 22: strata.v1.CreateShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	54, // 23: strata.v1.CreateShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	54, // 24: strata.v1.AlterShareGroupRequest.config:type_name -> strata.v1.ShareGroupConfig
+	54, // 25: strata.v1.AlterShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	54, // 26: strata.v1.ListShareGroupsResponse.groups:type_name -> strata.v1.ShareGroupConfig
+	64, // 27: strata.v1.SharePartitionInfo.counts:type_name -> strata.v1.ShareCounts
+	54, // 28: strata.v1.DescribeShareGroupResponse.config:type_name -> strata.v1.ShareGroupConfig
+	64, // 29: strata.v1.DescribeShareGroupResponse.totals:type_name -> strata.v1.ShareCounts
+	65, // 30: strata.v1.DescribeShareGroupResponse.partitions:type_name -> strata.v1.SharePartitionInfo
+	34, // 31: strata.v1.Delivery.record:type_name -> strata.v1.Record
+	68, // 32: strata.v1.ReceiveResponse.deliveries:type_name -> strata.v1.Delivery
+	71, // 33: strata.v1.SettleResponse.outcomes:type_name -> strata.v1.SettleOutcome
+	36, // 34: strata.v1.Strata.CreateTopic:input_type -> strata.v1.CreateTopicRequest
+	38, // 35: strata.v1.Strata.DeleteTopic:input_type -> strata.v1.DeleteTopicRequest
+	40, // 36: strata.v1.Strata.ListTopics:input_type -> strata.v1.ListTopicsRequest
+	42, // 37: strata.v1.Strata.DescribeTopic:input_type -> strata.v1.DescribeTopicRequest
+	45, // 38: strata.v1.Strata.ListOffsets:input_type -> strata.v1.ListOffsetsRequest
+	47, // 39: strata.v1.Strata.Produce:input_type -> strata.v1.ProduceRequest
+	48, // 40: strata.v1.Strata.InitProducer:input_type -> strata.v1.InitProducerRequest
+	51, // 41: strata.v1.Strata.Fetch:input_type -> strata.v1.FetchRequest
+	16, // 42: strata.v1.Strata.JoinGroup:input_type -> strata.v1.JoinGroupRequest
+	17, // 43: strata.v1.Strata.Heartbeat:input_type -> strata.v1.HeartbeatRequest
+	19, // 44: strata.v1.Strata.LeaveGroup:input_type -> strata.v1.LeaveGroupRequest
+	21, // 45: strata.v1.Strata.CommitOffsets:input_type -> strata.v1.CommitOffsetsRequest
+	23, // 46: strata.v1.Strata.FetchCommitted:input_type -> strata.v1.FetchCommittedRequest
+	25, // 47: strata.v1.Strata.ListGroups:input_type -> strata.v1.ListGroupsRequest
+	27, // 48: strata.v1.Strata.DescribeGroup:input_type -> strata.v1.DescribeGroupRequest
+	31, // 49: strata.v1.Strata.ResetOffsets:input_type -> strata.v1.ResetOffsetsRequest
+	14, // 50: strata.v1.Strata.GetStats:input_type -> strata.v1.GetStatsRequest
+	8,  // 51: strata.v1.Strata.Metadata:input_type -> strata.v1.MetadataRequest
+	55, // 52: strata.v1.Strata.CreateShareGroup:input_type -> strata.v1.CreateShareGroupRequest
+	57, // 53: strata.v1.Strata.AlterShareGroup:input_type -> strata.v1.AlterShareGroupRequest
+	59, // 54: strata.v1.Strata.DeleteShareGroup:input_type -> strata.v1.DeleteShareGroupRequest
+	61, // 55: strata.v1.Strata.ListShareGroups:input_type -> strata.v1.ListShareGroupsRequest
+	63, // 56: strata.v1.Strata.DescribeShareGroup:input_type -> strata.v1.DescribeShareGroupRequest
+	67, // 57: strata.v1.Strata.Receive:input_type -> strata.v1.ReceiveRequest
+	70, // 58: strata.v1.Strata.Ack:input_type -> strata.v1.SettleRequest
+	70, // 59: strata.v1.Strata.Nack:input_type -> strata.v1.SettleRequest
+	70, // 60: strata.v1.Strata.Release:input_type -> strata.v1.SettleRequest
+	70, // 61: strata.v1.Strata.Reject:input_type -> strata.v1.SettleRequest
+	70, // 62: strata.v1.Strata.Extend:input_type -> strata.v1.SettleRequest
+	2,  // 63: strata.v1.Strata.AddAcl:input_type -> strata.v1.AddAclRequest
+	4,  // 64: strata.v1.Strata.RemoveAcl:input_type -> strata.v1.RemoveAclRequest
+	6,  // 65: strata.v1.Strata.ListAcls:input_type -> strata.v1.ListAclsRequest
+	37, // 66: strata.v1.Strata.CreateTopic:output_type -> strata.v1.CreateTopicResponse
+	39, // 67: strata.v1.Strata.DeleteTopic:output_type -> strata.v1.DeleteTopicResponse
+	41, // 68: strata.v1.Strata.ListTopics:output_type -> strata.v1.ListTopicsResponse
+	44, // 69: strata.v1.Strata.DescribeTopic:output_type -> strata.v1.DescribeTopicResponse
+	46, // 70: strata.v1.Strata.ListOffsets:output_type -> strata.v1.ListOffsetsResponse
+	50, // 71: strata.v1.Strata.Produce:output_type -> strata.v1.ProduceResponse
+	49, // 72: strata.v1.Strata.InitProducer:output_type -> strata.v1.InitProducerResponse
+	53, // 73: strata.v1.Strata.Fetch:output_type -> strata.v1.FetchResponse
+	18, // 74: strata.v1.Strata.JoinGroup:output_type -> strata.v1.GroupAssignment
+	18, // 75: strata.v1.Strata.Heartbeat:output_type -> strata.v1.GroupAssignment
+	20, // 76: strata.v1.Strata.LeaveGroup:output_type -> strata.v1.LeaveGroupResponse
+	22, // 77: strata.v1.Strata.CommitOffsets:output_type -> strata.v1.CommitOffsetsResponse
+	24, // 78: strata.v1.Strata.FetchCommitted:output_type -> strata.v1.FetchCommittedResponse
+	26, // 79: strata.v1.Strata.ListGroups:output_type -> strata.v1.ListGroupsResponse
+	30, // 80: strata.v1.Strata.DescribeGroup:output_type -> strata.v1.DescribeGroupResponse
+	32, // 81: strata.v1.Strata.ResetOffsets:output_type -> strata.v1.ResetOffsetsResponse
+	15, // 82: strata.v1.Strata.GetStats:output_type -> strata.v1.BrokerStats
+	13, // 83: strata.v1.Strata.Metadata:output_type -> strata.v1.MetadataResponse
+	56, // 84: strata.v1.Strata.CreateShareGroup:output_type -> strata.v1.CreateShareGroupResponse
+	58, // 85: strata.v1.Strata.AlterShareGroup:output_type -> strata.v1.AlterShareGroupResponse
+	60, // 86: strata.v1.Strata.DeleteShareGroup:output_type -> strata.v1.DeleteShareGroupResponse
+	62, // 87: strata.v1.Strata.ListShareGroups:output_type -> strata.v1.ListShareGroupsResponse
+	66, // 88: strata.v1.Strata.DescribeShareGroup:output_type -> strata.v1.DescribeShareGroupResponse
+	69, // 89: strata.v1.Strata.Receive:output_type -> strata.v1.ReceiveResponse
+	72, // 90: strata.v1.Strata.Ack:output_type -> strata.v1.SettleResponse
+	72, // 91: strata.v1.Strata.Nack:output_type -> strata.v1.SettleResponse
+	72, // 92: strata.v1.Strata.Release:output_type -> strata.v1.SettleResponse
+	72, // 93: strata.v1.Strata.Reject:output_type -> strata.v1.SettleResponse
+	72, // 94: strata.v1.Strata.Extend:output_type -> strata.v1.SettleResponse
+	3,  // 95: strata.v1.Strata.AddAcl:output_type -> strata.v1.AddAclResponse
+	5,  // 96: strata.v1.Strata.RemoveAcl:output_type -> strata.v1.RemoveAclResponse
+	7,  // 97: strata.v1.Strata.ListAcls:output_type -> strata.v1.ListAclsResponse
+	66, // [66:98] is the sub-list for method output_type
+	34, // [34:66] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_strata_v1_strata_proto_init() }
@@ -5172,7 +5304,7 @@ func file_strata_v1_strata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_v1_strata_proto_rawDesc), len(file_strata_v1_strata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   74,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

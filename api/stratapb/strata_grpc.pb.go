@@ -77,7 +77,10 @@ type StrataClient interface {
 	InitProducer(ctx context.Context, in *InitProducerRequest, opts ...grpc.CallOption) (*InitProducerResponse, error)
 	// Fetch streams records of one partition from an offset or a time. With
 	// follow it keeps streaming new records as they are appended (long poll);
-	// without, it ends after the first non-empty response or max_wait.
+	// without, it ends after the first non-empty response or max_wait. With
+	// stored_blocks, sealed history comes as the stored, compressed blocks
+	// (FetchResponse.blocks) for the client to verify and decode
+	// (docs/fetch.md).
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchResponse], error)
 	// Consumer groups. The broker assigns partitions (range assignment, see
 	// docs/groups.md): a member joins, then heartbeats; every heartbeat
@@ -511,7 +514,10 @@ type StrataServer interface {
 	InitProducer(context.Context, *InitProducerRequest) (*InitProducerResponse, error)
 	// Fetch streams records of one partition from an offset or a time. With
 	// follow it keeps streaming new records as they are appended (long poll);
-	// without, it ends after the first non-empty response or max_wait.
+	// without, it ends after the first non-empty response or max_wait. With
+	// stored_blocks, sealed history comes as the stored, compressed blocks
+	// (FetchResponse.blocks) for the client to verify and decode
+	// (docs/fetch.md).
 	Fetch(*FetchRequest, grpc.ServerStreamingServer[FetchResponse]) error
 	// Consumer groups. The broker assigns partitions (range assignment, see
 	// docs/groups.md): a member joins, then heartbeats; every heartbeat

@@ -482,7 +482,9 @@ committing prints those records again; with --max, nothing past the
 last printed record is committed). --until T stops each partition at its
 first record at or after T and exits when every partition has (not with
 --group). With --max or --until, and stderr a terminal, a progress bar
-shows records, bytes, rate and ETA on stderr.
+shows records, bytes, rate and ETA on stderr. Sealed history comes as the
+stored, compressed blocks and is verified and decoded here, on every core
+(--stored-blocks=false has the broker decode it; docs/fetch.md).
 
 `)
 		fs.PrintDefaults()
@@ -496,6 +498,7 @@ shows records, bytes, rate and ETA on stderr.
 	untilFlag := fs.String("until", "", "stop each partition at its first record at or after this RFC3339 time (not printed), and exit when every partition has; a partition with none yet ends at its high watermark once the clock passes the time")
 	format := fs.String("format", "text", "text (one value per line) or json (one object per line)")
 	group := fs.String("group", "", "consume as a member of this consumer group (partitions assigned by the broker; offsets committed after printing)")
+	storedBlocks := fs.Bool("stored-blocks", true, "read sealed history as the stored, compressed blocks and decode them here, on every core (docs/fetch.md); false has the broker decode and send records")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -549,7 +552,7 @@ shows records, bytes, rate and ETA on stderr.
 		return err
 	}
 	defer c.Close()
-	var opts []client.ConsumerOption
+	opts := []client.ConsumerOption{client.WithStoredBlocks(*storedBlocks)}
 	if latest {
 		opts = append(opts, client.WithStartLatest())
 	}

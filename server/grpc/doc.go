@@ -22,6 +22,12 @@
 //     each read.
 //   - A slow reader only slows its own stream (gRPC flow control), never
 //     the server's memory.
+//   - A fetch with stored_blocks sends sealed blocks as the read cache
+//     holds them (docs/fetch.md): the codec puts their bytes into the
+//     transport without a copy, framed so the message is byte for byte
+//     proto.Marshal's (stored.go), and the response's lease lasts until
+//     the transport frees the last piece. The budgets, max_bytes and the
+//     fetch quota count their bytes like records'.
 //   - Share groups (share.go): a receive's answer is bounded by its
 //     max_bytes, held from the fetch budget while it waits; what the core
 //     leased and the answer cannot carry is released (no delivery

@@ -605,12 +605,30 @@ func (c *serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return c.proto.Marshal(lr.FetchResponse)
 	}
 	pool := mem.DefaultBufferPool()
+	if len(lr.Blocks) > 0 {
+		// Stored blocks go into the transport without a copy; the lease
+		// ends with the last piece (stored.go).
+		data, n, err := marshalStored(lr.FetchResponse, pool, lr.lease.release)
+		if err != nil {
+			return nil, err
+		}
+		lr.lease.resize(int64(n))
+		lr.handedOver()
+		return data, nil
+	}
 	buf := pool.Get(size)
 	if _, err := (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend((*buf)[:0], lr.FetchResponse); err != nil {
 		pool.Put(buf)
 		return nil, err
 	}
 	lr.lease.resize(int64(cap(*buf)))
+	lr.handedOver()
+	return mem.BufferSlice{mem.NewBuffer(buf, &leasePool{BufferPool: pool, lease: lr.lease})}, nil
+}
+
+// handedOver records that the encoded response, and with it the lease,
+// now belongs to the transport.
+func (lr *leasedResponse) handedOver() {
 	lr.lease.b.mu.Lock()
 	lr.lease.b.sending++
 	lr.lease.b.changedLocked()
@@ -620,7 +638,6 @@ func (c *serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	// read then holds the encoded bytes (which the lease counts) and not
 	// the several times larger decoded records.
 	lr.FetchResponse = nil
-	return mem.BufferSlice{mem.NewBuffer(buf, &leasePool{BufferPool: pool, lease: lr.lease})}, nil
 }
 
 // leasePool releases a response's lease when the transport frees its

@@ -305,10 +305,23 @@ func (s *Server) Fetch(req *stratapb.FetchRequest, stream stratapb.Strata_FetchS
 		Follow:   req.Follow,
 		Group:    req.Group, MemberID: req.MemberId, Generation: req.Generation,
 		Budget: streamBudget{budget},
+		Stored: req.StoredBlocks,
 	}
 	err := s.core.Fetch(ctx, creq, func(r *core.FetchResult) error {
 		l, _ := r.Lease.(*lease)
 		out := &stratapb.FetchResponse{NextOffset: r.NextOffset, HighWatermark: r.HighWatermark, LogStartOffset: r.LogStartOffset}
+		if len(r.Blocks) > 0 {
+			// As stored: the cache's bytes go into the message as they
+			// are; marshaling is their one copy on the broker.
+			out.SkipBefore = r.SkipBefore
+			out.Blocks = make([]*stratapb.StoredBlock, len(r.Blocks))
+			pbs := make([]stratapb.StoredBlock, len(r.Blocks))
+			for i := range r.Blocks {
+				b := &r.Blocks[i]
+				pbs[i] = stratapb.StoredBlock{Data: b.Data, FirstOffset: b.FirstOffset, LastOffset: b.LastOffset, Records: b.Records, Codec: uint32(b.Codec)}
+				out.Blocks[i] = &pbs[i]
+			}
+		}
 		for i := range r.Records {
 			out.Records = append(out.Records, toProto(&r.Records[i], req.Partition))
 		}

@@ -61,7 +61,7 @@ func parse(args []string) (*config, error) {
 	c := &config{}
 	fs.BoolVar(&c.quick, "quick", false, "quick mode (under 2 minutes; CI's smoke test): short phases, small history")
 	fs.StringVar(&c.out, "out", "results", "results directory (JSON, table, PNGs)")
-	fs.StringVar(&c.targets, "targets", "", "comma-separated targets (default: strata-local,nats-js-sync,redis-always,rabbitmq-stream; full mode adds strata-local-5ms, strata-none and redis-everysec). Known: strata-local, strata-none, strata-durable (each with an optional WAL flush interval: strata-local-5ms), nats-js-sync, nats-js, redis-always, redis-everysec, rabbitmq-stream")
+	fs.StringVar(&c.targets, "targets", "", "comma-separated targets (default: strata-local,nats-js-sync,redis-always,rabbitmq-stream; full mode adds strata-local-5ms, strata-none and redis-everysec). Known: strata-local, strata-none, strata-durable (each with an optional WAL flush interval: strata-local-5ms, and -records: consumers fetch broker-decoded records instead of stored blocks, strata-local-records), nats-js-sync, nats-js, redis-always, redis-everysec, rabbitmq-stream")
 	fs.StringVar(&c.workloads, "workloads", "produce,e2e,curve,replay,partitions,queue", "comma-separated workloads: produce, e2e, curve, replay, partitions, queue")
 	fs.BoolVar(&c.noLimits, "no-limits", false, "skip measuring the machine's limits")
 	fs.StringVar(&c.store, "store", "minio", "strata's object store: minio (started via scripts/minio.sh, requests counted by a proxy) or file (embedded, no request counts)")
@@ -316,14 +316,17 @@ func runScript(ctx context.Context, script string, args ...string) (string, erro
 func newTarget(name string, c *config, tmp string, minio *target.MinIO, strataBin string) (target.Target, error) {
 	switch {
 	case strings.HasPrefix(name, "strata-"):
-		// strata-<acks>[-<wal flush interval>], e.g. strata-local-5ms.
-		acks, flush, _ := strings.Cut(strings.TrimPrefix(name, "strata-"), "-")
+		// strata-<acks>[-<wal flush interval>][-records], e.g.
+		// strata-local-5ms; -records: consumers fetch records decoded by
+		// the broker instead of stored blocks.
+		rest, records := strings.CutSuffix(strings.TrimPrefix(name, "strata-"), "-records")
+		acks, flush, _ := strings.Cut(rest, "-")
 		if flush != "" {
 			if _, err := time.ParseDuration(flush); err != nil {
 				return nil, fmt.Errorf("target %q: %q is not a WAL flush interval (strata-<acks>-<duration>, e.g. strata-local-5ms)", name, flush)
 			}
 		}
-		return target.NewStrata(target.StrataConfig{Bin: strataBin, Dir: tmp, MinIO: minio, Acks: acks, FlushInterval: flush, NoIdempotence: c.noIdem}), nil
+		return target.NewStrata(target.StrataConfig{Bin: strataBin, Dir: tmp, MinIO: minio, Acks: acks, FlushInterval: flush, NoIdempotence: c.noIdem, RecordsFetch: records}), nil
 	case name == "nats-js-sync":
 		return target.NewNATS(target.NATSConfig{Bin: c.natsBin, Dir: tmp, Sync: "always"}), nil
 	case name == "nats-js":
