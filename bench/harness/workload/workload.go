@@ -90,7 +90,7 @@ type Result struct {
 	RawPut      *hist.Summary `json:"raw_put,omitempty"`
 	RawPutBytes int64         `json:"raw_put_bytes,omitempty"`
 	Cost        Cost          `json:"cost"`
-	Note     string        `json:"note,omitempty"`
+	Note        string        `json:"note,omitempty"`
 }
 
 // Cost is what the server used for the workload.
