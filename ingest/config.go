@@ -56,7 +56,8 @@ type PartitionConfig struct {
 	// (which roll aged files, seal, apply retention and sweep), and the
 	// wait before a failed round is retried. A round runs when something
 	// is due (a file reaching SealInterval, a segment reaching
-	// RetentionTime, a sweep), when an append closes a file, and at least
+	// RetentionTime, a sweep), when an append closes a file or is the
+	// first into the active file, and at least
 	// every IdleCheckInterval. Default 1s.
 	CheckInterval time.Duration
 	// IdleCheckInterval: the longest time between two background rounds

@@ -277,3 +277,39 @@ func TestDataSurvivesIdleAndCrash(t *testing.T) {
 	produce(3)
 	check("after appends to the recovered partitions", re)
 }
+
+// A partition opened empty seals its first record once it is
+// SealInterval old, not at the next idle check: the first append into an
+// empty file brings the next round forward to when that file comes due.
+// (The rounds' timer was armed at the open for IdleCheckInterval, since
+// nothing was due then, and an append that did not close a file did not
+// move it: `--seal-interval 1s` sealed a new topic's first records a
+// minute late, and an idle partition's next first record as late.)
+func TestFirstRecordSealsAtSealIntervalNotAtIdleCheck(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, tier.NewMemStore(), t.TempDir(), nil)
+	cfg.SealInterval = 200 * time.Millisecond
+	cfg.CheckInterval = 50 * time.Millisecond
+	cfg.IdleCheckInterval = time.Hour // the test would wait this long
+	cfg.SealBytes = 1 << 30
+	p, err := openPartition(t, ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := func(end int64) bool {
+		m, err := p.Manifest(ctx)
+		return err == nil && m.NextOffset() >= end
+	}
+	for round, end := range []int64{1, 2} {
+		if _, err := p.Append(ctx, &segment.Batch{ProducerID: segment.NoProducer, Records: []segment.Record{{Value: []byte{byte(round)}}}}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second) // far past SealInterval, far below IdleCheckInterval
+		for !sealed(end) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the record appended to an empty file is not sealed after 20s (SealInterval %v): the next round waits for the idle check (%v)", round, cfg.SealInterval, cfg.IdleCheckInterval)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

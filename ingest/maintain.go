@@ -14,9 +14,9 @@ import (
 // no goroutine at all, and a partition with nothing due waits up to
 // IdleCheckInterval: with thousands of partitions, a goroutine and a 1 s
 // ticker each were a good part of the broker's memory and of its CPU.
-// An append that closes a file, a retention floor that moves, or a
-// failed round (retried after CheckInterval) bring the next round
-// forward. Close stops the timer and waits for a round in progress
+// An append that closes a file or is the first into the active file, a
+// retention floor that moves, or a failed round (retried after
+// CheckInterval) bring the next round forward. Close stops the timer and waits for a round in progress
 // (whose context it cancels).
 
 // startMaintenance arms the first round. Called once, at the end of the
@@ -57,6 +57,20 @@ func (p *Partition) wake() {
 		return
 	}
 	p.maint.kicked = true // a round is under way: the next runs at once
+}
+
+// wakeForFirstAppend wakes the rounds once per active file, when its
+// first record came (first: its FirstAppend): the round that runs then
+// finds nothing due and arms the next for when the file reaches
+// SealInterval.
+func (p *Partition) wakeForFirstAppend(first time.Time) {
+	p.maint.Lock()
+	seen := p.maint.firstAppend.Equal(first)
+	p.maint.firstAppend = first
+	p.maint.Unlock()
+	if !seen {
+		p.wake()
+	}
 }
 
 // round is one background round; it arms the next.

@@ -28,10 +28,13 @@ type Partition struct {
 	// a timer, not a goroutine.
 	maint struct {
 		sync.Mutex
-		t       *time.Timer    // nil until the open finished
-		stopped bool           // Close began: never armed again
-		kicked  bool           // woken during a round: the next one runs at once
-		running sync.WaitGroup // an armed or running round
+		t       *time.Timer // nil until the open finished
+		stopped bool        // Close began: never armed again
+		kicked  bool        // woken during a round: the next one runs at once
+		// firstAppend is the FirstAppend of the active file the rounds
+		// were last woken for (wakeForFirstAppend).
+		firstAppend time.Time
+		running     sync.WaitGroup // an armed or running round
 	}
 	bgCtx    context.Context // the rounds' context, canceled by Close
 	bgCancel context.CancelFunc

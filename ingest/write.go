@@ -221,14 +221,24 @@ func (p *Partition) retryResult(b *segment.Batch, m batchMeta) (AppendResult, er
 	return AppendResult{Base: m.base, End: m.base + int64(len(b.Records)), Duplicate: true}, nil
 }
 
-// maybeRoll closes the active local file once it reaches SealBytes.
+// maybeRoll closes the active local file once it reaches SealBytes, and
+// brings the next background round forward when the active file got its
+// first record (its SealInterval runs from then; the round armed before
+// may be as far off as IdleCheckInterval).
 func (p *Partition) maybeRoll() {
-	if files := p.local.Files(); len(files) > 0 {
-		if active := files[len(files)-1]; active.Active && active.Bytes >= p.cfg.SealBytes {
-			if err := p.local.Roll(); err == nil {
-				p.wake()
-			} // else: the append is stored; the roll is retried by the loop
-		}
+	files := p.local.Files()
+	if len(files) == 0 {
+		return
+	}
+	active := files[len(files)-1]
+	switch {
+	case !active.Active:
+	case active.Bytes >= p.cfg.SealBytes:
+		if err := p.local.Roll(); err == nil {
+			p.wake()
+		} // else: the append is stored; the roll is retried by the loop
+	case !active.FirstAppend.IsZero():
+		p.wakeForFirstAppend(active.FirstAppend)
 	}
 }
 

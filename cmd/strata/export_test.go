@@ -289,6 +289,13 @@ func TestServeExportsMarkedTopics(t *testing.T) {
 	cli(t, "a\nb\n", nil, "produce", "plain", "--broker", addr)
 	counts := hwms(t, cli(t, "", nil, "topic", "describe", "events", "--broker", addr))
 	exports := filepath.Join(bucket, "exports")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the broker's log:\n%s", b.logs.String())
+			out, _ := exec.Command("find", bucket).CombinedOutput()
+			t.Logf("the bucket holds:\n%s", out)
+		}
+	})
 	waitUntil(t, "the broker to export every sealed record", func() bool {
 		matches, _ := filepath.Glob(filepath.Join(exports, "topic=events", "*", "*", "*.parquet"))
 		if len(matches) == 0 {
