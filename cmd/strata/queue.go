@@ -37,7 +37,7 @@ any available record under a lease, and settles each record on its own.
   receive  TOPIC --group G [--max N] [--wait DUR] [--visibility DUR] [--format text|json]
   ack|nack|release|reject TOPIC --group G [RECEIPT...|-] [--delay DUR] [--reason TEXT]
   extend   TOPIC --group G --by DUR [RECEIPT...|-]
-  run      TOPIC --group G [--concurrency N] [--visibility DUR] [--max N] -- CMD [ARGS...]
+  run      TOPIC --group G [--concurrency N] [--prefetch N] [--visibility DUR] [--max N] -- CMD [ARGS...]
 
 The settle commands read receipts from stdin, one a line, when none is
 given (or "-"); a line may also be a line of receive's output, text or

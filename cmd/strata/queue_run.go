@@ -30,7 +30,7 @@ import (
 const stderrTail = 1 << 10
 
 func queueRun(ctx context.Context, args []string) error {
-	fs, brokerAddr, group := queueFlags("run", "run TOPIC --group G [--concurrency N] [--visibility DUR] [--max N] --broker HOST:PORT[,...] -- CMD [ARGS...]",
+	fs, brokerAddr, group := queueFlags("run", "run TOPIC --group G [--concurrency N] [--prefetch N] [--visibility DUR] [--max N] --broker HOST:PORT[,...] -- CMD [ARGS...]",
 		`Receives records of share group G and runs CMD once per record, the
 record's value on CMD's stdin, up to --concurrency at once. CMD's stdout
 and stderr are strata's. Exit status 0 acks the record; any other nacks
@@ -40,6 +40,10 @@ stderr as the reason (or the exit status when stderr was empty). While
 CMD runs, its record's lease is extended (every half visibility), so CMD
 may take longer than the visibility timeout; if the lease is lost anyway
 CMD is killed (the record may be delivered to another worker by then).
+Up to --prefetch more records are received ahead, leased, so a finished
+command's slot is refilled at once (fewer when commands are slow: no
+more than the slots get through in half a lease); records are settled
+in the background, many per call.
 
 CMD's environment is strata's with STRATA_TOPIC, STRATA_GROUP,
 STRATA_PARTITION, STRATA_OFFSET, STRATA_DELIVERY_COUNT (1 on the first
@@ -52,6 +56,7 @@ reach them) and settles their records by their exit status as above.
 --max N stops the same way once N records were taken.
 On exit it prints a summary on stderr.`)
 	concurrency := fs.Int("concurrency", 1, "commands run at once (each its own record)")
+	prefetch := fs.Int("prefetch", -1, "records received ahead of idle command slots, 0 to 1000 (default: as many as --concurrency; 0: receive only for idle slots)")
 	visibility := fs.Duration("visibility", 0, "lease of each record received, 1s to 12h, extended while its command runs (default: the group's visibility timeout)")
 	maxN := fs.Int64("max", 0, "stop after this many records; 0 runs until SIGINT or SIGTERM")
 	// The command starts after "--": its flags are not ours.
@@ -72,6 +77,8 @@ On exit it prints a summary on stderr.`)
 		return fmt.Errorf("strata queue run %s: give the command to run per record after --, like: strata queue run %s --group %s -- ./handle.sh", topic, topic, *group)
 	case *concurrency < 1 || *concurrency > 1000:
 		return fmt.Errorf("--concurrency %d is out of range: run 1 to 1000 commands at once", *concurrency)
+	case *prefetch < -1 || *prefetch > 1000:
+		return fmt.Errorf("--prefetch %d is out of range: receive 0 to 1000 records ahead", *prefetch)
 	case *maxN < 0:
 		return fmt.Errorf("--max %d is negative: give the records to handle, or 0 to run until stopped", *maxN)
 	}
@@ -87,7 +94,12 @@ On exit it prints a summary on stderr.`)
 		return err
 	}
 	defer c.Close()
-	k := c.NewShareConsumer(topic, *group, client.WithVisibility(*visibility), client.WithMaxRecords(*concurrency))
+	if *prefetch < 0 {
+		*prefetch = *concurrency
+	}
+	// One receive fills the window (several in flight could hand records
+	// out in another order than the broker gave them).
+	k := c.NewShareConsumer(topic, *group, client.WithVisibility(*visibility), client.WithMaxRecords(*concurrency+*prefetch))
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -135,7 +147,7 @@ On exit it prints a summary on stderr.`)
 		logf("%s/%d@%d: could not settle (its lease runs out and the record is delivered again): %v", topic, m.Partition, m.Offset, rpcErr(err))
 	}
 	begin := time.Now()
-	err = k.Run(runCtx, handler, client.WithWorkers(*concurrency), client.WithRunErrors(onErr))
+	err = k.Run(runCtx, handler, client.WithWorkers(*concurrency), client.WithPrefetch(*prefetch), client.WithRunErrors(onErr))
 	handled := min(started.Load(), acked.Load()+failed.Load())
 	logf("handled %d records in %v: %d exited 0 (acked), %d failed; %d could not be settled",
 		handled, time.Since(begin).Round(time.Millisecond), acked.Load(), failed.Load(), settleErrs.Load())

@@ -929,6 +929,7 @@ func TestQueueBadInput(t *testing.T) {
 		{"dedup header in text", []string{"produce", topic, "--dedup-id-header", "id", "--broker", addr}, "x\n", []string{"--format json"}},
 		{"dedup header missing", []string{"produce", topic, "--format", "json", "--dedup-id-header", "id", "--broker", addr}, `{"value":"x"}` + "\n", []string{"line 1", "no header id"}},
 		{"run without a command", q("run", topic, "--group", "g2"), "", []string{"after --"}},
+		{"prefetch 1001 on run", q("run", topic, "--group", "g2", "--prefetch", "1001", "--", "true"), "", []string{"--prefetch 1001 is out of range", "0 to 1000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, errs, err := runCLI(t, time.Minute, tc.stdin, tc.args...)
