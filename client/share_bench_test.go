@@ -25,7 +25,12 @@ import (
 //     prefetch: 8 more received ahead; settles coalesced in the
 //     background);
 //
-//   - run-prefetch0: the same with WithPrefetch(0);
+//   - run-prefetch1000: the same with WithPrefetch(1000) and
+//     WithMaxRecords(1000) (receives of up to 1,000), about the records
+//     in flight of the batch way;
+//
+//   - run-prefetch0: the same with WithPrefetch(0) (1,000 records at
+//     most: receives only for idle workers, one WAL cycle per 8);
 //
 //   - batch: 8 goroutines, each Receive(100), then Ack of all 100 in one
 //     call (the harness's queue worker);
@@ -44,19 +49,23 @@ func BenchmarkShareDrain(b *testing.B) {
 	value := make([]byte, 1024)
 	ways := []struct {
 		name  string
-		n     int // records drained: fewer for the slow way
+		n     int                  // records drained: fewer for the slow ways
+		opts  []client.ShareOption // the consumer's
 		drain func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error
 	}{
-		{"run", n, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
+		{"run", n, nil, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
 			return runUntil(ctx, k, acked, n, client.WithWorkers(workers))
 		}},
-		{"run-prefetch0", n, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
+		{"run-prefetch1000", n, []client.ShareOption{client.WithMaxRecords(1000)}, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
+			return runUntil(ctx, k, acked, n, client.WithWorkers(workers), client.WithPrefetch(1000))
+		}},
+		{"run-prefetch0", min(n, 1000), nil, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
 			return runUntil(ctx, k, acked, n, client.WithWorkers(workers), client.WithPrefetch(0))
 		}},
-		{"batch", n, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
+		{"batch", n, nil, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
 			return loopUntil(ctx, k, acked, n, workers, 100)
 		}},
-		{"per-message", min(n, 1000), func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
+		{"per-message", min(n, 1000), nil, func(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64, n int) error {
 			return loopUntil(ctx, k, acked, n, workers, 1)
 		}},
 	}
@@ -87,7 +96,7 @@ func BenchmarkShareDrain(b *testing.B) {
 				if err := p.Close(ctx); err != nil {
 					b.Fatal(err)
 				}
-				k := c.NewShareConsumer("jobs", "w", client.WithWait(time.Second))
+				k := c.NewShareConsumer("jobs", "w", append([]client.ShareOption{client.WithWait(time.Second)}, w.opts...)...)
 				var acked atomic.Int64
 				dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 				b.StartTimer()
