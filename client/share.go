@@ -210,6 +210,7 @@ type Message struct {
 	DeliveryCount int32     // 1 on the first delivery
 	LeaseUntil    time.Time // the lease ends then, by the broker's clock
 	received      time.Time // this client's clock when the receive was sent: the lease began after
+	arrived       time.Time // this client's clock when the answer came: the lease began shortly before (after any long-poll wait)
 }
 
 // ShareOption configures a ShareConsumer.
@@ -465,8 +466,9 @@ func (k *ShareConsumer) receiveFrom(ctx context.Context, addr string, max int, w
 		return nil, fmt.Errorf("client: receive from share group %s of %s at %s: %w", k.group, k.topic, addr, err)
 	}
 	out := make([]Message, 0, len(resp.Deliveries))
+	arrived := time.Now()
 	for _, d := range resp.Deliveries {
-		m := Message{Record: fromProto(k.topic, d.Record), Receipt: d.Receipt, DeliveryCount: d.DeliveryCount, received: sent}
+		m := Message{Record: fromProto(k.topic, d.Record), Receipt: d.Receipt, DeliveryCount: d.DeliveryCount, received: sent, arrived: arrived}
 		m.Partition = d.Partition
 		if d.LeaseUntilMs != 0 {
 			m.LeaseUntil = time.UnixMilli(d.LeaseUntilMs)

@@ -124,7 +124,10 @@ func runUntil(ctx context.Context, k *client.ShareConsumer, acked *atomic.Int64,
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var failed atomic.Value
-	opts = append(opts, client.WithSettled(func(m client.Message, err error) {
+	opts = append(opts, client.WithSettled(func(m client.Message, settlement string, err error) {
+		if settlement != "ack" {
+			return // a release of what was received ahead, at the end
+		}
 		if err != nil {
 			failed.Store(err)
 			cancel()

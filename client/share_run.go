@@ -45,7 +45,7 @@ type runConfig struct {
 	workers  int
 	prefetch int
 	onError  func(Message, error)
-	settled  func(Message, error)
+	settled  func(Message, string, error)
 }
 
 // WithWorkers sets how many handlers run at once. Default 1.
@@ -79,10 +79,12 @@ func WithRunErrors(fn func(m Message, err error)) RunOption {
 }
 
 // WithSettled sets a function Run calls once each message's settle call
-// returned: err nil means the broker stored the settlement (an ack is
-// then never undone, docs/queues.md); else as WithRunErrors. It is called
-// from Run's goroutines, possibly at once for several messages.
-func WithSettled(fn func(m Message, err error)) RunOption {
+// returned, with the settlement ("ack", "nack", "release" or "reject";
+// a release also for messages received ahead that no handler took) and
+// its outcome: err nil means the broker stored it (an ack is then never
+// undone, docs/queues.md); else as WithRunErrors. It is called from
+// Run's goroutines, possibly at once for several messages.
+func WithSettled(fn func(m Message, settlement string, err error)) RunOption {
 	return func(c *runConfig) { c.settled = fn }
 }
 
@@ -158,13 +160,13 @@ func (k *ShareConsumer) Run(ctx context.Context, handler func(context.Context, M
 					// Received ahead, and Run is stopping: give it back.
 					st.submit(settleOp{kind: settleRelease, m: m})
 					win.done(i, false)
-				case !time.Now().Before(m.received.Add(vis)):
-					// Its lease ran out while it waited for a worker
-					// (the reaper did not give it back in time): the
-					// broker hands it out again; do not work on it.
-					if cfg.onError != nil {
-						cfg.onError(m, fmt.Errorf("client: share group %s of %s: the lease of %s/%d@%d ran out before a worker took it (it was received ahead: WithPrefetch); it is not handled here and will be delivered again", k.group, k.topic, k.topic, m.Partition, m.Offset))
-					}
+				case !time.Now().Before(m.arrived.Add(vis - vis/8)):
+					// Its lease has run out, or nearly, while it waited
+					// for a worker (the reaper did not give it back in
+					// time): do not work on it; give it back (no
+					// delivery counted while the lease holds; a
+					// release the broker refuses is reported).
+					st.submit(settleOp{kind: settleRelease, m: m})
 					win.done(i, false)
 				default:
 					k.handle(ctx, m, vis, handler, st)
@@ -187,7 +189,7 @@ func (k *ShareConsumer) Run(ctx context.Context, handler func(context.Context, M
 				return
 			case <-t.C:
 			}
-			for _, m := range win.reap(time.Now().Add(-vis / 2)) {
+			for _, m := range win.reap(time.Now().Add(-vis / 2)) { // by arrival: a long poll's wait is not lease time
 				st.submit(settleOp{kind: settleRelease, m: m})
 			}
 		}
@@ -367,14 +369,14 @@ func (w *runWindow) done(i int, handled bool) {
 	w.release(1)
 }
 
-// reap takes out the queued messages received before before, to be
+// reap takes out the queued messages that arrived before before, to be
 // given back.
 func (w *runWindow) reap(before time.Time) []Message {
 	w.mu.Lock()
 	var out []Message
 	kept := w.queue[:0]
 	for _, m := range w.queue {
-		if m.received.Before(before) {
+		if m.arrived.Before(before) {
 			out = append(out, m)
 		} else {
 			kept = append(kept, m)
@@ -483,8 +485,13 @@ type settleOp struct {
 	lost   error // why the lease was lost, if it was
 }
 
-// settleCalls bounds the settle calls a Run has in flight at once.
-const settleCalls = 2
+// settleCalls bounds the batches a Run's settler has in flight at once,
+// and settleGroupCalls the calls of one batch (one per kind, delay and
+// reason) in flight at once.
+const (
+	settleCalls      = 2
+	settleGroupCalls = 32
+)
 
 // settler settles Run's messages in the background, coalescing: while
 // settleCalls calls are in flight, what is submitted waits, and goes in
@@ -544,8 +551,10 @@ func (st *settler) run() {
 	}
 }
 
-// settle settles batch, one settleAll per kind, delay and reason, and
-// reports each message's outcome.
+// settle settles batch, one settleAll per kind, delay and reason, those
+// calls at once (nacks with distinct reasons are a call each: in turn they
+// would queue the batch's acks past their leases), and reports each
+// message's outcome.
 func (st *settler) settle(batch []settleOp) {
 	type group struct {
 		kind   settleKind
@@ -561,31 +570,38 @@ func (st *settler) settle(batch []settleOp) {
 		}
 		byGroup[g] = append(byGroup[g], op)
 	}
+	sem := make(chan struct{}, settleGroupCalls)
+	var wg sync.WaitGroup
 	for _, g := range order {
-		ops := byGroup[g]
-		receipts := make([]string, len(ops))
-		for i, op := range ops {
-			receipts[i] = op.m.Receipt
-		}
-		ctx, cancel := context.WithTimeout(st.ctx, settleTimeout)
-		res, err := st.k.settleAll(ctx, g.kind, g.delay, g.reason, receipts)
-		cancel()
-		for i, op := range ops {
-			var rerr error
-			switch {
-			case i < len(res) && res[i].err != nil:
-				rerr = &SettleError{Op: settleNames[g.kind], Topic: st.k.topic, Group: st.k.group, Receipts: 1, Failed: []*ReceiptError{res[i].err}}
-			case i >= len(res) && err != nil:
-				rerr = err
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ops := byGroup[g]
+			receipts := make([]string, len(ops))
+			for i, op := range ops {
+				receipts[i] = op.m.Receipt
 			}
-			if rerr != nil && st.cfg.onError != nil {
-				st.cfg.onError(op.m, errors.Join(op.lost, rerr))
+			ctx, cancel := context.WithTimeout(st.ctx, settleTimeout)
+			res, err := st.k.settleAll(ctx, g.kind, g.delay, g.reason, receipts)
+			cancel()
+			for i, op := range ops {
+				var rerr error
+				switch {
+				case i < len(res) && res[i].err != nil:
+					rerr = &SettleError{Op: settleNames[g.kind], Topic: st.k.topic, Group: st.k.group, Receipts: 1, Failed: []*ReceiptError{res[i].err}}
+				case i >= len(res) && err != nil:
+					rerr = err
+				}
+				if rerr != nil && st.cfg.onError != nil {
+					st.cfg.onError(op.m, errors.Join(op.lost, rerr))
+				}
+				if st.cfg.settled != nil {
+					st.cfg.settled(op.m, settleNames[g.kind], rerr)
+				}
 			}
-			if st.cfg.settled != nil {
-				st.cfg.settled(op.m, rerr)
-			}
-		}
+		})
 	}
+	wg.Wait()
 }
 
 // keepLease extends m's lease by vis every vis/2 (this client's clock,

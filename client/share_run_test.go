@@ -61,7 +61,10 @@ func TestRunSettlesManyMessagesPerCall(t *testing.T) {
 		h.saw(m)
 		h.finished()
 		return nil
-	}, client.WithWorkers(8), client.WithSettled(func(m client.Message, err error) {
+	}, client.WithWorkers(8), client.WithSettled(func(m client.Message, settlement string, err error) {
+		if settlement != "ack" {
+			t.Errorf("%s settled by %s, want ack", m.Value, settlement)
+		}
 		if err != nil {
 			failed.Add(1)
 		}
@@ -196,5 +199,93 @@ func TestRunGivesBackPrefetchedMessagesBeforeTheirLeaseRunsOut(t *testing.T) {
 	}
 	if len(runErrs) != 0 {
 		t.Errorf("Run reported %q, want nothing: no lease may run out in its buffer", runErrs)
+	}
+}
+
+// A receive that long-polled for longer than the visibility timeout
+// before records came hands them to the worker with a whole lease: the
+// broker's lease starts when it hands a record out, not when the receive
+// was sent. (Judged from the send, the record looked expired on arrival
+// and was dropped unhandled, its lease left to run out: a delivery
+// counted, dead-lettered with MaxDeliveries 1.)
+func TestRunHandlesRecordsThatCameAfterALongPoll(t *testing.T) {
+	tb := startTestBroker(t)
+	c := tb.dial(t, nil)
+	shareGroup(t, c, "jobs", 1, client.ShareGroupConfig{MaxDeliveries: 1})
+	k := c.NewShareConsumer("jobs", "workers", client.WithVisibility(time.Second), client.WithWait(5*time.Second))
+	var h handled
+	var mu sync.Mutex
+	var runErrs []error
+	runInBackground(t, k, func(ctx context.Context, m client.Message) error {
+		h.saw(m)
+		h.finished()
+		return nil
+	}, client.WithRunErrors(func(m client.Message, err error) {
+		mu.Lock()
+		runErrs = append(runErrs, err)
+		mu.Unlock()
+	}))
+	time.Sleep(1500 * time.Millisecond) // the receive is polling: past one visibility timeout
+	produceValues(t, c, "jobs", "late")
+	waitFor(t, "the record acked", func() bool {
+		d, err := c.DescribeShareGroup(context.Background(), "jobs", "workers")
+		return err == nil && d.Acked == 1
+	})
+	counts, _ := h.snapshot()
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(counts["late"]) != "[1]" || len(runErrs) > 0 {
+		t.Fatalf("the record that came after a long poll was handled with delivery counts %v, Run reported %v; want [1] and nothing", counts["late"], runErrs)
+	}
+}
+
+// Nacks with distinct reasons are a settle call each; they go at once, so
+// the acks queued with them land inside their leases. (In turn, 30 nacks
+// of 150 ms each held the batch's acks for 4.5 s, past their 1 s leases:
+// every ack failed.)
+func TestRunSettlesDistinctNacksAtOnce(t *testing.T) {
+	tb := startTestBroker(t)
+	slowNack := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if strings.HasSuffix(method, "/Nack") {
+			time.Sleep(150 * time.Millisecond)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c := tb.dial(t, slowNack)
+	// The nacked records stay in backoff for the test.
+	shareGroup(t, c, "jobs", 1, client.ShareGroupConfig{BackoffMin: 10 * time.Minute, BackoffMax: 20 * time.Minute})
+	var values []string
+	for i := range 30 {
+		values = append(values, fmt.Sprintf("fail-%02d", i))
+	}
+	for i := range 10 {
+		values = append(values, fmt.Sprintf("ok-%02d", i))
+	}
+	produceValues(t, c, "jobs", values...)
+	k := c.NewShareConsumer("jobs", "workers", client.WithVisibility(time.Second), client.WithWait(time.Second))
+	var mu sync.Mutex
+	var runErrs []string
+	stop := runInBackground(t, k, func(ctx context.Context, m client.Message) error {
+		if v := string(m.Value); strings.HasPrefix(v, "fail-") {
+			return fmt.Errorf("cannot do %s", v) // a reason of its own
+		}
+		return nil
+	}, client.WithWorkers(8), client.WithRunErrors(func(m client.Message, err error) {
+		mu.Lock()
+		runErrs = append(runErrs, string(m.Value)+": "+err.Error())
+		mu.Unlock()
+	}))
+	waitFor(t, "every record settled", func() bool {
+		d, err := c.DescribeShareGroup(context.Background(), "jobs", "workers")
+		return err == nil && d.Acked+d.Backoff >= 40
+	})
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
+	}
+	d, err := c.DescribeShareGroup(context.Background(), "jobs", "workers")
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil || d.Acked != 10 || d.Backoff != 30 || len(runErrs) > 0 {
+		t.Fatalf("after Run: %+v, %v; Run reported %d errors %q; want 10 acked, 30 in backoff, no error", d, err, len(runErrs), runErrs)
 	}
 }

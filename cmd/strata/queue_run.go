@@ -97,8 +97,8 @@ On exit it prints a summary on stderr.`)
 	if *prefetch < 0 {
 		*prefetch = *concurrency
 	}
-	// One receive fills the window (several in flight could hand records
-	// out in another order than the broker gave them).
+	// One receive fills the window, up to 1,000 (several in flight could
+	// hand records out in another order than the broker gave them).
 	k := c.NewShareConsumer(topic, *group, client.WithVisibility(*visibility), client.WithMaxRecords(*concurrency+*prefetch))
 
 	runCtx, stop := context.WithCancel(ctx)
