@@ -66,7 +66,12 @@
 //     (share.go). Run never acks a message whose handler did not return
 //     nil, extends each lease every half visibility while its handler
 //     runs, and settles every message it received before it returns
-//     (what Run is stopping from is released, not nacked). Redrive is
+//     (what Run is stopping from is released, not nacked). It holds at
+//     most its workers plus WithPrefetch messages between receive and
+//     handler, and releases one that waited half its lease there (counted
+//     from the receive's answer), so a prefetch never lets a lease run
+//     out unhandled; settlements are coalesced in the background, so a
+//     worker never waits for its message's settle call. Redrive is
 //     at-least-once: it commits the dead-letter topic's offsets only after
 //     the records are produced.
 //   - A group Consumer learns a rebalance from its heartbeat or at once
