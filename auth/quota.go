@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,11 +139,14 @@ func (q *Quotas) Wait(ctx context.Context, principal string, kind QuotaKind) err
 	if b == nil {
 		return nil
 	}
+	// Less than a byte of debt is none: the bucket's float arithmetic
+	// leaves crumbs (a sleep of exactly the debt can end a fraction of a
+	// byte short), which would count as a wait of their own.
 	tokens := b.TokensAt(q.cfg.Now())
-	if tokens >= 0 {
+	if tokens > -1 {
 		return nil
 	}
-	d := time.Duration(-tokens / float64(b.Limit()) * float64(time.Second))
+	d := time.Duration(math.Ceil(-tokens / float64(b.Limit()) * float64(time.Second)))
 	q.delays.Add(1)
 	q.delayed.Add(int64(d))
 	return q.cfg.Sleep(ctx, d)
