@@ -66,9 +66,12 @@ func TestHungPutCostsOneDeadline(t *testing.T) {
 			waitFor(t, "both partitions durable after the hang ends", func() bool {
 				return a.get("t/0") == 3 && a.get("t/1") == 2
 			})
+			// The two partitions share one object or, when the flusher
+			// started the first upload before the second add, take one
+			// each (the first record after a quiet spell goes at once).
 			st := w.Stats()
-			if st.Objects != 1 || st.Attempts < 4 || st.Failures < 3 {
-				t.Errorf("writer stats %+v: want 1 object after at least 3 failed attempts", st)
+			if st.Objects < 1 || st.Objects > 2 || st.Attempts < st.Objects+3 || st.Failures < 3 {
+				t.Errorf("writer stats %+v: want 1 or 2 objects after at least 3 failed attempts", st)
 			}
 			if err := w.Err(); err != nil {
 				t.Errorf("writer failed: %v", err)
@@ -76,9 +79,17 @@ func TestHungPutCostsOneDeadline(t *testing.T) {
 			if reads := p.Stats().Requests["GET"] - healed.Requests["GET"]; (reads > 0) != tc.readBack {
 				t.Errorf("%d reads after the hang, want a read-back: %v", reads, tc.readBack)
 			}
-			got := readWALObject(t, ctx, direct, Key(inc, 0))
+			got := map[string]string{}
+			for seq := range uint64(st.Objects) {
+				for k, v := range readWALObject(t, ctx, direct, Key(inc, seq)) {
+					if got[k] != "" {
+						t.Errorf("%s stored in two objects", k)
+					}
+					got[k] = v
+				}
+			}
 			if got["t/0"] != "a-0,a-1,a-2" || got["t/1"] != "b-0,b-1" {
-				t.Errorf("stored object holds %v", got)
+				t.Errorf("stored objects hold %v", got)
 			}
 		})
 	}
