@@ -32,6 +32,9 @@ type Broker struct {
 	ids   *idAllocator
 	stop  chan struct{} // closed by Close: stops the background loops
 	bg    sync.WaitGroup
+	// viewPoll is how often a follower of a partition not open here looks
+	// at the bucket again (viewRefresh; tests lengthen it).
+	viewPoll time.Duration
 
 	mu     sync.Mutex
 	topics map[string]*topic // opened topics; a topic's etag is guarded by mu too
@@ -127,7 +130,7 @@ func New(cfg Config) (*Broker, error) {
 		cache.Close()
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, hooks: hs, cache: cache, seals: ingest.NewSealLimiter(cfg.SealConcurrency), topics: map[string]*topic{}, stop: make(chan struct{})}
+	b := &Broker{cfg: cfg, hooks: hs, cache: cache, seals: ingest.NewSealLimiter(cfg.SealConcurrency), topics: map[string]*topic{}, stop: make(chan struct{}), viewPoll: viewRefresh}
 	b.cfg.WAL.OnFlush = b.walFlushHook()
 	b.groups.init(b)
 	b.shares.init()
@@ -507,6 +510,9 @@ func (b *Broker) partition(ctx context.Context, t *topic, p int32) (*partition, 
 		close(ch)
 		if err == nil {
 			t.parts[p] = part
+			if v := t.views[p]; v != nil {
+				close(v.opened) // followers of the bucket view switch to the open partition now
+			}
 			delete(t.views, p)
 		}
 		t.mu.Unlock()

@@ -204,3 +204,58 @@ func TestFetchOfAnIdlePartitionAnswers(t *testing.T) {
 		t.Fatalf("fetch of the idle partition: %v, %d results; want one empty result", err, len(got))
 	}
 }
+
+// A follower that began on a partition not open here (no write yet: a
+// bucket view, polled every viewPoll) is woken when a write opens the
+// partition here, and sees the record as soon as it is durable, not a
+// poll later. The poll is an hour here: without the wake-up the fetch
+// would wait for it and the test would time out.
+func TestFollowerWakesWhenThePartitionOpensHere(t *testing.T) {
+	b := newBroker(t, testConfig(t, tier.NewMemStore()))
+	b.viewPoll = time.Hour
+	ctx := context.Background()
+	if _, err := b.CreateTopic(ctx, TopicConfig{Name: "t", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	got := make(chan []segment.Record, 1)
+	go func() {
+		b.Fetch(rctx, &FetchRequest{Topic: "t", Partition: 0, Start: Position{Kind: StartEarliest}, Follow: true, MaxWait: time.Hour},
+			func(r *FetchResult) error {
+				if len(r.Records) > 0 {
+					got <- r.Records
+					cancel()
+				}
+				return nil
+			})
+	}()
+	// The follower is on the bucket view once the view exists.
+	tp, err := b.loadTopic(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		tp.mu.Lock()
+		v := tp.views[0]
+		tp.mu.Unlock()
+		if v != nil {
+			break
+		}
+		if rctx.Err() != nil {
+			t.Fatal("the follower never read the bucket view")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := b.Produce(ctx, &ProduceRequest{Topic: "t", Partition: 0, Records: []segment.Record{{Value: []byte("x")}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case recs := <-got:
+		if len(recs) != 1 || string(recs[0].Value) != "x" {
+			t.Fatalf("follower got %v", recs)
+		}
+	case <-rctx.Done():
+		t.Fatal("the follower was not woken when the partition opened here: it waits for the bucket view's next poll")
+	}
+}

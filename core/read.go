@@ -45,7 +45,10 @@ const viewRefresh = 250 * time.Millisecond
 type readView struct {
 	reader *fetch.PartitionReader
 	// changed returns a channel closed when the high watermark may have
-	// moved; for a bucket view it is closed after viewRefresh.
+	// moved; for a bucket view it is closed after Broker.viewPoll, or
+	// when the partition is opened on this broker (a write claimed it):
+	// a follower that began before the first write here sees its records
+	// as soon as they are durable, not a poll later.
 	changed func() <-chan struct{}
 	// bounds returns the log start and the high watermark.
 	bounds func(ctx context.Context) (logStart, hw int64, err error)
@@ -88,7 +91,7 @@ func (b *Broker) view(ctx context.Context, t *topic, p int32) (*readView, error)
 	}
 	v := t.views[p]
 	if v == nil {
-		v = &bucketView{store: b.cfg.Store, walr: b.walReader(), topic: t.store, partition: p}
+		v = &bucketView{store: b.cfg.Store, walr: b.walReader(), topic: t.store, partition: p, opened: make(chan struct{})}
 		v.reader = fetch.NewPartitionReader(b.cache, b.cfg.Store, v, v)
 		t.views[p] = v
 	}
@@ -96,7 +99,16 @@ func (b *Broker) view(ctx context.Context, t *topic, p int32) (*readView, error)
 		reader: v.reader,
 		changed: func() <-chan struct{} {
 			ch := make(chan struct{})
-			time.AfterFunc(viewRefresh, func() { close(ch) })
+			go func() {
+				t := time.NewTimer(b.viewPoll)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-v.opened:
+				case <-b.stop:
+				}
+				close(ch)
+			}()
 			return ch
 		},
 		bounds: func(ctx context.Context) (int64, int64, error) {
@@ -137,6 +149,7 @@ type bucketView struct {
 	topic     string // storage name
 	partition int32
 	reader    *fetch.PartitionReader
+	opened    chan struct{} // closed when the partition is opened here and the view is dropped
 
 	mu      sync.Mutex
 	m       *meta.Manifest  // nil: the partition has no manifest yet

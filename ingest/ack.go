@@ -29,7 +29,7 @@ func (p *Partition) HighWatermark() int64 {
 }
 
 // Changed returns a channel that is closed when the high watermark next
-// moves.
+// moves, or when the partition is closed.
 func (p *Partition) Changed() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()

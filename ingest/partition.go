@@ -149,6 +149,10 @@ func (p *Partition) Close(ctx context.Context) error {
 		p.mu.Lock()
 		p.mu.closed = true
 		fenced := p.mu.fenced
+		// Wake the waiters once (followers, WaitDurable): they look again
+		// and find the partition closed, or (core) dropped from reads here.
+		close(p.mu.changed)
+		p.mu.changed = make(chan struct{})
 		p.mu.Unlock()
 		p.appendMu.Unlock()
 		p.stopMaintenance()
