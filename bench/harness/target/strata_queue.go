@@ -3,6 +3,7 @@ package target
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,7 +33,7 @@ func (s *Strata) QueueKinds() []QueueKind {
 	if s.cfg.MinIO != nil {
 		store = "MinIO"
 	}
-	return []QueueKind{{Name: name, Target: s.Name(), Comparable: true, AckConfirmed: true,
+	return []QueueKind{{Name: name, Target: s.Name(), Comparable: true, AckConfirmed: true, Prefetch: true,
 		Durability: "share group; produced with ACKS_DURABLE; every receive's leases and every ack are events in the group-committed WAL object (" +
 			store + ", --wal-flush-interval " + flush + ") before the call returns"}}
 }
@@ -64,7 +65,10 @@ func (q *strataQueue) NewProducer(ctx context.Context, o ProducerOptions) (Produ
 }
 
 // NewWorker dials its own connection: one ShareConsumer, receives of up
-// to Batch records long-polling up to Wait.
+// to Batch records long-polling up to Wait, one receive kept ahead of the
+// caller (the Go client's Run does the same with WithPrefetch; a window
+// of one batch per worker, as the peers' prefetch): while the workload
+// acks a batch, the next one is being leased.
 func (q *strataQueue) NewWorker(ctx context.Context, o WorkerOptions) (Worker, error) {
 	c, err := client.Dial(q.s.addr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))))
@@ -73,7 +77,24 @@ func (q *strataQueue) NewWorker(ctx context.Context, o WorkerOptions) (Worker, e
 	}
 	k := c.NewShareConsumer(q.topic, strataShareGroup, client.WithMaxRecords(o.Batch), client.WithWait(o.Wait),
 		client.WithReceiveMaxBytes(32<<20))
-	return &strataWorker{c: c, k: k, batch: o.Batch}, nil
+	wctx, cancel := context.WithCancel(context.Background())
+	w := &strataWorker{c: c, k: k, cancel: cancel, ahead: make(chan received, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			ms, err := k.Receive(wctx, o.Batch)
+			select {
+			case w.ahead <- received{ms, err}:
+			case <-wctx.Done():
+				w.release(ms)
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return w, nil
 }
 
 // Unacked is, summed over the partitions, the records below the high
@@ -100,18 +121,35 @@ func (q *strataQueue) Unacked(ctx context.Context) (int64, error) {
 }
 
 type strataWorker struct {
-	c     *client.Client
-	k     *client.ShareConsumer
-	batch int
+	c      *client.Client
+	k      *client.ShareConsumer
+	cancel context.CancelFunc
+	ahead  chan received // the receive kept ahead of the caller
+	done   chan struct{} // the receiving goroutine ended
+	err    error         // the receive error that ended it
+}
+
+type received struct {
+	ms  []client.Message
+	err error
 }
 
 func (w *strataWorker) Receive(ctx context.Context) ([]QueueMsg, error) {
-	ms, err := w.k.Receive(ctx, w.batch)
-	if err != nil {
-		return nil, err
+	if w.err != nil {
+		return nil, w.err
 	}
-	out := make([]QueueMsg, len(ms))
-	for i, m := range ms {
+	var r received
+	select {
+	case r = <-w.ahead:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		w.err = r.err
+		return nil, r.err
+	}
+	out := make([]QueueMsg, len(r.ms))
+	for i, m := range r.ms {
 		out[i] = QueueMsg{Value: m.Value, ref: m.Receipt}
 	}
 	return out, nil
@@ -129,4 +167,29 @@ func (w *strataWorker) Ack(ctx context.Context, msgs []QueueMsg) error {
 	return w.k.Ack(ctx, rs...)
 }
 
-func (w *strataWorker) Close() error { return w.c.Close() }
+// release gives back messages received ahead and never handed out.
+func (w *strataWorker) release(ms []client.Message) {
+	if len(ms) == 0 {
+		return
+	}
+	rs := make([]string, len(ms))
+	for i, m := range ms {
+		rs[i] = m.Receipt
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.k.Release(ctx, rs...)
+}
+
+// Close stops the receive kept ahead, releases what it got, and closes
+// the connection.
+func (w *strataWorker) Close() error {
+	w.cancel()
+	<-w.done
+	select {
+	case r := <-w.ahead:
+		w.release(r.ms)
+	default:
+	}
+	return w.c.Close()
+}
