@@ -19,7 +19,8 @@
 //
 // Invariants and caveats:
 //   - A Producer keeps at most MaxInFlight requests in flight, at most
-//     BatchSize records per request and at most one batch being filled
+//     BatchSize records and BatchBytes of payload per request (a larger
+//     record goes alone) and at most one batch being filled
 //     per partition; Send blocks (honouring its context) while the
 //     record's partition has a full batch that cannot go out yet, so
 //     memory is bounded. A request holds one partition's records and goes

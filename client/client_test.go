@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stratalog/strata/client"
+	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/brokertest"
 	"github.com/stratalog/strata/tier"
 )
@@ -162,4 +163,86 @@ func TestAssignModeConsumer(t *testing.T) {
 	if err != nil || len(recs) != 10 || recs[9].Offset != 9 || recs[0].Partition != 1 {
 		t.Fatalf("poll: %d records, %v", len(recs), err)
 	}
+}
+
+// Large records with the default batching: a batch is cut by its bytes
+// too (WithBatchBytes, default 1 MiB), so 300 records of 64 KiB (19 MiB:
+// more than the broker's 16 MiB message limit in one request of the
+// default 500 records) are all stored, and every request the broker saw
+// held at most 1 MiB of payload; WithBatchBytes sets the cut.
+func TestProducerCutsBatchesByBytes(t *testing.T) {
+	hook := &requestSizes{}
+	cfg := brokertest.Config(t, tier.NewMemStore())
+	cfg.Hooks = []core.Hook{hook}
+	_, addr := brokertest.Start(t, cfg)
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "big", 1); err != nil {
+		t.Fatal(err)
+	}
+	send := func(p *client.Producer, n int) {
+		t.Helper()
+		var results []*client.Result
+		for i := range n {
+			v := make([]byte, 64<<10)
+			v[0] = byte(i)
+			r, err := p.Send(ctx, client.Record{Value: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			results = append(results, r)
+		}
+		if err := p.Close(ctx); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		for i, r := range results {
+			if err := r.Wait(ctx); err != nil {
+				t.Fatalf("record %d of 64 KiB: %v", i, err)
+			}
+		}
+	}
+	send(c.NewProducer("big"), 300)
+	if n, most := hook.get(); n != 300 || most > 1<<20 {
+		t.Fatalf("broker stored %d records, the largest request %d bytes; want 300 in requests of at most 1 MiB", n, most)
+	}
+	hook.reset()
+	send(c.NewProducer("big", client.WithBatchBytes(200<<10)), 30)
+	if n, most := hook.get(); n != 30 || most > 200<<10 {
+		t.Fatalf("broker stored %d records, the largest request %d bytes; want 30 in requests of at most 200 KiB", n, most)
+	}
+}
+
+// requestSizes is a core.ProduceHook that counts the records stored and
+// the largest request's payload.
+type requestSizes struct {
+	mu      sync.Mutex
+	records int
+	most    int64
+}
+
+func (h *requestSizes) OnProduce(e core.ProduceEvent) {
+	if e.Err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records += e.Records
+	h.most = max(h.most, e.Bytes)
+}
+
+func (h *requestSizes) get() (int, int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.records, h.most
+}
+
+func (h *requestSizes) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records, h.most = 0, 0
 }

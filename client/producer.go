@@ -19,6 +19,7 @@ type ProducerOption func(*producerConfig)
 
 type producerConfig struct {
 	batchSize   int
+	batchBytes  int
 	linger      time.Duration
 	maxInFlight int
 	retries     int
@@ -32,10 +33,24 @@ type producerConfig struct {
 // WithBatchSize sets the most records per produce request. Default 500.
 func WithBatchSize(n int) ProducerOption { return func(c *producerConfig) { c.batchSize = max(n, 1) } }
 
+// WithBatchBytes sets the most payload bytes (keys, values, header keys
+// and values) per produce request. Default 1 MiB. A batch is cut when the
+// next record would take it past n; a record larger than n goes alone.
+// Keep n well below the broker's message limit (16 MiB by default): a
+// request over it is refused.
+func WithBatchBytes(n int) ProducerOption {
+	return func(c *producerConfig) { c.batchBytes = max(n, 1) }
+}
+
 // WithLinger sets how long a partial batch waits for more records. Default 5ms.
 func WithLinger(d time.Duration) ProducerOption { return func(c *producerConfig) { c.linger = d } }
 
-// WithMaxInFlight sets how many requests may be outstanding. Default 4.
+// WithMaxInFlight sets how many requests may be outstanding. Default 16:
+// with `durable` acks each request waits for its WAL object (about one
+// flush interval and a PUT), and a smaller window leaves records waiting
+// for a free request slot at moderate load (docs/performance.md, "The
+// consumer side's tail"). With WithBatchBytes it bounds the bytes in
+// flight: at most MaxInFlight x BatchBytes (16 MiB by default).
 // With the idempotent producer (the default), at most 8 of them are
 // batches of one partition, counted from the partition's oldest batch not
 // yet acknowledged: the broker recognizes a retry only among a producer's
@@ -117,6 +132,8 @@ type batch struct {
 	part    int32
 	recs    []*stratapb.Record
 	results []*Result
+	bytes   int  // the records' payload bytes (recordBytes)
+	full    bool // BatchSize records, or BatchBytes reached or the next record did not fit
 	due     bool // lingered or flushed: send it as soon as allowed
 
 	req        *stratapb.ProduceRequest // set when first sent
@@ -239,7 +256,7 @@ var ErrProducerClosed = errors.New("client: producer closed")
 
 // NewProducer returns a producer for topic.
 func (c *Client) NewProducer(topic string, opts ...ProducerOption) *Producer {
-	cfg := producerConfig{batchSize: 500, linger: 5 * time.Millisecond, maxInFlight: 4, retries: 5, backoff: 50 * time.Millisecond,
+	cfg := producerConfig{batchSize: 500, batchBytes: 1 << 20, linger: 5 * time.Millisecond, maxInFlight: 16, retries: 5, backoff: 50 * time.Millisecond,
 		partition: -1, acks: stratapb.Acks_ACKS_DURABLE, idempotent: true, timeout: 30 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
@@ -330,6 +347,7 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 	defer p.mu.Unlock()
 	rec := p.newRecord()
 	fillProto(rec, &r)
+	size := recordBytes(rec)
 	for {
 		if p.closed {
 			return nil, ErrProducerClosed
@@ -340,20 +358,26 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 			b = &batch{part: part, done: make(chan struct{})}
 			p.pending[part] = b
 		}
-		if len(b.recs) < p.cfg.batchSize {
+		if !b.full && (len(b.recs) == 0 || b.bytes+size <= p.cfg.batchBytes) {
 			res := p.newResult()
 			res.done = b.done
 			b.recs = append(b.recs, rec)
 			b.results = append(b.results, res)
-			if len(b.recs) >= p.cfg.batchSize {
-				if part == p.sticky {
-					p.sticky = -1
-				}
-				p.dispatch()
+			b.bytes += size
+			if len(b.recs) >= p.cfg.batchSize || b.bytes >= p.cfg.batchBytes {
+				p.cut(b)
 			} else if p.timer == nil {
 				p.timer = time.AfterFunc(p.cfg.linger, p.lingered)
 			}
 			return res, nil
+		}
+		if !b.full {
+			// The record does not fit: the batch is full, and goes out
+			// if it can; a keyless record then goes to the next batch.
+			p.cut(b)
+			if p.pending[part] != b {
+				continue
+			}
 		}
 		// The partition's batch is full and cannot go out yet: wait, so
 		// memory stays bounded.
@@ -367,6 +391,26 @@ func (p *Producer) Send(ctx context.Context, r Record) (*Result, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// cut marks b full and sends it if the in-flight bounds allow. Caller
+// holds mu.
+func (p *Producer) cut(b *batch) {
+	b.full = true
+	if b.part == p.sticky {
+		p.sticky = -1
+	}
+	p.dispatch()
+}
+
+// recordBytes is a record's payload in a request: key, value, header keys
+// and values (what BatchBytes and the broker's produce byte counts count).
+func recordBytes(r *stratapb.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // lingered makes every pending batch due when the linger ends.
@@ -390,7 +434,7 @@ func (p *Producer) signal() {
 // in-flight bounds allow, or starts taking a producer id when one is
 // needed. It never blocks. Caller holds mu.
 func (p *Producer) dispatch() {
-	ready := func(b *batch) bool { return b.due || len(b.recs) >= p.cfg.batchSize }
+	ready := func(b *batch) bool { return b.due || b.full }
 	if p.cfg.idempotent && p.needID {
 		if p.initing || len(p.sent) > 0 {
 			return // the batches sent under the old id are resolved first
@@ -462,7 +506,7 @@ func (p *Producer) takeID() {
 		p.producerID, p.epoch, p.needID, p.parts = resp.ProducerId, resp.ProducerEpoch, false, map[int32]*partState{}
 	} else {
 		for part, b := range p.pending {
-			if b.due || len(b.recs) >= p.cfg.batchSize {
+			if b.due || b.full {
 				failed = append(failed, b)
 				delete(p.pending, part)
 				if part == p.sticky {
