@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -245,4 +246,47 @@ func (h *requestSizes) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.records, h.most = 0, 0
+}
+
+// A record larger than the broker's message limit is refused by its
+// transport unread: the producer does not resend it, and its error says
+// why and that nothing is stored; the producer goes on with the next
+// records.
+func TestProducerRecordOverTheMessageLimit(t *testing.T) {
+	hook := &requestSizes{}
+	cfg := brokertest.Config(t, tier.NewMemStore())
+	cfg.Hooks = []core.Hook{hook}
+	_, addr := brokertest.Start(t, cfg)
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "big", 1); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewProducer("big", client.WithRetries(5, 2*time.Second))
+	defer p.Close(ctx)
+	big, err := p.Send(ctx, client.Record{Value: make([]byte, 17<<20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "none of them is stored" is said only after a single attempt: a
+	// resent request would say they may or may not be.
+	err = big.Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "over the broker's message limit") || !strings.Contains(err.Error(), "none of them is stored") {
+		t.Fatalf("17 MiB record: %v; want the message limit named and nothing stored after one attempt", err)
+	}
+	small, err := p.Send(ctx, client.Record{Value: []byte("after")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := small.Wait(ctx); err != nil {
+		t.Fatalf("the record after: %v", err)
+	}
+	if n, _ := hook.get(); n != 1 {
+		t.Fatalf("broker stored %d records, want the small one only", n)
+	}
 }

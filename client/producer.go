@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -526,10 +527,19 @@ func (p *Producer) takeID() {
 
 func retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
 		return true
+	case codes.ResourceExhausted:
+		return !tooLarge(err) // a full buffer or a quota passes; the size stays
 	}
 	return false
+}
+
+// tooLarge reports a request the broker's transport refused for its size
+// (grpc's MaxRecvMsgSize: "received message larger than max"), before
+// reading it: resending it cannot succeed.
+func tooLarge(err error) bool {
+	return status.Code(err) == codes.ResourceExhausted && strings.Contains(status.Convert(err).Message(), "larger than max")
 }
 
 // run attempts b until it is acknowledged, fails for good or runs out of
@@ -636,6 +646,12 @@ func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, 
 				stored = "not acknowledged (an earlier attempt failed: they may or may not be stored)"
 			}
 			err = fmt.Errorf("client: %s: %d records %s: still redirected after %d attempts (the brokers disagree on the partition's owner until their views converge by gossip); send them again: %w", where, len(b.recs), stored, attempts, err)
+		} else if tooLarge(err) {
+			stored := "none of them is stored"
+			if attempts > 1 {
+				stored = "an earlier attempt failed, so they may or may not be stored"
+			}
+			err = fmt.Errorf("client: %s: %d records (%d bytes of payload) in one request over the broker's message limit: the broker refused it unread and %s; send smaller records or batches (WithBatchBytes), or raise the broker's --max-message-bytes: %w", where, len(b.recs), b.bytes, stored, err)
 		} else if retryable(err) {
 			err = fmt.Errorf("client: %s: %d records not acknowledged after %d attempts; they may or may not be stored: %w", where, len(b.recs), attempts, err)
 		} else {
