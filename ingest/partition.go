@@ -149,8 +149,9 @@ func (p *Partition) Close(ctx context.Context) error {
 		p.mu.Lock()
 		p.mu.closed = true
 		fenced := p.mu.fenced
-		// Wake the waiters once (followers, WaitDurable): they look again
-		// and find the partition closed, or (core) dropped from reads here.
+		// Wake the waiters once: a follower (core) looks again and finds
+		// the partition dropped from reads here; WaitDurable looks at the
+		// high watermark again (the WAL may still store its records).
 		close(p.mu.changed)
 		p.mu.changed = make(chan struct{})
 		p.mu.Unlock()

@@ -78,18 +78,15 @@ func (q *strataQueue) NewWorker(ctx context.Context, o WorkerOptions) (Worker, e
 	k := c.NewShareConsumer(q.topic, strataShareGroup, client.WithMaxRecords(o.Batch), client.WithWait(o.Wait),
 		client.WithReceiveMaxBytes(32<<20))
 	wctx, cancel := context.WithCancel(context.Background())
-	w := &strataWorker{c: c, k: k, cancel: cancel, ahead: make(chan received, 1), done: make(chan struct{})}
+	w := &strataWorker{c: c, k: k, cancel: cancel, ahead: make(chan received), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		for {
+		for wctx.Err() == nil {
 			ms, err := k.Receive(wctx, o.Batch)
 			select {
 			case w.ahead <- received{ms, err}:
 			case <-wctx.Done():
 				w.release(ms)
-				return
-			}
-			if err != nil {
 				return
 			}
 		}
@@ -124,9 +121,8 @@ type strataWorker struct {
 	c      *client.Client
 	k      *client.ShareConsumer
 	cancel context.CancelFunc
-	ahead  chan received // the receive kept ahead of the caller
+	ahead  chan received // the receive kept ahead of the caller (unbuffered: one batch held)
 	done   chan struct{} // the receiving goroutine ended
-	err    error         // the receive error that ended it
 }
 
 type received struct {
@@ -135,9 +131,6 @@ type received struct {
 }
 
 func (w *strataWorker) Receive(ctx context.Context) ([]QueueMsg, error) {
-	if w.err != nil {
-		return nil, w.err
-	}
 	var r received
 	select {
 	case r = <-w.ahead:
@@ -145,8 +138,7 @@ func (w *strataWorker) Receive(ctx context.Context) ([]QueueMsg, error) {
 		return nil, ctx.Err()
 	}
 	if r.err != nil {
-		w.err = r.err
-		return nil, r.err
+		return nil, r.err // the workload pauses and asks again; the next receive is under way
 	}
 	out := make([]QueueMsg, len(r.ms))
 	for i, m := range r.ms {
@@ -185,11 +177,6 @@ func (w *strataWorker) release(ms []client.Message) {
 // the connection.
 func (w *strataWorker) Close() error {
 	w.cancel()
-	<-w.done
-	select {
-	case r := <-w.ahead:
-		w.release(r.ms)
-	default:
-	}
+	<-w.done // it released what it held
 	return w.c.Close()
 }
