@@ -115,11 +115,6 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 	// the wait again, so a read of an idle partition answers in maxWait.
 	deadline := time.Now().Add(maxWait)
 	for {
-		select {
-		case <-b.stop:
-			return errShuttingDown() // Close woke every wait: no follower stays on a closed broker
-		default:
-		}
 		if t.isDeleted() {
 			return errorf(ErrTopicNotFound, "topic %q was deleted", t.cfg.Name)
 		}
@@ -180,6 +175,8 @@ func (b *Broker) Fetch(ctx context.Context, req *FetchRequest, send func(*FetchR
 			timer.Stop()
 			return classify(ctx.Err())
 		case <-wait:
+			timer.Stop()
+		case <-v.opened:
 			timer.Stop()
 		case <-timer.C:
 			if !req.Follow {

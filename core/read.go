@@ -45,11 +45,14 @@ const viewRefresh = 250 * time.Millisecond
 type readView struct {
 	reader *fetch.PartitionReader
 	// changed returns a channel closed when the high watermark may have
-	// moved; for a bucket view it is closed after Broker.viewPoll, or
-	// when the partition is opened on this broker (a write claimed it):
-	// a follower that began before the first write here sees its records
-	// as soon as they are durable, not a poll later.
+	// moved; for a bucket view it is closed after Broker.viewPoll.
 	changed func() <-chan struct{}
+	// opened (bucket views; nil otherwise) is closed when the partition
+	// is opened on this broker (a write claimed it) and reads switch to
+	// it: a follower that began before the first write here waits on it
+	// too, so it sees the records as soon as they are durable, not a poll
+	// later.
+	opened <-chan struct{}
 	// bounds returns the log start and the high watermark.
 	bounds func(ctx context.Context) (logStart, hw int64, err error)
 	// local is the bytes on this broker's disk (0 for a bucket view).
@@ -99,18 +102,10 @@ func (b *Broker) view(ctx context.Context, t *topic, p int32) (*readView, error)
 		reader: v.reader,
 		changed: func() <-chan struct{} {
 			ch := make(chan struct{})
-			go func() {
-				t := time.NewTimer(b.viewPoll)
-				defer t.Stop()
-				select {
-				case <-t.C:
-				case <-v.opened:
-				case <-b.stop:
-				}
-				close(ch)
-			}()
+			time.AfterFunc(b.viewPoll, func() { close(ch) })
 			return ch
 		},
+		opened: v.opened,
 		bounds: func(ctx context.Context) (int64, int64, error) {
 			v.Refresh() // describe and list-offsets answer from the bucket as it is now
 			m, err := v.Manifest(ctx)
@@ -125,7 +120,7 @@ func (b *Broker) view(ctx context.Context, t *topic, p int32) (*readView, error)
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			_, open := t.parts[p]
-			return open
+			return open || t.views[p] != v // opened here since (and maybe dropped again: v.opened is closed)
 		},
 	}, nil
 }
