@@ -192,6 +192,9 @@ type Client struct {
 	md    metadata
 }
 
+// maxAnswerBytes is the largest answer the client accepts by default.
+const maxAnswerBytes = 64 << 20
+
 // Dial returns a client of the cluster whose brokers include addrs: one
 // HOST:PORT or a comma-separated list of them (seeds; any one that
 // answers is enough, the client learns the others from it). Dial does no
@@ -207,7 +210,16 @@ func Dial(addrs string, opts ...Option) (*Client, error) {
 		// default of up to two minutes.
 		Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
-	})}
+	}),
+		// Answers up to maxAnswerBytes: a fetch may ask for up to the
+		// broker's cap (16 MiB) and gets at least one record whatever its
+		// max bytes; gRPC's default of 4 MiB refused larger answers
+		// (RESOURCE_EXHAUSTED after the broker had read them). A share
+		// receive does not retry such a refusal (transient), which would
+		// lease the records again each time. WithDialOptions come later
+		// and win.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswerBytes)),
+	}
 	if !cfg.tls {
 		// Plaintext unless WithTLS; transport credentials given through
 		// WithDialOptions come later and win.

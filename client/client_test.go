@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/stratalog/strata/client"
 	"github.com/stratalog/strata/core"
 	"github.com/stratalog/strata/internal/brokertest"
@@ -288,5 +291,90 @@ func TestProducerRecordOverTheMessageLimit(t *testing.T) {
 	}
 	if n, _ := hook.get(); n != 1 {
 		t.Fatalf("broker stored %d records, want the small one only", n)
+	}
+}
+
+// An answer over the client's own gRPC receive limit carries the same
+// "larger than max" text as a request the broker refused, but the broker
+// stored the records: the error must not say none is stored.
+func TestProducerAnswerOverTheClientsReceiveLimit(t *testing.T) {
+	hook := &requestSizes{}
+	cfg := brokertest.Config(t, tier.NewMemStore())
+	cfg.Hooks = []core.Hook{hook}
+	_, addr := brokertest.Start(t, cfg)
+	c, err := client.Dial(addr, client.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(512))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewProducer("t", client.WithBatchSize(400), client.WithLinger(time.Second))
+	defer p.Close(ctx)
+	var last *client.Result
+	for range 400 {
+		if last, err = p.Send(ctx, client.Record{Value: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = last.Wait(ctx)
+	if err == nil || strings.Contains(err.Error(), "none of them is stored") || !strings.Contains(err.Error(), "receive limit") {
+		t.Fatalf("answer over the client's limit: %v; want the receive limit named and the records maybe stored", err)
+	}
+	if n, _ := hook.get(); n != 400 {
+		t.Fatalf("broker stored %d records, want 400", n)
+	}
+}
+
+// An answer larger than gRPC's default 4 MiB receive limit reaches the
+// consumer with the client's defaults (it accepts answers up to 64 MiB):
+// ten 600 KiB records polled with 8 MiB max bytes, which the broker
+// answers in one response. Before, the poll failed with
+// RESOURCE_EXHAUSTED ("received message larger than max").
+func TestConsumerTakesAnAnswerOverFourMiB(t *testing.T) {
+	c := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.CreateTopic(ctx, "big", 1); err != nil {
+		t.Fatal(err)
+	}
+	p := c.NewProducer("big")
+	var last *client.Result
+	for i := range 10 {
+		v := make([]byte, 600<<10)
+		v[0] = byte(i)
+		r, err := p.Send(ctx, client.Record{Value: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := last.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.NewConsumer(ctx, "big", client.WithPartitions(0), client.WithFetchMaxBytes(8<<20), client.WithStoredBlocks(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(ctx)
+	var got []client.Record
+	for len(got) < 10 && ctx.Err() == nil {
+		recs, err := k.Poll(ctx)
+		if err != nil {
+			t.Fatalf("poll after %d of 10 records: %v", len(got), err)
+		}
+		got = append(got, recs...)
+	}
+	for i, r := range got {
+		if len(r.Value) != 600<<10 || r.Value[0] != byte(i) || r.Offset != int64(i) {
+			t.Fatalf("record %d: offset %d, %d bytes", i, r.Offset, len(r.Value))
+		}
 	}
 }

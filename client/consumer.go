@@ -76,8 +76,8 @@ func WithStoredBlocks(on bool) ConsumerOption {
 
 // WithFetchMaxBytes bounds one fetch response per partition (default
 // 1 MiB; the broker clamps it to its own cap, 16 MiB by default). Keep it
-// below the connection's receive limit (gRPC's default is 4 MiB; raise it
-// with grpc.MaxCallRecvMsgSize through WithDialOptions).
+// below the connection's receive limit (the client's default is 64 MiB;
+// set it with grpc.MaxCallRecvMsgSize through WithDialOptions).
 func WithFetchMaxBytes(n int32) ConsumerOption {
 	return func(c *consumerConfig) { c.maxBytes = n }
 }

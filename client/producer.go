@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stratalog/strata/api/stratapb"
 	"github.com/stratalog/strata/partitioner"
@@ -535,11 +536,27 @@ func retryable(err error) bool {
 	return false
 }
 
-// tooLarge reports a request the broker's transport refused for its size
-// (grpc's MaxRecvMsgSize: "received message larger than max"), before
-// reading it: resending it cannot succeed.
+// tooLarge reports a message over a gRPC size limit ("received message
+// larger than max (N vs. LIMIT)"): the request, refused unread by the
+// broker's transport (its MaxRecvMsgSize), or the broker's answer,
+// refused by this client's (MaxCallRecvMsgSize) after the broker acted
+// on the request. Resending cannot succeed either way.
 func tooLarge(err error) bool {
 	return status.Code(err) == codes.ResourceExhausted && strings.Contains(status.Convert(err).Message(), "larger than max")
+}
+
+// oversize is the size gRPC named in a tooLarge error, or -1.
+func oversize(err error) int {
+	m := status.Convert(err).Message()
+	i := strings.Index(m, "larger than max (")
+	if i < 0 {
+		return -1
+	}
+	var n, limit int
+	if _, err := fmt.Sscanf(m[i+len("larger than max ("):], "%d vs. %d)", &n, &limit); err != nil {
+		return -1
+	}
+	return n
 }
 
 // run attempts b until it is acknowledged, fails for good or runs out of
@@ -646,12 +663,18 @@ func (p *Producer) resolve(b *batch, resp *stratapb.ProduceResponse, err error, 
 				stored = "not acknowledged (an earlier attempt failed: they may or may not be stored)"
 			}
 			err = fmt.Errorf("client: %s: %d records %s: still redirected after %d attempts (the brokers disagree on the partition's owner until their views converge by gossip); send them again: %w", where, len(b.recs), stored, attempts, err)
-		} else if tooLarge(err) {
+		} else if tooLarge(err) && oversize(err) == proto.Size(b.req) {
+			// The request itself (its size is the one named): refused
+			// unread by the broker's transport.
 			stored := "none of them is stored"
-			if attempts > 1 {
+			if attempts-redirects > 1 {
 				stored = "an earlier attempt failed, so they may or may not be stored"
 			}
 			err = fmt.Errorf("client: %s: %d records (%d bytes of payload) in one request over the broker's message limit: the broker refused it unread and %s; send smaller records or batches (WithBatchBytes), or raise the broker's --max-message-bytes: %w", where, len(b.recs), b.bytes, stored, err)
+		} else if tooLarge(err) {
+			// The broker's answer, over this client's receive limit: the
+			// broker acted on the request.
+			err = fmt.Errorf("client: %s: %d records not acknowledged: the broker's answer was over this client's gRPC receive limit, so they may or may not be stored (most likely stored: sending them again may store them twice); raise the limit (grpc.MaxCallRecvMsgSize in WithDialOptions) or send smaller batches (WithBatchSize): %w", where, len(b.recs), err)
 		} else if retryable(err) {
 			err = fmt.Errorf("client: %s: %d records not acknowledged after %d attempts; they may or may not be stored: %w", where, len(b.recs), attempts, err)
 		} else {

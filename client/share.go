@@ -244,7 +244,8 @@ func WithWait(d time.Duration) ShareOption {
 
 // WithReceiveMaxBytes bounds the record bytes one broker answers a
 // receive with (one record is always answered). Default 1 MiB; keep it
-// under the client's largest message (gRPC's default is 4 MiB).
+// under the client's largest message (the Go client accepts 64 MiB by
+// default; gRPC's own default is 4 MiB).
 func WithReceiveMaxBytes(n int32) ShareOption {
 	return func(c *shareConfig) { c.maxBytes = max(n, 0) }
 }

@@ -417,8 +417,10 @@ func transient(err error) bool {
 		return true
 	}
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown:
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown:
 		return true
+	case codes.ResourceExhausted:
+		return !tooLarge(err) // an answer over the receive limit stays over it
 	}
 	return false
 }
