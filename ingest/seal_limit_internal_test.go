@@ -31,7 +31,7 @@ func TestSealLimiterBoundsSeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close(ctx)
-	if _, err := p.Append(ctx, &segment.Batch{ProducerID: segment.NoProducer, Records: []segment.Record{{Value: []byte("v")}}}); err != nil {
+	if _, err := p.Append(ctx, &segment.Batch{ProducerID: segment.NoProducer, Records: []segment.Record{{Value: []byte("v"), Timestamp: time.Now().UnixMilli()}}}); err != nil { // dated now: a record of 1970 is past the retention a background round applies
 		t.Fatal(err)
 	}
 	release, err := lim.acquire(ctx) // another partition's seal holds the slot
