@@ -175,15 +175,7 @@ func TestAssignModeConsumer(t *testing.T) {
 // default 500 records) are all stored, and every request the broker saw
 // held at most 1 MiB of payload; WithBatchBytes sets the cut.
 func TestProducerCutsBatchesByBytes(t *testing.T) {
-	hook := &requestSizes{}
-	cfg := brokertest.Config(t, tier.NewMemStore())
-	cfg.Hooks = []core.Hook{hook}
-	_, addr := brokertest.Start(t, cfg)
-	c, err := client.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, hook := startCountingBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := c.CreateTopic(ctx, "big", 1); err != nil {
@@ -221,6 +213,22 @@ func TestProducerCutsBatchesByBytes(t *testing.T) {
 	}
 }
 
+// startCountingBroker starts a broker whose produce requests a
+// requestSizes counts, and dials it.
+func startCountingBroker(t *testing.T) (*client.Client, *requestSizes) {
+	t.Helper()
+	hook := &requestSizes{}
+	cfg := brokertest.Config(t, tier.NewMemStore())
+	cfg.Hooks = []core.Hook{hook}
+	_, addr := brokertest.Start(t, cfg)
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, hook
+}
+
 // requestSizes is a core.ProduceHook that counts the records stored and
 // the largest request's payload.
 type requestSizes struct {
@@ -256,15 +264,7 @@ func (h *requestSizes) reset() {
 // why and that nothing is stored; the producer goes on with the next
 // records.
 func TestProducerRecordOverTheMessageLimit(t *testing.T) {
-	hook := &requestSizes{}
-	cfg := brokertest.Config(t, tier.NewMemStore())
-	cfg.Hooks = []core.Hook{hook}
-	_, addr := brokertest.Start(t, cfg)
-	c, err := client.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, hook := startCountingBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := c.CreateTopic(ctx, "big", 1); err != nil {
